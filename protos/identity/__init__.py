@@ -1,0 +1,1 @@
+"""The identity.v1 gRPC contract (generated code lives in identity.v1)."""

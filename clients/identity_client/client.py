@@ -1,0 +1,451 @@
+"""The synchronous identity-service client.
+
+    with IdentityClient("127.0.0.1:50051") as client:
+        tenant = client.create_tenant("acme")
+        issued = client.issue_token("acme")
+        user = client.create_user(tenant.id, User(user_name="ada@example.com"))
+
+Every method raises a subclass of `identity_client.errors.IdentityError` on
+failure. Messages are the contract's types, re-exported by `identity_client.types`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import struct_pb2, timestamp_pb2
+
+from identity.v1 import (
+    changes_pb2,
+    changes_pb2_grpc,
+    common_pb2,
+    groups_pb2,
+    groups_pb2_grpc,
+    history_pb2,
+    history_pb2_grpc,
+    roles_pb2,
+    roles_pb2_grpc,
+    tenants_pb2,
+    tenants_pb2_grpc,
+    users_pb2,
+    users_pb2_grpc,
+)
+
+from ._common import CallContext, member, page, tenant_ref
+from .errors import from_rpc_error
+
+_T = TypeVar("_T")
+_NO_CONTEXT = CallContext()
+
+
+class IdentityClient:
+    """A blocking client over one gRPC channel. Thread-safe; open one per process
+    (after fork, under gunicorn)."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        timeout: float = 10.0,
+        options: Iterable[tuple[str, Any]] = (),
+    ) -> None:
+        opts = [("grpc.max_receive_message_length", 64 * 1024 * 1024), *options]
+        if credentials is None:
+            self._channel = grpc.insecure_channel(target, options=opts)
+        else:
+            self._channel = grpc.secure_channel(target, credentials, options=opts)
+        self.target = target
+        self.timeout = timeout
+        self._tenants = tenants_pb2_grpc.TenantServiceStub(self._channel)
+        self._users = users_pb2_grpc.UserServiceStub(self._channel)
+        self._groups = groups_pb2_grpc.GroupServiceStub(self._channel)
+        self._roles = roles_pb2_grpc.RoleServiceStub(self._channel)
+        self._changes = changes_pb2_grpc.ChangeServiceStub(self._channel)
+        self._history = history_pb2_grpc.HistoryServiceStub(self._channel)
+
+    # -- plumbing ---------------------------------------------------------------
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> IdentityClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        """Blocks until the channel connects; Unavailable after `timeout` seconds."""
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError as exc:
+            from .errors import Unavailable
+
+            raise Unavailable(f"identity service at {self.target} not reachable") from exc
+
+    @property
+    def channel(self) -> grpc.Channel:
+        return self._channel
+
+    def _call(self, method: Callable[..., _T], request: Any, ctx: CallContext | None) -> _T:
+        ctx = ctx or _NO_CONTEXT
+        try:
+            return method(
+                request,
+                timeout=ctx.timeout if ctx.timeout is not None else self.timeout,
+                metadata=ctx.metadata(),
+            )
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
+
+    # -- tenants and tokens -------------------------------------------------------
+
+    def create_tenant(
+        self, name: str, *, display_name: str = "", ctx: CallContext | None = None
+    ) -> tenants_pb2.Tenant:
+        req = tenants_pb2.CreateTenantRequest(name=name, display_name=display_name)
+        return self._call(self._tenants.CreateTenant, req, ctx)
+
+    def get_tenant(self, tenant: str, *, ctx: CallContext | None = None) -> tenants_pb2.Tenant:
+        """`tenant` is an id or a name."""
+        req = tenants_pb2.GetTenantRequest(tenant=tenant_ref(tenant))
+        return self._call(self._tenants.GetTenant, req, ctx)
+
+    def list_tenants(self, *, ctx: CallContext | None = None) -> Iterator[tenants_pb2.Tenant]:
+        token = ""
+        while True:
+            req = tenants_pb2.ListTenantsRequest(page_size=500, page_token=token)
+            resp = self._call(self._tenants.ListTenants, req, ctx)
+            yield from resp.tenants
+            token = resp.next_page_token
+            if not token:
+                return
+
+    def update_tenant(
+        self,
+        tenant: str,
+        *,
+        active: bool | None = None,
+        display_name: str | None = None,
+        ctx: CallContext | None = None,
+    ) -> tenants_pb2.Tenant:
+        req = tenants_pb2.UpdateTenantRequest(tenant=tenant_ref(tenant))
+        if active is not None:
+            req.active = active
+        if display_name is not None:
+            req.display_name = display_name
+        return self._call(self._tenants.UpdateTenant, req, ctx)
+
+    def issue_token(
+        self,
+        tenant: str,
+        *,
+        description: str = "",
+        scope: int = tenants_pb2.TOKEN_SCOPE_FULL,
+        expires: timestamp_pb2.Timestamp | None = None,
+        ctx: CallContext | None = None,
+    ) -> tenants_pb2.IssueTokenResponse:
+        req = tenants_pb2.IssueTokenRequest(
+            tenant=tenant_ref(tenant), description=description, scope=scope  # type: ignore[arg-type]
+        )
+        if expires is not None:
+            req.expires.CopyFrom(expires)
+        return self._call(self._tenants.IssueToken, req, ctx)
+
+    def list_tokens(
+        self, tenant: str, *, include_inactive: bool = False, ctx: CallContext | None = None
+    ) -> list[tenants_pb2.Token]:
+        req = tenants_pb2.ListTokensRequest(
+            tenant=tenant_ref(tenant), include_inactive=include_inactive
+        )
+        return list(self._call(self._tenants.ListTokens, req, ctx).tokens)
+
+    def revoke_token(
+        self, tenant: str, token_id: str, *, ctx: CallContext | None = None
+    ) -> tenants_pb2.Token:
+        req = tenants_pb2.RevokeTokenRequest(tenant=tenant_ref(tenant), token_id=token_id)
+        return self._call(self._tenants.RevokeToken, req, ctx)
+
+    def authenticate(
+        self, secret: str, *, tenant: str | None = None, ctx: CallContext | None = None
+    ) -> tenants_pb2.AuthenticateTokenResponse:
+        """Checks a bearer secret, optionally for one tenant (id or name)."""
+        req = tenants_pb2.AuthenticateTokenRequest(secret=secret)
+        if tenant:
+            req.tenant.CopyFrom(tenant_ref(tenant))
+        return self._call(self._tenants.AuthenticateToken, req, ctx)
+
+    # -- users ------------------------------------------------------------------
+
+    def create_user(
+        self, tenant_id: str, user: users_pb2.User, *, ctx: CallContext | None = None
+    ) -> users_pb2.User:
+        req = users_pb2.CreateUserRequest(tenant_id=tenant_id, user=user)
+        return self._call(self._users.CreateUser, req, ctx)
+
+    def get_user(
+        self, tenant_id: str, user_id: str, *, ctx: CallContext | None = None
+    ) -> users_pb2.User:
+        req = users_pb2.GetUserRequest(tenant_id=tenant_id, id=user_id)
+        return self._call(self._users.GetUser, req, ctx)
+
+    def list_users(
+        self,
+        tenant_id: str,
+        *,
+        filter: common_pb2.Filter | None = None,
+        sort: common_pb2.Sort | None = None,
+        start_index: int | None = None,
+        count: int | None = None,
+        cursor: str | None = None,
+        ctx: CallContext | None = None,
+    ) -> users_pb2.ListUsersResponse:
+        """One page. `cursor=""` starts cursor paging; None uses index paging."""
+        req = users_pb2.ListUsersRequest(
+            tenant_id=tenant_id, filter=filter, sort=sort, page=page(start_index, count, cursor)
+        )
+        return self._call(self._users.ListUsers, req, ctx)
+
+    def replace_user(
+        self,
+        tenant_id: str,
+        user: users_pb2.User,
+        *,
+        expected_version: int = 0,
+        ctx: CallContext | None = None,
+    ) -> users_pb2.User:
+        """Replaces every writable attribute of the user named by `user.meta.id`."""
+        req = users_pb2.ReplaceUserRequest(
+            tenant_id=tenant_id, user=user, expected_version=expected_version
+        )
+        return self._call(self._users.ReplaceUser, req, ctx)
+
+    def delete_user(
+        self,
+        tenant_id: str,
+        user_id: str,
+        *,
+        expected_version: int = 0,
+        ctx: CallContext | None = None,
+    ) -> None:
+        req = users_pb2.DeleteUserRequest(
+            tenant_id=tenant_id, id=user_id, expected_version=expected_version
+        )
+        self._call(self._users.DeleteUser, req, ctx)
+
+    # -- groups -----------------------------------------------------------------
+
+    def create_group(
+        self, tenant_id: str, group: groups_pb2.Group, *, ctx: CallContext | None = None
+    ) -> groups_pb2.Group:
+        req = groups_pb2.CreateGroupRequest(tenant_id=tenant_id, group=group)
+        return self._call(self._groups.CreateGroup, req, ctx)
+
+    def get_group(
+        self,
+        tenant_id: str,
+        group_id: str,
+        *,
+        include_members: bool = True,
+        ctx: CallContext | None = None,
+    ) -> groups_pb2.Group:
+        req = groups_pb2.GetGroupRequest(
+            tenant_id=tenant_id, id=group_id, include_members=include_members
+        )
+        return self._call(self._groups.GetGroup, req, ctx)
+
+    def list_groups(
+        self,
+        tenant_id: str,
+        *,
+        filter: common_pb2.Filter | None = None,
+        sort: common_pb2.Sort | None = None,
+        start_index: int | None = None,
+        count: int | None = None,
+        cursor: str | None = None,
+        include_members: bool = False,
+        ctx: CallContext | None = None,
+    ) -> groups_pb2.ListGroupsResponse:
+        req = groups_pb2.ListGroupsRequest(
+            tenant_id=tenant_id,
+            filter=filter,
+            sort=sort,
+            page=page(start_index, count, cursor),
+            include_members=include_members,
+        )
+        return self._call(self._groups.ListGroups, req, ctx)
+
+    def replace_group(
+        self,
+        tenant_id: str,
+        group: groups_pb2.Group,
+        *,
+        expected_version: int = 0,
+        ctx: CallContext | None = None,
+    ) -> groups_pb2.Group:
+        req = groups_pb2.ReplaceGroupRequest(
+            tenant_id=tenant_id, group=group, expected_version=expected_version
+        )
+        return self._call(self._groups.ReplaceGroup, req, ctx)
+
+    def update_group(
+        self,
+        tenant_id: str,
+        group_id: str,
+        *,
+        display_name: str | None = None,
+        external_id: str | None = None,
+        extensions: struct_pb2.Struct | None = None,
+        clear_members: bool = False,
+        add_members: Iterable[str | groups_pb2.Member] = (),
+        remove_members: Iterable[str] = (),
+        expected_version: int = 0,
+        ctx: CallContext | None = None,
+    ) -> groups_pb2.Group:
+        """Attribute and membership changes in one transaction; O(members changed)."""
+        req = groups_pb2.UpdateGroupRequest(
+            tenant_id=tenant_id,
+            id=group_id,
+            expected_version=expected_version,
+            clear_members=clear_members,
+            add_members=[member(m) for m in add_members],
+            remove_members=list(remove_members),
+        )
+        if display_name is not None:
+            req.display_name = display_name
+        if external_id is not None:
+            req.external_id = external_id
+        if extensions is not None:
+            req.extensions.CopyFrom(extensions)
+        return self._call(self._groups.UpdateGroup, req, ctx)
+
+    def delete_group(
+        self,
+        tenant_id: str,
+        group_id: str,
+        *,
+        expected_version: int = 0,
+        ctx: CallContext | None = None,
+    ) -> None:
+        req = groups_pb2.DeleteGroupRequest(
+            tenant_id=tenant_id, id=group_id, expected_version=expected_version
+        )
+        self._call(self._groups.DeleteGroup, req, ctx)
+
+    def list_members(
+        self,
+        tenant_id: str,
+        group_id: str,
+        *,
+        page_size: int = 1000,
+        ctx: CallContext | None = None,
+    ) -> Iterator[groups_pb2.Member]:
+        """Every member of a group, fetched page by page."""
+        token = ""
+        while True:
+            req = groups_pb2.ListMembersRequest(
+                tenant_id=tenant_id, group_id=group_id, page_size=page_size, page_token=token
+            )
+            resp = self._call(self._groups.ListMembers, req, ctx)
+            yield from resp.members
+            token = resp.next_page_token
+            if not token:
+                return
+
+    # -- roles ------------------------------------------------------------------
+
+    def create_role(
+        self, tenant_id: str, name: str, *, description: str = "", ctx: CallContext | None = None
+    ) -> roles_pb2.Role:
+        req = roles_pb2.CreateRoleRequest(tenant_id=tenant_id, name=name, description=description)
+        return self._call(self._roles.CreateRole, req, ctx)
+
+    def list_roles(self, tenant_id: str, *, ctx: CallContext | None = None) -> list[roles_pb2.Role]:
+        req = roles_pb2.ListRolesRequest(tenant_id=tenant_id)
+        return list(self._call(self._roles.ListRoles, req, ctx).roles)
+
+    def delete_role(self, tenant_id: str, name: str, *, ctx: CallContext | None = None) -> None:
+        self._call(self._roles.DeleteRole, roles_pb2.DeleteRoleRequest(tenant_id=tenant_id, name=name), ctx)
+
+    def assign_role(
+        self,
+        tenant_id: str,
+        user_id: str,
+        role: str,
+        *,
+        source: int = users_pb2.ROLE_SOURCE_LOCAL,
+        ctx: CallContext | None = None,
+    ) -> roles_pb2.Assignment:
+        req = roles_pb2.AssignRoleRequest(
+            tenant_id=tenant_id, user_id=user_id, role=role, source=source  # type: ignore[arg-type]
+        )
+        return self._call(self._roles.AssignRole, req, ctx)
+
+    def revoke_role(
+        self,
+        tenant_id: str,
+        user_id: str,
+        role: str,
+        *,
+        source: int = users_pb2.ROLE_SOURCE_LOCAL,
+        ctx: CallContext | None = None,
+    ) -> roles_pb2.Assignment:
+        req = roles_pb2.RevokeRoleRequest(
+            tenant_id=tenant_id, user_id=user_id, role=role, source=source  # type: ignore[arg-type]
+        )
+        return self._call(self._roles.RevokeRole, req, ctx)
+
+    def list_assignments(
+        self,
+        tenant_id: str,
+        *,
+        user_id: str = "",
+        role: str = "",
+        ctx: CallContext | None = None,
+    ) -> list[roles_pb2.Assignment]:
+        req = roles_pb2.ListAssignmentsRequest(tenant_id=tenant_id, user_id=user_id, role=role)
+        return list(self._call(self._roles.ListAssignments, req, ctx).assignments)
+
+    # -- changes and history ------------------------------------------------------
+
+    def get_revision(
+        self, tenant_id: str, *, ctx: CallContext | None = None
+    ) -> changes_pb2.GetRevisionResponse:
+        req = changes_pb2.GetRevisionRequest(tenant_id=tenant_id)
+        return self._call(self._changes.GetRevision, req, ctx)
+
+    def record_operation(
+        self, operation: history_pb2.Operation, *, ctx: CallContext | None = None
+    ) -> history_pb2.Operation:
+        req = history_pb2.RecordOperationRequest(operation=operation)
+        return self._call(self._history.RecordOperation, req, ctx).operation
+
+    def list_operations(
+        self,
+        tenant_id: str,
+        *,
+        kinds: Iterable[int] = (),
+        resource_type: str = "",
+        outcome: int = history_pb2.OUTCOME_FILTER_ANY,
+        since: timestamp_pb2.Timestamp | None = None,
+        until: timestamp_pb2.Timestamp | None = None,
+        page_size: int = 100,
+        page_token: str = "",
+        ctx: CallContext | None = None,
+    ) -> history_pb2.ListOperationsResponse:
+        req = history_pb2.ListOperationsRequest(
+            tenant_id=tenant_id,
+            kinds=list(kinds),  # type: ignore[arg-type]
+            resource_type=resource_type,
+            outcome=outcome,  # type: ignore[arg-type]
+            page_size=page_size,
+            page_token=page_token,
+        )
+        if since is not None:
+            req.since.CopyFrom(since)
+        if until is not None:
+            req.until.CopyFrom(until)
+        return self._call(self._history.ListOperations, req, ctx)

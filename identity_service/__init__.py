@@ -1,0 +1,1 @@
+"""The identity core: owns tenants, users, groups, roles, tokens, history and the event log."""

@@ -1,0 +1,121 @@
+"""Engines, sessions and the thread pool that runs database work for the asyncio server.
+
+Data functions take a Session and never commit; the RPC boundary opens the
+transaction (`with db.write() as s:`) so a call is all-or-nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from .events import WRITTEN
+from .settings import Settings
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def normalise_url(url: str) -> str:
+    """postgresql://... uses psycopg 3; other URLs pass through."""
+    u = make_url(url)
+    if u.drivername in {"postgresql", "postgres"}:
+        u = u.set(drivername="postgresql+psycopg")
+    return u.render_as_string(hide_password=False)
+
+
+def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take over transaction control from the sqlite3 module (SQLAlchemy's recipe).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # Writers take the database lock up front: a deferred transaction that
+        # upgrades to a writer can fail with SQLITE_BUSY instead of waiting.
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+class Database:
+    """Write and read session factories over one database, plus the worker threads."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.url = normalise_url(settings.database_url)
+        u = make_url(self.url)
+        self.dialect = u.get_backend_name()
+        if self.dialect == "sqlite":
+            if u.database and u.database != ":memory:":
+                Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+            self.engine = _sqlite_engine(self.url, immediate=True)
+            self._read_engine = _sqlite_engine(self.url, immediate=False)
+        else:
+            self.engine = create_engine(
+                self.url,
+                pool_size=settings.db_pool_size,
+                max_overflow=settings.db_pool_size,
+                pool_pre_ping=True,
+                pool_recycle=1800,
+            )
+            # Lists read their rows and the tenant revision from one snapshot.
+            self._read_engine = self.engine.execution_options(isolation_level="REPEATABLE READ")
+        self._writer = sessionmaker(self.engine, expire_on_commit=False)
+        self._reader = sessionmaker(self._read_engine, expire_on_commit=False)
+        self._pool = ThreadPoolExecutor(settings.db_threads, thread_name_prefix="db")
+        #: Called (on a database thread) after each commit that wrote events,
+        #: with {tenant_id: last revision}. The change streams wake on it.
+        self.commit_listeners: list[Callable[[dict[str, int]], None]] = []
+        event.listen(self._writer, "after_commit", self._after_commit)
+        event.listen(self._writer, "after_rollback", self._after_rollback)
+
+    def _after_commit(self, session: Session) -> None:
+        written = session.info.pop(WRITTEN, None)
+        if written:
+            for listener in self.commit_listeners:
+                listener(written)
+
+    def _after_rollback(self, session: Session) -> None:
+        session.info.pop(WRITTEN, None)
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Session]:
+        with self._writer.begin() as session:
+            yield session
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Session]:
+        with self._reader.begin() as session:
+            yield session
+
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Runs blocking database work on the pool, off the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.engine.dispose()
+        self._read_engine.dispose()

@@ -1,0 +1,98 @@
+"""Domain errors. Each carries its gRPC status code and an ErrorDetail reason;
+one server interceptor (identity_service.interceptors) turns them into statuses."""
+
+from __future__ import annotations
+
+import grpc
+
+from identity.v1 import common_pb2
+
+R = common_pb2
+
+
+class DomainError(Exception):
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    reason: int = R.ERROR_REASON_UNSPECIFIED
+
+    def __init__(self, message: str, *, field: str = "", **detail: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.extra = detail
+
+    def detail(self) -> common_pb2.ErrorDetail:
+        return common_pb2.ErrorDetail(reason=self.reason, field=self.field, **self.extra)  # type: ignore[arg-type]
+
+
+class NotFound(DomainError):
+    code = grpc.StatusCode.NOT_FOUND
+    reason = R.ERROR_REASON_NOT_FOUND
+
+
+class Conflict(DomainError):
+    """A unique attribute clashes (RFC 7643 §2.2 uniqueness)."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+    reason = R.ERROR_REASON_UNIQUENESS
+
+
+class VersionMismatch(DomainError):
+    code = grpc.StatusCode.ABORTED
+    reason = R.ERROR_REASON_VERSION_MISMATCH
+
+
+class InvalidValue(DomainError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = R.ERROR_REASON_INVALID_VALUE
+
+
+class InvalidFilter(DomainError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = R.ERROR_REASON_INVALID_FILTER
+
+
+class InvalidCursor(DomainError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = R.ERROR_REASON_INVALID_CURSOR
+
+
+class Mutability(DomainError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = R.ERROR_REASON_MUTABILITY
+
+
+class TooMany(DomainError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = R.ERROR_REASON_TOO_MANY
+
+
+class LimitReached(DomainError):
+    """A per-tenant limit (e.g. live tokens) is reached."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = R.ERROR_REASON_TOO_MANY
+
+
+class TenantInactive(DomainError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = R.ERROR_REASON_TENANT_INACTIVE
+
+
+class Unauthenticated(DomainError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+    reason = R.ERROR_REASON_UNAUTHENTICATED
+
+
+class PermissionDenied(DomainError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+    reason = R.ERROR_REASON_PERMISSION_DENIED
+
+
+class Compacted(DomainError):
+    code = grpc.StatusCode.OUT_OF_RANGE
+    reason = R.ERROR_REASON_COMPACTED
+
+
+class Unavailable(DomainError):
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = R.ERROR_REASON_UNAVAILABLE

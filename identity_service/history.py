@@ -1,0 +1,100 @@
+"""The operations history: what the gateway did, for whom, and how it ended."""
+
+from __future__ import annotations
+
+from datetime import UTC
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
+
+from identity.v1 import history_pb2
+
+from .convert import new_id, ts
+from .errors import InvalidValue
+from .models import OperationRow, TenantRow, utcnow
+
+
+def _proto(row: OperationRow, tenant_id: str) -> history_pb2.Operation:
+    return history_pb2.Operation(
+        id=row.id,
+        tenant_id=tenant_id,
+        time=ts(row.time),
+        token_id=row.token_id,
+        method=row.method,
+        kind=row.kind,  # type: ignore[arg-type]
+        resource_type=row.resource_type,
+        resource_id=row.resource_id,
+        status=row.status,
+        scim_type=row.scim_type,
+        detail=row.detail,
+        duration_ms=row.duration_ms,
+        request_id=row.request_id,
+    )
+
+
+def record(session: Session, tenant: TenantRow, op: history_pb2.Operation) -> history_pb2.Operation:
+    if not 100 <= op.status <= 599:
+        raise InvalidValue("status must be an HTTP status code", field="status")
+    row = OperationRow(
+        id=new_id(),
+        tenant_pk=tenant.pk,
+        time=op.time.ToDatetime(tzinfo=UTC) if op.HasField("time") else utcnow(),
+        token_id=op.token_id[:36],
+        method=op.method[:16].upper(),
+        kind=op.kind,
+        resource_type=op.resource_type[:32],
+        resource_id=op.resource_id[:64],
+        status=op.status,
+        scim_type=op.scim_type[:32],
+        detail=op.detail[:2000],
+        duration_ms=max(op.duration_ms, 0.0),
+        request_id=op.request_id[:64],
+    )
+    session.add(row)
+    session.flush()
+    return _proto(row, tenant.id)
+
+
+def list_operations(
+    session: Session, tenant: TenantRow, req: history_pb2.ListOperationsRequest
+) -> history_pb2.ListOperationsResponse:
+    size = min(max(req.page_size or 100, 1), 1000)
+    stmt = (
+        select(OperationRow)
+        .where(OperationRow.tenant_pk == tenant.pk)
+        .order_by(OperationRow.time.desc(), OperationRow.pk.desc())
+        .limit(size + 1)
+    )
+    if req.kinds:
+        stmt = stmt.where(OperationRow.kind.in_(list(req.kinds)))
+    if req.resource_type:
+        stmt = stmt.where(OperationRow.resource_type == req.resource_type)
+    if req.outcome == history_pb2.OUTCOME_FILTER_SUCCESS:
+        stmt = stmt.where(OperationRow.status < 400)
+    elif req.outcome == history_pb2.OUTCOME_FILTER_ERROR:
+        stmt = stmt.where(OperationRow.status >= 400)
+    if req.HasField("since"):
+        stmt = stmt.where(OperationRow.time >= req.since.ToDatetime(tzinfo=UTC))
+    if req.HasField("until"):
+        stmt = stmt.where(OperationRow.time < req.until.ToDatetime(tzinfo=UTC))
+    if req.page_token:
+        last = session.execute(
+            select(OperationRow.time, OperationRow.pk).where(
+                OperationRow.tenant_pk == tenant.pk, OperationRow.id == req.page_token
+            )
+        ).first()
+        if last is None:
+            raise InvalidValue("page_token is not one this server issued", field="page_token")
+        stmt = stmt.where(
+            or_(
+                OperationRow.time < last.time,
+                and_(OperationRow.time == last.time, OperationRow.pk < last.pk),
+            )
+        )
+    rows = list(session.execute(stmt).scalars())
+    more = len(rows) > size
+    rows = rows[:size]
+    return history_pb2.ListOperationsResponse(
+        operations=[_proto(r, tenant.id) for r in rows],
+        next_page_token=rows[-1].id if more else "",
+    )

@@ -1,0 +1,130 @@
+"""Filtered, sorted, paged lists over users or groups: index paging and keyset cursors."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from identity.v1 import common_pb2
+
+from .errors import InvalidCursor, TooMany
+from .filters import Catalog, compile_filter, sort_key
+from .settings import Settings
+
+
+@dataclass
+class PageResult:
+    rows: list[Any]
+    total: int
+    start_index: int
+    next_cursor: str
+
+
+def _query_hash(tenant_pk: int, f: common_pb2.Filter, sort: common_pb2.Sort | None) -> str:
+    h = hashlib.sha256(str(tenant_pk).encode())
+    h.update(f.SerializeToString(deterministic=True))
+    if sort is not None:
+        h.update(sort.SerializeToString(deterministic=True))
+    return h.hexdigest()[:16]
+
+
+def _encode_cursor(key: Any, pk: int, qh: str) -> str:
+    if isinstance(key, datetime):
+        key = {"t": key.isoformat()}
+    raw = json.dumps({"k": key, "p": pk, "q": qh}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, qh: str) -> tuple[Any, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        data = json.loads(raw)
+        key, pk, q = data["k"], int(data["p"]), str(data["q"])
+        if isinstance(key, dict):
+            key = datetime.fromisoformat(key["t"])
+    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise InvalidCursor("the cursor is not one this server issued", field="cursor") from None
+    if q != qh:
+        raise InvalidCursor(
+            "the cursor belongs to a different query (filter or sort changed)", field="cursor"
+        )
+    return key, pk
+
+
+def page_of(
+    session: Session,
+    catalog: Catalog,
+    model: Any,
+    columns: Select[Any],
+    tenant_pk: int,
+    f: common_pb2.Filter | None,
+    sort: common_pb2.Sort | None,
+    page: common_pb2.Page,
+    settings: Settings,
+) -> PageResult:
+    """One page of `columns` (a select over `model`) for the tenant, plus the exact total."""
+    cond = and_(model.tenant_pk == tenant_pk, compile_filter(catalog, f))
+    if page.HasField("count"):
+        count = page.count
+        if count < 0:
+            raise TooMany("count must not be negative", field="count")
+        if count > settings.max_page_size:
+            raise TooMany(
+                f"count {count} exceeds the largest page, {settings.max_page_size}",
+                field="count",
+            )
+    else:
+        count = settings.default_page_size
+    if page.start_index < 0:
+        raise TooMany("start_index is 1-based and must not be negative", field="start_index")
+    if page.start_index and page.use_cursor:
+        raise InvalidCursor("use either start_index or a cursor, not both", field="cursor")
+
+    total = session.execute(select(func.count()).select_from(model).where(cond)).scalar_one()
+    key: ColumnElement[Any] | None = None
+    desc = False
+    if sort is not None and sort.path.attribute:
+        key, _ = sort_key(catalog, sort.path)
+        desc = sort.descending
+    order = []
+    if key is not None:
+        order.append(key.desc() if desc else key.asc())
+    order.append(model.pk.desc() if desc else model.pk.asc())
+    stmt = columns.where(cond).order_by(*order)
+    if key is not None:
+        stmt = stmt.add_columns(key.label("_sort_key"))
+
+    if not page.use_cursor:
+        start = max(page.start_index, 1)
+        if count == 0:
+            return PageResult([], total, start, "")
+        rows = list(session.execute(stmt.offset(start - 1).limit(count)))
+        return PageResult(rows, total, start, "")
+
+    qh = _query_hash(tenant_pk, f or common_pb2.Filter(), sort)
+    if page.cursor:
+        last_key, last_pk = _decode_cursor(page.cursor, qh)
+        pk_cmp = model.pk < last_pk if desc else model.pk > last_pk
+        if key is None:
+            stmt = stmt.where(pk_cmp)
+        else:
+            key_cmp = key < last_key if desc else key > last_key
+            stmt = stmt.where(or_(key_cmp, and_(key == last_key, pk_cmp)))
+    if count == 0:
+        return PageResult([], total, 1, page.cursor)
+    rows = list(session.execute(stmt.limit(count + 1)))
+    more = len(rows) > count
+    rows = rows[:count]
+    nxt = ""
+    if more:
+        last = rows[-1]
+        nxt = _encode_cursor(last._sort_key if key is not None else None, last.pk, qh)
+    return PageResult(rows, total, 1, nxt)

@@ -1,0 +1,161 @@
+"""The identity service: a grpc.aio server over one Database.
+
+    service = create_server(settings)
+    port = await service.start()      # binds settings.listen (port 0: a free one)
+    ...
+    await service.stop(grace=10)
+
+Health (grpc.health.v1) says SERVING only while the database answers and its
+schema is at the migration head, and goes back to NOT_SERVING when it stops
+answering, without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from identity.v1 import (
+    changes_pb2,
+    changes_pb2_grpc,
+    groups_pb2,
+    groups_pb2_grpc,
+    history_pb2,
+    history_pb2_grpc,
+    roles_pb2,
+    roles_pb2_grpc,
+    tenants_pb2,
+    tenants_pb2_grpc,
+    users_pb2,
+    users_pb2_grpc,
+)
+
+from . import migrate
+from .db import Database
+from .interceptors import ErrorInterceptor
+from .servicers import (
+    ChangeServicer,
+    GroupServicer,
+    HistoryServicer,
+    RoleServicer,
+    TenantServicer,
+    UserServicer,
+)
+from .settings import Settings
+
+log = logging.getLogger("identity_service")
+
+SERVICE_NAMES = (
+    tenants_pb2.DESCRIPTOR.services_by_name["TenantService"].full_name,
+    users_pb2.DESCRIPTOR.services_by_name["UserService"].full_name,
+    groups_pb2.DESCRIPTOR.services_by_name["GroupService"].full_name,
+    roles_pb2.DESCRIPTOR.services_by_name["RoleService"].full_name,
+    changes_pb2.DESCRIPTOR.services_by_name["ChangeService"].full_name,
+    history_pb2.DESCRIPTOR.services_by_name["HistoryService"].full_name,
+)
+
+
+class IdentityService:
+    def __init__(self, settings: Settings, db: Database | None = None) -> None:
+        self.settings = settings
+        self.db = db or Database(settings)
+        self.health = health.aio.HealthServicer()
+        self.server = grpc.aio.server(
+            interceptors=[ErrorInterceptor()],
+            options=[
+                ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        self.changes = ChangeServicer(self.db, settings)
+        tenants_pb2_grpc.add_TenantServiceServicer_to_server(
+            TenantServicer(self.db, settings), self.server
+        )
+        users_pb2_grpc.add_UserServiceServicer_to_server(UserServicer(self.db, settings), self.server)
+        groups_pb2_grpc.add_GroupServiceServicer_to_server(
+            GroupServicer(self.db, settings), self.server
+        )
+        roles_pb2_grpc.add_RoleServiceServicer_to_server(RoleServicer(self.db, settings), self.server)
+        changes_pb2_grpc.add_ChangeServiceServicer_to_server(self.changes, self.server)
+        history_pb2_grpc.add_HistoryServiceServicer_to_server(
+            HistoryServicer(self.db, settings), self.server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME),
+            self.server,
+        )
+        self.port = 0
+        self.serving = False
+        self._stopping = asyncio.Event()
+        self._health_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> int:
+        await self._set_health(False)
+        self.port = self.server.add_insecure_port(self.settings.listen)
+        if self.port == 0:
+            raise SystemExit(f"cannot bind {self.settings.listen}")
+        await self._probe()
+        await self.server.start()
+        self._health_task = asyncio.create_task(self._health_loop(), name="health")
+        log.info("identity service listening on port %d (%s)", self.port, self.db.dialect)
+        return self.port
+
+    def _check(self) -> None:
+        self.db.ping()
+        if not migrate.is_current(self.db):
+            if not self.settings.migrate_on_start:
+                raise RuntimeError("database schema is not at the migration head; run migrate")
+            migrate.upgrade(self.db)
+
+    async def _probe(self) -> None:
+        try:
+            await self.db.run(self._check)
+            ok = True
+        except Exception as exc:  # noqa: BLE001 - any failure means not serving
+            if self.serving:
+                log.warning("database check failed: %s", type(exc).__name__)
+            ok = False
+        if ok != self.serving:
+            log.info("health: %s", "SERVING" if ok else "NOT_SERVING")
+        await self._set_health(ok)
+
+    async def _set_health(self, ok: bool) -> None:
+        self.serving = ok
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if ok
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, status)
+
+    async def _health_loop(self) -> None:
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.settings.health_interval)
+            if not self._stopping.is_set():
+                await self._probe()
+
+    async def stop(self, grace: float | None = None) -> None:
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.settings.shutdown_grace if grace is None else grace)
+        if self._health_task is not None:
+            await self._health_task
+        self.db.close()
+
+    async def wait(self) -> None:
+        await self.server.wait_for_termination()
+
+
+def create_server(settings: Settings, db: Database | None = None) -> IdentityService:
+    return IdentityService(settings, db)

@@ -1,0 +1,297 @@
+"""Tenants and API tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from identity.v1 import changes_pb2, tenants_pb2
+
+from . import events
+from .context import RequestContext
+from .convert import check_id, new_id, ts
+from .errors import (
+    Conflict,
+    InvalidValue,
+    LimitReached,
+    NotFound,
+    TenantInactive,
+    Unauthenticated,
+)
+from .models import TenantRow, TokenRow, utcnow
+
+E = changes_pb2
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+#: At most this many live tokens per tenant, so rotation has no gap (Banyan's guide).
+MAX_LIVE_TOKENS = 2
+TOKEN_PREFIX = "scim_"
+#: last_used is written at most this often per token, so auth stays a read.
+LAST_USED_RESOLUTION = timedelta(seconds=60)
+
+
+def to_proto(row: TenantRow) -> tenants_pb2.Tenant:
+    return tenants_pb2.Tenant(
+        id=row.id,
+        name=row.name,
+        display_name=row.display_name or row.name,
+        active=row.active,
+        created=ts(row.created),
+        last_modified=ts(row.last_modified),
+        revision=row.revision,
+    )
+
+
+def token_proto(row: TokenRow, tenant_id: str) -> tenants_pb2.Token:
+    return tenants_pb2.Token(
+        id=row.id,
+        tenant_id=tenant_id,
+        description=row.description,
+        scope=row.scope,  # type: ignore[arg-type]
+        created=ts(row.created),
+        last_used=ts(row.last_used),
+        expires=ts(row.expires),
+        revoked=ts(row.revoked),
+        prefix=row.prefix,
+    )
+
+
+def by_id(session: Session, tenant_id: str, *, lock: bool = False) -> TenantRow:
+    stmt = select(TenantRow).where(TenantRow.id == check_id(tenant_id, "tenant"))
+    if lock:
+        stmt = stmt.with_for_update()
+    row = session.execute(stmt).scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"no tenant with id {tenant_id!r}", field="tenant_id")
+    return row
+
+
+def resolve(session: Session, ref: tenants_pb2.TenantRef, *, lock: bool = False) -> TenantRow:
+    which = ref.WhichOneof("ref")
+    if which == "id":
+        return by_id(session, ref.id, lock=lock)
+    if which == "name":
+        stmt = select(TenantRow).where(TenantRow.name == ref.name.strip().lower())
+        if lock:
+            stmt = stmt.with_for_update()
+        row = session.execute(stmt).scalar_one_or_none()
+        if row is None:
+            raise NotFound(f"no tenant named {ref.name!r}", field="tenant")
+        return row
+    raise InvalidValue("name the tenant by id or name", field="tenant")
+
+
+def create(session: Session, name: str, display_name: str, ctx: RequestContext) -> tenants_pb2.Tenant:
+    name = name.strip().lower()
+    if not NAME_RE.match(name):
+        raise InvalidValue(
+            f"tenant name {name[:80]!r} must be 1-63 characters of a-z, 0-9, '-' and '_', "
+            "starting with a letter or digit",
+            field="name",
+        )
+    if session.execute(select(TenantRow.pk).where(TenantRow.name == name)).first():
+        raise Conflict(f"a tenant named {name!r} already exists", field="name")
+    now = utcnow()
+    row = TenantRow(
+        id=new_id(),
+        name=name,
+        display_name=display_name.strip()[:256],
+        active=True,
+        revision=0,
+        compacted_through=0,
+        settings={},
+        created=now,
+        last_modified=now,
+    )
+    session.add(row)
+    try:
+        session.flush()
+    except IntegrityError:
+        raise Conflict(f"a tenant named {name!r} already exists", field="name") from None
+    events.emit(
+        session,
+        row,
+        ctx,
+        [events.event(E.EVENT_TYPE_TENANT_CREATED, "Tenant", row.id, tenant=to_proto(row))],
+    )
+    return to_proto(row)
+
+
+def list_page(session: Session, page_size: int, page_token: str) -> tenants_pb2.ListTenantsResponse:
+    size = min(max(page_size or 100, 1), 1000)
+    stmt = select(TenantRow).order_by(TenantRow.name).limit(size + 1)
+    if page_token:
+        stmt = stmt.where(TenantRow.name > page_token)
+    rows = list(session.execute(stmt).scalars())
+    more = len(rows) > size
+    rows = rows[:size]
+    return tenants_pb2.ListTenantsResponse(
+        tenants=[to_proto(r) for r in rows],
+        next_page_token=rows[-1].name if more else "",
+    )
+
+
+def update(
+    session: Session, req: tenants_pb2.UpdateTenantRequest, ctx: RequestContext
+) -> tenants_pb2.Tenant:
+    row = resolve(session, req.tenant, lock=True)
+    changed: list[str] = []
+    if req.HasField("active") and req.active != row.active:
+        row.active = req.active
+        changed.append("active")
+    if req.HasField("display_name") and req.display_name.strip() != row.display_name:
+        row.display_name = req.display_name.strip()[:256]
+        changed.append("displayName")
+    if changed:
+        row.last_modified = utcnow()
+        session.flush()
+        events.emit(
+            session,
+            row,
+            ctx,
+            [
+                events.event(
+                    E.EVENT_TYPE_TENANT_UPDATED,
+                    "Tenant",
+                    row.id,
+                    tenant=to_proto(row),
+                    changed_attributes=changed,
+                )
+            ],
+        )
+    return to_proto(row)
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def _live(now: datetime) -> object:
+    return (TokenRow.revoked.is_(None)) & or_(TokenRow.expires.is_(None), TokenRow.expires > now)
+
+
+def issue_token(
+    session: Session, req: tenants_pb2.IssueTokenRequest, ctx: RequestContext
+) -> tenants_pb2.IssueTokenResponse:
+    # The tenant row lock serialises concurrent issues, so the limit holds under races.
+    tenant = resolve(session, req.tenant, lock=True)
+    now = utcnow()
+    expires = req.expires.ToDatetime(tzinfo=UTC) if req.HasField("expires") else None
+    if expires is not None and expires <= now:
+        raise InvalidValue("expires must be in the future", field="expires")
+    live = session.execute(
+        select(func.count()).select_from(TokenRow).where(TokenRow.tenant_pk == tenant.pk, _live(now))  # type: ignore[arg-type]
+    ).scalar_one()
+    if live >= MAX_LIVE_TOKENS:
+        raise LimitReached(
+            f"tenant {tenant.name!r} already has {MAX_LIVE_TOKENS} live tokens: "
+            "revoke one (or rotate) before issuing another",
+            field="tokens",
+        )
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = TokenRow(
+        id=new_id(),
+        tenant_pk=tenant.pk,
+        secret_hash=_hash(secret),
+        prefix=secret[: len(TOKEN_PREFIX) + 6],
+        description=req.description.strip()[:256],
+        scope=req.scope or tenants_pb2.TOKEN_SCOPE_FULL,
+        created=now,
+        expires=expires,
+    )
+    session.add(row)
+    session.flush()
+    token = token_proto(row, tenant.id)
+    events.emit(
+        session, tenant, ctx, [events.event(E.EVENT_TYPE_TOKEN_ISSUED, "Token", row.id, token=token)]
+    )
+    return tenants_pb2.IssueTokenResponse(token=token, secret=secret)
+
+
+def list_tokens(
+    session: Session, req: tenants_pb2.ListTokensRequest
+) -> tenants_pb2.ListTokensResponse:
+    tenant = resolve(session, req.tenant)
+    stmt = select(TokenRow).where(TokenRow.tenant_pk == tenant.pk).order_by(TokenRow.created)
+    if not req.include_inactive:
+        stmt = stmt.where(_live(utcnow()))  # type: ignore[arg-type]
+    rows = session.execute(stmt).scalars()
+    return tenants_pb2.ListTokensResponse(tokens=[token_proto(r, tenant.id) for r in rows])
+
+
+def revoke_token(
+    session: Session, req: tenants_pb2.RevokeTokenRequest, ctx: RequestContext
+) -> tenants_pb2.Token:
+    tenant = resolve(session, req.tenant, lock=True)
+    row = session.execute(
+        select(TokenRow).where(
+            TokenRow.tenant_pk == tenant.pk, TokenRow.id == check_id(req.token_id, "token")
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"tenant {tenant.name!r} has no token {req.token_id!r}", field="token_id")
+    if row.revoked is None:
+        row.revoked = utcnow()
+        session.flush()
+        token = token_proto(row, tenant.id)
+        events.emit(
+            session,
+            tenant,
+            ctx,
+            [events.event(E.EVENT_TYPE_TOKEN_REVOKED, "Token", row.id, token=token)],
+        )
+    return token_proto(row, tenant.id)
+
+
+def authenticate(
+    session: Session, req: tenants_pb2.AuthenticateTokenRequest
+) -> tuple[tenants_pb2.AuthenticateTokenResponse, str | None]:
+    """Checks a secret. Returns the answer and, when last_used is stale, the
+    token id to touch (done by the caller in a short write transaction)."""
+    secret = req.secret.strip()
+    if not secret.startswith(TOKEN_PREFIX) or len(secret) > 256:
+        raise Unauthenticated("invalid bearer token")
+    found = session.execute(
+        select(TokenRow, TenantRow)
+        .join(TenantRow, TenantRow.pk == TokenRow.tenant_pk)
+        .where(TokenRow.secret_hash == _hash(secret))
+    ).first()
+    if found is None:
+        raise Unauthenticated("invalid bearer token")
+    token, tenant = found
+    now = utcnow()
+    if token.revoked is not None:
+        raise Unauthenticated("this token was revoked")
+    if token.expires is not None and token.expires <= now:
+        raise Unauthenticated("this token has expired")
+    which = req.tenant.WhichOneof("ref")
+    if (which == "id" and req.tenant.id.lower() != tenant.id) or (
+        which == "name" and req.tenant.name.strip().lower() != tenant.name
+    ):
+        # Same answer as an unknown token: never reveal that it is valid elsewhere.
+        raise Unauthenticated("invalid bearer token")
+    if not tenant.active:
+        raise TenantInactive(
+            f"the SCIM connector of tenant {tenant.name!r} is deactivated; "
+            "an administrator must activate it"
+        )
+    touch = None
+    if token.last_used is None or now - token.last_used > LAST_USED_RESOLUTION:
+        touch = token.id
+    return (
+        tenants_pb2.AuthenticateTokenResponse(
+            tenant=to_proto(tenant), token=token_proto(token, tenant.id)
+        ),
+        touch,
+    )
+
+
+def touch_token(session: Session, token_id: str) -> None:
+    row = session.get(TokenRow, token_id)
+    if row is not None:
+        row.last_used = utcnow()

@@ -1,0 +1,394 @@
+"""Users: create, read, list, replace, delete; each write emits its event."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from google.protobuf import json_format
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from identity.v1 import changes_pb2, groups_pb2, users_pb2
+
+from . import events
+from .context import RequestContext
+from .convert import check_id, new_id, ts
+from .errors import Conflict, InvalidValue, NotFound, VersionMismatch
+from .filters import USERS
+from .listing import page_of
+from .models import (
+    AssignmentRow,
+    GroupRow,
+    MemberRow,
+    RoleRow,
+    TenantRow,
+    UserRow,
+    UserValueRow,
+    utcnow,
+)
+from .settings import Settings
+
+E = changes_pb2
+#: proto field -> schema attribute name of the multi-valued attributes kept as rows.
+MULTI_VALUED = {
+    "emails": "emails",
+    "phone_numbers": "phoneNumbers",
+    "ims": "ims",
+    "photos": "photos",
+    "entitlements": "entitlements",
+    "roles": "roles",
+    "x509_certificates": "x509Certificates",
+}
+READ_ONLY = ("meta", "tenant_id", "groups", "role_assignments")
+#: Indexed string attributes: longer values are refused rather than truncated.
+MAX_KEY = 512
+MAX_TEXT = 4096
+
+_ROW_COLUMNS = (
+    UserRow.pk,
+    UserRow.id,
+    UserRow.version,
+    UserRow.created,
+    UserRow.last_modified,
+    UserRow.active,
+    UserRow.body,
+)
+
+
+def _check_len(value: str, field: str, limit: int) -> None:
+    if len(value) > limit:
+        raise InvalidValue(f"{field} is longer than {limit} characters", field=field)
+
+
+def stored_form(user: users_pb2.User) -> users_pb2.User:
+    """The writable part of a user, validated; read-only fields dropped."""
+    u = users_pb2.User()
+    u.CopyFrom(user)
+    for f in READ_ONLY:
+        u.ClearField(f)  # type: ignore[arg-type]
+    if u.HasField("enterprise") and u.enterprise.HasField("manager"):
+        u.enterprise.manager.display_name = ""
+        if not u.enterprise.manager.value:
+            u.enterprise.ClearField("manager")
+    if not u.HasField("active"):
+        u.active = True  # RFC 7643 §4.1.1: absent means active
+    if not u.user_name.strip():
+        raise InvalidValue("userName is required and must not be blank", field="userName")
+    _check_len(u.user_name, "userName", MAX_KEY)
+    _check_len(u.external_id, "externalId", MAX_KEY)
+    _check_len(u.display_name, "displayName", MAX_KEY)
+    _check_len(u.name.given_name, "name.givenName", 256)
+    _check_len(u.name.family_name, "name.familyName", 256)
+    for field, attr in MULTI_VALUED.items():
+        for mv in getattr(u, field):
+            _check_len(mv.value, f"{attr}.value", MAX_TEXT if attr in {"photos", "x509Certificates"} else MAX_KEY)
+            _check_len(mv.type, f"{attr}.type", 64)
+            _check_len(mv.display, f"{attr}.display", MAX_KEY)
+    for addr in u.addresses:
+        _check_len(addr.type, "addresses.type", 64)
+    return u
+
+
+def _columns(u: users_pb2.User) -> dict[str, Any]:
+    return {
+        "user_name": u.user_name,
+        "user_name_key": u.user_name.lower(),
+        "external_id": u.external_id or None,
+        "display_name": u.display_name or None,
+        "display_name_key": u.display_name.lower() or None,
+        "given_name": u.name.given_name or None,
+        "family_name": u.name.family_name or None,
+        "active": u.active,
+        "doc": json_format.MessageToDict(u),
+        "body": u.SerializeToString(deterministic=True),
+    }
+
+
+def _value_rows(u: users_pb2.User, user_pk: int, tenant_pk: int) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for field, attr in MULTI_VALUED.items():
+        for mv in getattr(u, field):
+            keyed = len(mv.value) <= MAX_KEY
+            rows.append(
+                {
+                    "user_pk": user_pk,
+                    "tenant_pk": tenant_pk,
+                    "attr": attr,
+                    "value": mv.value or None,
+                    "value_key": mv.value.lower() if mv.value and keyed else None,
+                    "type": mv.type.lower() or None,
+                    "primary": mv.primary,
+                    "display": mv.display or None,
+                    "extra": None,
+                }
+            )
+    for addr in u.addresses:
+        rows.append(
+            {
+                "user_pk": user_pk,
+                "tenant_pk": tenant_pk,
+                "attr": "addresses",
+                "value": addr.formatted or None,
+                "value_key": addr.formatted.lower()[:MAX_KEY] or None,
+                "type": addr.type.lower() or None,
+                "primary": addr.primary,
+                "display": None,
+                "extra": json_format.MessageToDict(addr),
+            }
+        )
+    return rows
+
+
+def _uniqueness(user_name: str) -> Conflict:
+    # RFC 7643 §4.1.1: userName is unique, case-insensitively.
+    return Conflict(f"userName {user_name!r} is already taken in this tenant", field="userName")
+
+
+def _assemble(
+    rows: Sequence[Any],
+    groups: dict[str, list[users_pb2.GroupRef]],
+    roles: dict[int, list[users_pb2.RoleAssignment]],
+    tenant_id: str,
+) -> list[users_pb2.User]:
+    out = []
+    for r in rows:
+        u = users_pb2.User.FromString(r.body)
+        u.meta.id = r.id
+        u.meta.version = r.version
+        u.meta.created.FromDatetime(r.created)
+        u.meta.last_modified.FromDatetime(r.last_modified)
+        u.tenant_id = tenant_id
+        u.active = r.active
+        u.groups.extend(groups.get(r.id, ()))
+        u.role_assignments.extend(roles.get(r.pk, ()))
+        out.append(u)
+    return out
+
+
+def _chunks(items: Sequence[Any], size: int = 500) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def load(session: Session, tenant_id: str, rows: Sequence[Any]) -> list[users_pb2.User]:
+    """Users from rows with _ROW_COLUMNS: two batched queries for groups and roles."""
+    if not rows:
+        return []
+    groups: dict[str, list[users_pb2.GroupRef]] = defaultdict(list)
+    roles: dict[int, list[users_pb2.RoleAssignment]] = defaultdict(list)
+    for chunk in _chunks(rows):
+        ids = [r.id for r in chunk]
+        for member_id, gid, gname in session.execute(
+            select(MemberRow.member_id, GroupRow.id, GroupRow.display_name)
+            .join(GroupRow, GroupRow.pk == MemberRow.group_pk)
+            .where(MemberRow.member_id.in_(ids))
+            .order_by(GroupRow.pk)
+        ):
+            groups[member_id].append(users_pb2.GroupRef(id=gid, display_name=gname))
+        pks = [r.pk for r in chunk]
+        for user_pk, name, source in session.execute(
+            select(AssignmentRow.user_pk, RoleRow.name, AssignmentRow.source)
+            .join(RoleRow, RoleRow.pk == AssignmentRow.role_pk)
+            .where(AssignmentRow.user_pk.in_(pks))
+            .order_by(RoleRow.name, AssignmentRow.source)
+        ):
+            roles[user_pk].append(users_pb2.RoleAssignment(role=name, source=source))
+    return _assemble(rows, groups, roles, tenant_id)
+
+
+def _row(session: Session, tenant: TenantRow, user_id: str, *, lock: bool = False) -> Any:
+    stmt = select(*_ROW_COLUMNS).where(
+        UserRow.tenant_pk == tenant.pk, UserRow.id == check_id(user_id, "user")
+    )
+    if lock:
+        stmt = stmt.with_for_update()
+    row = session.execute(stmt).first()
+    if row is None:
+        raise NotFound(f"no user with id {user_id!r} in this tenant", field="id")
+    return row
+
+
+def get(session: Session, tenant: TenantRow, user_id: str) -> users_pb2.User:
+    return load(session, tenant.id, [_row(session, tenant, user_id)])[0]
+
+
+def create(
+    session: Session, tenant: TenantRow, user: users_pb2.User, ctx: RequestContext
+) -> users_pb2.User:
+    u = stored_form(user)
+    cols = _columns(u)
+    if session.execute(
+        select(UserRow.pk).where(
+            UserRow.tenant_pk == tenant.pk, UserRow.user_name_key == cols["user_name_key"]
+        )
+    ).first():
+        raise _uniqueness(u.user_name)
+    now = utcnow()
+    uid = new_id()
+    try:
+        pk = session.execute(
+            insert(UserRow)
+            .values(id=uid, tenant_pk=tenant.pk, version=1, created=now, last_modified=now, **cols)
+            .returning(UserRow.pk)
+        ).scalar_one()
+    except IntegrityError:
+        # Two creates raced past the check above: the unique index decides.
+        raise _uniqueness(u.user_name) from None
+    values = _value_rows(u, pk, tenant.pk)
+    if values:
+        session.execute(insert(UserValueRow), values)
+    result = get(session, tenant, uid)
+    events.emit(
+        session,
+        tenant,
+        ctx,
+        [events.event(E.EVENT_TYPE_USER_CREATED, "User", uid, user=result)],
+    )
+    return result
+
+
+def list_users(
+    session: Session, tenant: TenantRow, req: users_pb2.ListUsersRequest, settings: Settings
+) -> users_pb2.ListUsersResponse:
+    page = page_of(
+        session,
+        USERS,
+        UserRow,
+        select(*_ROW_COLUMNS),
+        tenant.pk,
+        req.filter if req.HasField("filter") else None,
+        req.sort if req.HasField("sort") else None,
+        req.page,
+        settings,
+    )
+    return users_pb2.ListUsersResponse(
+        users=load(session, tenant.id, page.rows),
+        total_results=page.total,
+        start_index=page.start_index,
+        next_cursor=page.next_cursor,
+        revision=tenant.revision,
+    )
+
+
+def changed_attributes(old: users_pb2.User, new: users_pb2.User) -> list[str]:
+    """Schema names of the attributes that differ (sub-attributes of name/enterprise spelled out)."""
+    out: list[str] = []
+    for fd in users_pb2.User.DESCRIPTOR.fields:
+        if fd.name in READ_ONLY:
+            continue
+        a, b = getattr(old, fd.name), getattr(new, fd.name)
+        if a == b:
+            continue
+        if fd.name in ("name", "enterprise"):
+            prefix = "name." if fd.name == "name" else ""
+            for sub in fd.message_type.fields:
+                if getattr(a, sub.name) != getattr(b, sub.name):
+                    out.append(prefix + sub.json_name)
+        else:
+            out.append(fd.json_name)
+    return out
+
+
+def _check_version(row: Any, expected: int) -> None:
+    if expected and row.version != expected:
+        raise VersionMismatch(
+            f"version mismatch: expected {expected}, the resource is at {row.version}",
+            field="version",
+            current_version=row.version,
+        )
+
+
+def replace(
+    session: Session,
+    tenant: TenantRow,
+    user: users_pb2.User,
+    expected_version: int,
+    ctx: RequestContext,
+) -> users_pb2.User:
+    row = _row(session, tenant, user.meta.id, lock=True)
+    _check_version(row, expected_version)
+    old = users_pb2.User.FromString(row.body)
+    new = stored_form(user)
+    changed = changed_attributes(old, new)
+    if not changed:
+        return get(session, tenant, row.id)
+    cols = _columns(new)
+    if cols["user_name_key"] != old.user_name.lower() and session.execute(
+        select(UserRow.pk).where(
+            UserRow.tenant_pk == tenant.pk,
+            UserRow.user_name_key == cols["user_name_key"],
+            UserRow.pk != row.pk,
+        )
+    ).first():
+        raise _uniqueness(new.user_name)
+    try:
+        session.execute(
+            update(UserRow)
+            .where(UserRow.pk == row.pk)
+            .values(version=row.version + 1, last_modified=utcnow(), **cols)
+        )
+    except IntegrityError:
+        raise _uniqueness(new.user_name) from None
+    session.execute(delete(UserValueRow).where(UserValueRow.user_pk == row.pk))
+    values = _value_rows(new, row.pk, tenant.pk)
+    if values:
+        session.execute(insert(UserValueRow), values)
+    result = get(session, tenant, row.id)
+    if old.active != new.active:
+        kind = E.EVENT_TYPE_USER_REACTIVATED if new.active else E.EVENT_TYPE_USER_DEACTIVATED
+    else:
+        kind = E.EVENT_TYPE_USER_UPDATED
+    events.emit(
+        session,
+        tenant,
+        ctx,
+        [events.event(kind, "User", row.id, user=result, changed_attributes=changed)],
+    )
+    return result
+
+
+def remove(
+    session: Session, tenant: TenantRow, user_id: str, expected_version: int, ctx: RequestContext
+) -> None:
+    row = _row(session, tenant, user_id, lock=True)
+    _check_version(row, expected_version)
+    before = load(session, tenant.id, [row])[0]
+    evs: list[changes_pb2.ChangeEvent] = []
+    # Leave every group first, so subscribers that mirror membership see it go.
+    memberships = list(
+        session.execute(
+            select(MemberRow.pk, GroupRow.pk, GroupRow.id)
+            .join(GroupRow, GroupRow.pk == MemberRow.group_pk)
+            .where(MemberRow.member_id == row.id)
+        )
+    )
+    now = utcnow()
+    for member_pk, group_pk, group_id in memberships:
+        session.execute(delete(MemberRow).where(MemberRow.pk == member_pk))
+        session.execute(
+            update(GroupRow)
+            .where(GroupRow.pk == group_pk)
+            .values(
+                member_count=GroupRow.member_count - 1,
+                version=GroupRow.version + 1,
+                last_modified=now,
+            )
+        )
+        evs.append(
+            events.event(
+                E.EVENT_TYPE_GROUP_MEMBER_REMOVED,
+                "Group",
+                group_id,
+                membership=changes_pb2.MembershipChange(
+                    group_id=group_id,
+                    members=[groups_pb2.Member(value=row.id, type=groups_pb2.MEMBER_TYPE_USER)],
+                ),
+                changed_attributes=["members"],
+            )
+        )
+    session.execute(delete(UserRow).where(UserRow.pk == row.pk))
+    evs.append(events.event(E.EVENT_TYPE_USER_DELETED, "User", row.id, user=before))
+    events.emit(session, tenant, ctx, evs)

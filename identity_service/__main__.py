@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         db = Database(settings)
         try:
             migrate.upgrade(db)
-        except Exception as exc:  # noqa: BLE001 - reported to the operator, not a traceback
+        except Exception as exc:
             print(f"identity-service migrate: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 1
         finally:

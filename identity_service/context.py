@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from identity.v1 import changes_pb2
@@ -17,7 +18,7 @@ class RequestContext:
         return changes_pb2.Actor(kind=self.actor_kind, id=self.actor_id)
 
     @classmethod
-    def from_metadata(cls, metadata: tuple[tuple[str, str | bytes], ...] | None) -> RequestContext:
+    def from_metadata(cls, metadata: Iterable[tuple[str, str | bytes]] | None) -> RequestContext:
         request_id, kind, ident = "", "system", ""
         for key, value in metadata or ():
             v = value.decode("utf-8", "replace") if isinstance(value, bytes) else value

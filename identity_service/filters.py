@@ -20,9 +20,7 @@ from typing import Any, Literal
 
 from sqlalchemy import (
     ColumnElement,
-    Select,
     and_,
-    false,
     func,
     literal,
     not_,
@@ -71,8 +69,8 @@ class MultiValued:
 
     name: str
     sub: Mapping[str, Scalar]
-    #: (condition on the element rows) -> condition on the owner row.
-    owner_in: Callable[[ColumnElement[bool]], ColumnElement[bool]]
+    #: (condition on the element rows, tenant pk) -> condition on the owner row.
+    owner_in: Callable[[ColumnElement[bool], int], ColumnElement[bool]]
     default_sub: str = "value"
 
 
@@ -109,7 +107,9 @@ class Catalog:
                 )
         attr = attrs.get(name)
         if attr is None:
-            raise InvalidFilter(f"unknown attribute {_shown(path)!r} for {self.resource}", field=_shown(path))
+            raise InvalidFilter(
+                f"unknown attribute {_shown(path)!r} for {self.resource}", field=_shown(path)
+            )
         sub_name = path.sub_attribute.strip().lower()
         if isinstance(attr, Scalar):
             if sub_name:
@@ -121,8 +121,9 @@ class Catalog:
         if not sub_name:
             if isinstance(attr, MultiValued):
                 return attr, None
+            example = next(iter(attr.sub.values())).name
             raise InvalidFilter(
-                f"{attr.name!r} is complex: name a sub-attribute (e.g. {attr.name}.{next(iter(attr.sub.values())).name})",
+                f"{attr.name!r} is complex: name a sub-attribute (e.g. {attr.name}.{example})",
                 field=_shown(path),
             )
         sub = attr.sub.get(sub_name)
@@ -140,7 +141,10 @@ def _shown(path: common_pb2.AttributePath) -> str:
 
 
 def _json(*keys: str) -> Callable[[], ColumnElement[Any]]:
-    return lambda: UserRow.doc[keys].as_string()
+    def expr() -> ColumnElement[Any]:
+        return UserRow.doc[keys].as_string()  # type: ignore[no-any-return]
+
+    return expr
 
 
 def _col(c: Any) -> Callable[[], ColumnElement[Any]]:
@@ -158,9 +162,12 @@ def _value_sub(case_exact: bool = False) -> dict[str, Scalar]:
     }
 
 
-def _user_values(attr: str) -> Callable[[ColumnElement[bool]], ColumnElement[bool]]:
-    def owner_in(cond: ColumnElement[bool]) -> ColumnElement[bool]:
-        sub = select(UserValueRow.user_pk).where(UserValueRow.attr == attr, cond)
+def _user_values(attr: str) -> Callable[[ColumnElement[bool], int], ColumnElement[bool]]:
+    def owner_in(cond: ColumnElement[bool], tenant_pk: int) -> ColumnElement[bool]:
+        # (tenant_pk, attr, value_key) is the index that answers emails.value eq ...
+        sub = select(UserValueRow.user_pk).where(
+            UserValueRow.tenant_pk == tenant_pk, UserValueRow.attr == attr, cond
+        )
         return UserRow.pk.in_(sub)
 
     return owner_in
@@ -168,7 +175,10 @@ def _user_values(attr: str) -> Callable[[ColumnElement[bool]], ColumnElement[boo
 
 def _address_sub() -> dict[str, Scalar]:
     def extra(key: str) -> Callable[[], ColumnElement[Any]]:
-        return lambda: UserValueRow.extra[(key,)].as_string()
+        def expr() -> ColumnElement[Any]:
+            return UserValueRow.extra[(key,)].as_string()  # type: ignore[no-any-return]
+
+        return expr
 
     subs = {
         k.lower(): Scalar(k, "string", False, extra(k))
@@ -179,16 +189,17 @@ def _address_sub() -> dict[str, Scalar]:
     return subs
 
 
-def _user_groups(cond: ColumnElement[bool]) -> ColumnElement[bool]:
+def _user_groups(cond: ColumnElement[bool], tenant_pk: int) -> ColumnElement[bool]:
     sub = (
         select(MemberRow.member_id)
         .join(GroupRow, GroupRow.pk == MemberRow.group_pk)
-        .where(cond)
+        .where(GroupRow.tenant_pk == tenant_pk, cond)
     )
     return UserRow.id.in_(sub)
 
 
-def _group_members(cond: ColumnElement[bool]) -> ColumnElement[bool]:
+def _group_members(cond: ColumnElement[bool], tenant_pk: int) -> ColumnElement[bool]:
+    # Member rows carry no tenant: their group (the owner row) is already tenant-scoped.
     return GroupRow.pk.in_(select(MemberRow.group_pk).where(cond))
 
 
@@ -245,7 +256,9 @@ def _user_catalog() -> Catalog:
             },
             _user_groups,
         ),
-        "addresses": MultiValued("addresses", _address_sub(), _user_values("addresses"), "formatted"),
+        "addresses": MultiValued(
+            "addresses", _address_sub(), _user_values("addresses"), "formatted"
+        ),
     }
     for attr, exact in (
         ("emails", False),
@@ -370,12 +383,19 @@ def _compare(scalar: Scalar, cmp: common_pb2.Comparison, shown: str) -> ColumnEl
         if op == Op.COMPARE_OP_EQ:
             return col.is_(None) if scalar.type != "string" else or_(col.is_(None), col == "")
         if op == Op.COMPARE_OP_NE:
-            return _compare(scalar, common_pb2.Comparison(path=cmp.path, op=Op.COMPARE_OP_PR), shown)
+            return _compare(
+                scalar, common_pb2.Comparison(path=cmp.path, op=Op.COMPARE_OP_PR), shown
+            )
         raise InvalidFilter(f"{shown}: null can only be compared with eq or ne", field=shown)
-    if (scalar.type == "boolean" or scalar.codes) and op not in (Op.COMPARE_OP_EQ, Op.COMPARE_OP_NE):
+    if (scalar.type == "boolean" or scalar.codes) and op not in (
+        Op.COMPARE_OP_EQ,
+        Op.COMPARE_OP_NE,
+    ):
         raise InvalidFilter(f"{shown}: only eq and ne apply", field=shown)
     if scalar.type != "string" and op in (Op.COMPARE_OP_CO, Op.COMPARE_OP_SW, Op.COMPARE_OP_EW):
-        raise InvalidFilter(f"{shown} is a {scalar.type}: co, sw and ew apply to strings", field=shown)
+        raise InvalidFilter(
+            f"{shown} is a {scalar.type}: co, sw and ew apply to strings", field=shown
+        )
     if isinstance(lit, str) and not scalar.case_exact:
         lit = lit.lower()
         if not scalar.lowered:
@@ -398,11 +418,14 @@ def _compare(scalar: Scalar, cmp: common_pb2.Comparison, shown: str) -> ColumnEl
 
 
 class _Compiler:
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, tenant_pk: int) -> None:
         self.catalog = catalog
+        self.tenant_pk = tenant_pk
         self.nodes = 0
 
-    def node(self, f: common_pb2.Filter, depth: int, element: MultiValued | None) -> ColumnElement[bool]:
+    def node(
+        self, f: common_pb2.Filter, depth: int, element: MultiValued | None
+    ) -> ColumnElement[bool]:
         self.nodes += 1
         if self.nodes > MAX_FILTER_NODES:
             raise InvalidFilter(f"filter too complex: more than {MAX_FILTER_NODES} terms")
@@ -421,7 +444,7 @@ class _Compiler:
         if which == "value_filter":
             if element is not None:
                 raise InvalidFilter("value filters cannot be nested")
-            attr, sub = self.catalog.resolve(f.value_filter.path)
+            attr, _ = self.catalog.resolve(f.value_filter.path)
             if not isinstance(attr, MultiValued) or f.value_filter.path.sub_attribute:
                 raise InvalidFilter(
                     f"{_shown(f.value_filter.path)!r} is not multi-valued: "
@@ -429,16 +452,20 @@ class _Compiler:
                     field=_shown(f.value_filter.path),
                 )
             inner = self.node(f.value_filter.filter, depth + 1, attr)
-            return attr.owner_in(inner)
+            return attr.owner_in(inner, self.tenant_pk)
         raise InvalidFilter("empty filter node")
 
-    def compare(self, cmp: common_pb2.Comparison, element: MultiValued | None) -> ColumnElement[bool]:
+    def compare(
+        self, cmp: common_pb2.Comparison, element: MultiValued | None
+    ) -> ColumnElement[bool]:
         shown = _shown(cmp.path)
         if element is not None:
             # Inside emails[...]: paths name the element's sub-attributes.
             name = (cmp.path.sub_attribute or cmp.path.attribute).strip().lower()
             if cmp.path.sub_attribute and cmp.path.attribute.lower() != element.name.lower():
-                raise InvalidFilter(f"{shown!r} is not a sub-attribute of {element.name}", field=shown)
+                raise InvalidFilter(
+                    f"{shown!r} is not a sub-attribute of {element.name}", field=shown
+                )
             sub = element.sub.get(name)
             if sub is None:
                 raise InvalidFilter(f"{element.name} has no sub-attribute {name!r}", field=shown)
@@ -447,21 +474,25 @@ class _Compiler:
         if isinstance(attr, MultiValued):
             if sub is None:
                 if cmp.op == Op.COMPARE_OP_PR:
-                    return attr.owner_in(true())
+                    return attr.owner_in(true(), self.tenant_pk)
                 sub = attr.sub[attr.default_sub]
-            return attr.owner_in(_compare(sub, cmp, f"{attr.name}.{sub.name}"))
+            return attr.owner_in(_compare(sub, cmp, f"{attr.name}.{sub.name}"), self.tenant_pk)
         assert sub is not None
         return _compare(sub, cmp, shown)
 
 
-def compile_filter(catalog: Catalog, f: common_pb2.Filter | None) -> ColumnElement[bool]:
-    """The WHERE condition for a filter tree (TRUE when there is none)."""
+def compile_filter(
+    catalog: Catalog, f: common_pb2.Filter | None, tenant_pk: int
+) -> ColumnElement[bool]:
+    """The WHERE condition for a filter tree within one tenant (TRUE when there is none)."""
     if f is None or f.WhichOneof("node") is None:
         return true()
-    return _Compiler(catalog).node(f, 0, None)
+    return _Compiler(catalog, tenant_pk).node(f, 0, None)
 
 
-def sort_key(catalog: Catalog, path: common_pb2.AttributePath) -> tuple[ColumnElement[Any], AttrType]:
+def sort_key(
+    catalog: Catalog, path: common_pb2.AttributePath
+) -> tuple[ColumnElement[Any], AttrType]:
     """A sortable expression for a sortBy path (RFC 7644 §3.4.2.3): multi-valued
     attributes sort by their primary (else smallest) value."""
     attr, sub = catalog.resolve(path)
@@ -485,8 +516,4 @@ def sort_key(catalog: Catalog, path: common_pb2.AttributePath) -> tuple[ColumnEl
     return col, sub.type
 
 
-def where_tenant(stmt: Select[Any], model: Any, tenant_pk: int) -> Select[Any]:
-    return stmt.where(model.tenant_pk == tenant_pk)
-
-
-__all__ = ["GROUPS", "USERS", "Catalog", "compile_filter", "false", "sort_key"]
+__all__ = ["GROUPS", "USERS", "Catalog", "compile_filter", "sort_key"]

@@ -112,7 +112,9 @@ def _members_query(group_pk: int) -> Any:
 
 
 def _member(row: Any) -> groups_pb2.Member:
-    return groups_pb2.Member(value=row[1], type=row[2], display=row[3] or "")
+    return groups_pb2.Member(
+        value=row[1], type=groups_pb2.MemberType.ValueType(row[2]), display=row[3] or ""
+    )
 
 
 def get(
@@ -133,14 +135,14 @@ def list_groups(
 ) -> groups_pb2.ListGroupsResponse:
     page = page_of(
         session,
-        GROUPS,
-        GroupRow,
-        select(*_ROW_COLUMNS),
-        tenant.pk,
-        req.filter if req.HasField("filter") else None,
-        req.sort if req.HasField("sort") else None,
-        req.page,
-        settings,
+        catalog=GROUPS,
+        model=GroupRow,
+        columns=select(*_ROW_COLUMNS),
+        tenant_pk=tenant.pk,
+        f=req.filter if req.HasField("filter") else None,
+        sort=req.sort if req.HasField("sort") else None,
+        page=req.page,
+        settings=settings,
     )
     out = [_proto(r, tenant.id) for r in page.rows]
     if req.include_members and out:
@@ -167,7 +169,9 @@ def _resolve_members(
         try:
             mid = check_id(m.value, "member")
         except NotFound:
-            raise InvalidValue(f"member {m.value[:80]!r} is not a user or group id", field="members") from None
+            raise InvalidValue(
+                f"member {m.value[:80]!r} is not a user or group id", field="members"
+            ) from None
         if mid == group_id:
             raise InvalidValue("a group cannot be a member of itself", field="members")
         wanted[mid] = m.type
@@ -195,7 +199,7 @@ def _resolve_members(
         if declared and declared != found[mid]:
             kind = "group" if found[mid] == M.MEMBER_TYPE_GROUP else "user"
             raise InvalidValue(f"member {mid} is a {kind}, not the type given", field="members")
-    return found
+    return {mid: found[mid] for mid in wanted}  # in the order asked for
 
 
 def _add_members(
@@ -217,7 +221,9 @@ def _add_members(
             insert(MemberRow),
             [{"group_pk": group_pk, "member_id": i, "member_type": resolved[i]} for i in new],
         )
-    return [groups_pb2.Member(value=i, type=resolved[i]) for i in new]  # type: ignore[arg-type]
+    return [
+        groups_pb2.Member(value=i, type=groups_pb2.MemberType.ValueType(resolved[i])) for i in new
+    ]
 
 
 def _remove_members(session: Session, group_pk: int, ids: Sequence[str]) -> list[groups_pb2.Member]:
@@ -232,7 +238,10 @@ def _remove_members(session: Session, group_pk: int, ids: Sequence[str]) -> list
         )
         if rows:
             session.execute(delete(MemberRow).where(MemberRow.pk.in_([r[0] for r in rows])))
-            removed.extend(groups_pb2.Member(value=r[1], type=r[2]) for r in rows)
+            removed.extend(
+                groups_pb2.Member(value=r[1], type=groups_pb2.MemberType.ValueType(r[2]))
+                for r in rows
+            )
     return removed
 
 
@@ -243,7 +252,7 @@ def _clear_members(session: Session, group_pk: int) -> list[groups_pb2.Member]:
         )
     )
     session.execute(delete(MemberRow).where(MemberRow.group_pk == group_pk))
-    return [groups_pb2.Member(value=r[0], type=r[1]) for r in rows]
+    return [groups_pb2.Member(value=r[0], type=groups_pb2.MemberType.ValueType(r[1])) for r in rows]
 
 
 def _membership_events(
@@ -323,7 +332,9 @@ def update_group(
         changed.append("displayName")
     if req.HasField("external_id") and (req.external_id or None) != row.external_id:
         if len(req.external_id) > MAX_NAME:
-            raise InvalidValue(f"externalId is longer than {MAX_NAME} characters", field="externalId")
+            raise InvalidValue(
+                f"externalId is longer than {MAX_NAME} characters", field="externalId"
+            )
         values["external_id"] = req.external_id or None
         changed.append("externalId")
     if req.HasField("extensions") and _doc(req.extensions) != (row.doc or {}):
@@ -355,7 +366,11 @@ def update_group(
     if changed:
         evs.append(
             events.event(
-                E.EVENT_TYPE_GROUP_UPDATED, "Group", row.id, group=result, changed_attributes=changed
+                E.EVENT_TYPE_GROUP_UPDATED,
+                "Group",
+                row.id,
+                group=result,
+                changed_attributes=changed,
             )
         )
     evs += _membership_events(row.id, added, removed)
@@ -403,7 +418,11 @@ def remove(
         session.execute(
             update(GroupRow)
             .where(GroupRow.pk == parent_pk)
-            .values(member_count=GroupRow.member_count - 1, version=GroupRow.version + 1, last_modified=now)
+            .values(
+                member_count=GroupRow.member_count - 1,
+                version=GroupRow.version + 1,
+                last_modified=now,
+            )
         )
         evs += _membership_events(
             parent_id, [], [groups_pb2.Member(value=row.id, type=M.MEMBER_TYPE_GROUP)]
@@ -423,7 +442,9 @@ def list_members(
         try:
             after = int(req.page_token)
         except ValueError:
-            raise InvalidValue("page_token is not one this server issued", field="page_token") from None
+            raise InvalidValue(
+                "page_token is not one this server issued", field="page_token"
+            ) from None
         stmt = stmt.where(MemberRow.pk > after)
     rows = list(session.execute(stmt))
     more = len(rows) > size
@@ -435,4 +456,13 @@ def list_members(
     )
 
 
-__all__ = ["create", "get", "list_groups", "list_members", "remove", "replace", "ts", "update_group"]
+__all__ = [
+    "create",
+    "get",
+    "list_groups",
+    "list_members",
+    "remove",
+    "replace",
+    "ts",
+    "update_group",
+]

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import status_pb2
-from sqlalchemy.exc import DBAPIError, OperationalError, TimeoutError as PoolTimeout
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from .errors import DomainError, Unavailable
 
@@ -32,7 +33,12 @@ def _as_domain(exc: BaseException) -> DomainError | None:
     return None
 
 
-async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> None:
+if TYPE_CHECKING:  # generic only in the type stubs
+    Context = grpc.aio.ServicerContext[Any, Any]
+    Handler = grpc.RpcMethodHandler[Any, Any]
+
+
+async def _abort(context: Context, exc: BaseException, method: str) -> None:
     err = _as_domain(exc)
     if err is None:
         log.exception("unhandled error in %s", method, exc_info=exc)
@@ -50,23 +56,24 @@ async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: 
     )
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(details)
         if handler is None:
             return None
         method = details.method
+        # On the aio server, behaviours are coroutines / async generators.
         if handler.unary_unary is not None:
-            inner_uu = handler.unary_unary
+            inner_uu: Any = handler.unary_unary
 
-            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def unary_unary(request: Any, context: Context) -> Any:
                 try:
                     return await inner_uu(request, context)
-                except Exception as exc:  # noqa: BLE001 - converted to a status here, once
+                except Exception as exc:
                     if isinstance(exc, grpc.aio.AbortError):
                         raise
                     await _abort(context, exc, method)
@@ -77,13 +84,13 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
-            inner_us = handler.unary_stream
+            inner_us: Any = handler.unary_stream
 
-            async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
                 try:
                     async for item in inner_us(request, context):
                         yield item
-                except Exception as exc:  # noqa: BLE001 - converted to a status here, once
+                except Exception as exc:
                     if isinstance(exc, grpc.aio.AbortError):
                         raise
                     await _abort(context, exc, method)

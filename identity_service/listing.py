@@ -61,9 +61,10 @@ def _decode_cursor(cursor: str, qh: str) -> tuple[Any, int]:
 
 def page_of(
     session: Session,
+    *,
     catalog: Catalog,
     model: Any,
-    columns: Select[Any],
+    columns: Select[*tuple[Any, ...]],  # any row shape with a `pk` column
     tenant_pk: int,
     f: common_pb2.Filter | None,
     sort: common_pb2.Sort | None,
@@ -71,7 +72,7 @@ def page_of(
     settings: Settings,
 ) -> PageResult:
     """One page of `columns` (a select over `model`) for the tenant, plus the exact total."""
-    cond = and_(model.tenant_pk == tenant_pk, compile_filter(catalog, f))
+    cond = and_(model.tenant_pk == tenant_pk, compile_filter(catalog, f, tenant_pk))
     if page.HasField("count"):
         count = page.count
         if count < 0:

@@ -143,9 +143,7 @@ class UserValueRow(Base):
     __table_args__ = (Index("ix_user_values_lookup", "tenant_pk", "attr", "value_key"),)
 
     pk: Mapped[int] = mapped_column(BigPk, primary_key=True, autoincrement=True)
-    user_pk: Mapped[int] = mapped_column(
-        ForeignKey("users.pk", ondelete="CASCADE"), index=True
-    )
+    user_pk: Mapped[int] = mapped_column(ForeignKey("users.pk", ondelete="CASCADE"), index=True)
     tenant_pk: Mapped[int] = mapped_column(BigInteger)
     #: Attribute name as in the schema, e.g. "emails".
     attr: Mapped[str] = mapped_column(String(32))
@@ -226,9 +224,7 @@ class EventRow(Base):
     """The transactional outbox: written in the same transaction as the change."""
 
     __tablename__ = "events"
-    __table_args__ = (
-        UniqueConstraint("tenant_pk", "revision", name="uq_events_tenant_revision"),
-    )
+    __table_args__ = (UniqueConstraint("tenant_pk", "revision", name="uq_events_tenant_revision"),)
 
     pk: Mapped[int] = mapped_column(BigPk, primary_key=True, autoincrement=True)
     tenant_pk: Mapped[int] = mapped_column(ForeignKey("tenants.pk", ondelete="CASCADE"))

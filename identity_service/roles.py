@@ -43,12 +43,12 @@ def _user_pk(session: Session, tenant: TenantRow, user_id: str) -> int:
     return pk
 
 
-def _source(source: int) -> int:
+def _source(source: int) -> users_pb2.RoleSource.ValueType:
     if source == users_pb2.ROLE_SOURCE_UNSPECIFIED:
         return users_pb2.ROLE_SOURCE_LOCAL
     if source not in SOURCES:
         raise InvalidValue("source must be ROLE_SOURCE_SCIM or ROLE_SOURCE_LOCAL", field="source")
-    return source
+    return users_pb2.RoleSource.ValueType(source)
 
 
 def create_role(
@@ -65,7 +65,9 @@ def create_role(
     session.add(row)
     session.flush()
     role = _role_proto(row, tenant.id)
-    events.emit(session, tenant, ctx, [events.event(E.EVENT_TYPE_ROLE_CREATED, "Role", name, role=role)])
+    events.emit(
+        session, tenant, ctx, [events.event(E.EVENT_TYPE_ROLE_CREATED, "Role", name, role=role)]
+    )
     return role
 
 
@@ -84,7 +86,9 @@ def delete_role(session: Session, tenant: TenantRow, name: str, ctx: RequestCont
         .join(UserRow, UserRow.pk == AssignmentRow.user_pk)
         .where(AssignmentRow.role_pk == row.pk)
     ):
-        a = roles_pb2.Assignment(user_id=user_id, role=name, source=source)
+        a = roles_pb2.Assignment(
+            user_id=user_id, role=name, source=users_pb2.RoleSource.ValueType(source)
+        )
         evs.append(events.event(E.EVENT_TYPE_ROLE_REVOKED, "User", user_id, assignment=a))
     session.execute(delete(AssignmentRow).where(AssignmentRow.role_pk == row.pk))
     session.delete(row)
@@ -110,7 +114,10 @@ def assign(
     ).scalar_one_or_none()
     if existing is not None:
         return roles_pb2.Assignment(
-            user_id=req.user_id, role=role.name, source=source, created=ts(existing.created)  # type: ignore[arg-type]
+            user_id=req.user_id,
+            role=role.name,
+            source=source,
+            created=ts(existing.created),
         )
     row = AssignmentRow(
         tenant_pk=tenant.pk, user_pk=user_pk, role_pk=role.pk, source=source, created=utcnow()
@@ -118,10 +125,16 @@ def assign(
     session.add(row)
     session.flush()
     a = roles_pb2.Assignment(
-        user_id=req.user_id.lower(), role=role.name, source=source, created=ts(row.created)  # type: ignore[arg-type]
+        user_id=req.user_id.lower(),
+        role=role.name,
+        source=source,
+        created=ts(row.created),
     )
     events.emit(
-        session, tenant, ctx, [events.event(E.EVENT_TYPE_ROLE_ASSIGNED, "User", a.user_id, assignment=a)]
+        session,
+        tenant,
+        ctx,
+        [events.event(E.EVENT_TYPE_ROLE_ASSIGNED, "User", a.user_id, assignment=a)],
     )
     return a
 
@@ -142,12 +155,18 @@ def revoke(
     if row is None:
         raise NotFound(f"user does not hold role {req.role!r} from that source", field="role")
     a = roles_pb2.Assignment(
-        user_id=req.user_id.lower(), role=role.name, source=source, created=ts(row.created)  # type: ignore[arg-type]
+        user_id=req.user_id.lower(),
+        role=role.name,
+        source=source,
+        created=ts(row.created),
     )
     session.delete(row)
     session.flush()
     events.emit(
-        session, tenant, ctx, [events.event(E.EVENT_TYPE_ROLE_REVOKED, "User", a.user_id, assignment=a)]
+        session,
+        tenant,
+        ctx,
+        [events.event(E.EVENT_TYPE_ROLE_REVOKED, "User", a.user_id, assignment=a)],
     )
     return a
 
@@ -168,7 +187,9 @@ def list_assignments(
         stmt = stmt.where(RoleRow.name == req.role)
     return roles_pb2.ListAssignmentsResponse(
         assignments=[
-            roles_pb2.Assignment(user_id=u, role=n, source=s, created=ts(c))
+            roles_pb2.Assignment(
+                user_id=u, role=n, source=users_pb2.RoleSource.ValueType(s), created=ts(c)
+            )
             for u, n, s, c in session.execute(stmt)
         ]
     )

@@ -30,7 +30,7 @@ E = changes_pb2
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 #: At most this many live tokens per tenant, so rotation has no gap (Banyan's guide).
 MAX_LIVE_TOKENS = 2
-TOKEN_PREFIX = "scim_"
+TOKEN_PREFIX = "scim_"  # noqa: S105 - a public marker that makes leaked tokens greppable
 #: last_used is written at most this often per token, so auth stays a read.
 LAST_USED_RESOLUTION = timedelta(seconds=60)
 
@@ -86,7 +86,9 @@ def resolve(session: Session, ref: tenants_pb2.TenantRef, *, lock: bool = False)
     raise InvalidValue("name the tenant by id or name", field="tenant")
 
 
-def create(session: Session, name: str, display_name: str, ctx: RequestContext) -> tenants_pb2.Tenant:
+def create(
+    session: Session, name: str, display_name: str, ctx: RequestContext
+) -> tenants_pb2.Tenant:
     name = name.strip().lower()
     if not NAME_RE.match(name):
         raise InvalidValue(
@@ -185,7 +187,9 @@ def issue_token(
     if expires is not None and expires <= now:
         raise InvalidValue("expires must be in the future", field="expires")
     live = session.execute(
-        select(func.count()).select_from(TokenRow).where(TokenRow.tenant_pk == tenant.pk, _live(now))  # type: ignore[arg-type]
+        select(func.count())
+        .select_from(TokenRow)
+        .where(TokenRow.tenant_pk == tenant.pk, _live(now))  # type: ignore[arg-type]
     ).scalar_one()
     if live >= MAX_LIVE_TOKENS:
         raise LimitReached(
@@ -208,7 +212,10 @@ def issue_token(
     session.flush()
     token = token_proto(row, tenant.id)
     events.emit(
-        session, tenant, ctx, [events.event(E.EVENT_TYPE_TOKEN_ISSUED, "Token", row.id, token=token)]
+        session,
+        tenant,
+        ctx,
+        [events.event(E.EVENT_TYPE_TOKEN_ISSUED, "Token", row.id, token=token)],
     )
     return tenants_pb2.IssueTokenResponse(token=token, secret=secret)
 

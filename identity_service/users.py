@@ -15,7 +15,7 @@ from identity.v1 import changes_pb2, groups_pb2, users_pb2
 
 from . import events
 from .context import RequestContext
-from .convert import check_id, new_id, ts
+from .convert import check_id, new_id
 from .errors import Conflict, InvalidValue, NotFound, VersionMismatch
 from .filters import USERS
 from .listing import page_of
@@ -43,6 +43,7 @@ MULTI_VALUED = {
     "x509_certificates": "x509Certificates",
 }
 READ_ONLY = ("meta", "tenant_id", "groups", "role_assignments")
+USER_FIELDS = users_pb2.User.DESCRIPTOR.fields
 #: Indexed string attributes: longer values are refused rather than truncated.
 MAX_KEY = 512
 MAX_TEXT = 4096
@@ -84,7 +85,11 @@ def stored_form(user: users_pb2.User) -> users_pb2.User:
     _check_len(u.name.family_name, "name.familyName", 256)
     for field, attr in MULTI_VALUED.items():
         for mv in getattr(u, field):
-            _check_len(mv.value, f"{attr}.value", MAX_TEXT if attr in {"photos", "x509Certificates"} else MAX_KEY)
+            _check_len(
+                mv.value,
+                f"{attr}.value",
+                MAX_TEXT if attr in {"photos", "x509Certificates"} else MAX_KEY,
+            )
             _check_len(mv.type, f"{attr}.type", 64)
             _check_len(mv.display, f"{attr}.display", MAX_KEY)
     for addr in u.addresses:
@@ -195,7 +200,9 @@ def load(session: Session, tenant_id: str, rows: Sequence[Any]) -> list[users_pb
             .where(AssignmentRow.user_pk.in_(pks))
             .order_by(RoleRow.name, AssignmentRow.source)
         ):
-            roles[user_pk].append(users_pb2.RoleAssignment(role=name, source=source))
+            roles[user_pk].append(
+                users_pb2.RoleAssignment(role=name, source=users_pb2.RoleSource.ValueType(source))
+            )
     return _assemble(rows, groups, roles, tenant_id)
 
 
@@ -255,14 +262,14 @@ def list_users(
 ) -> users_pb2.ListUsersResponse:
     page = page_of(
         session,
-        USERS,
-        UserRow,
-        select(*_ROW_COLUMNS),
-        tenant.pk,
-        req.filter if req.HasField("filter") else None,
-        req.sort if req.HasField("sort") else None,
-        req.page,
-        settings,
+        catalog=USERS,
+        model=UserRow,
+        columns=select(*_ROW_COLUMNS),
+        tenant_pk=tenant.pk,
+        f=req.filter if req.HasField("filter") else None,
+        sort=req.sort if req.HasField("sort") else None,
+        page=req.page,
+        settings=settings,
     )
     return users_pb2.ListUsersResponse(
         users=load(session, tenant.id, page.rows),
@@ -274,9 +281,9 @@ def list_users(
 
 
 def changed_attributes(old: users_pb2.User, new: users_pb2.User) -> list[str]:
-    """Schema names of the attributes that differ (sub-attributes of name/enterprise spelled out)."""
+    """Schema names of the attributes that differ (name/enterprise sub-attributes spelled out)."""
     out: list[str] = []
-    for fd in users_pb2.User.DESCRIPTOR.fields:
+    for fd in USER_FIELDS:
         if fd.name in READ_ONLY:
             continue
         a, b = getattr(old, fd.name), getattr(new, fd.name)
@@ -284,6 +291,7 @@ def changed_attributes(old: users_pb2.User, new: users_pb2.User) -> list[str]:
             continue
         if fd.name in ("name", "enterprise"):
             prefix = "name." if fd.name == "name" else ""
+            assert fd.message_type is not None
             for sub in fd.message_type.fields:
                 if getattr(a, sub.name) != getattr(b, sub.name):
                     out.append(prefix + sub.json_name)
@@ -316,13 +324,16 @@ def replace(
     if not changed:
         return get(session, tenant, row.id)
     cols = _columns(new)
-    if cols["user_name_key"] != old.user_name.lower() and session.execute(
-        select(UserRow.pk).where(
-            UserRow.tenant_pk == tenant.pk,
-            UserRow.user_name_key == cols["user_name_key"],
-            UserRow.pk != row.pk,
-        )
-    ).first():
+    if (
+        cols["user_name_key"] != old.user_name.lower()
+        and session.execute(
+            select(UserRow.pk).where(
+                UserRow.tenant_pk == tenant.pk,
+                UserRow.user_name_key == cols["user_name_key"],
+                UserRow.pk != row.pk,
+            )
+        ).first()
+    ):
         raise _uniqueness(new.user_name)
     try:
         session.execute(

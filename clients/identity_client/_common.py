@@ -43,9 +43,7 @@ def tenant_ref(tenant: str) -> tenants_pb2.TenantRef:
     return tenants_pb2.TenantRef(id=tenant)
 
 
-def page(
-    start_index: int | None, count: int | None, cursor: str | None
-) -> common_pb2.Page:
+def page(start_index: int | None, count: int | None, cursor: str | None) -> common_pb2.Page:
     """Index paging (start_index/count) or, when cursor is not None, cursor paging."""
     p = common_pb2.Page()
     if cursor is not None:

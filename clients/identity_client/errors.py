@@ -8,6 +8,8 @@ classes below, so callers branch on types, never on strings.
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 from grpc_status import rpc_status
 
@@ -110,11 +112,12 @@ _BY_CODE[grpc.StatusCode.DEADLINE_EXCEEDED] = Unavailable
 
 def from_rpc_error(err: grpc.RpcError) -> IdentityError:
     """The typed exception for a failed call (a grpc.Call that is also an RpcError)."""
-    code: grpc.StatusCode = err.code()  # type: ignore[attr-defined]
-    message: str = err.details() or code.name.lower()  # type: ignore[attr-defined]
+    call: Any = err  # every RpcError raised by a call is also a grpc.Call
+    code: grpc.StatusCode = call.code()
+    message: str = call.details() or code.name.lower()
     detail = common_pb2.ErrorDetail()
     try:
-        status = rpc_status.from_call(err)  # type: ignore[arg-type]
+        status = rpc_status.from_call(call)
     except ValueError:
         status = None
     if status is not None:

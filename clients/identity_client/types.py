@@ -11,8 +11,8 @@ from identity.v1.changes_pb2 import (
 )
 from identity.v1.common_pb2 import (
     AttributePath,
-    Comparison,
     CompareOp,
+    Comparison,
     ErrorDetail,
     ErrorReason,
     Filter,

@@ -1,0 +1,96 @@
+"""The operator interface end to end: the real `identity-service` process, its
+health, and `identityctl` as a person would use it."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from identity_client import IdentityClient
+
+from ..support import VENV_BIN, Proc, free_port, start_identity_process
+
+pytestmark = pytest.mark.e2e
+
+
+def ctl(target: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(VENV_BIN / "identityctl"), "--target", target, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_identityctl_tenant_and_token(database_url: str, tmp_path: Path) -> None:
+    proc, target = start_identity_process(database_url, tmp_path)
+    try:
+        name = f"acme-{uuid.uuid4().hex[:6]}"
+        created = ctl(target, "tenant", "create", name)
+        assert created.returncode == 0, created.stderr
+        tenant_id = created.stdout.strip()
+        assert str(uuid.UUID(tenant_id)) == tenant_id
+        assert name in ctl(target, "tenant", "list").stdout
+        issued = ctl(target, "token", "issue", name)
+        assert issued.returncode == 0, issued.stderr
+        secret = issued.stdout.strip().splitlines()[-1]
+        with IdentityClient(target) as client:
+            assert client.authenticate(secret, tenant=name).tenant.id == tenant_id
+        assert ctl(target, "token", "issue", tenant_id).returncode == 0  # by id too
+        third = ctl(target, "token", "issue", name)
+        assert third.returncode == 1 and "2 live tokens" in third.stderr
+        dup = ctl(target, "tenant", "create", name)
+        assert dup.returncode == 1 and "already exists" in dup.stderr
+        for result in (third, dup, ctl(target, "tenant", "show", "no-such")):
+            assert "Traceback" not in result.stderr
+    finally:
+        assert proc.stop() == 0  # SIGTERM is a clean exit
+
+
+def test_identityctl_unreachable_service() -> None:
+    r = ctl(f"127.0.0.1:{free_port()}", "--timeout", "1", "tenant", "list")
+    assert r.returncode == 1
+    assert "cannot reach the identity service" in r.stderr and "Traceback" not in r.stderr
+
+
+def _health(target: str) -> int | None:
+    with grpc.insecure_channel(target) as ch:
+        try:
+            return int(
+                health_pb2_grpc.HealthStub(ch)
+                .Check(health_pb2.HealthCheckRequest(), timeout=2)
+                .status
+            )
+        except grpc.RpcError:
+            return None
+
+
+def test_health_is_not_serving_without_a_database(tmp_path: Path) -> None:
+    port = free_port()
+    target = f"127.0.0.1:{port}"
+    proc = Proc(
+        [str(VENV_BIN / "identity-service")],
+        {
+            "IDENTITY_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",
+            "IDENTITY_LISTEN": target,
+        },
+        tmp_path / "svc.log",
+    )
+    try:
+        deadline = time.monotonic() + 30
+        status = None
+        while time.monotonic() < deadline:
+            status = _health(target)
+            if status is not None:
+                break
+            time.sleep(0.2)
+        assert status == health_pb2.HealthCheckResponse.NOT_SERVING, proc.output()
+    finally:
+        proc.stop()

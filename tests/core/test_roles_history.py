@@ -1,0 +1,115 @@
+"""Roles with sourced assignments, and the operations history with its filters."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from google.protobuf import timestamp_pb2
+
+from identity_client import AlreadyExists, IdentityClient, InvalidArgument, NotFound
+from identity_client.types import (
+    Operation,
+    OperationKind,
+    OutcomeFilter,
+    RoleSource,
+    Tenant,
+    User,
+)
+
+
+def test_roles_and_assignments(client: IdentityClient, tenant: Tenant) -> None:
+    u = client.create_user(tenant.id, User(user_name="ada"))
+    client.create_role(tenant.id, "Admin", description="all of it")
+    client.create_role(tenant.id, "Analyst")
+    with pytest.raises(AlreadyExists):
+        client.create_role(tenant.id, "Admin")
+    assert [r.name for r in client.list_roles(tenant.id)] == ["Admin", "Analyst"]
+    client.assign_role(tenant.id, u.meta.id, "Admin", source=RoleSource.ROLE_SOURCE_SCIM)
+    client.assign_role(tenant.id, u.meta.id, "Admin", source=RoleSource.ROLE_SOURCE_LOCAL)
+    client.assign_role(
+        tenant.id, u.meta.id, "Admin", source=RoleSource.ROLE_SOURCE_LOCAL
+    )  # idempotent
+    got = client.get_user(tenant.id, u.meta.id)
+    assert [(r.role, r.source) for r in got.role_assignments] == [
+        ("Admin", RoleSource.ROLE_SOURCE_SCIM),
+        ("Admin", RoleSource.ROLE_SOURCE_LOCAL),
+    ]
+    client.revoke_role(tenant.id, u.meta.id, "Admin", source=RoleSource.ROLE_SOURCE_SCIM)
+    assert len(client.list_assignments(tenant.id, user_id=u.meta.id)) == 1
+    with pytest.raises(NotFound):
+        client.revoke_role(tenant.id, u.meta.id, "Admin", source=RoleSource.ROLE_SOURCE_SCIM)
+    with pytest.raises(NotFound):
+        client.assign_role(tenant.id, u.meta.id, "Nope")
+    with pytest.raises(NotFound):
+        client.assign_role(tenant.id, str(uuid.uuid4()), "Admin")
+    client.delete_role(tenant.id, "Admin")
+    assert client.list_assignments(tenant.id) == []
+    assert not client.get_user(tenant.id, u.meta.id).role_assignments
+
+
+def _op(tenant: Tenant, **kw: object) -> Operation:
+    base: dict[str, object] = dict(
+        tenant_id=tenant.id,
+        method="POST",
+        kind=OperationKind.OPERATION_KIND_CREATE,
+        resource_type="User",
+        status=201,
+        duration_ms=3.5,
+        request_id="r1",
+        token_id="t1",
+    )
+    base.update(kw)
+    return Operation(**base)  # type: ignore[arg-type]
+
+
+def test_history_filters(client: IdentityClient, tenant: Tenant) -> None:
+    old = timestamp_pb2.Timestamp()
+    old.FromDatetime(datetime.now(UTC) - timedelta(days=2))
+    client.record_operation(_op(tenant, time=old))
+    client.record_operation(_op(tenant, method="PATCH", kind=OperationKind.OPERATION_KIND_UPDATE))
+    client.record_operation(
+        _op(tenant, method="POST", status=409, scim_type="uniqueness", detail="taken")
+    )
+    client.record_operation(
+        _op(
+            tenant,
+            method="GET",
+            kind=OperationKind.OPERATION_KIND_SEARCH,
+            resource_type="Group",
+            status=200,
+        )
+    )
+    everything = client.list_operations(tenant.id).operations
+    assert len(everything) == 4
+    assert everything[-1].time == old  # newest first
+    errors = client.list_operations(
+        tenant.id, outcome=OutcomeFilter.OUTCOME_FILTER_ERROR
+    ).operations
+    assert [(o.status, o.scim_type) for o in errors] == [(409, "uniqueness")]
+    ok = client.list_operations(tenant.id, outcome=OutcomeFilter.OUTCOME_FILTER_SUCCESS).operations
+    assert len(ok) == 3
+    updates = client.list_operations(
+        tenant.id, kinds=[OperationKind.OPERATION_KIND_UPDATE]
+    ).operations
+    assert [o.method for o in updates] == ["PATCH"]
+    groups = client.list_operations(tenant.id, resource_type="Group").operations
+    assert [o.kind for o in groups] == [OperationKind.OPERATION_KIND_SEARCH]
+    since = timestamp_pb2.Timestamp()
+    since.FromDatetime(datetime.now(UTC) - timedelta(days=1))
+    assert len(client.list_operations(tenant.id, since=since).operations) == 3
+    assert len(client.list_operations(tenant.id, until=since).operations) == 1
+    first = client.list_operations(tenant.id, page_size=3)
+    rest = client.list_operations(tenant.id, page_size=3, page_token=first.next_page_token)
+    assert [o.id for o in [*first.operations, *rest.operations]] == [o.id for o in everything]
+    assert not rest.next_page_token
+
+
+def test_history_bad_input(client: IdentityClient, tenant: Tenant) -> None:
+    with pytest.raises(InvalidArgument):
+        client.record_operation(_op(tenant, status=7))
+    with pytest.raises(NotFound):
+        client.record_operation(_op(tenant, tenant_id=str(uuid.uuid4())))
+    with pytest.raises(InvalidArgument):
+        client.list_operations(tenant.id, page_token="nope")

@@ -1,0 +1,150 @@
+"""Test support: throwaway PostgreSQL databases, an in-process identity service on
+a background event loop, and real service processes for end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import psycopg
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from identity_service.server import IdentityService, create_server
+from identity_service.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test")
+VENV_BIN = Path(sys.executable).parent
+
+
+def pg_url(dbname: str) -> str:
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    return f"{base}/{dbname}"
+
+
+@contextlib.contextmanager
+def throwaway_pg_database(prefix: str = "identity_test") -> Iterator[str]:
+    """A new PostgreSQL database for this run, dropped afterwards. Yields its URL."""
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True)
+    except psycopg.OperationalError as exc:
+        raise RuntimeError(
+            f"PostgreSQL is required for the storage tests ({PG_ADMIN_URL}): {exc}"
+        ) from exc
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield pg_url(name)
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServiceThread:
+    """A real IdentityService on its own event loop in a background thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.service: IdentityService | None = None
+        self.port = 0
+
+    def start(self) -> str:
+        self.thread.start()
+
+        async def boot() -> int:
+            self.service = create_server(self.settings)
+            return await self.service.start()
+
+        self.port = asyncio.run_coroutine_threadsafe(boot(), self.loop).result(60)
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.service is not None:
+            asyncio.run_coroutine_threadsafe(self.service.stop(0), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def wait_serving(target: str, timeout: float = 30.0) -> None:
+    """Polls grpc.health.v1 until the service says SERVING."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    with grpc.insecure_channel(target) as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        while time.monotonic() < deadline:
+            try:
+                resp = stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
+                if resp.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+                last = resp.status
+            except grpc.RpcError as err:
+                last = err.code()
+            time.sleep(0.1)
+    raise TimeoutError(f"{target} not SERVING after {timeout}s (last: {last})")
+
+
+class Proc:
+    """A started service process; stops it (SIGTERM, then SIGKILL) on close."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.log_path = log
+        self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
+        self.popen = subprocess.Popen(
+            args, env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT
+        )
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+        self._log.close()
+        return self.popen.returncode
+
+    def kill(self) -> None:
+        self.popen.kill()
+        self.popen.wait(5)
+        self._log.close()
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+
+def start_identity_process(database_url: str, tmp: Path, **env: str) -> tuple[Proc, str]:
+    """Runs the real `identity-service` console script; waits until SERVING."""
+    port = free_port()
+    target = f"127.0.0.1:{port}"
+    proc = Proc(
+        [str(VENV_BIN / "identity-service")],
+        {"IDENTITY_DATABASE_URL": database_url, "IDENTITY_LISTEN": target, **env},
+        tmp / f"identity-{port}.log",
+    )
+    try:
+        wait_serving(target)
+    except TimeoutError:
+        proc.stop()
+        raise RuntimeError(f"identity-service did not start:\n{proc.output()}") from None
+    return proc, target

@@ -1,0 +1,123 @@
+"""`make run`: the identity service and the SCIM gateway on the embedded SQLite
+file, a demo tenant with a fresh token, and the SCIM base URL. Ctrl-C stops both.
+
+Environment: IDENTITY_DATABASE_URL (default sqlite:///identity.db),
+IDENTITY_LISTEN (127.0.0.1:50051), SCIM_LISTEN (127.0.0.1:8080), DEMO_TENANT (demo).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from identity_client import CallContext, FailedPrecondition, IdentityClient, NotFound
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+ADMIN = CallContext(actor_kind="admin", actor_id="make-run")
+
+
+def wait_grpc(target: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(target) as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise SystemExit("identity-service exited; see the output above")
+            try:
+                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+    raise SystemExit(f"identity service at {target} did not become ready")
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit("scim-gateway exited; see the output above")
+        try:
+            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - our own loopback URL
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"gateway at {url} did not become ready")
+
+
+def demo_token(client: IdentityClient, tenant: str) -> str:
+    try:
+        client.get_tenant(tenant)
+    except NotFound:
+        client.create_tenant(tenant, display_name="Demo tenant", ctx=ADMIN)
+    try:
+        return client.issue_token(tenant, description="make run", ctx=ADMIN).secret
+    except FailedPrecondition:
+        # Both token slots are used by earlier runs: retire the oldest.
+        oldest = client.list_tokens(tenant)[0]
+        client.revoke_token(tenant, oldest.id, ctx=ADMIN)
+        return client.issue_token(tenant, description="make run", ctx=ADMIN).secret
+
+
+def main() -> int:
+    env = dict(os.environ)
+    env.setdefault("IDENTITY_DATABASE_URL", "sqlite:///identity.db")
+    env.setdefault("IDENTITY_LISTEN", "127.0.0.1:50051")
+    env.setdefault("SCIM_LISTEN", "127.0.0.1:8080")
+    env.setdefault("SCIM_IDENTITY_TARGET", env["IDENTITY_LISTEN"])
+    tenant = env.get("DEMO_TENANT", "demo")
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        core = subprocess.Popen([str(BIN / "identity-service")], env=env, cwd=ROOT)
+        procs.append(core)
+        wait_grpc(env["IDENTITY_LISTEN"], core)
+        gateway = subprocess.Popen([str(BIN / "scim-gateway")], env=env, cwd=ROOT)
+        procs.append(gateway)
+        base = f"http://{env['SCIM_LISTEN']}/scim/v2"
+        wait_http(f"http://{env['SCIM_LISTEN']}/healthz", gateway)
+        with IdentityClient(env["IDENTITY_LISTEN"]) as client:
+            secret = demo_token(client, tenant)
+        print(
+            "\n"
+            f"  identity service  {env['IDENTITY_LISTEN']}  ({env['IDENTITY_DATABASE_URL']})\n"
+            f"  SCIM base URL     {base}/{tenant}\n"
+            f"  bearer token      {secret}\n\n"
+            f"  try: curl -H 'Authorization: Bearer {secret}' {base}/{tenant}/Users\n"
+            "  Ctrl-C stops both services.\n",
+            flush=True,
+        )
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        # Supervise: stop on a signal, or as soon as either service dies.
+        while not stop.wait(0.5):
+            dead = [p for p in procs if p.poll() is not None]
+            if dead:
+                print(f"a service exited (status {dead[0].returncode}); stopping", file=sys.stderr)
+                return 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in reversed(procs):
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,262 @@
+"""The Falcon application: routes, authentication, history, and the one error handler.
+
+gunicorn 'scim_gateway.app:get_app()'      # no --preload: the gRPC channel
+                                           # is opened in each worker
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import falcon
+import grpc
+import orjson
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from identity_client import IdentityClient, IdentityError
+from identity_client.errors import NotFound
+
+from .errors import ScimError, from_identity_error
+from .http import REQUEST_ID_HEADER, SCIM_MEDIA_TYPE, Call, request_id
+from .resources.bulk import BulkResource
+from .resources.common import (
+    Collection,
+    Item,
+    OpInfo,
+    Recorder,
+    RootSearch,
+    Search,
+)
+from .resources.discovery import (
+    ResourceTypesResource,
+    SchemasResource,
+    ServiceProviderConfigResource,
+)
+from .resources.groups import GroupService
+from .resources.me import MeResource
+from .resources.users import UserService
+from .settings import Settings
+
+log = logging.getLogger("scim_gateway")
+
+WsgiApp = falcon.App[falcon.Request, falcon.Response]
+
+PREFIX = "/scim/v2"
+# First path segments that are endpoints, not tenants (RFC 7644 §3.2). Tenant
+# names are lower-case, so they never collide with these.
+ENDPOINTS = frozenset(
+    {
+        "Users",
+        "Groups",
+        "Me",
+        "Bulk",
+        "Schemas",
+        "ResourceTypes",
+        "ServiceProviderConfig",
+        ".search",
+    }
+)
+UNAUTHORIZED_DETAIL = (
+    "Authentication required: send 'Authorization: Bearer <token>' with an API token "
+    "issued for this tenant."
+)
+
+
+def _unauthorized(detail: str = UNAUTHORIZED_DETAIL) -> ScimError:
+    return ScimError(401, detail, headers={"WWW-Authenticate": 'Bearer realm="scim"'})
+
+
+class RequestContextMiddleware:
+    """Request id, tenant from the path, bearer authentication, and the
+    operations history (one record per SCIM operation)."""
+
+    def __init__(self, settings: Settings, client: IdentityClient, recorder: Recorder) -> None:
+        self._settings = settings
+        self._client = client
+        self._recorder = recorder
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        req.context.started = time.perf_counter()
+        req.context.request_id = request_id(req)
+        req.context.call = None
+        req.context.op = None
+        req.context.error = None
+        resp.set_header(REQUEST_ID_HEADER, req.context.request_id)
+        path = req.path
+        if path != PREFIX and not path.startswith(PREFIX + "/"):
+            return  # not SCIM: routing answers (404, or /healthz)
+        rest = path[len(PREFIX) :].lstrip("/")
+        first, _, tail = rest.partition("/")
+        tenant: str | None = None
+        base = self._settings.public_url or req.prefix
+        base += PREFIX
+        if first and first not in ENDPOINTS:
+            # RFC 7644 §3.2 leaves the base URL to the provider: /scim/v2/{tenant}/...
+            tenant = first
+            base += f"/{tenant}"
+            req.path = f"{PREFIX}/{tail}" if tail else PREFIX
+        req.context.call = self._authenticate(req, tenant, base)
+
+    def _authenticate(self, req: falcon.Request, tenant: str | None, base: str) -> Call:
+        header = req.get_header("Authorization") or ""
+        scheme, _, secret = header.strip().partition(" ")
+        secret = secret.strip()
+        if scheme.lower() != "bearer" or not secret:
+            raise _unauthorized()
+        if len(secret) > 4096 or not secret.isascii() or not secret.isprintable():
+            raise _unauthorized()
+        try:
+            # No caching: a revoked token fails on the very next request.
+            auth = self._client.authenticate(secret, tenant=tenant)
+        except NotFound:
+            raise _unauthorized() from None  # an unknown tenant reveals nothing more
+        except IdentityError as err:
+            scim = from_identity_error(err)
+            if scim.status == 400:
+                raise _unauthorized() from None
+            raise scim from None
+        return Call(
+            tenant_id=auth.tenant.id,
+            token_id=auth.token.id,
+            request_id=req.context.request_id,
+            base_url=base,
+        )
+
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
+    ) -> None:
+        call: Call | None = getattr(req.context, "call", None)
+        info: OpInfo | None = getattr(req.context, "op", None)
+        if call is None or info is None:
+            return
+        error: ScimError | None = getattr(req.context, "error", None)
+        self._recorder.record(
+            call,
+            method=req.method,
+            info=info,
+            status=resp.status_code,
+            error=error,
+            duration_ms=(time.perf_counter() - req.context.started) * 1000,
+        )
+
+
+class ErrorHandler:
+    """Every failure becomes a SCIM error body (RFC 7644 §3.12)."""
+
+    def __call__(
+        self, req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict[str, Any]
+    ) -> None:
+        err = self.to_scim(req, ex)
+        req.context.error = err
+        resp.status = err.status
+        for name, value in err.headers.items():
+            resp.set_header(name, value)
+        resp.content_type = SCIM_MEDIA_TYPE
+        resp.data = orjson.dumps(err.body())
+
+    def to_scim(self, req: falcon.Request, ex: Exception) -> ScimError:
+        rid = getattr(req.context, "request_id", "")
+        if isinstance(ex, ScimError):
+            return ex
+        if isinstance(ex, IdentityError):
+            err = from_identity_error(ex)
+            if err.status >= 500:
+                log.error("identity service call failed (request %s): %s", rid, ex)
+            return err
+        if isinstance(ex, falcon.HTTPError):
+            status = ex.status_code
+            headers = dict(ex.headers or {})
+            if status == 404:
+                detail = f"No SCIM endpoint at {req.path}."
+            elif status == 405:
+                detail = (
+                    f"{req.method} is not supported on {req.path}; "
+                    f"allowed: {headers.get('Allow', 'none')}."
+                )
+            else:
+                detail = ex.description or ex.title or "The request was refused."
+            return ScimError(status, detail, headers=headers)
+        log.exception("unexpected error (request %s)", rid)
+        return ScimError(500, f"Internal error. Quote request id {rid} when reporting it.")
+
+
+class LivenessResource:
+    """`/healthz`: the process answers (liveness; no dependency is consulted)."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.content_type = falcon.MEDIA_JSON
+        resp.data = b'{"status":"ok"}'
+
+
+class ReadinessResource:
+    """`/readyz`: 200 only while the identity service reports SERVING (its database
+    reachable and migrated); else 503 with Retry-After, so a balancer routes away."""
+
+    def __init__(self, client: IdentityClient) -> None:
+        self._health = health_pb2_grpc.HealthStub(client.channel)
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.content_type = falcon.MEDIA_JSON
+        try:
+            status = self._health.Check(health_pb2.HealthCheckRequest(), timeout=2.0).status
+        except grpc.RpcError as err:
+            state = f"identity service unreachable ({err.code().name})"
+        else:
+            if status == health_pb2.HealthCheckResponse.SERVING:
+                resp.data = b'{"status":"ready"}'
+                return
+            state = "identity service not serving (database unavailable or not migrated)"
+        resp.status = 503
+        resp.set_header("Retry-After", "5")
+        resp.data = orjson.dumps({"status": state})
+
+
+def create_app(settings: Settings, client: IdentityClient) -> WsgiApp:
+    """The WSGI app over one identity client."""
+    recorder = Recorder(client)
+    app = falcon.App(
+        media_type=SCIM_MEDIA_TYPE,
+        middleware=[RequestContextMiddleware(settings, client, recorder)],
+    )
+    app.req_options.strip_url_path_trailing_slash = True
+    # RFC 7644 §3.1: application/json is accepted as well as application/scim+json.
+    app.req_options.default_media_type = SCIM_MEDIA_TYPE
+    users = UserService(client, settings)
+    groups = GroupService(client, settings)
+    for name, service in (("Users", users), ("Groups", groups)):
+        app.add_route(f"{PREFIX}/{name}", Collection(service, settings))
+        app.add_route(f"{PREFIX}/{name}/.search", Search(service, settings))
+        app.add_route(f"{PREFIX}/{name}/{{resource_id}}", Item(service, settings))
+    app.add_route(f"{PREFIX}/.search", RootSearch((users, groups), settings))
+    app.add_route(
+        f"{PREFIX}/Bulk",
+        BulkResource({"users": users, "groups": groups}, settings, recorder),
+    )
+    app.add_route(f"{PREFIX}/Me", MeResource())
+    app.add_route(f"{PREFIX}/ServiceProviderConfig", ServiceProviderConfigResource(settings))
+    resource_types = ResourceTypesResource()
+    app.add_route(f"{PREFIX}/ResourceTypes", resource_types)
+    app.add_route(f"{PREFIX}/ResourceTypes/{{type_id}}", resource_types, suffix="item")
+    schemas = SchemasResource()
+    app.add_route(f"{PREFIX}/Schemas", schemas)
+    app.add_route(f"{PREFIX}/Schemas/{{schema_id}}", schemas, suffix="item")
+    app.add_route("/healthz", LivenessResource())
+    app.add_route("/readyz", ReadinessResource(client))
+    handler = ErrorHandler()
+    app.add_error_handler(Exception, handler)
+    app.add_error_handler(falcon.HTTPError, handler)
+    return app
+
+
+def get_app() -> WsgiApp:
+    """The gunicorn entrypoint: settings from SCIM_* environment variables."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = Settings.from_env(os.environ)
+    # gunicorn calls this in each worker after the fork (no --preload), so the
+    # channel belongs to the worker that uses it.
+    return create_app(settings, IdentityClient(settings.identity_target))

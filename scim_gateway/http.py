@@ -1,0 +1,122 @@
+"""Request/response plumbing shared by every resource: JSON bodies, ETags,
+the per-request call facts, and the result type resources return."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import falcon
+import orjson
+
+from identity_client import CallContext
+
+from .errors import ScimError, invalid_syntax
+
+SCIM_MEDIA_TYPE = "application/scim+json"
+_JSON_TYPES = ("application/scim+json", "application/json")
+REQUEST_ID_HEADER = "X-Request-Id"
+MAX_REQUEST_ID = 128
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """Who is calling, for which tenant, under which request id."""
+
+    tenant_id: str
+    token_id: str
+    request_id: str
+    #: e.g. "https://scim.example.com/scim/v2/acme": prefix of meta.location.
+    base_url: str
+
+    @property
+    def ctx(self) -> CallContext:
+        return CallContext(request_id=self.request_id, actor_kind="token", actor_id=self.token_id)
+
+
+@dataclass(slots=True)
+class Result:
+    """What a resource operation answers: status, JSON body, extra headers."""
+
+    status: int
+    body: dict[str, Any] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    resource_id: str = ""
+
+
+def request_id(req: falcon.Request) -> str:
+    given = (req.get_header(REQUEST_ID_HEADER) or "").strip()
+    if given and len(given) <= MAX_REQUEST_ID and given.isprintable() and given.isascii():
+        return given
+    return uuid.uuid4().hex
+
+
+def read_json(req: falcon.Request, max_bytes: int) -> Any:
+    """The request body as JSON, bounded by `max_bytes` (RFC 7644 §3.12 413)."""
+    ctype = (req.content_type or "").split(";", 1)[0].strip().lower()
+    if ctype and ctype not in _JSON_TYPES and not ctype.endswith("+json"):
+        raise ScimError(
+            415,
+            f"Content-Type {ctype!r} is not supported; send application/scim+json "
+            "(application/json is accepted too).",
+        )
+    length = req.content_length
+    too_big = ScimError(
+        413, f"The request body exceeds the maximum payload size ({max_bytes} bytes)."
+    )
+    if length is not None and length > max_bytes:
+        raise too_big
+    data = req.bounded_stream.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise too_big
+    if not data.strip():
+        raise invalid_syntax("The request body is empty; a JSON object is required.")
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise invalid_syntax(f"The request body is not valid JSON: {exc}") from None
+    return doc
+
+
+def json_object(doc: Any, what: str = "The request body") -> dict[str, Any]:
+    if not isinstance(doc, dict):
+        raise invalid_syntax(f"{what} must be a JSON object.")
+    return doc
+
+
+def send(resp: falcon.Response, result: Result) -> None:
+    resp.status = result.status
+    for k, v in result.headers.items():
+        resp.set_header(k, v)
+    if result.body is not None:
+        resp.content_type = SCIM_MEDIA_TYPE
+        resp.data = orjson.dumps(result.body)
+
+
+# -- ETags (RFC 7644 §3.14, RFC 7232) -------------------------------------------------------------
+
+
+def etag_versions(header: str | None) -> set[str] | None:
+    """The opaque values of an If-Match / If-None-Match header ("*" kept); None if absent."""
+    if header is None or not header.strip():
+        return None
+    out = set()
+    for part in header.split(","):
+        tag = part.strip()
+        if tag.startswith(("W/", "w/")):
+            tag = tag[2:]
+        out.add(tag.strip().strip('"'))
+    return out
+
+
+def version_of(tags: set[str]) -> int | None:
+    """The single version an If-Match names, when it names exactly one number."""
+    if len(tags) != 1:
+        return None
+    (tag,) = tags
+    return int(tag) if tag.isdigit() and len(tag) < 19 else None
+
+
+def matches_version(tags: set[str], version: int) -> bool:
+    return "*" in tags or str(version) in tags

@@ -1,0 +1,526 @@
+"""SCIM JSON <-> identity.v1 `User` / `Group`.
+
+Incoming JSON is first *normalized* against the attribute definitions of
+`schemas`: attribute names are matched case-insensitively and rewritten to their
+canonical spelling (RFC 7643 §2.1), values are type-checked (booleans sent as
+"True"/"False" strings are accepted, as Entra ID sends them), read-only
+attributes are dropped (RFC 7643 §2.2: "values provided SHALL be ignored") and
+attributes of schemas other than core/enterprise are kept as opaque JSON keyed
+by schema URN. The normalized document ("doc") is what PATCH edits and what
+`*_to_proto` reads.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2
+
+from identity.v1 import groups_pb2, users_pb2
+
+from .errors import ScimError, invalid_value
+from .filter import CORE_GROUP, CORE_USER, ENTERPRISE_USER
+from .schemas import (
+    ENTERPRISE,
+    GROUP,
+    GROUP_TYPE,
+    USER,
+    USER_TYPE,
+    Attr,
+    ResourceType,
+)
+
+# Canonical SCIM name -> proto field name.
+_USER_SIMPLE = {
+    "userName": "user_name",
+    "displayName": "display_name",
+    "nickName": "nick_name",
+    "profileUrl": "profile_url",
+    "title": "title",
+    "userType": "user_type",
+    "preferredLanguage": "preferred_language",
+    "locale": "locale",
+    "timezone": "timezone",
+}
+_NAME = {
+    "formatted": "formatted",
+    "familyName": "family_name",
+    "givenName": "given_name",
+    "middleName": "middle_name",
+    "honorificPrefix": "honorific_prefix",
+    "honorificSuffix": "honorific_suffix",
+}
+_MULTI = {
+    "emails": "emails",
+    "phoneNumbers": "phone_numbers",
+    "ims": "ims",
+    "photos": "photos",
+    "entitlements": "entitlements",
+    "roles": "roles",
+    "x509Certificates": "x509_certificates",
+}
+_MULTI_SUB = {"value": "value", "type": "type", "display": "display", "primary": "primary"}
+_ADDRESS = {
+    "formatted": "formatted",
+    "streetAddress": "street_address",
+    "locality": "locality",
+    "region": "region",
+    "postalCode": "postal_code",
+    "country": "country",
+    "type": "type",
+    "primary": "primary",
+}
+_ENTERPRISE = {
+    "employeeNumber": "employee_number",
+    "costCenter": "cost_center",
+    "organization": "organization",
+    "division": "division",
+    "department": "department",
+}
+_MEMBER_TYPES = {"user": groups_pb2.MEMBER_TYPE_USER, "group": groups_pb2.MEMBER_TYPE_GROUP}
+_MEMBER_TYPE_NAMES = {groups_pb2.MEMBER_TYPE_USER: "User", groups_pb2.MEMBER_TYPE_GROUP: "Group"}
+
+# Write-only attributes the IdPs send that this service does not store
+# (RFC 7643 §4.1.1 password; Okta sends it on create). Ignored, never echoed.
+_IGNORED_USER_ATTRS = frozenset({"password"})
+
+
+# -- JSON values -------------------------------------------------------------------
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def coerce(attr: Attr, value: Any, where: str) -> Any:
+    """Checks `value` against `attr` and returns its canonical form (None = unassigned).
+
+    `where` names the attribute in error details, e.g. "emails[0].primary".
+    """
+    if value is None:
+        return None
+    if attr.multi_valued:
+        items = value if isinstance(value, list) else [value]
+        out = []
+        for i, item in enumerate(items):
+            if attr.type == "complex" and not isinstance(item, dict) and item is not None:
+                raise invalid_value(f"{where}[{i}] must be an object, not {_type_name(item)}")
+            single = _coerce_single(attr, item, f"{where}[{i}]")
+            if single is not None and single != {}:
+                out.append(single)
+        return out
+    return _coerce_single(attr, value, where)
+
+
+def _coerce_single(attr: Attr, value: Any, where: str) -> Any:
+    if value is None:
+        return None
+    if attr.type == "complex":
+        if not isinstance(value, dict):
+            if isinstance(value, str) and attr.sub("value") is not None:
+                # A bare id for a complex attribute with a `value`, e.g. the
+                # enterprise `manager` as Entra ID sends it.
+                value = {"value": value}
+            else:
+                raise invalid_value(f"{where} must be an object, not {_type_name(value)}")
+        out: dict[str, Any] = {}
+        for key, sub_value in value.items():
+            sub = attr.sub(key)
+            if sub is None:
+                raise invalid_value(f"{where} has no sub-attribute {key!r}")
+            if sub.read_only:
+                continue
+            coerced = _coerce_single(sub, sub_value, f"{where}.{sub.name}")
+            if coerced is not None:
+                out[sub.name] = coerced
+        return out
+    if attr.type == "boolean":
+        if isinstance(value, bool):
+            return value
+        # Entra ID sends booleans as "True" / "False".
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        raise invalid_value(f"{where} must be a boolean, not {_type_name(value)}")
+    if attr.type in ("string", "reference", "binary", "dateTime"):
+        if not isinstance(value, str):
+            raise invalid_value(f"{where} must be a string, not {_type_name(value)}")
+        return value
+    raise invalid_value(f"{where} has an unsupported type")  # pragma: no cover
+
+
+def _check_schemas(value: Any) -> None:
+    if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
+        raise invalid_value("'schemas' must be an array of schema URNs")
+
+
+def known_extension(rtype: ResourceType, urn: str) -> str | None:
+    """The canonical URN of an extension schema `rtype` implements."""
+    low = urn.lower()
+    for ext in rtype.extensions:
+        if ext.id.lower() == low:
+            return ext.id
+    return None
+
+
+def normalize(body: dict[str, Any], rtype: ResourceType) -> dict[str, Any]:
+    """The canonical writable document of a POST/PUT body (see module docstring)."""
+    doc: dict[str, Any] = {}
+    listed: set[str] = set()
+    for key, value in body.items():
+        if not isinstance(key, str):  # pragma: no cover - JSON keys are strings
+            continue
+        low = key.lower()
+        if low == "schemas":
+            _check_schemas(value)
+            listed = {s.lower() for s in value}
+            continue
+        if low in ("id", "meta"):  # readOnly common attributes (RFC 7643 §3.1)
+            continue
+        if low == "externalid":
+            doc["externalId"] = coerce(Attr("externalId"), value, "externalId")
+            continue
+        attr = rtype.schema.attr(key)
+        if attr is not None:
+            if not attr.read_only:
+                doc[attr.name] = coerce(attr, value, attr.name)
+            continue
+        if rtype is USER_TYPE and low in _IGNORED_USER_ATTRS:
+            continue
+        if low.startswith("urn:"):
+            _normalize_urn_key(doc, rtype, key, value, listed)
+            continue
+        raise invalid_value(
+            f"{key!r} is not an attribute of {rtype.name} resources; see /Schemas/{rtype.schema.id}"
+        )
+    return doc
+
+
+def _normalize_urn_key(
+    doc: dict[str, Any], rtype: ResourceType, key: str, value: Any, listed: set[str]
+) -> None:
+    if key.lower() == rtype.schema.id.lower():
+        # Core attributes nested under their own schema URN.
+        if not isinstance(value, dict):
+            raise invalid_value(f"{key!r} must be an object")
+        doc.update(normalize(value, rtype))
+        return
+    ext_id = known_extension(rtype, key)
+    if ext_id is not None:
+        if value is None:
+            doc[ext_id] = None
+            return
+        if not isinstance(value, dict):
+            raise invalid_value(f"{ext_id!r} must be an object of extension attributes")
+        doc[ext_id] = normalize_extension(ext_id, value)
+        return
+    for ext in (rtype.schema, *rtype.extensions):
+        # A schema-qualified attribute as a key: "urn:...:User:department".
+        if key.lower().startswith(ext.id.lower() + ":"):
+            name = key[len(ext.id) + 1 :]
+            if ext is rtype.schema:
+                doc.update(normalize({name: value}, rtype))
+            else:
+                merged = dict(doc.get(ext.id) or {})
+                merged.update(normalize_extension(ext.id, {name: value}))
+                doc[ext.id] = merged
+            return
+    # Another schema: a custom extension stored as opaque JSON (proto
+    # `extensions`, keyed by schema URN).
+    if isinstance(value, dict) or key.lower() in listed or value is None:
+        if value is not None and not isinstance(value, dict):
+            raise invalid_value(f"{key!r} must be an object of extension attributes")
+        doc[key] = value
+        return
+    schema, _, name = key.rpartition(":")
+    if not name:
+        raise invalid_value(f"{key!r} is not a valid schema URN or attribute path")
+    ext_doc = _ci_get_key(doc, schema)
+    target = dict(doc.get(ext_doc) or {}) if ext_doc else {}
+    target[name] = value
+    doc[ext_doc or schema] = target
+
+
+def _ci_get_key(doc: dict[str, Any], key: str) -> str | None:
+    low = key.lower()
+    for k in doc:
+        if k.lower() == low:
+            return k
+    return None
+
+
+def normalize_extension(ext_id: str, value: dict[str, Any]) -> dict[str, Any]:
+    schema = ENTERPRISE if ext_id == ENTERPRISE.id else None
+    if schema is None:  # pragma: no cover - only the enterprise extension is typed
+        return dict(value)
+    out: dict[str, Any] = {}
+    for key, sub_value in value.items():
+        attr = schema.attr(key)
+        if attr is None:
+            raise invalid_value(f"{key!r} is not an attribute of {ext_id}")
+        if attr.read_only:
+            continue
+        out[attr.name] = coerce(attr, sub_value, f"{ext_id}:{attr.name}")
+    return out
+
+
+# -- to proto --------------------------------------------------------------------------
+
+
+def struct_from(doc: dict[str, Any]) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    try:
+        s.update(doc)
+    except (ValueError, TypeError) as exc:  # pragma: no cover - JSON always fits
+        raise invalid_value(f"extension attributes cannot be stored: {exc}") from None
+    return s
+
+
+def custom_extensions(doc: dict[str, Any], core: str, known: tuple[str, ...]) -> dict[str, Any]:
+    """The doc's attributes of schemas other than `core` and `known` extensions."""
+    skip = {core.lower(), *(k.lower() for k in known)}
+    return {
+        k: v
+        for k, v in doc.items()
+        if k.lower().startswith("urn:") and k.lower() not in skip and v is not None
+    }
+
+
+def _multi_value(item: dict[str, Any]) -> users_pb2.MultiValue:
+    mv = users_pb2.MultiValue()
+    for scim, field in _MULTI_SUB.items():
+        v = item.get(scim)
+        if v is not None:
+            setattr(mv, field, v)
+    return mv
+
+
+def user_to_proto(doc: dict[str, Any]) -> users_pb2.User:
+    """A `User` from a normalized document (meta/id are set by the caller)."""
+    user = users_pb2.User()
+    for scim, field in _USER_SIMPLE.items():
+        if doc.get(scim) is not None:
+            setattr(user, field, doc[scim])
+    if doc.get("externalId") is not None:
+        user.external_id = doc["externalId"]
+    if doc.get("active") is not None:
+        user.active = doc["active"]
+    name = doc.get("name")
+    if name:
+        for scim, field in _NAME.items():
+            if name.get(scim) is not None:
+                setattr(user.name, field, name[scim])
+    for scim, field in _MULTI.items():
+        for item in doc.get(scim) or ():
+            getattr(user, field).append(_multi_value(item))
+    for item in doc.get("addresses") or ():
+        addr = user.addresses.add()
+        for scim, field in _ADDRESS.items():
+            if item.get(scim) is not None:
+                setattr(addr, field, item[scim])
+    ent = doc.get(ENTERPRISE_USER)
+    if ent:
+        for scim, field in _ENTERPRISE.items():
+            if ent.get(scim) is not None:
+                setattr(user.enterprise, field, ent[scim])
+        manager = ent.get("manager")
+        if manager and manager.get("value"):
+            user.enterprise.manager.value = manager["value"]
+    ext = custom_extensions(doc, CORE_USER, (ENTERPRISE_USER,))
+    if ext:
+        user.extensions.CopyFrom(struct_from(ext))
+    return user
+
+
+def member_to_proto(item: dict[str, Any], where: str = "members") -> groups_pb2.Member:
+    value = item.get("value")
+    if not value and isinstance(item.get("$ref"), str):
+        # RFC 7643 §4.2: `$ref` is the member's URI; its last segment is the id.
+        value = item["$ref"].rstrip("/").rpartition("/")[2]
+    if not value:
+        raise invalid_value(f"{where} needs a 'value' (the member's id)")
+    member = groups_pb2.Member(value=value)
+    mtype = item.get("type")
+    if mtype:
+        if mtype.lower() not in _MEMBER_TYPES:
+            raise invalid_value(f"{where}.type must be 'User' or 'Group', not {mtype!r}")
+        member.type = _MEMBER_TYPES[mtype.lower()]
+    return member
+
+
+def group_to_proto(doc: dict[str, Any]) -> groups_pb2.Group:
+    group = groups_pb2.Group()
+    if doc.get("displayName") is not None:
+        group.display_name = doc["displayName"]
+    if doc.get("externalId") is not None:
+        group.external_id = doc["externalId"]
+    for i, item in enumerate(doc.get("members") or ()):
+        group.members.append(member_to_proto(item, f"members[{i}]"))
+    ext = custom_extensions(doc, CORE_GROUP, ())
+    if ext:
+        group.extensions.CopyFrom(struct_from(ext))
+    return group
+
+
+# -- to SCIM JSON --------------------------------------------------------------------------
+
+
+def _json_number(value: Any) -> Any:
+    """Struct numbers are doubles: print whole numbers as integers."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _json_number(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_number(v) for v in value]
+    return value
+
+
+def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
+    raw = json_format.MessageToDict(struct)
+    return {k: _json_number(v) for k, v in raw.items()}
+
+
+def _meta(meta: Any, resource_type: str, location: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"resourceType": resource_type}
+    if meta.HasField("created"):
+        out["created"] = meta.created.ToJsonString()
+    if meta.HasField("last_modified"):
+        out["lastModified"] = meta.last_modified.ToJsonString()
+    out["location"] = location
+    out["version"] = etag(meta.version)
+    return out
+
+
+def etag(version: int) -> str:
+    """meta.version and the ETag header: a weak validator (RFC 7644 §3.14)."""
+    return f'W/"{version}"'
+
+
+def user_to_scim(user: users_pb2.User, base_url: str) -> dict[str, Any]:
+    """The full SCIM representation of a user."""
+    schemas = [CORE_USER]
+    doc: dict[str, Any] = {"schemas": schemas, "id": user.meta.id}
+    if user.external_id:
+        doc["externalId"] = user.external_id
+    for scim, field in _USER_SIMPLE.items():
+        v = getattr(user, field)
+        if v:
+            doc[scim] = v
+    name = {scim: getattr(user.name, f) for scim, f in _NAME.items() if getattr(user.name, f)}
+    if name:
+        doc["name"] = name
+    doc["active"] = user.active if user.HasField("active") else True
+    for scim, field in _MULTI.items():
+        items = [_mv_json(mv) for mv in getattr(user, field)]
+        if items:
+            doc[scim] = items
+    addresses = []
+    for addr in user.addresses:
+        a: dict[str, Any] = {s: getattr(addr, f) for s, f in _ADDRESS.items() if getattr(addr, f)}
+        addresses.append(a)
+    if addresses:
+        doc["addresses"] = addresses
+    if user.groups:
+        doc["groups"] = [
+            {
+                "value": g.id,
+                "$ref": f"{base_url}/Groups/{g.id}",
+                "display": g.display_name,
+                "type": "direct",
+            }
+            for g in user.groups
+        ]
+    ent: dict[str, Any] = {
+        s: getattr(user.enterprise, f)
+        for s, f in _ENTERPRISE.items()
+        if getattr(user.enterprise, f)
+    }
+    if user.enterprise.manager.value:
+        mgr = user.enterprise.manager
+        ent["manager"] = {"value": mgr.value, "$ref": f"{base_url}/Users/{mgr.value}"}
+        if mgr.display_name:
+            ent["manager"]["displayName"] = mgr.display_name
+    if ent:
+        schemas.append(ENTERPRISE_USER)
+        doc[ENTERPRISE_USER] = ent
+    for urn, value in struct_to_dict(user.extensions).items():
+        schemas.append(urn)
+        doc[urn] = value
+    doc["meta"] = _meta(user.meta, "User", f"{base_url}/Users/{user.meta.id}")
+    return doc
+
+
+def _mv_json(mv: users_pb2.MultiValue) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if mv.value:
+        out["value"] = mv.value
+    if mv.display:
+        out["display"] = mv.display
+    if mv.type:
+        out["type"] = mv.type
+    if mv.primary:
+        out["primary"] = True
+    return out
+
+
+def member_to_scim(m: groups_pb2.Member, base_url: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"value": m.value}
+    kind = _MEMBER_TYPE_NAMES.get(m.type)
+    if kind:
+        out["$ref"] = f"{base_url}/{kind}s/{m.value}"
+        out["type"] = kind
+    if m.display:
+        out["display"] = m.display
+    return out
+
+
+def group_to_scim(
+    group: groups_pb2.Group, base_url: str, *, with_members: bool = True
+) -> dict[str, Any]:
+    schemas = [CORE_GROUP]
+    doc: dict[str, Any] = {"schemas": schemas, "id": group.meta.id}
+    if group.external_id:
+        doc["externalId"] = group.external_id
+    doc["displayName"] = group.display_name
+    if with_members:
+        doc["members"] = [member_to_scim(m, base_url) for m in group.members]
+    for urn, value in struct_to_dict(group.extensions).items():
+        schemas.append(urn)
+        doc[urn] = value
+    doc["meta"] = _meta(group.meta, "Group", f"{base_url}/Groups/{group.meta.id}")
+    return doc
+
+
+def writable_doc(full: dict[str, Any], rtype: ResourceType) -> dict[str, Any]:
+    """The normalized document of a resource's own representation (for PATCH)."""
+    try:
+        return normalize(full, rtype)
+    except ScimError:  # pragma: no cover - our own output always normalizes
+        raise
+
+
+__all__ = [
+    "GROUP",
+    "GROUP_TYPE",
+    "USER",
+    "USER_TYPE",
+    "coerce",
+    "etag",
+    "group_to_proto",
+    "group_to_scim",
+    "member_to_proto",
+    "normalize",
+    "user_to_proto",
+    "user_to_scim",
+    "writable_doc",
+]

@@ -1,0 +1,19 @@
+"""`/Me` (RFC 7644 §3.11): not implemented, and said so with a SCIM error."""
+
+from __future__ import annotations
+
+import falcon
+
+from ..errors import ScimError
+
+_DETAIL = (
+    "/Me is not implemented: this service provider is called by provisioning "
+    "clients with tenant tokens, which do not stand for a user (RFC 7644 §3.11)."
+)
+
+
+class MeResource:
+    def _refuse(self, req: falcon.Request, resp: falcon.Response) -> None:
+        raise ScimError(501, _DETAIL)
+
+    on_get = on_post = on_put = on_patch = on_delete = _refuse

@@ -1,0 +1,159 @@
+"""`/Users` (RFC 7644 §3.3-§3.6) over the core's UserService."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from identity.v1 import users_pb2
+from identity_client import IdentityClient, IdentityError, VersionMismatch
+
+from ..errors import ScimError, core_errors, from_identity_error
+from ..http import Call, Result, matches_version, version_of
+from ..mapping import etag, normalize, user_to_proto, user_to_scim
+from ..patch import apply_patch, parse_operations
+from ..projection import Projection
+from ..schemas import USER_TYPE
+from ..settings import Settings
+from .common import Page, SearchQuery
+
+# Optimistic PATCH retries when another writer changes the user in between
+# (the read-modify-write of RFC 7644 §3.5.2 must stay atomic).
+PATCH_ATTEMPTS = 5
+
+PRECONDITION_FAILED = (
+    "The resource has changed: its version does not match If-Match. "
+    "Read it again and retry with the current ETag."
+)
+
+
+def precondition_failed() -> ScimError:
+    return ScimError(412, PRECONDITION_FAILED)
+
+
+class UserService:
+    rtype = USER_TYPE
+
+    def __init__(self, client: IdentityClient, settings: Settings) -> None:
+        self._client = client
+        self._settings = settings
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _result(
+        self, status: int, user: users_pb2.User, call: Call, projection: Projection
+    ) -> Result:
+        full = user_to_scim(user, call.base_url)
+        headers = {"ETag": etag(user.meta.version)}
+        if status == 201:
+            headers["Location"] = full["meta"]["location"]
+        body = projection.apply(full, USER_TYPE)
+        return Result(status, body, headers, resource_id=user.meta.id)
+
+    def _expected(self, call: Call, rid: str, if_match: set[str] | None) -> int:
+        """The version an If-Match demands (0: none); 412 when it cannot match."""
+        if if_match is None or "*" in if_match:
+            return 0
+        version = version_of(if_match)
+        if version is not None:
+            return version
+        with core_errors():
+            current = self._client.get_user(call.tenant_id, rid, ctx=call.ctx).meta.version
+        if matches_version(if_match, current):
+            return current
+        raise precondition_failed()
+
+    # -- operations ----------------------------------------------------------------------------
+
+    def create(self, call: Call, body: dict[str, Any], projection: Projection) -> Result:
+        # RFC 7644 §3.3
+        user = user_to_proto(normalize(body, USER_TYPE))
+        with core_errors():
+            created = self._client.create_user(call.tenant_id, user, ctx=call.ctx)
+        return self._result(201, created, call, projection)
+
+    def get(
+        self, call: Call, rid: str, projection: Projection, if_none_match: set[str] | None
+    ) -> Result:
+        # RFC 7644 §3.4.1; deactivated users are found like any other.
+        with core_errors():
+            user = self._client.get_user(call.tenant_id, rid, ctx=call.ctx)
+        if if_none_match is not None and matches_version(if_none_match, user.meta.version):
+            # RFC 7644 §3.14 / RFC 7232 §4.1
+            return Result(304, None, {"ETag": etag(user.meta.version)}, resource_id=rid)
+        return self._result(200, user, call, projection)
+
+    def replace(
+        self,
+        call: Call,
+        rid: str,
+        body: dict[str, Any],
+        projection: Projection,
+        if_match: set[str] | None,
+    ) -> Result:
+        # RFC 7644 §3.5.1: replace, not merge; read-only attributes are ignored.
+        user = user_to_proto(normalize(body, USER_TYPE))
+        user.meta.id = rid
+        expected = self._expected(call, rid, if_match)
+        with core_errors():
+            updated = self._client.replace_user(
+                call.tenant_id, user, expected_version=expected, ctx=call.ctx
+            )
+        return self._result(200, updated, call, projection)
+
+    def patch(
+        self,
+        call: Call,
+        rid: str,
+        body: dict[str, Any],
+        projection: Projection,
+        if_match: set[str] | None,
+    ) -> Result:
+        # RFC 7644 §3.5.2: all operations apply, or none does.
+        ops = parse_operations(body)
+        for _ in range(PATCH_ATTEMPTS):
+            with core_errors():
+                user = self._client.get_user(call.tenant_id, rid, ctx=call.ctx)
+            if if_match is not None and not matches_version(if_match, user.meta.version):
+                raise precondition_failed()
+            before = normalize(user_to_scim(user, call.base_url), USER_TYPE)
+            after = apply_patch(USER_TYPE, before, ops)
+            new = user_to_proto(after)
+            if new == user_to_proto(before):
+                return self._result(200, user, call, projection)
+            new.meta.id = rid
+            try:
+                updated = self._client.replace_user(
+                    call.tenant_id, new, expected_version=user.meta.version, ctx=call.ctx
+                )
+            except VersionMismatch:
+                if if_match is not None:
+                    raise precondition_failed() from None
+                continue  # a concurrent writer won: re-read and re-apply
+            except IdentityError as err:
+                raise from_identity_error(err) from None
+            return self._result(200, updated, call, projection)
+        raise ScimError(
+            409,
+            "The user was modified concurrently too many times; retry the request.",
+        )
+
+    def delete(self, call: Call, rid: str, if_match: set[str] | None) -> Result:
+        # RFC 7644 §3.6
+        expected = self._expected(call, rid, if_match)
+        with core_errors():
+            self._client.delete_user(call.tenant_id, rid, expected_version=expected, ctx=call.ctx)
+        return Result(204, resource_id=rid)
+
+    def query(self, call: Call, q: SearchQuery) -> Page:
+        with core_errors():
+            resp = self._client.list_users(
+                call.tenant_id,
+                filter=q.filter_proto(USER_TYPE),
+                sort=q.sort_proto(USER_TYPE),
+                start_index=None if q.cursor is not None else q.start_index,
+                count=q.count,
+                cursor=q.cursor,
+                ctx=call.ctx,
+            )
+        docs = [q.projection.apply(user_to_scim(u, call.base_url), USER_TYPE) for u in resp.users]
+        return Page(docs, resp.total_results, resp.start_index or q.start_index, resp.next_cursor)

@@ -1,0 +1,63 @@
+"""Gateway settings, read from the environment once into a frozen object."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+_MIB = 1024 * 1024
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the gateway cannot use."""
+
+
+def _int(environ: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    #: host:port of the identity service.
+    identity_target: str = "127.0.0.1:50051"
+    #: host:port the gateway listens on.
+    listen: str = "127.0.0.1:8080"
+    workers: int = 2
+    #: Largest request body accepted, in bytes (advertised as bulk.maxPayloadSize).
+    max_payload_bytes: int = _MIB
+    #: Most operations in one /Bulk request (advertised as bulk.maxOperations).
+    max_bulk_operations: int = 1000
+    #: Largest page a list returns (advertised as filter.maxResults).
+    max_page_size: int = 1000
+    #: Page size when the request gives no `count`.
+    default_page_size: int = 100
+    #: Base URL used in meta.location, e.g. "https://scim.example.com"; None
+    #: derives it from each request.
+    public_url: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        public = environ.get("SCIM_PUBLIC_URL", "").strip().rstrip("/")
+        max_page = _int(environ, "SCIM_MAX_PAGE_SIZE", 1000, 1)
+        default_page = _int(environ, "SCIM_DEFAULT_PAGE_SIZE", 100, 1)
+        if default_page > max_page:
+            raise SettingsError("SCIM_DEFAULT_PAGE_SIZE must not exceed SCIM_MAX_PAGE_SIZE")
+        return cls(
+            identity_target=environ.get("SCIM_IDENTITY_TARGET", "").strip() or "127.0.0.1:50051",
+            listen=environ.get("SCIM_LISTEN", "").strip() or "127.0.0.1:8080",
+            workers=_int(environ, "SCIM_WORKERS", 2, 1),
+            max_payload_bytes=_int(environ, "SCIM_MAX_PAYLOAD_BYTES", _MIB, 1024),
+            max_bulk_operations=_int(environ, "SCIM_MAX_BULK_OPERATIONS", 1000, 1),
+            max_page_size=max_page,
+            default_page_size=default_page,
+            public_url=public or None,
+        )

@@ -1,0 +1,128 @@
+"""Gateway fixtures: the Falcon app over a real identity core (SQLite and
+PostgreSQL, from tests/conftest.py), driven through falcon.testing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import falcon.testing
+import orjson
+import pytest
+
+from identity_client import IdentityClient
+from identity_client.types import Tenant
+from scim_gateway.app import create_app
+from scim_gateway.settings import Settings
+
+SCIM = "application/scim+json"
+USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
+GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
+ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
+
+
+class ScimClient:
+    """A falcon TestClient speaking SCIM under one base path, with a token preset."""
+
+    def __init__(self, app: Any, base: str, token: str | None) -> None:
+        self.test = falcon.testing.TestClient(app)
+        self.base = base
+        self.token = token
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        params: dict[str, Any] | None = None,
+        query_string: str | None = None,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+        content_type: str = SCIM,
+    ) -> falcon.testing.Result:
+        h = {"Content-Type": content_type}
+        if self.token is not None:
+            h["Authorization"] = f"Bearer {self.token}"
+        h.update(headers or {})
+        data = raw if raw is not None else (orjson.dumps(body) if body is not None else None)
+        return self.test.simulate_request(
+            method,
+            self.base + path,
+            body=data,
+            headers=h,
+            params=params,
+            query_string=query_string,
+        )
+
+    def get(self, path: str, **kw: Any) -> falcon.testing.Result:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, body: Any = None, **kw: Any) -> falcon.testing.Result:
+        return self.request("POST", path, body, **kw)
+
+    def put(self, path: str, body: Any = None, **kw: Any) -> falcon.testing.Result:
+        return self.request("PUT", path, body, **kw)
+
+    def patch(self, path: str, body: Any = None, **kw: Any) -> falcon.testing.Result:
+        return self.request("PATCH", path, body, **kw)
+
+    def delete(self, path: str, **kw: Any) -> falcon.testing.Result:
+        return self.request("DELETE", path, **kw)
+
+    # helpers for arranging state through the API itself
+    def create_user(self, user_name: str, **attrs: Any) -> dict[str, Any]:
+        body = {"schemas": [USER_SCHEMA], "userName": user_name, **attrs}
+        r = self.post("/Users", body)
+        assert r.status_code == 201, r.text
+        return dict(r.json)
+
+    def create_group(self, name: str, members: list[str] = (), **attrs: Any) -> dict[str, Any]:  # type: ignore[assignment]
+        body = {
+            "schemas": [GROUP_SCHEMA],
+            "displayName": name,
+            "members": [{"value": m} for m in members],
+            **attrs,
+        }
+        r = self.post("/Groups", body)
+        assert r.status_code == 201, r.text
+        return dict(r.json)
+
+
+def assert_scim_error(r: falcon.testing.Result, status: int, scim_type: str | None = None) -> None:
+    """A SCIM error body (RFC 7644 §3.12) with the given status and scimType."""
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith(SCIM), r.headers
+    body = r.json
+    assert body["schemas"] == [ERROR]
+    assert body["status"] == str(status)
+    assert body.get("scimType") == scim_type, body
+    assert body["detail"]
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(
+        max_payload_bytes=64 * 1024,
+        max_bulk_operations=20,
+        max_page_size=50,
+        default_page_size=20,
+    )
+
+
+@pytest.fixture
+def app(settings: Settings, client: IdentityClient) -> Any:
+    return create_app(settings, client)
+
+
+@pytest.fixture
+def scim(app: Any, tenant: Tenant, token: str) -> ScimClient:
+    """SCIM under /scim/v2/{tenant name}/ with the tenant's bearer token."""
+    return ScimClient(app, f"/scim/v2/{tenant.name}", token)
+
+
+@pytest.fixture
+def scim_root(app: Any, token: str) -> ScimClient:
+    """SCIM under /scim/v2/ (tenant taken from the token)."""
+    return ScimClient(app, "/scim/v2", token)

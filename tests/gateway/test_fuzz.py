@@ -1,0 +1,146 @@
+"""Fuzzing the filter and PATCH-path parsers: every input parses or raises the
+gateway's SCIM 400 error; nothing else escapes (so no input becomes a 500)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from scim_gateway.errors import ScimError
+from scim_gateway.filter import filter_to_proto, parse_filter
+from scim_gateway.mapping import normalize
+from scim_gateway.patch import apply_patch, parse_operations, parse_path
+from scim_gateway.projection import Projection
+from scim_gateway.schemas import USER_TYPE
+
+FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# Pieces of the grammar, so random text often gets deep into the parser.
+ATOMS = st.sampled_from(
+    [
+        "userName",
+        "emails",
+        "name.givenName",
+        "members",
+        "value",
+        "type",
+        "meta.created",
+        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager",
+        "urn:ietf:params:scim:schemas:core:2.0:User:",
+        "eq",
+        "ne",
+        "co",
+        "sw",
+        "ew",
+        "gt",
+        "ge",
+        "lt",
+        "le",
+        "pr",
+        "and",
+        "or",
+        "not",
+        "(",
+        ")",
+        "[",
+        "]",
+        ".",
+        '"x"',
+        '"',
+        "\\",
+        "true",
+        "false",
+        "null",
+        "1",
+        "-2.5e3",
+        "1e999",
+        " ",
+        "  ",
+        ":",
+        "$ref",
+        '"\\u00e9"',
+        '"\\ud800"',
+        "\x00",
+        "é",
+    ]
+)
+GRAMMARISH = st.lists(ATOMS, max_size=25).map(" ".join) | st.lists(ATOMS, max_size=25).map("".join)
+ANY_TEXT = st.text(max_size=200)
+
+
+def _only_scim_400(fn: Any, text: str, scim_types: set[str]) -> None:
+    try:
+        fn(text)
+    except ScimError as err:
+        assert err.status == 400
+        assert err.scim_type in scim_types
+        assert err.detail
+
+
+@FAST
+@given(GRAMMARISH | ANY_TEXT)
+def test_filter_parser_never_fails_otherwise(text: str) -> None:
+    _only_scim_400(filter_to_proto, text, {"invalidFilter"})
+
+
+@FAST
+@given(GRAMMARISH | ANY_TEXT)
+def test_patch_path_parser_never_fails_otherwise(text: str) -> None:
+    _only_scim_400(parse_path, text, {"invalidPath"})
+
+
+@FAST
+@given(st.integers(min_value=1, max_value=200))
+def test_deep_nesting_is_refused_cleanly(depth: int) -> None:
+    _only_scim_400(parse_filter, "(" * depth + "a pr" + ")" * depth, {"invalidFilter"})
+    _only_scim_400(parse_filter, "not (" * depth + "a pr" + ")" * depth, {"invalidFilter"})
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=10), children, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@FAST
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {"op": st.sampled_from(["add", "Replace", "remove", "x"]), "value": JSON},
+            optional={"path": GRAMMARISH},
+        ),
+        min_size=1,
+        max_size=3,
+    )
+)
+def test_patch_operations_never_fail_otherwise(operations: list[dict[str, Any]]) -> None:
+    doc = normalize({"userName": "a", "emails": [{"value": "a@x", "type": "work"}]}, USER_TYPE)
+    try:
+        apply_patch(USER_TYPE, doc, parse_operations({"Operations": operations}))
+    except ScimError as err:
+        assert err.status == 400
+
+
+@FAST
+@given(
+    st.dictionaries(st.text(max_size=12) | st.sampled_from(["userName", "emails", "name"]), JSON)
+)
+def test_normalize_never_fails_otherwise(body: dict[str, Any]) -> None:
+    try:
+        normalize(body, USER_TYPE)
+    except ScimError as err:
+        assert err.status == 400
+
+
+@FAST
+@given(GRAMMARISH | ANY_TEXT)
+def test_attribute_lists_never_fail_otherwise(text: str) -> None:
+    try:
+        Projection.parse(text, text).apply({"schemas": [], "id": "1", "userName": "a"}, USER_TYPE)
+    except ScimError as err:
+        assert err.status == 400

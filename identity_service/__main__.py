@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 import sys
 
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from . import migrate
 from .db import Database
+from .observability import configure_logging
 from .server import create_server
 from .settings import Settings
 
@@ -24,16 +27,40 @@ async def _serve(settings: Settings) -> None:
     await service.stop()
 
 
+def _healthcheck(listen: str) -> int:
+    """For container healthchecks: asks the local service's grpc.health.v1."""
+    host, _, port = listen.rpartition(":")
+    if host in ("", "0.0.0.0", "[::]", "::"):  # noqa: S104 - a bind address, not a bind
+        host = "127.0.0.1"
+    with grpc.insecure_channel(f"{host}:{port}") as channel:
+        try:
+            resp = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=3
+            )
+        except grpc.RpcError as err:
+            print(f"identity-service healthcheck: {err.code().name}", file=sys.stderr)
+            return 1
+    if resp.status != health_pb2.HealthCheckResponse.SERVING:
+        print("identity-service healthcheck: NOT_SERVING", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="identity-service", description=__doc__)
-    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "migrate"])
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    parser.add_argument(
+        "command",
+        nargs="?",
+        default="serve",
+        choices=["serve", "migrate", "healthcheck"],
+        help="serve (default); migrate: apply migrations and exit; "
+        "healthcheck: exit 0 when the service on IDENTITY_LISTEN reports SERVING",
     )
-    # The health probe checks the schema every few seconds: keep Alembic quiet.
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    args = parser.parse_args(argv)
     settings = Settings.from_env()
+    if args.command == "healthcheck":
+        return _healthcheck(settings.listen)
+    configure_logging(settings.log_format, settings.log_level)
     if args.command == "migrate":
         db = Database(settings)
         try:

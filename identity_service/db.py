@@ -71,6 +71,9 @@ class Database:
         else:
             self.engine = create_engine(
                 self.url,
+                # An unreachable server must fail fast (UNAVAILABLE), never hang a call.
+                connect_args={"connect_timeout": 5},
+                pool_timeout=10,
                 pool_size=settings.db_pool_size,
                 max_overflow=settings.db_pool_size,
                 pool_pre_ping=True,

@@ -88,6 +88,13 @@ class PermissionDenied(DomainError):
     reason = R.ERROR_REASON_PERMISSION_DENIED
 
 
+class ManagedElsewhere(DomainError):
+    """A change the tenant's policy reserves to another source (SCIM, or JIT sign-in)."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+    reason = R.ERROR_REASON_PERMISSION_DENIED
+
+
 class Compacted(DomainError):
     code = grpc.StatusCode.OUT_OF_RANGE
     reason = R.ERROR_REASON_COMPACTED

@@ -29,7 +29,7 @@ from sqlalchemy import (
     true,
 )
 
-from identity.v1 import common_pb2
+from identity.v1 import common_pb2, policy_pb2
 
 from .errors import InvalidFilter
 from .models import GroupRow, MemberRow, UserRow, UserValueRow
@@ -92,6 +92,25 @@ class Catalog:
     #: attribute (lower-case) -> definition when the schema URN is omitted
     default: Mapping[str, Attr] = field(default_factory=dict)
 
+    def extended(
+        self, extensions: Mapping[str, Mapping[str, policy_pb2.SchemaAttribute]]
+    ) -> Catalog:
+        """This catalog plus a tenant's extension attributes (single-valued ones are
+        filterable: they are read from the JSON document)."""
+        if not extensions or self.resource != "User":
+            return self
+        schemas = {k: dict(v) for k, v in self.schemas.items()}
+        default = dict(self.default)
+        for urn, attrs in extensions.items():
+            entries: dict[str, Attr] = {
+                name: _extension_scalar(urn, a) for name, a in attrs.items() if not a.multi_valued
+            }
+            key = next((k for k in schemas if k.lower() == urn.lower()), urn)
+            schemas.setdefault(key, {}).update(entries)
+            if urn.lower() == self.core_schema.lower():
+                default.update(entries)
+        return Catalog(self.resource, self.core_schema, schemas, default)
+
     def resolve(self, path: common_pb2.AttributePath) -> tuple[Attr, Scalar | None]:
         """The attribute and, when a sub-attribute is named (or implied), its definition."""
         schema = path.schema.strip()
@@ -145,6 +164,22 @@ def _json(*keys: str) -> Callable[[], ColumnElement[Any]]:
         return UserRow.doc[keys].as_string()  # type: ignore[no-any-return]
 
     return expr
+
+
+def _extension_scalar(urn: str, attr: policy_pb2.SchemaAttribute) -> Scalar:
+    kind: AttrType = {"boolean": "boolean", "integer": "number", "decimal": "number"}.get(
+        attr.type, "string"
+    )  # type: ignore[assignment]
+
+    def expr() -> ColumnElement[Any]:
+        value = UserRow.doc[("extensions", urn, attr.name)]
+        if kind == "boolean":
+            return value.as_boolean()  # type: ignore[no-any-return]
+        if kind == "number":
+            return value.as_float()  # type: ignore[no-any-return]
+        return value.as_string()  # type: ignore[no-any-return]
+
+    return Scalar(attr.name, kind, attr.case_exact or attr.type == "reference", expr)
 
 
 def _col(c: Any) -> Callable[[], ColumnElement[Any]]:
@@ -352,6 +387,8 @@ def _literal(scalar: Scalar, value: common_pb2.Value, shown: str) -> Any:
     # string attributes: numbers and booleans compare as their text
     if kind == "string_value":
         text = value.string_value
+        if "\x00" in text:
+            raise InvalidFilter(f"{shown}: the value contains a NUL character", field=shown)
     elif kind == "bool_value":
         text = "true" if value.bool_value else "false"
     else:

@@ -10,16 +10,18 @@ from google.protobuf import json_format, struct_pb2
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from identity.v1 import changes_pb2, groups_pb2
+from identity.v1 import changes_pb2, groups_pb2, policy_pb2
 
-from . import events
+from . import events, policy
 from .context import RequestContext
 from .convert import check_id, new_id, ts
 from .errors import InvalidValue, NotFound, TooMany, VersionMismatch
 from .filters import GROUPS
 from .listing import page_of
 from .models import GroupRow, MemberRow, TenantRow, UserRow, utcnow
+from .policy_apply import resync_users
 from .settings import Settings
+from .validate import check_expected_version, check_message
 
 E = changes_pb2
 M = groups_pb2
@@ -75,6 +77,7 @@ def _row(session: Session, tenant: TenantRow, group_id: str, *, lock: bool = Fal
 
 
 def _check_version(row: Any, expected: int) -> None:
+    check_expected_version(expected)
     if expected and row.version != expected:
         raise VersionMismatch(
             f"version mismatch: expected {expected}, the resource is at {row.version}",
@@ -127,7 +130,25 @@ def get(
             _member(m)
             for m in session.execute(_members_query(row.pk).limit(settings.max_inline_members))
         )
+    _map(tenant, [g], with_members=include_members)
     return g
+
+
+def _map(tenant: TenantRow, out: list[groups_pb2.Group], *, with_members: bool) -> None:
+    """The tenant's group mappings, computed on read. Member references are the
+    group's members (validated when they were added), so no lookup is needed;
+    without the members, list-of-reference fields are left out."""
+    mappings = policy.load(tenant).group_mappings if tenant.settings else ()
+    if not mappings:
+        return
+    for g in out:
+        doc = json_format.MessageToDict(g)
+        exists = {m.value for m in g.members} | {g.meta.id}
+        fields = policy.mapped_fields(mappings, doc, exists)
+        for m in mappings:
+            if m.kind == policy_pb2.MAPPING_KIND_LIST_OF_REFERENCES and not with_members:
+                fields.pop(m.field, None)
+        g.mapped.update(fields)
 
 
 def list_groups(
@@ -150,6 +171,7 @@ def list_groups(
         for chunk in _chunks(list(by_pk)):
             for m in session.execute(_members_select().where(MemberRow.group_pk.in_(chunk))):
                 by_pk[m[4]].members.append(_member(m))
+    _map(tenant, out, with_members=req.include_members)
     return groups_pb2.ListGroupsResponse(
         groups=out,
         total_results=page.total,
@@ -289,6 +311,7 @@ def _doc(extensions: struct_pb2.Struct) -> dict[str, Any]:
 def create(
     session: Session, tenant: TenantRow, group: groups_pb2.Group, ctx: RequestContext
 ) -> groups_pb2.Group:
+    check_message(group)
     name = _display_name(group.display_name)
     if len(group.external_id) > MAX_NAME:
         raise InvalidValue(f"externalId is longer than {MAX_NAME} characters", field="externalId")
@@ -313,15 +336,18 @@ def create(
     ).scalar_one()
     added = _add_members(session, pk, resolved)
     result = _proto(_row(session, tenant, gid), tenant.id)
+    _map(tenant, [result], with_members=False)
     evs = [events.event(E.EVENT_TYPE_GROUP_CREATED, "Group", gid, group=result)]
     evs += _membership_events(gid, added, [])
     events.emit(session, tenant, ctx, evs)
+    _resync(session, tenant, ctx, _user_ids(added))
     return result
 
 
 def update_group(
     session: Session, tenant: TenantRow, req: groups_pb2.UpdateGroupRequest, ctx: RequestContext
 ) -> groups_pb2.Group:
+    check_message(req)
     row = _row(session, tenant, req.id, lock=True)
     _check_version(row, req.expected_version)
     values: dict[str, Any] = {}
@@ -362,6 +388,7 @@ def update_group(
     )
     session.execute(update(GroupRow).where(GroupRow.pk == row.pk).values(**values))
     result = _proto(_row(session, tenant, row.id), tenant.id)
+    _map(tenant, [result], with_members=False)
     evs = []
     if changed:
         evs.append(
@@ -375,6 +402,11 @@ def update_group(
         )
     evs += _membership_events(row.id, added, removed)
     events.emit(session, tenant, ctx, evs)
+    affected = _user_ids(added) | _user_ids(removed)
+    if "displayName" in changed:
+        # A rename can change the role the name carries: every member is concerned.
+        affected |= _all_user_members(session, row.pk)
+    _resync(session, tenant, ctx, affected)
     return result
 
 
@@ -427,9 +459,34 @@ def remove(
         evs += _membership_events(
             parent_id, [], [groups_pb2.Member(value=row.id, type=M.MEMBER_TYPE_GROUP)]
         )
+    members = _all_user_members(session, row.pk)
     session.execute(delete(GroupRow).where(GroupRow.pk == row.pk))
     evs.append(events.event(E.EVENT_TYPE_GROUP_DELETED, "Group", row.id, group=before))
     events.emit(session, tenant, ctx, evs)
+    _resync(session, tenant, ctx, members)
+
+
+def _user_ids(members: Iterable[groups_pb2.Member]) -> set[str]:
+    return {m.value for m in members if m.type == M.MEMBER_TYPE_USER}
+
+
+def _all_user_members(session: Session, group_pk: int) -> set[str]:
+    return set(
+        session.execute(
+            select(MemberRow.member_id).where(
+                MemberRow.group_pk == group_pk, MemberRow.member_type == M.MEMBER_TYPE_USER
+            )
+        ).scalars()
+    )
+
+
+def _resync(session: Session, tenant: TenantRow, ctx: RequestContext, user_ids: set[str]) -> None:
+    """Roles from group names follow membership (only when the tenant has such rules)."""
+    if not user_ids or not tenant.settings:
+        return
+    pol = policy.load(tenant)
+    if pol.group_role_rules:
+        resync_users(session, tenant, pol, user_ids, ctx)
 
 
 def list_members(

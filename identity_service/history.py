@@ -12,6 +12,7 @@ from identity.v1 import history_pb2
 from .convert import new_id, ts
 from .errors import InvalidValue
 from .models import OperationRow, TenantRow, utcnow
+from .validate import check_message
 
 
 def _proto(row: OperationRow, tenant_id: str) -> history_pb2.Operation:
@@ -33,6 +34,7 @@ def _proto(row: OperationRow, tenant_id: str) -> history_pb2.Operation:
 
 
 def record(session: Session, tenant: TenantRow, op: history_pb2.Operation) -> history_pb2.Operation:
+    check_message(op)
     if not 100 <= op.status <= 599:
         raise InvalidValue("status must be an HTTP status code", field="status")
     row = OperationRow(

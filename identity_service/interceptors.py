@@ -9,6 +9,7 @@ without one.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -18,9 +19,12 @@ from google.rpc import status_pb2
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from .context import RequestContext
 from .errors import DomainError, Unavailable
+from .observability import Metrics
 
 log = logging.getLogger("identity_service.rpc")
+access = logging.getLogger("identity_service.access")
 
 
 def _as_domain(exc: BaseException) -> DomainError | None:
@@ -56,7 +60,46 @@ async def _abort(context: Context, exc: BaseException, method: str) -> None:
     )
 
 
+def _tenant_of(request: Any) -> str:
+    # Requests name their tenant as tenant_id or (admin calls) a TenantRef; never log more.
+    tenant_id = getattr(request, "tenant_id", "")
+    if tenant_id:
+        return str(tenant_id)
+    ref = getattr(request, "tenant", None)
+    if ref is not None and hasattr(ref, "WhichOneof") and ref.WhichOneof("ref"):
+        return str(getattr(ref, ref.WhichOneof("ref")))
+    op = getattr(request, "operation", None)
+    return str(getattr(op, "tenant_id", "") or "")
+
+
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Converts errors to statuses, and records each call's outcome (log + metrics)."""
+
+    def __init__(self, metrics: Metrics | None = None) -> None:
+        self.metrics = metrics or Metrics()
+
+    def _done(self, method: str, request: Any, context: Context, started: float) -> None:
+        code = context.code() or grpc.StatusCode.OK
+        code_name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+        elapsed = time.perf_counter() - started
+        short = method.rsplit("/", 1)[-1]
+        self.metrics.requests.labels(short, code_name).inc()
+        self.metrics.latency.labels(short).observe(elapsed)
+        ctx = RequestContext.from_metadata(tuple(context.invocation_metadata() or ()))
+        access.info(
+            "%s %s",
+            short,
+            code_name,
+            extra={
+                "operation": short,
+                "status": code_name,
+                "duration_ms": round(elapsed * 1000, 3),
+                "request_id": ctx.request_id,
+                "tenant": _tenant_of(request),
+                "actor": f"{ctx.actor_kind}:{ctx.actor_id}" if ctx.actor_id else ctx.actor_kind,
+            },
+        )
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
@@ -66,17 +109,22 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method = details.method
+        if method.startswith("/grpc."):
+            return handler  # health and reflection: not the service's own calls
         # On the aio server, behaviours are coroutines / async generators.
         if handler.unary_unary is not None:
             inner_uu: Any = handler.unary_unary
 
             async def unary_unary(request: Any, context: Context) -> Any:
+                started = time.perf_counter()
                 try:
                     return await inner_uu(request, context)
                 except Exception as exc:
                     if isinstance(exc, grpc.aio.AbortError):
                         raise
                     await _abort(context, exc, method)
+                finally:
+                    self._done(method, request, context, started)
 
             return grpc.unary_unary_rpc_method_handler(
                 unary_unary,
@@ -87,6 +135,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             inner_us: Any = handler.unary_stream
 
             async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
+                started = time.perf_counter()
                 try:
                     async for item in inner_us(request, context):
                         yield item
@@ -94,6 +143,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                     if isinstance(exc, grpc.aio.AbortError):
                         raise
                     await _abort(context, exc, method)
+                finally:
+                    self._done(method, request, context, started)
 
             return grpc.unary_stream_rpc_method_handler(
                 unary_stream,

@@ -130,6 +130,8 @@ class UserRow(Base):
     given_name: Mapped[str | None] = mapped_column(String(256), nullable=True)
     family_name: Mapped[str | None] = mapped_column(String(256), nullable=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: "scim" (an IdP), "jit" (first sign-in, not yet adopted) or "local" (admin API).
+    managed_by: Mapped[str] = mapped_column(String(8), default="scim", server_default="scim")
     #: Every writable attribute as the contract's JSON form (filters read it).
     doc: Mapped[dict[str, Any]] = mapped_column(Doc)
     #: The same, as a serialized identity.v1.User (reads decode it: no JSON parsing).

@@ -55,6 +55,8 @@ def create_role(
     session: Session, tenant: TenantRow, name: str, description: str, ctx: RequestContext
 ) -> roles_pb2.Role:
     name = name.strip()
+    if "\x00" in name or "\x00" in description:
+        raise InvalidValue("role name and description must not contain NUL", field="name")
     if not name or len(name) > 256:
         raise InvalidValue("role name must be 1-256 characters", field="name")
     if session.execute(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -27,6 +28,8 @@ from identity.v1 import (
     groups_pb2_grpc,
     history_pb2,
     history_pb2_grpc,
+    policy_pb2,
+    policy_pb2_grpc,
     roles_pb2,
     roles_pb2_grpc,
     tenants_pb2,
@@ -36,17 +39,21 @@ from identity.v1 import (
 )
 
 from . import migrate
+from .compaction import Compactor
 from .db import Database
 from .interceptors import ErrorInterceptor
+from .observability import Metrics
 from .servicers import (
     ChangeServicer,
     GroupServicer,
     HistoryServicer,
+    PolicyServicer,
     RoleServicer,
     TenantServicer,
     UserServicer,
 )
 from .settings import Settings
+from .streams import StreamHub
 
 log = logging.getLogger("identity_service")
 
@@ -57,6 +64,7 @@ SERVICE_NAMES = (
     roles_pb2.DESCRIPTOR.services_by_name["RoleService"].full_name,
     changes_pb2.DESCRIPTOR.services_by_name["ChangeService"].full_name,
     history_pb2.DESCRIPTOR.services_by_name["HistoryService"].full_name,
+    policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name,
 )
 
 
@@ -64,31 +72,49 @@ class IdentityService:
     def __init__(self, settings: Settings, db: Database | None = None) -> None:
         self.settings = settings
         self.db = db or Database(settings)
+        self.metrics = Metrics()
+        pool: Any = self.db.engine.pool
+        self.metrics.pool_in_use.set_function(pool.checkedout)
+        self.metrics.pool_size.set_function(pool.size)
+        self.metrics_port = 0
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(
-            interceptors=[ErrorInterceptor()],
+            interceptors=[ErrorInterceptor(self.metrics)],
             options=[
                 ("grpc.max_receive_message_length", 16 * 1024 * 1024),
                 ("grpc.so_reuseport", 0),
             ],
         )
         self.changes = ChangeServicer(self.db, settings)
+        self.streams = StreamHub(self.db, settings)
+        self.changes.streams = self.streams
+        self.compactor = Compactor(self.db, settings)
         tenants_pb2_grpc.add_TenantServiceServicer_to_server(
             TenantServicer(self.db, settings), self.server
         )
-        users_pb2_grpc.add_UserServiceServicer_to_server(UserServicer(self.db, settings), self.server)
+        users_pb2_grpc.add_UserServiceServicer_to_server(
+            UserServicer(self.db, settings), self.server
+        )
         groups_pb2_grpc.add_GroupServiceServicer_to_server(
             GroupServicer(self.db, settings), self.server
         )
-        roles_pb2_grpc.add_RoleServiceServicer_to_server(RoleServicer(self.db, settings), self.server)
+        roles_pb2_grpc.add_RoleServiceServicer_to_server(
+            RoleServicer(self.db, settings), self.server
+        )
         changes_pb2_grpc.add_ChangeServiceServicer_to_server(self.changes, self.server)
         history_pb2_grpc.add_HistoryServiceServicer_to_server(
             HistoryServicer(self.db, settings), self.server
         )
+        policy_pb2_grpc.add_PolicyServiceServicer_to_server(
+            PolicyServicer(self.db, settings), self.server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME),
+            (
+                *SERVICE_NAMES,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
             self.server,
         )
         self.port = 0
@@ -98,10 +124,14 @@ class IdentityService:
 
     async def start(self) -> int:
         await self._set_health(False)
+        if self.settings.metrics_listen:
+            self.metrics_port = self.metrics.serve(self.settings.metrics_listen)
         self.port = self.server.add_insecure_port(self.settings.listen)
         if self.port == 0:
             raise SystemExit(f"cannot bind {self.settings.listen}")
         await self._probe()
+        await self.streams.start()
+        self.compactor.start()
         await self.server.start()
         self._health_task = asyncio.create_task(self._health_loop(), name="health")
         log.info("identity service listening on port %d (%s)", self.port, self.db.dialect)
@@ -118,7 +148,7 @@ class IdentityService:
         try:
             await self.db.run(self._check)
             ok = True
-        except Exception as exc:  # noqa: BLE001 - any failure means not serving
+        except Exception as exc:
             if self.serving:
                 log.warning("database check failed: %s", type(exc).__name__)
             ok = False
@@ -128,6 +158,7 @@ class IdentityService:
 
     async def _set_health(self, ok: bool) -> None:
         self.serving = ok
+        self.metrics.serving.set(1 if ok else 0)
         status = (
             health_pb2.HealthCheckResponse.SERVING
             if ok
@@ -148,6 +179,10 @@ class IdentityService:
             return
         self._stopping.set()
         await self.health.enter_graceful_shutdown()
+        # Streams never end by themselves: close them first so the grace period
+        # is spent on unary calls, and subscribers resume elsewhere at once.
+        await self.streams.stop()
+        await self.compactor.stop()
         await self.server.stop(self.settings.shutdown_grace if grace is None else grace)
         if self._health_task is not None:
             await self._health_task

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -15,6 +15,8 @@ from identity.v1 import (
     groups_pb2_grpc,
     history_pb2,
     history_pb2_grpc,
+    policy_pb2,
+    policy_pb2_grpc,
     roles_pb2,
     roles_pb2_grpc,
     tenants_pb2,
@@ -23,11 +25,14 @@ from identity.v1 import (
     users_pb2_grpc,
 )
 
-from . import groups, history, roles, tenants, users
+from . import groups, history, policy, roles, tenants, users
 from .context import RequestContext
 from .db import Database
+from .errors import Unavailable
 from .models import TenantRow
+from .policy_apply import apply_policy
 from .settings import Settings
+from .streams import StreamHub
 
 T = TypeVar("T")
 
@@ -52,8 +57,8 @@ class _Base:
             return fn(s, *args)
 
 
-def ctx_of(context: grpc.aio.ServicerContext) -> RequestContext:
-    return RequestContext.from_metadata(context.invocation_metadata())
+def ctx_of(context: grpc.aio.ServicerContext[Any, Any]) -> RequestContext:
+    return RequestContext.from_metadata(tuple(context.invocation_metadata() or ()))
 
 
 def _tenant(s: Session, tenant_id: str) -> TenantRow:
@@ -61,28 +66,46 @@ def _tenant(s: Session, tenant_id: str) -> TenantRow:
 
 
 class TenantServicer(_Base, tenants_pb2_grpc.TenantServiceServicer):
-    async def CreateTenant(self, request: tenants_pb2.CreateTenantRequest, context: Any) -> tenants_pb2.Tenant:
+    async def CreateTenant(
+        self, request: tenants_pb2.CreateTenantRequest, context: Any
+    ) -> tenants_pb2.Tenant:
         ctx = ctx_of(context)
-        return await self.write(lambda s: tenants.create(s, request.name, request.display_name, ctx))
+        return await self.write(
+            lambda s: tenants.create(s, request.name, request.display_name, ctx)
+        )
 
-    async def GetTenant(self, request: tenants_pb2.GetTenantRequest, context: Any) -> tenants_pb2.Tenant:
+    async def GetTenant(
+        self, request: tenants_pb2.GetTenantRequest, context: Any
+    ) -> tenants_pb2.Tenant:
         return await self.read(lambda s: tenants.to_proto(tenants.resolve(s, request.tenant)))
 
-    async def ListTenants(self, request: tenants_pb2.ListTenantsRequest, context: Any) -> tenants_pb2.ListTenantsResponse:
-        return await self.read(lambda s: tenants.list_page(s, request.page_size, request.page_token))
+    async def ListTenants(
+        self, request: tenants_pb2.ListTenantsRequest, context: Any
+    ) -> tenants_pb2.ListTenantsResponse:
+        return await self.read(
+            lambda s: tenants.list_page(s, request.page_size, request.page_token)
+        )
 
-    async def UpdateTenant(self, request: tenants_pb2.UpdateTenantRequest, context: Any) -> tenants_pb2.Tenant:
+    async def UpdateTenant(
+        self, request: tenants_pb2.UpdateTenantRequest, context: Any
+    ) -> tenants_pb2.Tenant:
         ctx = ctx_of(context)
         return await self.write(lambda s: tenants.update(s, request, ctx))
 
-    async def IssueToken(self, request: tenants_pb2.IssueTokenRequest, context: Any) -> tenants_pb2.IssueTokenResponse:
+    async def IssueToken(
+        self, request: tenants_pb2.IssueTokenRequest, context: Any
+    ) -> tenants_pb2.IssueTokenResponse:
         ctx = ctx_of(context)
         return await self.write(lambda s: tenants.issue_token(s, request, ctx))
 
-    async def ListTokens(self, request: tenants_pb2.ListTokensRequest, context: Any) -> tenants_pb2.ListTokensResponse:
+    async def ListTokens(
+        self, request: tenants_pb2.ListTokensRequest, context: Any
+    ) -> tenants_pb2.ListTokensResponse:
         return await self.read(lambda s: tenants.list_tokens(s, request))
 
-    async def RevokeToken(self, request: tenants_pb2.RevokeTokenRequest, context: Any) -> tenants_pb2.Token:
+    async def RevokeToken(
+        self, request: tenants_pb2.RevokeTokenRequest, context: Any
+    ) -> tenants_pb2.Token:
         ctx = ctx_of(context)
         return await self.write(lambda s: tenants.revoke_token(s, request, ctx))
 
@@ -96,7 +119,9 @@ class TenantServicer(_Base, tenants_pb2_grpc.TenantServiceServicer):
 
 
 class UserServicer(_Base, users_pb2_grpc.UserServiceServicer):
-    async def CreateUser(self, request: users_pb2.CreateUserRequest, context: Any) -> users_pb2.User:
+    async def CreateUser(
+        self, request: users_pb2.CreateUserRequest, context: Any
+    ) -> users_pb2.User:
         ctx = ctx_of(context)
         return await self.write(
             lambda s: users.create(s, _tenant(s, request.tenant_id), request.user, ctx)
@@ -105,12 +130,16 @@ class UserServicer(_Base, users_pb2_grpc.UserServiceServicer):
     async def GetUser(self, request: users_pb2.GetUserRequest, context: Any) -> users_pb2.User:
         return await self.read(lambda s: users.get(s, _tenant(s, request.tenant_id), request.id))
 
-    async def ListUsers(self, request: users_pb2.ListUsersRequest, context: Any) -> users_pb2.ListUsersResponse:
+    async def ListUsers(
+        self, request: users_pb2.ListUsersRequest, context: Any
+    ) -> users_pb2.ListUsersResponse:
         return await self.read(
             lambda s: users.list_users(s, _tenant(s, request.tenant_id), request, self.settings)
         )
 
-    async def ReplaceUser(self, request: users_pb2.ReplaceUserRequest, context: Any) -> users_pb2.User:
+    async def ReplaceUser(
+        self, request: users_pb2.ReplaceUserRequest, context: Any
+    ) -> users_pb2.User:
         ctx = ctx_of(context)
         return await self.write(
             lambda s: users.replace(
@@ -118,18 +147,49 @@ class UserServicer(_Base, users_pb2_grpc.UserServiceServicer):
             )
         )
 
-    async def DeleteUser(self, request: users_pb2.DeleteUserRequest, context: Any) -> users_pb2.DeleteUserResponse:
+    async def DeleteUser(
+        self, request: users_pb2.DeleteUserRequest, context: Any
+    ) -> users_pb2.DeleteUserResponse:
         ctx = ctx_of(context)
-        await self.write(
+        return await self.write(
             lambda s: users.remove(
-                s, _tenant(s, request.tenant_id), request.id, request.expected_version, ctx
+                s,
+                _tenant(s, request.tenant_id),
+                request.id,
+                request.expected_version,
+                ctx,
+                mode=request.mode,
             )
         )
-        return users_pb2.DeleteUserResponse()
+
+    async def JitProvision(
+        self, request: users_pb2.JitProvisionRequest, context: Any
+    ) -> users_pb2.JitProvisionResponse:
+        ctx = ctx_of(context)
+        return await self.write(
+            lambda s: users.jit_provision(s, _tenant(s, request.tenant_id), request, ctx)
+        )
+
+
+class PolicyServicer(_Base, policy_pb2_grpc.PolicyServiceServicer):
+    async def GetPolicy(
+        self, request: policy_pb2.GetPolicyRequest, context: Any
+    ) -> policy_pb2.TenantPolicy:
+        return await self.read(lambda s: policy.load(_tenant(s, request.tenant_id)))
+
+    async def SetPolicy(
+        self, request: policy_pb2.SetPolicyRequest, context: Any
+    ) -> policy_pb2.TenantPolicy:
+        ctx = ctx_of(context)
+        return await self.write(
+            lambda s: apply_policy(s, _tenant(s, request.tenant_id), request.policy, ctx)
+        )
 
 
 class GroupServicer(_Base, groups_pb2_grpc.GroupServiceServicer):
-    async def CreateGroup(self, request: groups_pb2.CreateGroupRequest, context: Any) -> groups_pb2.Group:
+    async def CreateGroup(
+        self, request: groups_pb2.CreateGroupRequest, context: Any
+    ) -> groups_pb2.Group:
         ctx = ctx_of(context)
         return await self.write(
             lambda s: groups.create(s, _tenant(s, request.tenant_id), request.group, ctx)
@@ -142,12 +202,16 @@ class GroupServicer(_Base, groups_pb2_grpc.GroupServiceServicer):
             )
         )
 
-    async def ListGroups(self, request: groups_pb2.ListGroupsRequest, context: Any) -> groups_pb2.ListGroupsResponse:
+    async def ListGroups(
+        self, request: groups_pb2.ListGroupsRequest, context: Any
+    ) -> groups_pb2.ListGroupsResponse:
         return await self.read(
             lambda s: groups.list_groups(s, _tenant(s, request.tenant_id), request, self.settings)
         )
 
-    async def ReplaceGroup(self, request: groups_pb2.ReplaceGroupRequest, context: Any) -> groups_pb2.Group:
+    async def ReplaceGroup(
+        self, request: groups_pb2.ReplaceGroupRequest, context: Any
+    ) -> groups_pb2.Group:
         ctx = ctx_of(context)
         return await self.write(
             lambda s: groups.replace(
@@ -155,13 +219,17 @@ class GroupServicer(_Base, groups_pb2_grpc.GroupServiceServicer):
             )
         )
 
-    async def UpdateGroup(self, request: groups_pb2.UpdateGroupRequest, context: Any) -> groups_pb2.Group:
+    async def UpdateGroup(
+        self, request: groups_pb2.UpdateGroupRequest, context: Any
+    ) -> groups_pb2.Group:
         ctx = ctx_of(context)
         return await self.write(
             lambda s: groups.update_group(s, _tenant(s, request.tenant_id), request, ctx)
         )
 
-    async def DeleteGroup(self, request: groups_pb2.DeleteGroupRequest, context: Any) -> groups_pb2.DeleteGroupResponse:
+    async def DeleteGroup(
+        self, request: groups_pb2.DeleteGroupRequest, context: Any
+    ) -> groups_pb2.DeleteGroupResponse:
         ctx = ctx_of(context)
         await self.write(
             lambda s: groups.remove(
@@ -170,14 +238,18 @@ class GroupServicer(_Base, groups_pb2_grpc.GroupServiceServicer):
         )
         return groups_pb2.DeleteGroupResponse()
 
-    async def ListMembers(self, request: groups_pb2.ListMembersRequest, context: Any) -> groups_pb2.ListMembersResponse:
+    async def ListMembers(
+        self, request: groups_pb2.ListMembersRequest, context: Any
+    ) -> groups_pb2.ListMembersResponse:
         return await self.read(
             lambda s: groups.list_members(s, _tenant(s, request.tenant_id), request)
         )
 
 
 class RoleServicer(_Base, roles_pb2_grpc.RoleServiceServicer):
-    async def CreateRole(self, request: roles_pb2.CreateRoleRequest, context: Any) -> roles_pb2.Role:
+    async def CreateRole(
+        self, request: roles_pb2.CreateRoleRequest, context: Any
+    ) -> roles_pb2.Role:
         ctx = ctx_of(context)
         return await self.write(
             lambda s: roles.create_role(
@@ -185,23 +257,35 @@ class RoleServicer(_Base, roles_pb2_grpc.RoleServiceServicer):
             )
         )
 
-    async def ListRoles(self, request: roles_pb2.ListRolesRequest, context: Any) -> roles_pb2.ListRolesResponse:
+    async def ListRoles(
+        self, request: roles_pb2.ListRolesRequest, context: Any
+    ) -> roles_pb2.ListRolesResponse:
         return await self.read(lambda s: roles.list_roles(s, _tenant(s, request.tenant_id)))
 
-    async def DeleteRole(self, request: roles_pb2.DeleteRoleRequest, context: Any) -> roles_pb2.DeleteRoleResponse:
+    async def DeleteRole(
+        self, request: roles_pb2.DeleteRoleRequest, context: Any
+    ) -> roles_pb2.DeleteRoleResponse:
         ctx = ctx_of(context)
         await self.write(
             lambda s: roles.delete_role(s, _tenant(s, request.tenant_id), request.name, ctx)
         )
         return roles_pb2.DeleteRoleResponse()
 
-    async def AssignRole(self, request: roles_pb2.AssignRoleRequest, context: Any) -> roles_pb2.Assignment:
+    async def AssignRole(
+        self, request: roles_pb2.AssignRoleRequest, context: Any
+    ) -> roles_pb2.Assignment:
         ctx = ctx_of(context)
-        return await self.write(lambda s: roles.assign(s, _tenant(s, request.tenant_id), request, ctx))
+        return await self.write(
+            lambda s: roles.assign(s, _tenant(s, request.tenant_id), request, ctx)
+        )
 
-    async def RevokeRole(self, request: roles_pb2.RevokeRoleRequest, context: Any) -> roles_pb2.Assignment:
+    async def RevokeRole(
+        self, request: roles_pb2.RevokeRoleRequest, context: Any
+    ) -> roles_pb2.Assignment:
         ctx = ctx_of(context)
-        return await self.write(lambda s: roles.revoke(s, _tenant(s, request.tenant_id), request, ctx))
+        return await self.write(
+            lambda s: roles.revoke(s, _tenant(s, request.tenant_id), request, ctx)
+        )
 
     async def ListAssignments(
         self, request: roles_pb2.ListAssignmentsRequest, context: Any
@@ -230,13 +314,28 @@ class HistoryServicer(_Base, history_pb2_grpc.HistoryServiceServicer):
 class ChangeServicer(_Base, changes_pb2_grpc.ChangeServiceServicer):
     """GetRevision here; Watch is served by identity_service.streams."""
 
+    #: Set by IdentityService: the process's stream hub.
+    streams: StreamHub | None = None
+
+    async def Watch(
+        self,
+        request: changes_pb2.WatchRequest,
+        context: grpc.aio.ServicerContext[changes_pb2.WatchRequest, changes_pb2.WatchResponse],
+    ) -> AsyncIterator[changes_pb2.WatchResponse]:
+        if self.streams is None:
+            raise Unavailable("change streams are not running on this server")
+        async for item in self.streams.watch(request, context):
+            yield item
+
     async def GetRevision(
         self, request: changes_pb2.GetRevisionRequest, context: Any
     ) -> changes_pb2.GetRevisionResponse:
         def get(s: Session) -> changes_pb2.GetRevisionResponse:
             t = _tenant(s, request.tenant_id)
             return changes_pb2.GetRevisionResponse(
-                revision=t.revision, oldest_revision=t.compacted_through
+                revision=t.revision,
+                # The oldest revision still kept; 0 while nothing was compacted.
+                oldest_revision=t.compacted_through + 1 if t.compacted_through else 0,
             )
 
         return await self.read(get)

@@ -28,6 +28,16 @@ def _bool(env: Mapping[str, str], key: str, default: bool) -> bool:
     raise SystemExit(f"{key} must be true or false, got {raw!r}")
 
 
+def _choice(env: Mapping[str, str], key: str, choices: tuple[str, ...], default: str) -> str:
+    raw = env.get(key, "").strip()
+    if not raw:
+        return default
+    for c in choices:
+        if raw.lower() == c.lower():
+            return c
+    raise SystemExit(f"{key} must be one of {', '.join(choices)}, got {raw!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     #: SQLAlchemy URL: sqlite:///identity.db (default) or postgresql://...
@@ -50,6 +60,25 @@ class Settings:
     health_interval: float = 2.0
     #: Seconds SIGTERM waits for in-flight calls.
     shutdown_grace: float = 10.0
+    #: Events older than this many seconds are compacted away; 0 keeps them forever.
+    event_retention_seconds: int = 7 * 24 * 3600
+    #: Seconds between compaction runs.
+    compaction_interval_seconds: int = 300
+    #: Seconds between heartbeats on an idle Watch stream (a request may ask for another).
+    watch_heartbeat_seconds: int = 5
+    #: Milliseconds between safety-net polls of the event log while streams are open.
+    watch_poll_interval_ms: int = 1000
+    #: Events a subscriber may have waiting before it is disconnected as too slow.
+    watch_queue_events: int = 4096
+    #: Events read per database query when replaying or tailing.
+    watch_page_size: int = 500
+    #: Threads that read the event log for streams (kept apart from the writers' threads).
+    watch_db_threads: int = 4
+    #: "json" (one object per line) or "text".
+    log_format: str = "json"
+    log_level: str = "INFO"
+    #: host:port of the Prometheus /metrics endpoint; empty: not served.
+    metrics_listen: str = ""
     #: Extra fields for subsystems that read their own keys.
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -60,11 +89,31 @@ class Settings:
         return cls(
             database_url=env.get("IDENTITY_DATABASE_URL", "").strip() or d.database_url,
             listen=env.get("IDENTITY_LISTEN", "").strip() or d.listen,
+            log_format=_choice(env, "IDENTITY_LOG_FORMAT", ("json", "text"), d.log_format),
+            log_level=_choice(
+                env, "IDENTITY_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), d.log_level
+            ),
+            metrics_listen=env.get("IDENTITY_METRICS_LISTEN", "").strip(),
             migrate_on_start=_bool(env, "IDENTITY_MIGRATE_ON_START", True),
             db_threads=_int(env, "IDENTITY_DB_THREADS", d.db_threads),
             db_pool_size=_int(env, "IDENTITY_DB_POOL_SIZE", d.db_pool_size),
             max_page_size=_int(env, "IDENTITY_MAX_PAGE_SIZE", d.max_page_size),
             default_page_size=_int(env, "IDENTITY_DEFAULT_PAGE_SIZE", d.default_page_size),
             shutdown_grace=float(_int(env, "IDENTITY_SHUTDOWN_GRACE_SECONDS", 10)),
+            event_retention_seconds=_int(
+                env, "IDENTITY_EVENT_RETENTION_SECONDS", d.event_retention_seconds
+            ),
+            compaction_interval_seconds=_int(
+                env, "IDENTITY_COMPACTION_INTERVAL_SECONDS", d.compaction_interval_seconds
+            ),
+            watch_heartbeat_seconds=_int(
+                env, "IDENTITY_WATCH_HEARTBEAT_SECONDS", d.watch_heartbeat_seconds
+            ),
+            watch_poll_interval_ms=_int(
+                env, "IDENTITY_WATCH_POLL_INTERVAL_MS", d.watch_poll_interval_ms
+            ),
+            watch_queue_events=_int(env, "IDENTITY_WATCH_QUEUE_EVENTS", d.watch_queue_events),
+            watch_page_size=_int(env, "IDENTITY_WATCH_PAGE_SIZE", d.watch_page_size),
+            watch_db_threads=_int(env, "IDENTITY_WATCH_DB_THREADS", d.watch_db_threads),
             extra={k: v for k, v in env.items() if k.startswith("IDENTITY_")},
         )

@@ -89,6 +89,8 @@ def resolve(session: Session, ref: tenants_pb2.TenantRef, *, lock: bool = False)
 def create(
     session: Session, name: str, display_name: str, ctx: RequestContext
 ) -> tenants_pb2.Tenant:
+    if "\x00" in display_name:
+        raise InvalidValue("display_name must not contain NUL", field="display_name")
     name = name.strip().lower()
     if not NAME_RE.match(name):
         raise InvalidValue(
@@ -146,6 +148,8 @@ def update(
     if req.HasField("active") and req.active != row.active:
         row.active = req.active
         changed.append("active")
+    if "\x00" in req.display_name:
+        raise InvalidValue("display_name must not contain NUL", field="display_name")
     if req.HasField("display_name") and req.display_name.strip() != row.display_name:
         row.display_name = req.display_name.strip()[:256]
         changed.append("displayName")
@@ -261,7 +265,7 @@ def authenticate(
     """Checks a secret. Returns the answer and, when last_used is stale, the
     token id to touch (done by the caller in a short write transaction)."""
     secret = req.secret.strip()
-    if not secret.startswith(TOKEN_PREFIX) or len(secret) > 256:
+    if not secret.startswith(TOKEN_PREFIX) or len(secret) > 256 or "\x00" in secret:
         raise Unauthenticated("invalid bearer token")
     found = session.execute(
         select(TokenRow, TenantRow)

@@ -11,12 +11,12 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from identity.v1 import changes_pb2, groups_pb2, users_pb2
+from identity.v1 import changes_pb2, groups_pb2, policy_pb2, users_pb2
 
-from . import events
+from . import events, policy
 from .context import RequestContext
 from .convert import check_id, new_id
-from .errors import Conflict, InvalidValue, NotFound, VersionMismatch
+from .errors import Conflict, InvalidValue, ManagedElsewhere, NotFound, VersionMismatch
 from .filters import USERS
 from .listing import page_of
 from .models import (
@@ -30,6 +30,7 @@ from .models import (
     utcnow,
 )
 from .settings import Settings
+from .validate import check_expected_version, check_message
 
 E = changes_pb2
 #: proto field -> schema attribute name of the multi-valued attributes kept as rows.
@@ -42,7 +43,7 @@ MULTI_VALUED = {
     "roles": "roles",
     "x509_certificates": "x509Certificates",
 }
-READ_ONLY = ("meta", "tenant_id", "groups", "role_assignments")
+READ_ONLY = ("meta", "tenant_id", "groups", "role_assignments", "managed_by", "mapped")
 USER_FIELDS = users_pb2.User.DESCRIPTOR.fields
 #: Indexed string attributes: longer values are refused rather than truncated.
 MAX_KEY = 512
@@ -56,6 +57,7 @@ _ROW_COLUMNS = (
     UserRow.last_modified,
     UserRow.active,
     UserRow.body,
+    UserRow.managed_by,
 )
 
 
@@ -66,6 +68,7 @@ def _check_len(value: str, field: str, limit: int) -> None:
 
 def stored_form(user: users_pb2.User) -> users_pb2.User:
     """The writable part of a user, validated; read-only fields dropped."""
+    check_message(user)
     u = users_pb2.User()
     u.CopyFrom(user)
     for f in READ_ONLY:
@@ -167,6 +170,7 @@ def _assemble(
         u.meta.last_modified.FromDatetime(r.last_modified)
         u.tenant_id = tenant_id
         u.active = r.active
+        u.managed_by = r.managed_by
         u.groups.extend(groups.get(r.id, ()))
         u.role_assignments.extend(roles.get(r.pk, ()))
         out.append(u)
@@ -178,10 +182,12 @@ def _chunks(items: Sequence[Any], size: int = 500) -> Iterable[Sequence[Any]]:
         yield items[i : i + size]
 
 
-def load(session: Session, tenant_id: str, rows: Sequence[Any]) -> list[users_pb2.User]:
-    """Users from rows with _ROW_COLUMNS: two batched queries for groups and roles."""
+def load(session: Session, tenant: TenantRow, rows: Sequence[Any]) -> list[users_pb2.User]:
+    """Users from rows with _ROW_COLUMNS: two batched queries for groups and roles
+    (and one for the references of the tenant's attribute mappings, if it has any)."""
     if not rows:
         return []
+    tenant_id = tenant.id
     groups: dict[str, list[users_pb2.GroupRef]] = defaultdict(list)
     roles: dict[int, list[users_pb2.RoleAssignment]] = defaultdict(list)
     for chunk in _chunks(rows):
@@ -203,7 +209,43 @@ def load(session: Session, tenant_id: str, rows: Sequence[Any]) -> list[users_pb
             roles[user_pk].append(
                 users_pb2.RoleAssignment(role=name, source=users_pb2.RoleSource.ValueType(source))
             )
-    return _assemble(rows, groups, roles, tenant_id)
+    out = _assemble(rows, groups, roles, tenant_id)
+    mappings = policy.load(tenant).user_mappings if tenant.settings else ()
+    if mappings:
+        _map(session, tenant, mappings, out)
+    return out
+
+
+def _map(
+    session: Session,
+    tenant: TenantRow,
+    mappings: Sequence[policy_pb2.AttributeMapping],
+    out: list[users_pb2.User],
+) -> None:
+    docs = [json_format.MessageToDict(u) for u in out]
+    candidates: set[str] = set()
+    for d in docs:
+        candidates |= policy.reference_candidates(mappings, d)
+    exists = _existing_ids(session, tenant, candidates)
+    for u, d in zip(out, docs, strict=True):
+        u.mapped.update(policy.mapped_fields(mappings, d, exists))
+
+
+def _existing_ids(session: Session, tenant: TenantRow, ids: set[str]) -> set[str]:
+    found: set[str] = set()
+    wanted = sorted(ids)
+    for chunk in _chunks(wanted):
+        found.update(
+            session.execute(
+                select(UserRow.id).where(UserRow.tenant_pk == tenant.pk, UserRow.id.in_(chunk))
+            ).scalars()
+        )
+        found.update(
+            session.execute(
+                select(GroupRow.id).where(GroupRow.tenant_pk == tenant.pk, GroupRow.id.in_(chunk))
+            ).scalars()
+        )
+    return found
 
 
 def _row(session: Session, tenant: TenantRow, user_id: str, *, lock: bool = False) -> Any:
@@ -219,13 +261,64 @@ def _row(session: Session, tenant: TenantRow, user_id: str, *, lock: bool = Fals
 
 
 def get(session: Session, tenant: TenantRow, user_id: str) -> users_pb2.User:
-    return load(session, tenant.id, [_row(session, tenant, user_id)])[0]
+    return load(session, tenant, [_row(session, tenant, user_id)])[0]
+
+
+def _find_identity(
+    session: Session,
+    tenant: TenantRow,
+    pol: policy_pb2.TenantPolicy,
+    user_name: str,
+    emails: Sequence[str],
+) -> Any:
+    """The existing user the tenant's unique identifier points at (case-insensitively)."""
+    keys = {user_name.lower()} if user_name else set()
+    if pol.unique_identifier == policy_pb2.UNIQUE_IDENTIFIER_EMAIL:
+        keys |= {e.lower() for e in emails if e}
+        if keys:
+            by_email = session.execute(
+                select(*_ROW_COLUMNS)
+                .join(UserValueRow, UserValueRow.user_pk == UserRow.pk)
+                .where(
+                    UserValueRow.tenant_pk == tenant.pk,
+                    UserValueRow.attr == "emails",
+                    UserValueRow.value_key.in_(sorted(keys)),
+                )
+                .order_by(UserRow.pk)
+            ).first()
+            if by_email is not None:
+                return by_email
+    if not keys:
+        return None
+    return session.execute(
+        select(*_ROW_COLUMNS)
+        .where(UserRow.tenant_pk == tenant.pk, UserRow.user_name_key.in_(sorted(keys)))
+        .order_by(UserRow.pk)
+    ).first()
+
+
+def _emails(u: users_pb2.User) -> list[str]:
+    primary = [e.value for e in u.emails if e.primary]
+    return primary + [e.value for e in u.emails if not e.primary]
 
 
 def create(
     session: Session, tenant: TenantRow, user: users_pb2.User, ctx: RequestContext
 ) -> users_pb2.User:
     u = stored_form(user)
+    pol = policy.load(tenant)
+    policy.check_attribute_role(session, tenant, pol, u)
+    if ctx.actor_kind == "token":
+        # A SCIM create of someone who signed in first adopts that user (Banyan, Panther).
+        existing = _find_identity(session, tenant, pol, u.user_name, _emails(u))
+        if existing is not None and existing.managed_by == "jit":
+            return _replace_row(session, tenant, row=existing, new=u, pol=pol, ctx=ctx, adopt=True)
+        if pol.scim_create_disabled:
+            raise ManagedElsewhere(
+                f"this tenant creates users at their first sign-in (JIT); SCIM may update "
+                f"them but not create {u.user_name!r}: the user must sign in first",
+                field="userName",
+            )
     cols = _columns(u)
     if session.execute(
         select(UserRow.pk).where(
@@ -233,12 +326,34 @@ def create(
         )
     ).first():
         raise _uniqueness(u.user_name)
+    managed_by = "local" if ctx.actor_kind == "admin" else "scim"
+    return _insert(session, tenant, u=u, cols=cols, managed_by=managed_by, pol=pol, ctx=ctx)
+
+
+def _insert(
+    session: Session,
+    tenant: TenantRow,
+    *,
+    u: users_pb2.User,
+    cols: dict[str, Any],
+    managed_by: str,
+    pol: policy_pb2.TenantPolicy,
+    ctx: RequestContext,
+) -> users_pb2.User:
     now = utcnow()
     uid = new_id()
     try:
         pk = session.execute(
             insert(UserRow)
-            .values(id=uid, tenant_pk=tenant.pk, version=1, created=now, last_modified=now, **cols)
+            .values(
+                id=uid,
+                tenant_pk=tenant.pk,
+                version=1,
+                created=now,
+                last_modified=now,
+                managed_by=managed_by,
+                **cols,
+            )
             .returning(UserRow.pk)
         ).scalar_one()
     except IntegrityError:
@@ -247,22 +362,61 @@ def create(
     values = _value_rows(u, pk, tenant.pk)
     if values:
         session.execute(insert(UserValueRow), values)
+    role_events: list[changes_pb2.ChangeEvent] = []
+    if policy.has_role_rules(pol):
+        role_events, _ = policy.sync_roles(
+            session, tenant, pk, uid, policy.desired_roles(session, tenant, pol, uid, u)
+        )
     result = get(session, tenant, uid)
     events.emit(
         session,
         tenant,
         ctx,
-        [events.event(E.EVENT_TYPE_USER_CREATED, "User", uid, user=result)],
+        [events.event(E.EVENT_TYPE_USER_CREATED, "User", uid, user=result), *role_events],
     )
     return result
+
+
+def jit_provision(
+    session: Session, tenant: TenantRow, req: users_pb2.JitProvisionRequest, ctx: RequestContext
+) -> users_pb2.JitProvisionResponse:
+    """Finds or creates the user at first sign-in (managed_by "jit" until SCIM adopts it)."""
+    pol = policy.load(tenant)
+    user_name = req.user_name.strip() or req.email.strip()
+    if not user_name:
+        raise InvalidValue("give the user's userName or email", field="user_name")
+    existing = _find_identity(session, tenant, pol, user_name, [req.email.strip()])
+    if existing is not None:
+        return users_pb2.JitProvisionResponse(
+            user=load(session, tenant, [existing])[0], created=False
+        )
+    u = users_pb2.User(user_name=user_name, display_name=req.display_name, active=True)
+    if req.given_name or req.family_name:
+        u.name.given_name = req.given_name
+        u.name.family_name = req.family_name
+    if req.email.strip():
+        u.emails.add(value=req.email.strip(), type="work", primary=True)
+    u = stored_form(u)
+    cols = _columns(u)
+    if session.execute(
+        select(UserRow.pk).where(
+            UserRow.tenant_pk == tenant.pk, UserRow.user_name_key == cols["user_name_key"]
+        )
+    ).first():
+        raise _uniqueness(u.user_name)
+    user = _insert(session, tenant, u=u, cols=cols, managed_by="jit", pol=pol, ctx=ctx)
+    return users_pb2.JitProvisionResponse(user=user, created=True)
 
 
 def list_users(
     session: Session, tenant: TenantRow, req: users_pb2.ListUsersRequest, settings: Settings
 ) -> users_pb2.ListUsersResponse:
+    catalog = USERS
+    if tenant.settings:
+        catalog = USERS.extended(policy.user_extension_attributes(policy.load(tenant)))
     page = page_of(
         session,
-        catalog=USERS,
+        catalog=catalog,
         model=UserRow,
         columns=select(*_ROW_COLUMNS),
         tenant_pk=tenant.pk,
@@ -272,7 +426,7 @@ def list_users(
         settings=settings,
     )
     return users_pb2.ListUsersResponse(
-        users=load(session, tenant.id, page.rows),
+        users=load(session, tenant, page.rows),
         total_results=page.total,
         start_index=page.start_index,
         next_cursor=page.next_cursor,
@@ -301,11 +455,25 @@ def changed_attributes(old: users_pb2.User, new: users_pb2.User) -> list[str]:
 
 
 def _check_version(row: Any, expected: int) -> None:
+    check_expected_version(expected)
     if expected and row.version != expected:
         raise VersionMismatch(
             f"version mismatch: expected {expected}, the resource is at {row.version}",
             field="version",
             current_version=row.version,
+        )
+
+
+def _check_local_edit(pol: policy_pb2.TenantPolicy, row: Any, ctx: RequestContext) -> None:
+    if (
+        ctx.actor_kind == "admin"
+        and row.managed_by == "scim"
+        and pol.local_edits == policy_pb2.LOCAL_EDITS_REFUSED
+    ):
+        raise ManagedElsewhere(
+            "this user is managed by the tenant's identity provider (SCIM); "
+            "change it there (the tenant's policy refuses local edits)",
+            field="managed_by",
         )
 
 
@@ -318,12 +486,32 @@ def replace(
 ) -> users_pb2.User:
     row = _row(session, tenant, user.meta.id, lock=True)
     _check_version(row, expected_version)
-    old = users_pb2.User.FromString(row.body)
+    pol = policy.load(tenant)
+    _check_local_edit(pol, row, ctx)
     new = stored_form(user)
+    policy.check_attribute_role(session, tenant, pol, new)
+    return _replace_row(session, tenant, row=row, new=new, pol=pol, ctx=ctx, adopt=False)
+
+
+def _replace_row(
+    session: Session,
+    tenant: TenantRow,
+    *,
+    row: Any,
+    new: users_pb2.User,
+    pol: policy_pb2.TenantPolicy,
+    ctx: RequestContext,
+    adopt: bool,
+) -> users_pb2.User:
+    old = users_pb2.User.FromString(row.body)
     changed = changed_attributes(old, new)
+    if adopt:
+        changed.append("managedBy")
     if not changed:
         return get(session, tenant, row.id)
     cols = _columns(new)
+    if adopt:
+        cols["managed_by"] = "scim"
     if (
         cols["user_name_key"] != old.user_name.lower()
         and session.execute(
@@ -347,6 +535,12 @@ def replace(
     values = _value_rows(new, row.pk, tenant.pk)
     if values:
         session.execute(insert(UserValueRow), values)
+    role_events: list[changes_pb2.ChangeEvent] = []
+    lost_last = False
+    if policy.has_role_rules(pol):
+        role_events, lost_last = policy.sync_roles(
+            session, tenant, row.pk, row.id, policy.desired_roles(session, tenant, pol, row.id, new)
+        )
     result = get(session, tenant, row.id)
     if old.active != new.active:
         kind = E.EVENT_TYPE_USER_REACTIVATED if new.active else E.EVENT_TYPE_USER_DEACTIVATED
@@ -356,17 +550,61 @@ def replace(
         session,
         tenant,
         ctx,
-        [events.event(kind, "User", row.id, user=result, changed_attributes=changed)],
+        [events.event(kind, "User", row.id, user=result, changed_attributes=changed), *role_events],
     )
+    if lost_last:
+        return apply_last_role_action(session, tenant, pol, row.id, ctx) or result
     return result
 
 
+def apply_last_role_action(
+    session: Session,
+    tenant: TenantRow,
+    pol: policy_pb2.TenantPolicy,
+    user_id: str,
+    ctx: RequestContext,
+) -> users_pb2.User | None:
+    """The policy for a user who just lost their last SCIM-managed role. Returns the
+    user after a deactivation, None after a delete or when nothing happens."""
+    action = pol.on_last_scim_role_removed
+    if action == policy_pb2.LAST_ROLE_ACTION_DELETE:
+        remove(session, tenant, user_id, 0, ctx, mode=users_pb2.DELETE_MODE_HARD)
+        return None
+    if action == policy_pb2.LAST_ROLE_ACTION_DEACTIVATE:
+        return _deactivate(session, tenant, _row(session, tenant, user_id, lock=True), pol, ctx)
+    return None
+
+
+def _deactivate(
+    session: Session, tenant: TenantRow, row: Any, pol: policy_pb2.TenantPolicy, ctx: RequestContext
+) -> users_pb2.User:
+    new = users_pb2.User.FromString(row.body)
+    new.active = False
+    return _replace_row(session, tenant, row=row, new=new, pol=pol, ctx=ctx, adopt=False)
+
+
 def remove(
-    session: Session, tenant: TenantRow, user_id: str, expected_version: int, ctx: RequestContext
-) -> None:
+    session: Session,
+    tenant: TenantRow,
+    user_id: str,
+    expected_version: int,
+    ctx: RequestContext,
+    *,
+    mode: int = users_pb2.DELETE_MODE_POLICY,
+) -> users_pb2.DeleteUserResponse:
     row = _row(session, tenant, user_id, lock=True)
     _check_version(row, expected_version)
-    before = load(session, tenant.id, [row])[0]
+    pol = policy.load(tenant)
+    _check_local_edit(pol, row, ctx)
+    if (
+        mode == users_pb2.DELETE_MODE_POLICY
+        and pol.on_scim_delete == policy_pb2.DELETE_ACTION_DEACTIVATE
+    ):
+        # Panther: "users can only be deactivated, never deleted".
+        return users_pb2.DeleteUserResponse(
+            deleted=False, user=_deactivate(session, tenant, row, pol, ctx)
+        )
+    before = load(session, tenant, [row])[0]
     evs: list[changes_pb2.ChangeEvent] = []
     # Leave every group first, so subscribers that mirror membership see it go.
     memberships = list(
@@ -403,3 +641,4 @@ def remove(
     session.execute(delete(UserRow).where(UserRow.pk == row.pk))
     evs.append(events.event(E.EVENT_TYPE_USER_DELETED, "User", row.id, user=before))
     events.emit(session, tenant, ctx, evs)
+    return users_pb2.DeleteUserResponse(deleted=True)

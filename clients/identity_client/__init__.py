@@ -1,6 +1,8 @@
 """Typed Python client of the identity service (identity.v1 over gRPC)."""
 
 from ._common import CallContext
+from .aio import AsyncIdentityClient
+from .checkpoint import Checkpoint, FileCheckpoint, MemoryCheckpoint, SqliteCheckpoint
 from .client import IdentityClient
 from .errors import (
     AlreadyExists,
@@ -15,19 +17,30 @@ from .errors import (
     Unavailable,
     VersionMismatch,
 )
+from .watch import AsyncWatchIterator, Backoff, WatchIterator, event_name, event_type
 
 __all__ = [
     "AlreadyExists",
+    "AsyncIdentityClient",
+    "AsyncWatchIterator",
+    "Backoff",
     "CallContext",
+    "Checkpoint",
     "FailedPrecondition",
+    "FileCheckpoint",
     "IdentityClient",
     "IdentityError",
     "InvalidArgument",
+    "MemoryCheckpoint",
     "NotFound",
     "OutOfRange",
     "PermissionDenied",
     "ResourceExhausted",
+    "SqliteCheckpoint",
     "Unauthenticated",
     "Unavailable",
     "VersionMismatch",
+    "WatchIterator",
+    "event_name",
+    "event_type",
 ]

@@ -7,6 +7,14 @@ from dataclasses import dataclass
 
 from identity.v1 import common_pb2, groups_pb2, tenants_pb2
 
+#: gRPC's default reconnect backoff grows to two minutes; a service that restarts
+#: should be found again within seconds (streams resume, the gateway recovers).
+RECONNECT_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 5000),
+)
+
 # Metadata keys the core reads. The actor is trusted only from authenticated
 # service callers (the gateway); see docs/architecture.md.
 REQUEST_ID_KEY = "x-request-id"

@@ -25,6 +25,8 @@ from identity.v1 import (
     groups_pb2_grpc,
     history_pb2,
     history_pb2_grpc,
+    policy_pb2,
+    policy_pb2_grpc,
     roles_pb2,
     roles_pb2_grpc,
     tenants_pb2,
@@ -33,8 +35,10 @@ from identity.v1 import (
     users_pb2_grpc,
 )
 
-from ._common import CallContext, member, page, tenant_ref
-from .errors import from_rpc_error
+from ._common import RECONNECT_OPTIONS, CallContext, member, page, tenant_ref
+from .checkpoint import Checkpoint
+from .errors import Unavailable, from_rpc_error
+from .watch import Backoff, WatchIterator, _Resume
 
 _T = TypeVar("_T")
 _NO_CONTEXT = CallContext()
@@ -52,7 +56,11 @@ class IdentityClient:
         timeout: float = 10.0,
         options: Iterable[tuple[str, Any]] = (),
     ) -> None:
-        opts = [("grpc.max_receive_message_length", 64 * 1024 * 1024), *options]
+        opts = [
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            *RECONNECT_OPTIONS,
+            *options,
+        ]
         if credentials is None:
             self._channel = grpc.insecure_channel(target, options=opts)
         else:
@@ -65,6 +73,7 @@ class IdentityClient:
         self._roles = roles_pb2_grpc.RoleServiceStub(self._channel)
         self._changes = changes_pb2_grpc.ChangeServiceStub(self._channel)
         self._history = history_pb2_grpc.HistoryServiceStub(self._channel)
+        self._policy = policy_pb2_grpc.PolicyServiceStub(self._channel)
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -82,8 +91,6 @@ class IdentityClient:
         try:
             grpc.channel_ready_future(self._channel).result(timeout=timeout)
         except grpc.FutureTimeoutError as exc:
-            from .errors import Unavailable
-
             raise Unavailable(f"identity service at {self.target} not reachable") from exc
 
     @property
@@ -149,7 +156,9 @@ class IdentityClient:
         ctx: CallContext | None = None,
     ) -> tenants_pb2.IssueTokenResponse:
         req = tenants_pb2.IssueTokenRequest(
-            tenant=tenant_ref(tenant), description=description, scope=scope  # type: ignore[arg-type]
+            tenant=tenant_ref(tenant),
+            description=description,
+            scope=scope,  # type: ignore[arg-type]
         )
         if expires is not None:
             req.expires.CopyFrom(expires)
@@ -229,12 +238,55 @@ class IdentityClient:
         user_id: str,
         *,
         expected_version: int = 0,
+        hard: bool = False,
         ctx: CallContext | None = None,
-    ) -> None:
+    ) -> users_pb2.DeleteUserResponse:
+        """Deletes the user, or deactivates it when the tenant's policy makes DELETE a
+        deactivation (`.deleted` says which). `hard=True` deletes whatever the policy."""
         req = users_pb2.DeleteUserRequest(
-            tenant_id=tenant_id, id=user_id, expected_version=expected_version
+            tenant_id=tenant_id,
+            id=user_id,
+            expected_version=expected_version,
+            mode=users_pb2.DELETE_MODE_HARD if hard else users_pb2.DELETE_MODE_POLICY,
         )
-        self._call(self._users.DeleteUser, req, ctx)
+        return self._call(self._users.DeleteUser, req, ctx)
+
+    def jit_provision(
+        self,
+        tenant_id: str,
+        *,
+        user_name: str = "",
+        email: str = "",
+        given_name: str = "",
+        family_name: str = "",
+        display_name: str = "",
+        ctx: CallContext | None = None,
+    ) -> users_pb2.JitProvisionResponse:
+        """Finds or creates a user at first sign-in; a later SCIM create adopts it."""
+        req = users_pb2.JitProvisionRequest(
+            tenant_id=tenant_id,
+            user_name=user_name,
+            email=email,
+            given_name=given_name,
+            family_name=family_name,
+            display_name=display_name,
+        )
+        return self._call(self._users.JitProvision, req, ctx)
+
+    # -- policy -----------------------------------------------------------------
+
+    def get_policy(
+        self, tenant_id: str, *, ctx: CallContext | None = None
+    ) -> policy_pb2.TenantPolicy:
+        req = policy_pb2.GetPolicyRequest(tenant_id=tenant_id)
+        return self._call(self._policy.GetPolicy, req, ctx)
+
+    def set_policy(
+        self, tenant_id: str, policy: policy_pb2.TenantPolicy, *, ctx: CallContext | None = None
+    ) -> policy_pb2.TenantPolicy:
+        """Replaces the tenant's whole policy; role rules are re-applied at once."""
+        req = policy_pb2.SetPolicyRequest(tenant_id=tenant_id, policy=policy)
+        return self._call(self._policy.SetPolicy, req, ctx)
 
     # -- groups -----------------------------------------------------------------
 
@@ -368,7 +420,9 @@ class IdentityClient:
         return list(self._call(self._roles.ListRoles, req, ctx).roles)
 
     def delete_role(self, tenant_id: str, name: str, *, ctx: CallContext | None = None) -> None:
-        self._call(self._roles.DeleteRole, roles_pb2.DeleteRoleRequest(tenant_id=tenant_id, name=name), ctx)
+        self._call(
+            self._roles.DeleteRole, roles_pb2.DeleteRoleRequest(tenant_id=tenant_id, name=name), ctx
+        )
 
     def assign_role(
         self,
@@ -380,7 +434,10 @@ class IdentityClient:
         ctx: CallContext | None = None,
     ) -> roles_pb2.Assignment:
         req = roles_pb2.AssignRoleRequest(
-            tenant_id=tenant_id, user_id=user_id, role=role, source=source  # type: ignore[arg-type]
+            tenant_id=tenant_id,
+            user_id=user_id,
+            role=role,
+            source=source,  # type: ignore[arg-type]
         )
         return self._call(self._roles.AssignRole, req, ctx)
 
@@ -394,7 +451,10 @@ class IdentityClient:
         ctx: CallContext | None = None,
     ) -> roles_pb2.Assignment:
         req = roles_pb2.RevokeRoleRequest(
-            tenant_id=tenant_id, user_id=user_id, role=role, source=source  # type: ignore[arg-type]
+            tenant_id=tenant_id,
+            user_id=user_id,
+            role=role,
+            source=source,  # type: ignore[arg-type]
         )
         return self._call(self._roles.RevokeRole, req, ctx)
 
@@ -416,6 +476,37 @@ class IdentityClient:
     ) -> changes_pb2.GetRevisionResponse:
         req = changes_pb2.GetRevisionRequest(tenant_id=tenant_id)
         return self._call(self._changes.GetRevision, req, ctx)
+
+    def watch(
+        self,
+        tenant_id: str,
+        *,
+        since: int | None = None,
+        checkpoint: Checkpoint | None = None,
+        resource_types: Iterable[str] = (),
+        event_types: Iterable[int | str] = (),
+        heartbeat_seconds: int = 5,
+        backoff: Backoff | None = None,
+        give_up_after: float | None = None,
+        ctx: CallContext | None = None,
+    ) -> WatchIterator:
+        """The tenant's events after revision `since` (else the checkpoint's, else 0),
+        then live ones, resuming by itself across disconnects; see identity_client.watch.
+
+        `resource_types` ("User", "Group", ...) and `event_types` (EventType numbers or
+        names such as "user.created") filter on the server. `give_up_after`: seconds
+        of failed reconnects before raising Unavailable (None: never)."""
+        core = _Resume(
+            tenant_id,
+            since=since,
+            checkpoint=checkpoint,
+            resource_types=resource_types,
+            event_types=event_types,
+            heartbeat_seconds=heartbeat_seconds,
+            backoff=backoff,
+            give_up_after=give_up_after,
+        )
+        return WatchIterator(self._changes, core, (ctx or _NO_CONTEXT).metadata())
 
     def record_operation(
         self, operation: history_pb2.Operation, *, ctx: CallContext | None = None

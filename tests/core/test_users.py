@@ -213,3 +213,31 @@ def test_nothing_stored_but_a_row_per_value(
         )
     engine.dispose()
     assert sorted(attrs) == ["addresses", "phoneNumbers"]
+
+
+def test_nul_characters_and_deep_json_are_refused(client: IdentityClient, tenant: Tenant) -> None:
+    from identity_client.types import Group
+
+    before = client.get_revision(tenant.id).revision
+    with pytest.raises(InvalidArgument) as exc:
+        client.create_user(tenant.id, User(user_name="a\x00b"))
+    assert exc.value.field == "userName"
+    with pytest.raises(InvalidArgument):
+        client.create_user(tenant.id, User(user_name="ok", emails=[MultiValue(value="x\x00")]))
+    deep: dict[str, object] = {"leaf": "x"}
+    for _ in range(30):
+        deep = {"n": deep}
+    u = User(user_name="deep")
+    u.extensions.update({"urn:example:ext": deep})
+    with pytest.raises(InvalidArgument) as deep_exc:
+        client.create_user(tenant.id, u)
+    assert "nested deeper" in str(deep_exc.value)
+    ok = User(user_name="shallow")
+    ok.extensions.update({"urn:example:ext": {"a": {"b": [1, "two", {"c": True}]}}})
+    created = client.create_user(tenant.id, ok)
+    assert client.get_user(tenant.id, created.meta.id).extensions == ok.extensions
+    with pytest.raises(InvalidArgument):
+        client.create_group(tenant.id, Group(display_name="g\x00"))
+    with pytest.raises(InvalidArgument):
+        client.replace_user(tenant.id, created, expected_version=-1)
+    assert client.get_revision(tenant.id).revision == before + 1  # only the shallow user

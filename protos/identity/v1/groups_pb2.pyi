@@ -80,6 +80,7 @@ class Group(_message.Message):
     MEMBERS_FIELD_NUMBER: _builtins.int
     MEMBER_COUNT_FIELD_NUMBER: _builtins.int
     EXTENSIONS_FIELD_NUMBER: _builtins.int
+    MAPPED_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     display_name: _builtins.str
     """Required."""
@@ -96,6 +97,12 @@ class Group(_message.Message):
     def extensions(self) -> _struct_pb2.Struct:
         """Attributes of other schemas keyed by schema URN."""
 
+    @_builtins.property
+    def mapped(self) -> _struct_pb2.Struct:
+        """Read-only: the tenant's mapped fields (see TenantPolicy.group_mappings);
+        list-of-reference fields from members are filled only with the members.
+        """
+
     def __init__(
         self,
         *,
@@ -106,10 +113,11 @@ class Group(_message.Message):
         members: _abc.Iterable[Global___Member] | None = ...,
         member_count: _builtins.int = ...,
         extensions: _struct_pb2.Struct | None = ...,
+        mapped: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["extensions", b"extensions", "meta", b"meta"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["extensions", b"extensions", "mapped", b"mapped", "meta", b"meta"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "extensions", b"extensions", "external_id", b"external_id", "member_count", b"member_count", "members", b"members", "meta", b"meta", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "extensions", b"extensions", "external_id", b"external_id", "mapped", b"mapped", "member_count", b"member_count", "members", b"members", "meta", b"meta", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -49,6 +49,25 @@ ROLE_SOURCE_LOCAL: RoleSource.ValueType  # 2
 """Assigned through the admin API; provisioning leaves it alone."""
 Global___RoleSource: _TypeAlias = RoleSource  # noqa: Y015
 
+class _DeleteMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DeleteModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DeleteMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DELETE_MODE_POLICY: _DeleteMode.ValueType  # 0
+    """What the tenant's policy says DELETE means (TenantPolicy.on_scim_delete)."""
+    DELETE_MODE_HARD: _DeleteMode.ValueType  # 1
+    """Remove the user whatever the policy."""
+
+class DeleteMode(_DeleteMode, metaclass=_DeleteModeEnumTypeWrapper): ...
+
+DELETE_MODE_POLICY: DeleteMode.ValueType  # 0
+"""What the tenant's policy says DELETE means (TenantPolicy.on_scim_delete)."""
+DELETE_MODE_HARD: DeleteMode.ValueType  # 1
+"""Remove the user whatever the policy."""
+Global___DeleteMode: _TypeAlias = DeleteMode  # noqa: Y015
+
 @_typing.final
 class Name(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -293,6 +312,8 @@ class User(_message.Message):
     GROUPS_FIELD_NUMBER: _builtins.int
     ROLE_ASSIGNMENTS_FIELD_NUMBER: _builtins.int
     EXTENSIONS_FIELD_NUMBER: _builtins.int
+    MANAGED_BY_FIELD_NUMBER: _builtins.int
+    MAPPED_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     user_name: _builtins.str
     """Required; unique per tenant, compared case-insensitively."""
@@ -308,6 +329,10 @@ class User(_message.Message):
     timezone: _builtins.str
     active: _builtins.bool
     """Absent on create means true."""
+    managed_by: _builtins.str
+    """Read-only: who manages the user: "scim" (an IdP), "jit" (created at first
+    sign-in, not yet adopted by SCIM) or "local" (the admin API).
+    """
     @_builtins.property
     def meta(self) -> _common_pb2.Meta:
         """Read-only: set by the core."""
@@ -348,6 +373,10 @@ class User(_message.Message):
         keyed by schema URN, each an object of attribute name -> JSON value.
         """
 
+    @_builtins.property
+    def mapped(self) -> _struct_pb2.Struct:
+        """Read-only: the tenant's mapped fields (see TenantPolicy.user_mappings)."""
+
     def __init__(
         self,
         *,
@@ -377,10 +406,12 @@ class User(_message.Message):
         groups: _abc.Iterable[Global___GroupRef] | None = ...,
         role_assignments: _abc.Iterable[Global___RoleAssignment] | None = ...,
         extensions: _struct_pb2.Struct | None = ...,
+        managed_by: _builtins.str = ...,
+        mapped: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_active", b"_active", "active", b"active", "enterprise", b"enterprise", "extensions", b"extensions", "meta", b"meta", "name", b"name"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_active", b"_active", "active", b"active", "enterprise", b"enterprise", "extensions", b"extensions", "mapped", b"mapped", "meta", b"meta", "name", b"name"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_active", b"_active", "active", b"active", "addresses", b"addresses", "display_name", b"display_name", "emails", b"emails", "enterprise", b"enterprise", "entitlements", b"entitlements", "extensions", b"extensions", "external_id", b"external_id", "groups", b"groups", "ims", b"ims", "locale", b"locale", "meta", b"meta", "name", b"name", "nick_name", b"nick_name", "phone_numbers", b"phone_numbers", "photos", b"photos", "preferred_language", b"preferred_language", "profile_url", b"profile_url", "role_assignments", b"role_assignments", "roles", b"roles", "tenant_id", b"tenant_id", "timezone", b"timezone", "title", b"title", "user_name", b"user_name", "user_type", b"user_type", "x509_certificates", b"x509_certificates"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_active", b"_active", "active", b"active", "addresses", b"addresses", "display_name", b"display_name", "emails", b"emails", "enterprise", b"enterprise", "entitlements", b"entitlements", "extensions", b"extensions", "external_id", b"external_id", "groups", b"groups", "ims", b"ims", "locale", b"locale", "managed_by", b"managed_by", "mapped", b"mapped", "meta", b"meta", "name", b"name", "nick_name", b"nick_name", "phone_numbers", b"phone_numbers", "photos", b"photos", "preferred_language", b"preferred_language", "profile_url", b"profile_url", "role_assignments", b"role_assignments", "roles", b"roles", "tenant_id", b"tenant_id", "timezone", b"timezone", "title", b"title", "user_name", b"user_name", "user_type", b"user_type", "x509_certificates", b"x509_certificates"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__active: _TypeAlias = _typing.Literal["active"]  # noqa: Y015
     _WhichOneofArgType__active: _TypeAlias = _typing.Literal["_active", b"_active"]  # noqa: Y015
@@ -542,19 +573,22 @@ class DeleteUserRequest(_message.Message):
     TENANT_ID_FIELD_NUMBER: _builtins.int
     ID_FIELD_NUMBER: _builtins.int
     EXPECTED_VERSION_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     id: _builtins.str
     expected_version: _builtins.int
+    mode: Global___DeleteMode.ValueType
     def __init__(
         self,
         *,
         tenant_id: _builtins.str = ...,
         id: _builtins.str = ...,
         expected_version: _builtins.int = ...,
+        mode: Global___DeleteMode.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_version", b"expected_version", "id", b"id", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_version", b"expected_version", "id", b"id", "mode", b"mode", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -564,13 +598,84 @@ Global___DeleteUserRequest: _TypeAlias = DeleteUserRequest  # noqa: Y015
 class DeleteUserResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    DELETED_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
+    deleted: _builtins.bool
+    """True when the user was removed; false when the policy deactivated it instead."""
+    @_builtins.property
+    def user(self) -> Global___User:
+        """The user after a deactivation (absent when deleted)."""
+
     def __init__(
         self,
+        *,
+        deleted: _builtins.bool = ...,
+        user: Global___User | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteUserResponse: _TypeAlias = DeleteUserResponse  # noqa: Y015
+
+@_typing.final
+class JitProvisionRequest(_message.Message):
+    """What a service knows of a person at their first sign-in."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    USER_NAME_FIELD_NUMBER: _builtins.int
+    EMAIL_FIELD_NUMBER: _builtins.int
+    GIVEN_NAME_FIELD_NUMBER: _builtins.int
+    FAMILY_NAME_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    user_name: _builtins.str
+    email: _builtins.str
+    given_name: _builtins.str
+    family_name: _builtins.str
+    display_name: _builtins.str
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        user_name: _builtins.str = ...,
+        email: _builtins.str = ...,
+        given_name: _builtins.str = ...,
+        family_name: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "email", b"email", "family_name", b"family_name", "given_name", b"given_name", "tenant_id", b"tenant_id", "user_name", b"user_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JitProvisionRequest: _TypeAlias = JitProvisionRequest  # noqa: Y015
+
+@_typing.final
+class JitProvisionResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    created: _builtins.bool
+    """False when an existing user (matched by the tenant's unique identifier) was found."""
+    @_builtins.property
+    def user(self) -> Global___User: ...
+    def __init__(
+        self,
+        *,
+        user: Global___User | None = ...,
+        created: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JitProvisionResponse: _TypeAlias = JitProvisionResponse  # noqa: Y015

@@ -59,6 +59,11 @@ class UserServiceStub:
                 request_serializer=identity_dot_v1_dot_users__pb2.DeleteUserRequest.SerializeToString,
                 response_deserializer=identity_dot_v1_dot_users__pb2.DeleteUserResponse.FromString,
                 _registered_method=True)
+        self.JitProvision = channel.unary_unary(
+                '/identity.v1.UserService/JitProvision',
+                request_serializer=identity_dot_v1_dot_users__pb2.JitProvisionRequest.SerializeToString,
+                response_deserializer=identity_dot_v1_dot_users__pb2.JitProvisionResponse.FromString,
+                _registered_method=True)
 
 
 class UserServiceServicer:
@@ -93,7 +98,16 @@ class UserServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteUser(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Removes the user, or deactivates it when the tenant's policy says DELETE deactivates.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def JitProvision(self, request, context):
+        """Finds (by the tenant's unique identifier, case-insensitively) or creates the
+        user at first sign-in. A later SCIM create of the same person adopts it.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -125,6 +139,11 @@ def add_UserServiceServicer_to_server(servicer, server):
                     servicer.DeleteUser,
                     request_deserializer=identity_dot_v1_dot_users__pb2.DeleteUserRequest.FromString,
                     response_serializer=identity_dot_v1_dot_users__pb2.DeleteUserResponse.SerializeToString,
+            ),
+            'JitProvision': grpc.unary_unary_rpc_method_handler(
+                    servicer.JitProvision,
+                    request_deserializer=identity_dot_v1_dot_users__pb2.JitProvisionRequest.FromString,
+                    response_serializer=identity_dot_v1_dot_users__pb2.JitProvisionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -262,6 +281,33 @@ class UserService:
             '/identity.v1.UserService/DeleteUser',
             identity_dot_v1_dot_users__pb2.DeleteUserRequest.SerializeToString,
             identity_dot_v1_dot_users__pb2.DeleteUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def JitProvision(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/identity.v1.UserService/JitProvision',
+            identity_dot_v1_dot_users__pb2.JitProvisionRequest.SerializeToString,
+            identity_dot_v1_dot_users__pb2.JitProvisionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,11 @@ class UserServiceStub:
     """
     ReplaceUser: _grpc.UnaryUnaryMultiCallable[_users_pb2.ReplaceUserRequest, _users_pb2.User]
     DeleteUser: _grpc.UnaryUnaryMultiCallable[_users_pb2.DeleteUserRequest, _users_pb2.DeleteUserResponse]
+    """Removes the user, or deactivates it when the tenant's policy says DELETE deactivates."""
+    JitProvision: _grpc.UnaryUnaryMultiCallable[_users_pb2.JitProvisionRequest, _users_pb2.JitProvisionResponse]
+    """Finds (by the tenant's unique identifier, case-insensitively) or creates the
+    user at first sign-in. A later SCIM create of the same person adopts it.
+    """
 
 @_typing.type_check_only
 class UserServiceAsyncStub(UserServiceStub):
@@ -61,6 +66,11 @@ class UserServiceAsyncStub(UserServiceStub):
     """
     ReplaceUser: _aio.UnaryUnaryMultiCallable[_users_pb2.ReplaceUserRequest, _users_pb2.User]  # type: ignore[assignment]
     DeleteUser: _aio.UnaryUnaryMultiCallable[_users_pb2.DeleteUserRequest, _users_pb2.DeleteUserResponse]  # type: ignore[assignment]
+    """Removes the user, or deactivates it when the tenant's policy says DELETE deactivates."""
+    JitProvision: _aio.UnaryUnaryMultiCallable[_users_pb2.JitProvisionRequest, _users_pb2.JitProvisionResponse]  # type: ignore[assignment]
+    """Finds (by the tenant's unique identifier, case-insensitively) or creates the
+    user at first sign-in. A later SCIM create of the same person adopts it.
+    """
 
 class UserServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -101,6 +111,17 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _users_pb2.DeleteUserRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_users_pb2.DeleteUserResponse, _abc.Awaitable[_users_pb2.DeleteUserResponse]]: ...
+    ) -> _typing.Union[_users_pb2.DeleteUserResponse, _abc.Awaitable[_users_pb2.DeleteUserResponse]]:
+        """Removes the user, or deactivates it when the tenant's policy says DELETE deactivates."""
+
+    @_abc_1.abstractmethod
+    def JitProvision(
+        self,
+        request: _users_pb2.JitProvisionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_users_pb2.JitProvisionResponse, _abc.Awaitable[_users_pb2.JitProvisionResponse]]:
+        """Finds (by the tenant's unique identifier, case-insensitively) or creates the
+        user at first sign-in. A later SCIM create of the same person adopts it.
+        """
 
 def add_UserServiceServicer_to_server(servicer: UserServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

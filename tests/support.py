@@ -148,3 +148,67 @@ def start_identity_process(database_url: str, tmp: Path, **env: str) -> tuple[Pr
         proc.stop()
         raise RuntimeError(f"identity-service did not start:\n{proc.output()}") from None
     return proc, target
+
+
+PG_BIN = (
+    Path("/usr/lib/postgresql")
+    / (
+        sorted(p.name for p in Path("/usr/lib/postgresql").iterdir())[-1]
+        if Path("/usr/lib/postgresql").is_dir()
+        else "15"
+    )
+    / "bin"
+)
+
+
+class PgCluster:
+    """A PostgreSQL cluster owned by one test (initdb in a temporary directory), so
+    the test can stop and start the real server without disturbing anything else."""
+
+    def __init__(self) -> None:
+        import tempfile
+
+        self.dir = Path(tempfile.mkdtemp(prefix="identity-pg-", dir="/tmp"))
+        self.port = free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self._as_postgres = os.geteuid() == 0  # initdb refuses to run as root
+        if self._as_postgres:
+            import shutil
+
+            shutil.chown(self.dir, "postgres", "postgres")
+
+    def _run(self, *args: str) -> None:
+        cmd = [str(PG_BIN / args[0]), *args[1:]]
+        if self._as_postgres:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+
+    def init(self) -> PgCluster:
+        self._run(
+            "initdb", "-D", str(self.dir / "data"), "-A", "trust", "-U", "postgres", "--no-sync"
+        )
+        return self
+
+    def start(self) -> None:
+        opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.dir / "data"),
+            "-o",
+            opts,
+            "-l",
+            str(self.dir / "log"),
+            "-w",
+            "start",
+        )
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.dir / "data"), "-m", "fast", "-w", "stop")
+
+    def destroy(self) -> None:
+        import shutil
+
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)

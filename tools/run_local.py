@@ -75,6 +75,7 @@ def main() -> int:
     env.setdefault("IDENTITY_LISTEN", "127.0.0.1:50051")
     env.setdefault("SCIM_LISTEN", "127.0.0.1:8080")
     env.setdefault("SCIM_IDENTITY_TARGET", env["IDENTITY_LISTEN"])
+    env.setdefault("IDENTITY_LOG_FORMAT", "text")  # a person is reading this terminal
     tenant = env.get("DEMO_TENANT", "demo")
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -84,7 +85,7 @@ def main() -> int:
         gateway = subprocess.Popen([str(BIN / "scim-gateway")], env=env, cwd=ROOT)
         procs.append(gateway)
         base = f"http://{env['SCIM_LISTEN']}/scim/v2"
-        wait_http(f"http://{env['SCIM_LISTEN']}/healthz", gateway)
+        wait_http(f"http://{env['SCIM_LISTEN']}/readyz", gateway)
         with IdentityClient(env["IDENTITY_LISTEN"]) as client:
             secret = demo_token(client, tenant)
         print(

@@ -1,0 +1,22 @@
+# One image for every component: identity-service, scim-gateway, identityctl and the
+# example subscribers. Build tools stay in the first stage; the final stage runs as a
+# non-root user.
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY protos protos
+COPY identity_service identity_service
+COPY scim_gateway scim_gateway
+COPY clients clients
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11-slim
+RUN useradd --create-home --uid 10001 app
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+COPY --chown=app clients/examples /app/examples
+USER app
+WORKDIR /app
+ENV PYTHONUNBUFFERED=1
+EXPOSE 50051 8080 9464 9465
+CMD ["identity-service"]

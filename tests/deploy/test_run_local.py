@@ -1,0 +1,76 @@
+"""`make run`'s script: both services up on SQLite, a demo tenant, and a base URL
+and token that work as printed; SIGTERM stops everything cleanly."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from ..support import ROOT, free_port
+
+pytestmark = pytest.mark.e2e
+
+
+def test_run_prints_a_working_base_url_and_token(tmp_path: Path) -> None:
+    env = {
+        "IDENTITY_DATABASE_URL": f"sqlite:///{tmp_path}/identity.db",
+        "IDENTITY_LISTEN": f"127.0.0.1:{free_port()}",
+        "SCIM_LISTEN": f"127.0.0.1:{free_port()}",
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+    }
+    log = tmp_path / "run.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "tools" / "run_local.py")],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while "bearer token" not in log.read_text():
+                assert proc.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+            text = log.read_text()
+            base = re.search(r"SCIM base URL\s+(\S+)", text).group(1)  # type: ignore[union-attr]
+            token = re.search(r"bearer token\s+(\S+)", text).group(1)  # type: ignore[union-attr]
+            assert base.endswith("/scim/v2/demo")
+            req = urllib.request.Request(
+                f"{base}/Users",
+                data=json.dumps({"userName": "try@example.com"}).encode(),
+                headers={
+                    "Authorization": f"Bearer {token}",
+                    "Content-Type": "application/scim+json",
+                },
+                method="POST",
+            )
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                assert resp.status == 201
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0, log.read_text()
+    # A second run reuses the tenant and still prints a working token.
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "tools" / "run_local.py")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "bearer token" in line:
+                break
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)

@@ -320,6 +320,9 @@ class Parser:
                 raise self.error(f"invalid string literal at position {tok.pos + 1}") from None
             if not isinstance(value, str):  # pragma: no cover - the regex admits strings only
                 raise self.error(f"invalid string literal at position {tok.pos + 1}")
+            if "\x00" in value:
+                # No stored value holds NUL (PostgreSQL text cannot).
+                raise self.error(f"the string at position {tok.pos + 1} contains NUL (\\u0000)")
             return value
         if tok.kind == "number":
             num: float | int

@@ -12,12 +12,17 @@ import orjson
 
 from identity_client import CallContext
 
-from .errors import ScimError, invalid_syntax
+from .errors import ScimError, invalid_syntax, invalid_value
 
 SCIM_MEDIA_TYPE = "application/scim+json"
 _JSON_TYPES = ("application/scim+json", "application/json")
 REQUEST_ID_HEADER = "X-Request-Id"
 MAX_REQUEST_ID = 128
+# Deepest JSON nesting a request body may have. SCIM documents nest a handful of
+# levels (a PATCH inside a Bulk request about ten); extension values are stored
+# as protobuf Structs, which cost up to three message levels per JSON level, and
+# protobuf refuses to decode messages nested over 100 levels.
+MAX_JSON_DEPTH = 24
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +34,8 @@ class Call:
     request_id: str
     #: e.g. "https://scim.example.com/scim/v2/acme": prefix of meta.location.
     base_url: str
+    #: Per-request memo (e.g. the tenant's schemas, fetched at most once per request).
+    memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def ctx(self) -> CallContext:
@@ -76,7 +83,31 @@ def read_json(req: falcon.Request, max_bytes: int) -> Any:
         doc = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise invalid_syntax(f"The request body is not valid JSON: {exc}") from None
+    _check_json(doc)
     return doc
+
+
+def _check_json(doc: Any) -> None:
+    """Refuses what no attribute can hold: nesting deeper than MAX_JSON_DEPTH, and
+    the NUL character (PostgreSQL text cannot store it)."""
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise invalid_value(
+                    "The request body contains the NUL character (\\u0000), "
+                    "which no attribute can hold."
+                )
+        elif isinstance(value, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise invalid_syntax(
+                    f"The request body is nested more than {MAX_JSON_DEPTH} levels deep."
+                )
+            items = value.values() if isinstance(value, dict) else value
+            stack.extend((v, depth + 1) for v in items)
+            if isinstance(value, dict):
+                stack.extend((k, depth) for k in value)
 
 
 def json_object(doc: Any, what: str = "The request body") -> dict[str, Any]:
@@ -115,7 +146,9 @@ def version_of(tags: set[str]) -> int | None:
     if len(tags) != 1:
         return None
     (tag,) = tags
-    return int(tag) if tag.isdigit() and len(tag) < 19 else None
+    # 0 is no version (they start at 1) and, as the core's expected_version,
+    # would mean "no check": such a tag is compared, and fails, like any other.
+    return int(tag) if tag.isdigit() and len(tag) < 19 and int(tag) > 0 else None
 
 
 def matches_version(tags: set[str], version: int) -> bool:

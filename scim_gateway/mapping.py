@@ -12,6 +12,8 @@ by schema URN. The normalized document ("doc") is what PATCH edits and what
 
 from __future__ import annotations
 
+import math
+from datetime import datetime
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2
@@ -21,13 +23,13 @@ from identity.v1 import groups_pb2, users_pb2
 from .errors import ScimError, invalid_value
 from .filter import CORE_GROUP, CORE_USER, ENTERPRISE_USER
 from .schemas import (
-    ENTERPRISE,
     GROUP,
     GROUP_TYPE,
     USER,
     USER_TYPE,
     Attr,
     ResourceType,
+    Schema,
 )
 
 # Canonical SCIM name -> proto field name.
@@ -83,6 +85,12 @@ _MEMBER_TYPE_NAMES = {groups_pb2.MEMBER_TYPE_USER: "User", groups_pb2.MEMBER_TYP
 # Write-only attributes the IdPs send that this service does not store
 # (RFC 7643 §4.1.1 password; Okta sends it on create). Ignored, never echoed.
 _IGNORED_USER_ATTRS = frozenset({"password"})
+# Names of the built-in User document: anything else at the top level of a
+# normalized user document is a tenant-declared core-namespace attribute, stored
+# in `User.extensions` under the core User URN.
+_BUILTIN_USER_NAMES = frozenset({a.name for a in USER.attributes} | {"externalId"})
+_BUILTIN_USER_LOW = frozenset(n.lower() for n in _BUILTIN_USER_NAMES)
+_COMMON_LOW = frozenset({"schemas", "id", "meta", *_IGNORED_USER_ATTRS})
 
 
 # -- JSON values -------------------------------------------------------------------
@@ -154,8 +162,55 @@ def _coerce_single(attr: Attr, value: Any, where: str) -> Any:
     if attr.type in ("string", "reference", "binary", "dateTime"):
         if not isinstance(value, str):
             raise invalid_value(f"{where} must be a string, not {_type_name(value)}")
+        if attr.type == "dateTime" and not _is_datetime(value):
+            raise invalid_value(
+                f"{where} must be a dateTime (xsd:dateTime, e.g. 2024-04-10T12:00:00Z), "
+                f"not {value!r}"
+            )
         return value
+    if attr.type == "integer":
+        number = _number(value)
+        if number is None or not float(number).is_integer():
+            raise invalid_value(f"{where} must be an integer, not {_shown(value)}")
+        return int(number)
+    if attr.type == "decimal":
+        number = _number(value)
+        if number is None:
+            raise invalid_value(f"{where} must be a number, not {_shown(value)}")
+        return number
     raise invalid_value(f"{where} has an unsupported type")  # pragma: no cover
+
+
+def _shown(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else _type_name(value)
+
+
+def _number(value: Any) -> int | float | None:
+    """A finite JSON number, or a string holding one (Entra ID sends numbers as text)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = int(text)
+        except ValueError:
+            try:
+                value = float(text)
+            except ValueError:
+                return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    return None
+
+
+def _is_datetime(text: str) -> bool:
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return "t" in text.lower()
 
 
 def _check_schemas(value: Any) -> None:
@@ -194,7 +249,7 @@ def normalize(body: dict[str, Any], rtype: ResourceType) -> dict[str, Any]:
             if not attr.read_only:
                 doc[attr.name] = coerce(attr, value, attr.name)
             continue
-        if rtype is USER_TYPE and low in _IGNORED_USER_ATTRS:
+        if rtype.id == "User" and low in _IGNORED_USER_ATTRS:
             continue
         if low.startswith("urn:"):
             _normalize_urn_key(doc, rtype, key, value, listed)
@@ -221,7 +276,7 @@ def _normalize_urn_key(
             return
         if not isinstance(value, dict):
             raise invalid_value(f"{ext_id!r} must be an object of extension attributes")
-        doc[ext_id] = normalize_extension(ext_id, value)
+        doc[ext_id] = normalize_extension(_extension_schema(rtype, ext_id), value)
         return
     for ext in (rtype.schema, *rtype.extensions):
         # A schema-qualified attribute as a key: "urn:...:User:department".
@@ -231,7 +286,7 @@ def _normalize_urn_key(
                 doc.update(normalize({name: value}, rtype))
             else:
                 merged = dict(doc.get(ext.id) or {})
-                merged.update(normalize_extension(ext.id, {name: value}))
+                merged.update(normalize_extension(ext, {name: value}))
                 doc[ext.id] = merged
             return
     # Another schema: a custom extension stored as opaque JSON (proto
@@ -258,19 +313,46 @@ def _ci_get_key(doc: dict[str, Any], key: str) -> str | None:
     return None
 
 
-def normalize_extension(ext_id: str, value: dict[str, Any]) -> dict[str, Any]:
-    schema = ENTERPRISE if ext_id == ENTERPRISE.id else None
-    if schema is None:  # pragma: no cover - only the enterprise extension is typed
-        return dict(value)
+def _extension_schema(rtype: ResourceType, ext_id: str) -> Schema:
+    return next(e for e in rtype.extensions if e.id == ext_id)
+
+
+def normalize_extension(schema: Schema, value: dict[str, Any]) -> dict[str, Any]:
+    """An extension object checked against its schema (names in their declared spelling)."""
     out: dict[str, Any] = {}
     for key, sub_value in value.items():
         attr = schema.attr(key)
         if attr is None:
-            raise invalid_value(f"{key!r} is not an attribute of {ext_id}")
+            raise invalid_value(f"{key!r} is not an attribute of {schema.id}")
         if attr.read_only:
             continue
-        out[attr.name] = coerce(attr, sub_value, f"{ext_id}:{attr.name}")
+        out[attr.name] = coerce(attr, sub_value, f"{schema.id}:{attr.name}")
     return out
+
+
+def mentions_custom(body: dict[str, Any]) -> bool:
+    """Whether a User body names anything outside the built-in schemas (so the
+    tenant's own schemas are needed to read it)."""
+    for key, value in body.items():
+        if not isinstance(key, str):  # pragma: no cover - JSON keys are strings
+            continue
+        low = key.lower()
+        if low in _BUILTIN_USER_LOW or low in _COMMON_LOW:
+            continue
+        if not low.startswith("urn:"):
+            return True
+        if low == CORE_USER.lower():
+            if isinstance(value, dict) and mentions_custom(value):
+                return True
+            continue
+        if low == ENTERPRISE_USER.lower() or low.startswith(ENTERPRISE_USER.lower() + ":"):
+            continue
+        if low.startswith(CORE_USER.lower() + ":"):
+            name = low[len(CORE_USER) + 1 :].partition(".")[0].partition("[")[0]
+            if name in _BUILTIN_USER_LOW or name in _COMMON_LOW:
+                continue
+        return True
+    return False
 
 
 # -- to proto --------------------------------------------------------------------------
@@ -336,9 +418,28 @@ def user_to_proto(doc: dict[str, Any]) -> users_pb2.User:
         if manager and manager.get("value"):
             user.enterprise.manager.value = manager["value"]
     ext = custom_extensions(doc, CORE_USER, (ENTERPRISE_USER,))
+    core = _core_extras(doc)
+    if core:
+        ext[CORE_USER] = core
     if ext:
         user.extensions.CopyFrom(struct_from(ext))
     return user
+
+
+def _core_extras(doc: dict[str, Any]) -> dict[str, Any]:
+    """Tenant-declared core-namespace attributes of a user document: the top-level
+    names that are not built in, over any kept as they were stored (`CORE_USER` key)."""
+    out: dict[str, Any] = {}
+    stored = doc.get(CORE_USER)
+    if isinstance(stored, dict):
+        out.update({k: v for k, v in stored.items() if v is not None})
+    for key, value in doc.items():
+        if key in _BUILTIN_USER_NAMES or key.lower().startswith("urn:") or value is None:
+            continue
+        if isinstance(value, list) and not value:
+            continue
+        out[key] = value
+    return out
 
 
 def member_to_proto(item: dict[str, Any], where: str = "members") -> groups_pb2.Member:
@@ -454,9 +555,45 @@ def user_to_scim(user: users_pb2.User, base_url: str) -> dict[str, Any]:
         schemas.append(ENTERPRISE_USER)
         doc[ENTERPRISE_USER] = ent
     for urn, value in struct_to_dict(user.extensions).items():
-        schemas.append(urn)
+        if urn.lower() == CORE_USER.lower() and isinstance(value, dict):
+            # Tenant-declared attributes of the core schema are top-level attributes.
+            for key, sub_value in value.items():
+                if key.lower() not in _BUILTIN_USER_LOW and key.lower() not in _COMMON_LOW:
+                    doc[key] = sub_value
+            continue
+        if urn not in schemas:
+            schemas.append(urn)
         doc[urn] = value
     doc["meta"] = _meta(user.meta, "User", f"{base_url}/Users/{user.meta.id}")
+    return doc
+
+
+def user_doc(user: users_pb2.User, rtype: ResourceType, base_url: str) -> dict[str, Any]:
+    """The normalized document of a stored user (what PATCH edits).
+
+    Extension values are taken as stored, not re-checked: a core-namespace
+    attribute `rtype` declares becomes a top-level attribute (its declared
+    spelling), one it does not declare (the tenant's schemas were not needed, or
+    no longer declare it) is kept as it is under the core User URN, and every
+    other schema's object is kept under its URN (a declared one's canonical URN).
+    """
+    bare = users_pb2.User()
+    bare.CopyFrom(user)
+    bare.ClearField("extensions")
+    doc = normalize(user_to_scim(bare, base_url), USER_TYPE)
+    for urn, value in struct_to_dict(user.extensions).items():
+        if urn.lower() != CORE_USER.lower() or not isinstance(value, dict):
+            doc[known_extension(rtype, urn) or urn] = value
+            continue
+        kept: dict[str, Any] = {}
+        for key, sub_value in value.items():
+            attr = rtype.schema.attr(key)
+            if attr is not None and attr.name not in _BUILTIN_USER_NAMES:
+                doc[attr.name] = sub_value
+            else:
+                kept[key] = sub_value
+        if kept:
+            doc[CORE_USER] = kept
     return doc
 
 

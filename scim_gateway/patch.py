@@ -29,6 +29,8 @@ from .errors import (
     no_target,
 )
 from .filter import (
+    CORE_USER,
+    ENTERPRISE_USER,
     MAX_FILTER_LENGTH,
     Compare,
     Node,
@@ -38,7 +40,7 @@ from .filter import (
     matches,
     split_attr_path,
 )
-from .mapping import coerce, known_extension, member_to_proto
+from .mapping import coerce, known_extension, member_to_proto, mentions_custom
 from .schemas import PATCH_OP, Attr, ResourceType
 
 OPS = ("add", "remove", "replace")
@@ -228,6 +230,10 @@ class DocumentPatcher:
             low = key.lower()
             if low in _READ_ONLY_NAMES or low in _IGNORED_NAMES:
                 continue  # RFC 7643 §2.2: read-only values provided are ignored
+            if low == self.rtype.schema.id.lower() and isinstance(sub_value, dict):
+                # Core attributes nested under their own schema URN, as on POST.
+                self._apply_pathless(op, sub_value, where)
+                continue
             if low.startswith("urn:") and (isinstance(sub_value, dict) or sub_value is None):
                 ext = self._extension_key(key)
                 if ext is not None:
@@ -292,6 +298,11 @@ class DocumentPatcher:
                 container = {}
                 self.doc[known] = container
             return _Target(container, attr.name, attr)
+        if path.attribute and path.value_filter is None and not path.sub_attribute:
+            # A declared extension's URN as the path, in any letter case.
+            whole = known_extension(self.rtype, f"{schema}:{path.attribute}")
+            if whole is not None:
+                return _Target(self.doc, whole, None, whole=True)
         if schema.lower() in _CORE_SCHEMAS or schema.lower().startswith(_CORE_PREFIX):
             raise invalid_path(f"{path.text!r} is not a path of a {self.rtype.name}")
         # A custom extension: either the whole object (the path is its URN,
@@ -424,6 +435,11 @@ class DocumentPatcher:
                 obj[sub.name] = new
             return
         if op == "remove":
+            if attr.multi_valued and value is not None and attr.type != "complex":
+                # Remove the listed values of a multi-valued simple attribute.
+                drop_simple = coerce(attr, value, attr.name)
+                c[key] = [e for e in c.get(key) or [] if e not in drop_simple]
+                return
             if attr.multi_valued and value is not None:
                 # Not in RFC 7644 but sent by Entra ID: remove listed values.
                 drop = coerce(attr, value, attr.name)
@@ -450,7 +466,8 @@ class DocumentPatcher:
                 c[key] = current
             else:
                 c[key] = new  # RFC 7644 §3.5.2.3: the whole set is replaced
-            _one_primary(c[key], [v for v in new if v.get("primary")])
+            if attr.type == "complex":
+                _one_primary(c[key], [v for v in new if v.get("primary")])
         elif attr.type == "complex":
             # Sub-attributes not given are left unchanged (RFC 7644 §3.5.2.3).
             existing = c.get(key)
@@ -550,6 +567,46 @@ def _one_primary(elements: list[dict[str, Any]], chosen: list[dict[str, Any]]) -
     for e in elements:
         if e.get("primary") is False:
             del e["primary"]
+
+
+def _path_is_custom(path: PatchPath) -> bool:
+    schema = path.schema.lower()
+    if schema == ENTERPRISE_USER.lower():
+        return False
+    if schema and schema != CORE_USER.lower():
+        return True
+    return bool(path.attribute) and mentions_custom({path.attribute: None})
+
+
+def ops_mention_custom(ops: list[Operation]) -> bool:
+    """Whether User PATCH operations name anything outside the built-in schemas
+    (so the tenant's own schemas are needed to apply them)."""
+    for op in ops:
+        if op.path is not None:
+            if _path_is_custom(op.path):
+                return True
+            continue
+        if not isinstance(op.value, dict):
+            continue
+        for key, value in op.value.items():
+            if not isinstance(key, str):  # pragma: no cover - JSON keys are strings
+                continue
+            low = key.lower()
+            if low == CORE_USER.lower():
+                if isinstance(value, dict) and mentions_custom(value):
+                    return True
+                continue
+            if low.startswith("urn:") and (isinstance(value, dict) or value is None):
+                if mentions_custom({key: value}):
+                    return True
+                continue
+            try:
+                path = parse_path(key)
+            except ScimError:
+                continue  # applying the operation refuses it
+            if _path_is_custom(path):
+                return True
+    return False
 
 
 def apply_patch(rtype: ResourceType, doc: dict[str, Any], ops: list[Operation]) -> dict[str, Any]:
@@ -713,6 +770,7 @@ __all__ = [
     "Operation",
     "PatchPath",
     "apply_patch",
+    "ops_mention_custom",
     "parse_operations",
     "parse_path",
     "plan_group_patch",

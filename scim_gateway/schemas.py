@@ -382,3 +382,100 @@ def service_provider_config(
             "location": f"{base_url}/ServiceProviderConfig",
         },
     }
+
+
+# -- tenant-defined schemas (TenantPolicy.extension_schemas) ------------------------------
+
+#: Attribute types a tenant may declare (identity.v1.SchemaAttribute.type).
+TENANT_ATTRIBUTE_TYPES = ("string", "boolean", "integer", "decimal", "dateTime", "reference")
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaSet:
+    """The schemas and resource types one tenant sees: the built-in ones plus the
+    tenant's extension schemas. Built per request from the tenant's policy."""
+
+    schemas: tuple[Schema, ...]
+    resource_types: tuple[ResourceType, ...]
+
+    def schema(self, schema_id: str) -> Schema | None:
+        low = schema_id.lower()
+        return next((s for s in self.schemas if s.id.lower() == low), None)
+
+    def resource_type(self, type_id: str) -> ResourceType | None:
+        low = type_id.lower()
+        return next((t for t in self.resource_types if t.id.lower() == low), None)
+
+    @property
+    def user(self) -> ResourceType:
+        return self.resource_types[0]
+
+
+BUILTIN_SCHEMAS = SchemaSet(SCHEMAS, RESOURCE_TYPES)
+
+
+def _tenant_attr(a: Any) -> Attr:
+    """An `Attr` from an identity.v1.SchemaAttribute."""
+    return Attr(
+        a.name,
+        a.type if a.type in TENANT_ATTRIBUTE_TYPES else "string",
+        multi_valued=a.multi_valued,
+        description=a.description,
+        required=a.required,
+        case_exact=a.case_exact,
+    )
+
+
+def _add_attrs(schema: Schema, attrs: Iterable[Attr]) -> Schema:
+    names = {a.name.lower() for a in schema.attributes}
+    extra = []
+    for a in attrs:
+        if a.name.lower() not in names:  # the core refuses clashes; never shadow one
+            names.add(a.name.lower())
+            extra.append(a)
+    return Schema(schema.id, schema.name, schema.description, (*schema.attributes, *extra))
+
+
+def schema_set(extension_schemas: Iterable[Any]) -> SchemaSet:
+    """The built-in schemas plus a policy's `extension_schemas`.
+
+    A schema equal to the core User URN adds attributes to the User schema itself
+    (Panther's `pantherRole`); any other URN is an extension of its resource type.
+    Core-namespace additions to Group are not supported by the gateway and ignored.
+    """
+    user, group = USER, GROUP
+    extensions: dict[str, list[Schema]] = {"User": [], "Group": []}
+    for ext in extension_schemas:
+        rtype = ext.resource_type
+        if rtype not in extensions or not ext.schema.lower().startswith("urn:"):
+            continue
+        attrs = [_tenant_attr(a) for a in ext.attributes]
+        low = ext.schema.lower()
+        if low == CORE_USER.lower():
+            if rtype == "User":
+                user = _add_attrs(user, attrs)
+            continue
+        if low in (CORE_GROUP.lower(), ENTERPRISE_USER.lower()):
+            continue
+        same = [i for i, s in enumerate(extensions[rtype]) if s.id.lower() == low]
+        if same:
+            extensions[rtype][same[0]] = _add_attrs(extensions[rtype][same[0]], attrs)
+            continue
+        name = ext.name or ext.schema.rpartition(":")[2]
+        extensions[rtype].append(Schema(ext.schema, name, ext.description, tuple(attrs)))
+    if user is USER and not extensions["User"] and not extensions["Group"]:
+        return BUILTIN_SCHEMAS
+    user_type = ResourceType(
+        "User", "User", "/Users", "User Account", user, (ENTERPRISE, *extensions["User"])
+    )
+    group_type = ResourceType(
+        "Group", "Group", "/Groups", "Group", group, tuple(extensions["Group"])
+    )
+    schemas: list[Schema] = [user, ENTERPRISE, group]
+    for s in (*extensions["User"], *extensions["Group"]):
+        known = next((i for i, k in enumerate(schemas) if k.id.lower() == s.id.lower()), None)
+        if known is None:
+            schemas.append(s)
+        else:  # one URN extending both resource types: one document
+            schemas[known] = _add_attrs(schemas[known], s.attributes)
+    return SchemaSet(tuple(schemas), (user_type, group_type))

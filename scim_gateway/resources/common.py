@@ -98,6 +98,7 @@ class Recorder:
 
 
 _NO_PROJECTION = Projection()
+MAX_START_INDEX = 2**31 - 1  # Page.start_index is an int32
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +135,8 @@ class SearchQuery:
                 raise invalid_value("'sortOrder' must be 'ascending' or 'descending'")
             descending = order.lower() == "descending"
         # RFC 7644 §3.4.2.4: startIndex < 1 means 1; a negative count means 0.
-        start = max(1, _int_param(params.get("startindex"), "startIndex", 1))
+        # A startIndex past the core's int32 range is past every result anyway.
+        start = min(max(1, _int_param(params.get("startindex"), "startIndex", 1)), MAX_START_INDEX)
         count = _int_param(params.get("count"), "count", settings.default_page_size)
         count = min(max(0, count), settings.max_page_size)
         cursor = params.get("cursor")

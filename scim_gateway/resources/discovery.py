@@ -6,10 +6,13 @@ from typing import Any
 
 import falcon
 
+from identity_client import IdentityClient
+
 from ..errors import ScimError, not_found
 from ..http import Result, send
-from ..schemas import LIST_RESPONSE, RESOURCE_TYPES, SCHEMAS, service_provider_config
+from ..schemas import LIST_RESPONSE, service_provider_config
 from ..settings import Settings
+from ..tenant import tenant_schemas
 from .common import call_of
 
 
@@ -49,32 +52,42 @@ class ServiceProviderConfigResource:
 
 
 class ResourceTypesResource:
-    """`/ResourceTypes` and `/ResourceTypes/{id}` (RFC 7643 §6)."""
+    """`/ResourceTypes` and `/ResourceTypes/{id}` (RFC 7643 §6), with the calling
+    tenant's extension schemas in `schemaExtensions`."""
+
+    def __init__(self, client: IdentityClient) -> None:
+        self._client = client
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         _refuse_filter(req)
-        base = call_of(req).base_url
-        send(resp, Result(200, _list([t.document(base) for t in RESOURCE_TYPES])))
+        call = call_of(req)
+        types = tenant_schemas(self._client, call).resource_types
+        send(resp, Result(200, _list([t.document(call.base_url) for t in types])))
 
     def on_get_item(self, req: falcon.Request, resp: falcon.Response, type_id: str) -> None:
-        for t in RESOURCE_TYPES:
-            if t.id.lower() == type_id.lower():
-                send(resp, Result(200, t.document(call_of(req).base_url)))
-                return
-        raise not_found(f"No resource type {type_id!r}; see /ResourceTypes.")
+        call = call_of(req)
+        found = tenant_schemas(self._client, call).resource_type(type_id)
+        if found is None:
+            raise not_found(f"No resource type {type_id!r}; see /ResourceTypes.")
+        send(resp, Result(200, found.document(call.base_url)))
 
 
 class SchemasResource:
-    """`/Schemas` and `/Schemas/{id}` (RFC 7643 §7)."""
+    """`/Schemas` and `/Schemas/{id}` (RFC 7643 §7): the built-in schemas and the
+    calling tenant's own (attributes it adds to the core User schema included)."""
+
+    def __init__(self, client: IdentityClient) -> None:
+        self._client = client
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         _refuse_filter(req)
-        base = call_of(req).base_url
-        send(resp, Result(200, _list([s.document(base) for s in SCHEMAS])))
+        call = call_of(req)
+        schemas = tenant_schemas(self._client, call).schemas
+        send(resp, Result(200, _list([s.document(call.base_url) for s in schemas])))
 
     def on_get_item(self, req: falcon.Request, resp: falcon.Response, schema_id: str) -> None:
-        for s in SCHEMAS:
-            if s.id.lower() == schema_id.lower():
-                send(resp, Result(200, s.document(call_of(req).base_url)))
-                return
-        raise not_found(f"No schema {schema_id!r}; see /Schemas.")
+        call = call_of(req)
+        found = tenant_schemas(self._client, call).schema(schema_id)
+        if found is None:
+            raise not_found(f"No schema {schema_id!r}; see /Schemas.")
+        send(resp, Result(200, found.document(call.base_url)))

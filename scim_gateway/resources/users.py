@@ -9,11 +9,12 @@ from identity_client import IdentityClient, IdentityError, VersionMismatch
 
 from ..errors import ScimError, core_errors, from_identity_error
 from ..http import Call, Result, matches_version, version_of
-from ..mapping import etag, normalize, user_to_proto, user_to_scim
-from ..patch import apply_patch, parse_operations
+from ..mapping import etag, mentions_custom, normalize, user_doc, user_to_proto, user_to_scim
+from ..patch import apply_patch, ops_mention_custom, parse_operations
 from ..projection import Projection
-from ..schemas import USER_TYPE
+from ..schemas import USER_TYPE, ResourceType
 from ..settings import Settings
+from ..tenant import tenant_schemas
 from .common import Page, SearchQuery
 
 # Optimistic PATCH retries when another writer changes the user in between
@@ -38,6 +39,11 @@ class UserService:
         self._settings = settings
 
     # -- helpers -------------------------------------------------------------------------------
+
+    def _rtype(self, call: Call, custom: bool) -> ResourceType:
+        """The User type with the tenant's own attributes when the request names any
+        attribute outside the built-in schemas (else no policy is fetched)."""
+        return tenant_schemas(self._client, call).user if custom else USER_TYPE
 
     def _result(
         self, status: int, user: users_pb2.User, call: Call, projection: Projection
@@ -66,7 +72,7 @@ class UserService:
 
     def create(self, call: Call, body: dict[str, Any], projection: Projection) -> Result:
         # RFC 7644 §3.3
-        user = user_to_proto(normalize(body, USER_TYPE))
+        user = user_to_proto(normalize(body, self._rtype(call, mentions_custom(body))))
         with core_errors():
             created = self._client.create_user(call.tenant_id, user, ctx=call.ctx)
         return self._result(201, created, call, projection)
@@ -91,7 +97,7 @@ class UserService:
         if_match: set[str] | None,
     ) -> Result:
         # RFC 7644 §3.5.1: replace, not merge; read-only attributes are ignored.
-        user = user_to_proto(normalize(body, USER_TYPE))
+        user = user_to_proto(normalize(body, self._rtype(call, mentions_custom(body))))
         user.meta.id = rid
         expected = self._expected(call, rid, if_match)
         with core_errors():
@@ -110,13 +116,14 @@ class UserService:
     ) -> Result:
         # RFC 7644 §3.5.2: all operations apply, or none does.
         ops = parse_operations(body)
+        rtype = self._rtype(call, ops_mention_custom(ops))
         for _ in range(PATCH_ATTEMPTS):
             with core_errors():
                 user = self._client.get_user(call.tenant_id, rid, ctx=call.ctx)
             if if_match is not None and not matches_version(if_match, user.meta.version):
                 raise precondition_failed()
-            before = normalize(user_to_scim(user, call.base_url), USER_TYPE)
-            after = apply_patch(USER_TYPE, before, ops)
+            before = user_doc(user, rtype, call.base_url)
+            after = apply_patch(rtype, before, ops)
             new = user_to_proto(after)
             if new == user_to_proto(before):
                 return self._result(200, user, call, projection)

@@ -1,0 +1,29 @@
+"""The tenant's own schemas, read from its policy when a request needs them.
+
+The policy is never cached across requests (a policy change takes effect on the
+next request) and is fetched at most once per request (a /Bulk request shares it
+between its operations); requests that only use the built-in schemas never
+fetch it.
+"""
+
+from __future__ import annotations
+
+from identity_client import IdentityClient
+
+from .errors import core_errors
+from .http import Call
+from .schemas import SchemaSet, schema_set
+
+_MEMO_KEY = "schema_set"
+
+
+def tenant_schemas(client: IdentityClient, call: Call) -> SchemaSet:
+    """The built-in schemas plus the calling tenant's extension schemas."""
+    cached = call.memo.get(_MEMO_KEY)
+    if isinstance(cached, SchemaSet):
+        return cached
+    with core_errors():
+        policy = client.get_policy(call.tenant_id, ctx=call.ctx)
+    found = schema_set(policy.extension_schemas)
+    call.memo[_MEMO_KEY] = found
+    return found

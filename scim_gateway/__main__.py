@@ -7,7 +7,10 @@ channel after the fork.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -37,6 +40,15 @@ class GatewayApplication(BaseApplication):  # type: ignore[misc]  # gunicorn is 
         self.cfg.set("errorlog", "-")
         # No control socket: several gateways may run side by side.
         self.cfg.set("control_socket_disable", True)
+        self.cfg.set("child_exit", self.child_exit)
+
+    def child_exit(self, server: Any, worker: Any) -> None:
+        """A dead worker's gauges leave the multiprocess metrics."""
+        # Imported late: prometheus_client picks its storage when first imported,
+        # which must happen after PROMETHEUS_MULTIPROC_DIR is set (see main()).
+        from prometheus_client import multiprocess  # noqa: PLC0415
+
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
 
     def load(self) -> Any:
         # Called in each worker after fork: the app (and its channel) is built there.
@@ -51,7 +63,14 @@ def main() -> int:
     except SettingsError as exc:
         print(f"scim-gateway: {exc}", file=sys.stderr)
         return 2
-    GatewayApplication(settings).run()
+    # Workers share metrics through files (prometheus_client multiprocess mode); set
+    # before the workers fork, emptied at each start.
+    metrics_dir = Path(tempfile.mkdtemp(prefix="scim-gateway-metrics-"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    try:
+        GatewayApplication(settings).run()
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 

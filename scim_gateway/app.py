@@ -21,6 +21,7 @@ from identity_client.errors import NotFound
 
 from .errors import ScimError, from_identity_error
 from .http import REQUEST_ID_HEADER, SCIM_MEDIA_TYPE, Call, request_id
+from .observability import Metrics, MetricsResource, configure_logging, log_request
 from .resources.bulk import BulkResource
 from .resources.common import (
     Collection,
@@ -73,10 +74,13 @@ class RequestContextMiddleware:
     """Request id, tenant from the path, bearer authentication, and the
     operations history (one record per SCIM operation)."""
 
-    def __init__(self, settings: Settings, client: IdentityClient, recorder: Recorder) -> None:
+    def __init__(
+        self, settings: Settings, client: IdentityClient, recorder: Recorder, metrics: Metrics
+    ) -> None:
         self._settings = settings
         self._client = client
         self._recorder = recorder
+        self._metrics = metrics
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.started = time.perf_counter()
@@ -130,6 +134,20 @@ class RequestContextMiddleware:
     ) -> None:
         call: Call | None = getattr(req.context, "call", None)
         info: OpInfo | None = getattr(req.context, "op", None)
+        started: float | None = getattr(req.context, "started", None)
+        elapsed = time.perf_counter() - started if started is not None else 0.0
+        endpoint = _endpoint(req.path)
+        if endpoint != "other" or call is not None:
+            self._metrics.observe(req.method, endpoint, resp.status_code, elapsed)
+        if endpoint not in ("health", "metrics"):
+            log_request(
+                request_id=getattr(req.context, "request_id", ""),
+                tenant=call.tenant_id if call else "",
+                operation=f"{req.method} {endpoint}",
+                status=resp.status_code,
+                duration_ms=elapsed * 1000,
+                token_id=call.token_id if call else "",
+            )
         if call is None or info is None:
             return
         error: ScimError | None = getattr(req.context, "error", None)
@@ -139,8 +157,23 @@ class RequestContextMiddleware:
             info=info,
             status=resp.status_code,
             error=error,
-            duration_ms=(time.perf_counter() - req.context.started) * 1000,
+            duration_ms=elapsed * 1000,
         )
+
+
+def _endpoint(path: str) -> str:
+    """A bounded label for metrics and logs: the SCIM endpoint, never ids or tenants."""
+    if path in ("/healthz", "/readyz"):
+        return "health"
+    if path == "/metrics":
+        return "metrics"
+    if not path.startswith(PREFIX):
+        return "other"
+    parts = [p for p in path[len(PREFIX) :].split("/") if p]
+    for p in parts[:2]:
+        if p in ENDPOINTS:
+            return p
+    return "other"
 
 
 class ErrorHandler:
@@ -217,9 +250,10 @@ class ReadinessResource:
 def create_app(settings: Settings, client: IdentityClient) -> WsgiApp:
     """The WSGI app over one identity client."""
     recorder = Recorder(client)
+    metrics = Metrics()
     app = falcon.App(
         media_type=SCIM_MEDIA_TYPE,
-        middleware=[RequestContextMiddleware(settings, client, recorder)],
+        middleware=[RequestContextMiddleware(settings, client, recorder, metrics)],
     )
     app.req_options.strip_url_path_trailing_slash = True
     # RFC 7644 §3.1: application/json is accepted as well as application/scim+json.
@@ -245,6 +279,7 @@ def create_app(settings: Settings, client: IdentityClient) -> WsgiApp:
     app.add_route(f"{PREFIX}/Schemas/{{schema_id}}", schemas, suffix="item")
     app.add_route("/healthz", LivenessResource())
     app.add_route("/readyz", ReadinessResource(client))
+    app.add_route("/metrics", MetricsResource(metrics))
     handler = ErrorHandler()
     app.add_error_handler(Exception, handler)
     app.add_error_handler(falcon.HTTPError, handler)
@@ -253,10 +288,8 @@ def create_app(settings: Settings, client: IdentityClient) -> WsgiApp:
 
 def get_app() -> WsgiApp:
     """The gunicorn entrypoint: settings from SCIM_* environment variables."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     settings = Settings.from_env(os.environ)
+    configure_logging(settings.log_format)
     # gunicorn calls this in each worker after the fork (no --preload), so the
     # channel belongs to the worker that uses it.
     return create_app(settings, IdentityClient(settings.identity_target))

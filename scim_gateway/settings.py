@@ -25,6 +25,13 @@ def _int(environ: Mapping[str, str], name: str, default: int, minimum: int) -> i
     return value
 
 
+def _log_format(environ: Mapping[str, str]) -> str:
+    raw = environ.get("SCIM_LOG_FORMAT", "").strip().lower() or "json"
+    if raw not in ("json", "text"):
+        raise SettingsError(f"SCIM_LOG_FORMAT must be json or text, got {raw!r}")
+    return raw
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     #: host:port of the identity service.
@@ -43,6 +50,8 @@ class Settings:
     #: Base URL used in meta.location, e.g. "https://scim.example.com"; None
     #: derives it from each request.
     public_url: str | None = None
+    #: "json" (one object per line) or "text".
+    log_format: str = "json"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -53,6 +62,7 @@ class Settings:
             raise SettingsError("SCIM_DEFAULT_PAGE_SIZE must not exceed SCIM_MAX_PAGE_SIZE")
         return cls(
             identity_target=environ.get("SCIM_IDENTITY_TARGET", "").strip() or "127.0.0.1:50051",
+            log_format=_log_format(environ),
             listen=environ.get("SCIM_LISTEN", "").strip() or "127.0.0.1:8080",
             workers=_int(environ, "SCIM_WORKERS", 2, 1),
             max_payload_bytes=_int(environ, "SCIM_MAX_PAYLOAD_BYTES", _MIB, 1024),

@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
+from identity_client import IdentityClient
+
 from ..support import ROOT, VENV_BIN, Proc, free_port, throwaway_pg_database
 
 pytestmark = pytest.mark.e2e
@@ -168,6 +170,9 @@ def test_compose_stack_runs_as_written(tmp_path: Path) -> None:
             )
             with urllib.request.urlopen(req, timeout=10) as resp:
                 assert resp.status == 201
+                request_id = resp.headers["X-Request-Id"]
+                user_id = json.loads(resp.read())["id"]
+            assert request_id
             # The subscriber prints an audit line for the change.
             deadline = time.monotonic() + 20
             while "compose@example.com" not in stack.procs["subscriber"].output():
@@ -179,6 +184,28 @@ def test_compose_stack_runs_as_written(tmp_path: Path) -> None:
             for line in stack.procs["identity"].output().splitlines():
                 if line.startswith("{"):
                     json.loads(line)  # IDENTITY_LOG_FORMAT=json: every line is an object
+            # One request id, everywhere: response header, both services' logs, the
+            # operations history and the change event.
+            for name in ("gateway", "identity"):
+                lines = [
+                    json.loads(line)
+                    for line in stack.procs[name].output().splitlines()
+                    if line.startswith("{")
+                ]
+                assert any(entry.get("request_id") == request_id for entry in lines), name
+            with IdentityClient(target) as client:
+                tenant_id = client.get_tenant("demo").id
+                ops = client.list_operations(tenant_id).operations
+                assert any(o.request_id == request_id and o.resource_id == user_id for o in ops)
+                watch = client.watch(tenant_id, since=0)
+                created = next(e for e in watch if e.resource_id == user_id)
+                watch.close()
+                assert created.request_id == request_id
+            gateway_metrics = urllib.request.urlopen(f"http://{gateway}/metrics", timeout=5).read()
+            assert (
+                b'scim_requests_total{endpoint="Users",method="POST",status="201"}'
+                in gateway_metrics
+            )
             assert secret not in "".join(p.output() for p in stack.procs.values())
         finally:
             stack.stop()

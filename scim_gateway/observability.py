@@ -1,0 +1,118 @@
+"""Gateway logs and metrics.
+
+Logs: one JSON object per line (SCIM_LOG_FORMAT=json, the default; `text` for a
+terminal). Every SCIM request gets an access line with its request id, tenant,
+operation, status and duration. Bearer tokens never reach a log line.
+
+Metrics: Prometheus at GET /metrics. gunicorn runs several worker processes, so
+counters are kept in prometheus_client's multiprocess files (the directory named by
+PROMETHEUS_MULTIPROC_DIR, which `scim-gateway` creates) and /metrics, answered by
+any worker, adds them up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+import falcon
+import orjson
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+access = logging.getLogger("scim_gateway.access")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        out.update((k, v) for k, v in record.__dict__.items() if k not in _STANDARD)
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(out, default=str).decode()
+
+
+def configure_logging(fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        # Multiprocess mode writes to files; a private registry keeps test apps apart.
+        self._multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "scim_requests",
+            "SCIM requests answered, by method, endpoint and HTTP status",
+            ["method", "endpoint", "status"],
+            registry=None if self._multiprocess else self.registry,
+        )
+        self.latency = Histogram(
+            "scim_request_duration_seconds",
+            "Time to answer a SCIM request, by method and endpoint",
+            ["method", "endpoint"],
+            buckets=(0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=None if self._multiprocess else self.registry,
+        )
+
+    def observe(self, method: str, endpoint: str, status: int, seconds: float) -> None:
+        self.requests.labels(method, endpoint, str(status)).inc()
+        self.latency.labels(method, endpoint).observe(seconds)
+
+    def exposition(self) -> bytes:
+        if self._multiprocess:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+
+
+class MetricsResource:
+    """GET /metrics (Prometheus text format)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.content_type = CONTENT_TYPE_LATEST
+        resp.data = self._metrics.exposition()
+
+
+def log_request(
+    *, request_id: str, tenant: str, operation: str, status: int, duration_ms: float, token_id: str
+) -> None:
+    access.info(
+        "%s %d",
+        operation,
+        status,
+        extra={
+            "request_id": request_id,
+            "tenant": tenant,
+            "operation": operation,
+            "status": status,
+            "duration_ms": round(duration_ms, 3),
+            "token_id": token_id,
+        },
+    )

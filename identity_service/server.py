@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -39,6 +40,7 @@ from identity.v1 import (
 )
 
 from . import migrate
+from .auth import AuthInterceptor, load_credentials
 from .compaction import Compactor
 from .db import Database
 from .interceptors import ErrorInterceptor
@@ -78,8 +80,13 @@ class IdentityService:
         self.metrics.pool_size.set_function(pool.size)
         self.metrics_port = 0
         self.health = health.aio.HealthServicer()
+        interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor(self.metrics)]
+        if settings.credentials_file:
+            # First, so a refused call reaches neither the error handling nor a servicer.
+            creds = load_credentials(settings.credentials_file)
+            interceptors.insert(0, AuthInterceptor(creds, self.db))
         self.server = grpc.aio.server(
-            interceptors=[ErrorInterceptor(self.metrics)],
+            interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", 16 * 1024 * 1024),
                 ("grpc.so_reuseport", 0),
@@ -88,6 +95,8 @@ class IdentityService:
         self.changes = ChangeServicer(self.db, settings)
         self.streams = StreamHub(self.db, settings)
         self.changes.streams = self.streams
+        self.metrics.active_streams.set_function(self.streams.active_streams)
+        self.metrics.subscriber_lag.set_function(self.streams.lag)
         self.compactor = Compactor(self.db, settings)
         tenants_pb2_grpc.add_TenantServiceServicer_to_server(
             TenantServicer(self.db, settings), self.server
@@ -126,7 +135,11 @@ class IdentityService:
         await self._set_health(False)
         if self.settings.metrics_listen:
             self.metrics_port = self.metrics.serve(self.settings.metrics_listen)
-        self.port = self.server.add_insecure_port(self.settings.listen)
+        creds = server_credentials(self.settings)
+        if creds is None:
+            self.port = self.server.add_insecure_port(self.settings.listen)
+        else:
+            self.port = self.server.add_secure_port(self.settings.listen, creds)
         if self.port == 0:
             raise SystemExit(f"cannot bind {self.settings.listen}")
         await self._probe()
@@ -134,7 +147,13 @@ class IdentityService:
         self.compactor.start()
         await self.server.start()
         self._health_task = asyncio.create_task(self._health_loop(), name="health")
-        log.info("identity service listening on port %d (%s)", self.port, self.db.dialect)
+        log.info(
+            "identity service listening on port %d (%s, %s%s)",
+            self.port,
+            self.db.dialect,
+            "mTLS" if self.settings.tls_client_ca_file else "TLS" if creds else "plaintext",
+            ", service credentials required" if self.settings.credentials_file else "",
+        )
         return self.port
 
     def _check(self) -> None:
@@ -190,6 +209,24 @@ class IdentityService:
 
     async def wait(self) -> None:
         await self.server.wait_for_termination()
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS when a certificate and key are configured; client certificates are
+    required (mTLS) when a client CA is configured too. None: plaintext."""
+    if not settings.tls_cert_file:
+        return None
+    try:
+        key = Path(settings.tls_key_file).read_bytes()
+        cert = Path(settings.tls_cert_file).read_bytes()
+        client_ca = (
+            Path(settings.tls_client_ca_file).read_bytes() if settings.tls_client_ca_file else None
+        )
+    except OSError as exc:
+        raise SystemExit(f"cannot read a TLS file: {exc}") from None
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
 
 
 def create_server(settings: Settings, db: Database | None = None) -> IdentityService:

@@ -329,6 +329,18 @@ class StreamHub:
 
     # lifecycle
 
+    def active_streams(self) -> int:
+        return len(self._watchers)
+
+    def lag(self) -> int:
+        """Largest number of revisions a live subscriber is behind its tenant's feed
+        (subscribers still replaying are not counted: they are reading the log)."""
+        worst = 0
+        for feed in list(self._feeds.values()):
+            for w in list(feed.watchers):
+                worst = max(worst, feed.head - w.cursor)
+        return worst
+
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         # Stream reads get their own threads so replays never queue ahead of writes.

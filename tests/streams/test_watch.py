@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -384,3 +385,25 @@ def test_async_client_lists_then_watches(identity_target: str, client: IdentityC
             return seen
 
     assert asyncio.run(main()) == [5]
+
+
+def test_stream_metrics_count_open_streams_and_lag(
+    identity_service: object, client: IdentityClient, tenant: Tenant
+) -> None:
+    """identity_watch_streams_active and identity_watch_lag_revisions follow the streams."""
+    svc = identity_service.service  # type: ignore[attr-defined]
+    registry = svc.metrics.registry
+    before = registry.get_sample_value("identity_watch_streams_active")
+    w = client.watch(tenant.id, since=0, heartbeat_seconds=1)
+    first = next(w)  # the stream is open once an event arrives
+    assert first.revision == 1
+    deadline = time.monotonic() + 10
+    while registry.get_sample_value("identity_watch_streams_active") < before + 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert registry.get_sample_value("identity_watch_lag_revisions") >= 0
+    w.close()
+    deadline = time.monotonic() + 10
+    while registry.get_sample_value("identity_watch_streams_active") > before:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)

@@ -89,7 +89,10 @@ def page_of(
     if page.start_index and page.use_cursor:
         raise InvalidCursor("use either start_index or a cursor, not both", field="cursor")
 
-    total = session.execute(select(func.count()).select_from(model).where(cond)).scalar_one()
+    def exact_total() -> int:
+        stmt = select(func.count()).select_from(model).where(cond)
+        return int(session.execute(stmt).scalar_one())
+
     key: ColumnElement[Any] | None = None
     desc = False
     if sort is not None and sort.path.attribute:
@@ -106,9 +109,13 @@ def page_of(
     if not page.use_cursor:
         start = max(page.start_index, 1)
         if count == 0:
-            return PageResult([], total, start, "")
+            return PageResult([], exact_total(), start, "")
         rows = list(session.execute(stmt.offset(start - 1).limit(count)))
-        return PageResult(rows, total, start, "")
+        # A short, non-empty page ends the list, so it gives the total without a COUNT:
+        # the common IdP lookup (`userName eq ...`) is then a single index read.
+        if 0 < len(rows) < count or (not rows and start == 1):
+            return PageResult(rows, start - 1 + len(rows), start, "")
+        return PageResult(rows, exact_total(), start, "")
 
     qh = _query_hash(tenant_pk, f or common_pb2.Filter(), sort)
     if page.cursor:
@@ -120,10 +127,11 @@ def page_of(
             key_cmp = key < last_key if desc else key > last_key
             stmt = stmt.where(or_(key_cmp, and_(key == last_key, pk_cmp)))
     if count == 0:
-        return PageResult([], total, 1, page.cursor)
+        return PageResult([], exact_total(), 1, page.cursor)
     rows = list(session.execute(stmt.limit(count + 1)))
     more = len(rows) > count
     rows = rows[:count]
+    total = len(rows) if not page.cursor and not more else exact_total()
     nxt = ""
     if more:
         last = rows[-1]

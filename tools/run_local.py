@@ -78,6 +78,10 @@ def main() -> int:
     env.setdefault("IDENTITY_LOG_FORMAT", "text")  # a person is reading this terminal
     tenant = env.get("DEMO_TENANT", "demo")
     procs: list[subprocess.Popen[bytes]] = []
+    # Handlers first: a signal at any point below still stops the children.
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
         core = subprocess.Popen([str(BIN / "identity-service")], env=env, cwd=ROOT)
         procs.append(core)
@@ -97,9 +101,6 @@ def main() -> int:
             "  Ctrl-C stops both services.\n",
             flush=True,
         )
-        stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        signal.signal(signal.SIGINT, lambda *_: stop.set())
         # Supervise: stop on a signal, or as soon as either service dies.
         while not stop.wait(0.5):
             dead = [p for p in procs if p.poll() is not None]

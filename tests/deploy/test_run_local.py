@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -58,6 +59,7 @@ def test_run_prints_a_working_base_url_and_token(tmp_path: Path) -> None:
         finally:
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(30) == 0, log.read_text()
+    assert_closed(env)
     # A second run reuses the tenant and still prints a working token.
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "tools" / "run_local.py")],
@@ -73,4 +75,19 @@ def test_run_prints_a_working_base_url_and_token(tmp_path: Path) -> None:
                 break
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+        assert proc.wait(30) == 0
+    assert_closed(env)
+
+
+def assert_closed(env: dict[str, str]) -> None:
+    """Both services are gone once the script exits (no orphaned children)."""
+    for key in ("IDENTITY_LISTEN", "SCIM_LISTEN"):
+        host, port = env[key].rsplit(":", 1)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                socket.create_connection((host, int(port)), timeout=1).close()
+            except OSError:
+                break
+            assert time.monotonic() < deadline, f"{key} still answers after make run stopped"
+            time.sleep(0.2)

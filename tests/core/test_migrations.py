@@ -7,7 +7,7 @@ import subprocess
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 
 from identity_service import migrate
 from identity_service.db import normalise_url
@@ -43,6 +43,13 @@ def test_migrate_sqlite(tmp_path: object) -> None:
 def test_migrate_postgresql() -> None:
     with throwaway_pg_database("identity_migrate") as url:
         _check(url)
+        engine = create_engine(normalise_url(url))
+        with engine.connect() as conn:
+            options = conn.execute(
+                text("SELECT reloptions FROM pg_class WHERE relname = 'tenants'")
+            ).scalar_one()
+        engine.dispose()
+        assert "fillfactor=50" in options  # revision bumps stay HOT (migration 0003)
 
 
 def test_migrate_reports_unreachable_database() -> None:

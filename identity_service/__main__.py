@@ -59,6 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     if args.command == "healthcheck":
+        if settings.tls_cert_file:
+            # It would need a client certificate and the server's name; say so plainly.
+            print(
+                "identity-service healthcheck speaks plaintext; with TLS on, probe "
+                "grpc.health.v1 with a TLS client (e.g. grpc_health_probe -tls ...)",
+                file=sys.stderr,
+            )
+            return 2
         return _healthcheck(settings.listen)
     configure_logging(settings.log_format, settings.log_level)
     if args.command == "migrate":

@@ -9,6 +9,9 @@ at most for one batch's tenant-row update, never for a whole tenant.
 
 Several replicas may compact at once; deleting already-deleted rows is a no-op
 and `compacted_through` only ever grows.
+
+The same task applies the operations history's retention
+(`history_retention_seconds`): records older than it are deleted in batches.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select, update
 
 from .db import Database
-from .models import EventRow, TenantRow, utcnow
+from .models import EventRow, OperationRow, TenantRow, utcnow
 from .settings import Settings
 
 log = logging.getLogger("identity_service.compaction")
@@ -106,18 +109,49 @@ def run_retention(
     return compact(db, older_than=cutoff)
 
 
+def run_history_retention(
+    db: Database, retention_seconds: int, now: datetime | None = None, batch: int = BATCH
+) -> int:
+    """Deletes operations-history records older than `retention_seconds` (0: none),
+    `batch` rows per transaction. Returns how many."""
+    if retention_seconds <= 0:
+        return 0
+    cutoff = (now or utcnow()) - timedelta(seconds=retention_seconds)
+    with db.read() as s:
+        tenant_pks = [int(pk) for pk in s.execute(select(TenantRow.pk)).scalars()]
+    total = 0
+    for tenant_pk in tenant_pks:  # per tenant, so each query uses (tenant_pk, time)
+        while True:
+            with db.write() as s:
+                pks = list(
+                    s.execute(
+                        select(OperationRow.pk)
+                        .where(OperationRow.tenant_pk == tenant_pk, OperationRow.time < cutoff)
+                        .limit(batch)
+                    ).scalars()
+                )
+                if pks:
+                    s.execute(delete(OperationRow).where(OperationRow.pk.in_(pks)))
+            total += len(pks)
+            if len(pks) < batch:
+                break
+    return total
+
+
 class Compactor:
-    """Runs `run_retention` every `compaction_interval_seconds` on the server's loop."""
+    """Runs `run_retention` and `run_history_retention` every
+    `compaction_interval_seconds` on the server's loop."""
 
     def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
         self.retention = settings.event_retention_seconds
+        self.history_retention = settings.history_retention_seconds
         self.interval = max(settings.compaction_interval_seconds, 1)
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        if self.retention > 0 and self._task is None:
+        if (self.retention > 0 or self.history_retention > 0) and self._task is None:
             self._task = asyncio.create_task(self._loop(), name="compaction")
 
     async def stop(self) -> None:
@@ -136,6 +170,9 @@ class Compactor:
                     log.info(
                         "compacted %d events of %d tenants", sum(removed.values()), len(removed)
                     )
+                ops = await self.db.run(run_history_retention, self.db, self.history_retention)
+                if ops:
+                    log.info("deleted %d operations-history records past retention", ops)
             except Exception as exc:  # retried at the next interval
                 log.warning("compaction failed: %s", type(exc).__name__)
             with contextlib.suppress(TimeoutError):

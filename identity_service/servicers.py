@@ -25,7 +25,7 @@ from identity.v1 import (
     users_pb2_grpc,
 )
 
-from . import groups, history, policy, roles, tenants, users
+from . import connector, groups, history, policy, roles, tenants, users
 from .context import RequestContext
 from .db import Database
 from .errors import Unavailable
@@ -108,6 +108,18 @@ class TenantServicer(_Base, tenants_pb2_grpc.TenantServiceServicer):
     ) -> tenants_pb2.Token:
         ctx = ctx_of(context)
         return await self.write(lambda s: tenants.revoke_token(s, request, ctx))
+
+    async def RotateToken(
+        self, request: tenants_pb2.RotateTokenRequest, context: Any
+    ) -> tenants_pb2.RotateTokenResponse:
+        ctx = ctx_of(context)
+        return await self.write(lambda s: tenants.rotate_token(s, request, ctx))
+
+    async def ResetConnector(
+        self, request: tenants_pb2.ResetConnectorRequest, context: Any
+    ) -> tenants_pb2.ResetConnectorResponse:
+        ctx = ctx_of(context)
+        return await self.write(lambda s: connector.reset(s, request, ctx))
 
     async def AuthenticateToken(
         self, request: tenants_pb2.AuthenticateTokenRequest, context: Any

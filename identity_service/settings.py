@@ -62,6 +62,8 @@ class Settings:
     shutdown_grace: float = 10.0
     #: Events older than this many seconds are compacted away; 0 keeps them forever.
     event_retention_seconds: int = 7 * 24 * 3600
+    #: Operations-history records older than this many seconds are deleted; 0 keeps them.
+    history_retention_seconds: int = 90 * 24 * 3600
     #: Seconds between compaction runs.
     compaction_interval_seconds: int = 300
     #: Seconds between heartbeats on an idle Watch stream (a request may ask for another).
@@ -79,6 +81,14 @@ class Settings:
     log_level: str = "INFO"
     #: host:port of the Prometheus /metrics endpoint; empty: not served.
     metrics_listen: str = ""
+    #: PEM certificate chain and private key: serve TLS when both are set.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    #: PEM CA bundle: require client certificates signed by it (mTLS). Needs TLS.
+    tls_client_ca_file: str = ""
+    #: JSON list of service credentials; when set every call (but health and
+    #: reflection) must present one as `authorization: Bearer <secret>`.
+    credentials_file: str = ""
     #: Extra fields for subsystems that read their own keys.
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -86,6 +96,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         d = cls()
+        cert, key, client_ca, creds = _security(env)
         return cls(
             database_url=env.get("IDENTITY_DATABASE_URL", "").strip() or d.database_url,
             listen=env.get("IDENTITY_LISTEN", "").strip() or d.listen,
@@ -103,6 +114,9 @@ class Settings:
             event_retention_seconds=_int(
                 env, "IDENTITY_EVENT_RETENTION_SECONDS", d.event_retention_seconds
             ),
+            history_retention_seconds=_int(
+                env, "IDENTITY_HISTORY_RETENTION_SECONDS", d.history_retention_seconds
+            ),
             compaction_interval_seconds=_int(
                 env, "IDENTITY_COMPACTION_INTERVAL_SECONDS", d.compaction_interval_seconds
             ),
@@ -115,5 +129,22 @@ class Settings:
             watch_queue_events=_int(env, "IDENTITY_WATCH_QUEUE_EVENTS", d.watch_queue_events),
             watch_page_size=_int(env, "IDENTITY_WATCH_PAGE_SIZE", d.watch_page_size),
             watch_db_threads=_int(env, "IDENTITY_WATCH_DB_THREADS", d.watch_db_threads),
+            tls_cert_file=cert,
+            tls_key_file=key,
+            tls_client_ca_file=client_ca,
+            credentials_file=creds,
             extra={k: v for k, v in env.items() if k.startswith("IDENTITY_")},
         )
+
+
+def _security(env: Mapping[str, str]) -> tuple[str, str, str, str]:
+    """TLS files and the credentials file, checked for settings that cannot work."""
+    cert = env.get("IDENTITY_TLS_CERT_FILE", "").strip()
+    key = env.get("IDENTITY_TLS_KEY_FILE", "").strip()
+    client_ca = env.get("IDENTITY_TLS_CLIENT_CA_FILE", "").strip()
+    creds = env.get("IDENTITY_CREDENTIALS_FILE", "").strip()
+    if bool(cert) != bool(key):
+        raise SystemExit("IDENTITY_TLS_CERT_FILE and IDENTITY_TLS_KEY_FILE must be set together")
+    if client_ca and not cert:
+        raise SystemExit("IDENTITY_TLS_CLIENT_CA_FILE needs IDENTITY_TLS_CERT_FILE and _KEY_FILE")
+    return cert, key, client_ca, creds

@@ -181,6 +181,52 @@ def _live(now: datetime) -> object:
     return (TokenRow.revoked.is_(None)) & or_(TokenRow.expires.is_(None), TokenRow.expires > now)
 
 
+def _live_count(session: Session, tenant: TenantRow, now: datetime) -> int:
+    return int(
+        session.execute(
+            select(func.count())
+            .select_from(TokenRow)
+            .where(TokenRow.tenant_pk == tenant.pk, _live(now))  # type: ignore[arg-type]
+        ).scalar_one()
+    )
+
+
+def _new_token(
+    session: Session,
+    tenant: TenantRow,
+    *,
+    description: str,
+    scope: int,
+    expires: datetime | None,
+    now: datetime,
+) -> tuple[TokenRow, str]:
+    """Inserts a token row; the caller holds the tenant row lock and checked the limit."""
+    if expires is not None and expires <= now:
+        raise InvalidValue("expires must be in the future", field="expires")
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = TokenRow(
+        id=new_id(),
+        tenant_pk=tenant.pk,
+        secret_hash=_hash(secret),
+        prefix=secret[: len(TOKEN_PREFIX) + 6],
+        description=description.strip()[:256],
+        scope=scope or tenants_pb2.TOKEN_SCOPE_FULL,
+        created=now,
+        expires=expires,
+    )
+    session.add(row)
+    session.flush()
+    return row, secret
+
+
+def _limit_reached(tenant: TenantRow) -> LimitReached:
+    return LimitReached(
+        f"tenant {tenant.name!r} already has {MAX_LIVE_TOKENS} live tokens: "
+        "revoke one (or rotate) before issuing another",
+        field="tokens",
+    )
+
+
 def issue_token(
     session: Session, req: tenants_pb2.IssueTokenRequest, ctx: RequestContext
 ) -> tenants_pb2.IssueTokenResponse:
@@ -188,32 +234,11 @@ def issue_token(
     tenant = resolve(session, req.tenant, lock=True)
     now = utcnow()
     expires = req.expires.ToDatetime(tzinfo=UTC) if req.HasField("expires") else None
-    if expires is not None and expires <= now:
-        raise InvalidValue("expires must be in the future", field="expires")
-    live = session.execute(
-        select(func.count())
-        .select_from(TokenRow)
-        .where(TokenRow.tenant_pk == tenant.pk, _live(now))  # type: ignore[arg-type]
-    ).scalar_one()
-    if live >= MAX_LIVE_TOKENS:
-        raise LimitReached(
-            f"tenant {tenant.name!r} already has {MAX_LIVE_TOKENS} live tokens: "
-            "revoke one (or rotate) before issuing another",
-            field="tokens",
-        )
-    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    row = TokenRow(
-        id=new_id(),
-        tenant_pk=tenant.pk,
-        secret_hash=_hash(secret),
-        prefix=secret[: len(TOKEN_PREFIX) + 6],
-        description=req.description.strip()[:256],
-        scope=req.scope or tenants_pb2.TOKEN_SCOPE_FULL,
-        created=now,
-        expires=expires,
+    if _live_count(session, tenant, now) >= MAX_LIVE_TOKENS:
+        raise _limit_reached(tenant)
+    row, secret = _new_token(
+        session, tenant, description=req.description, scope=req.scope, expires=expires, now=now
     )
-    session.add(row)
-    session.flush()
     token = token_proto(row, tenant.id)
     events.emit(
         session,
@@ -222,6 +247,43 @@ def issue_token(
         [events.event(E.EVENT_TYPE_TOKEN_ISSUED, "Token", row.id, token=token)],
     )
     return tenants_pb2.IssueTokenResponse(token=token, secret=secret)
+
+
+def rotate_token(
+    session: Session, req: tenants_pb2.RotateTokenRequest, ctx: RequestContext
+) -> tenants_pb2.RotateTokenResponse:
+    """Revokes the old token and issues the new one in one transaction: at the
+    two-token limit too, and with no moment where neither or both fail."""
+    tenant = resolve(session, req.tenant, lock=True)
+    now = utcnow()
+    expires = req.expires.ToDatetime(tzinfo=UTC) if req.HasField("expires") else None
+    evs: list[changes_pb2.ChangeEvent] = []
+    old: TokenRow | None = None
+    description, scope = req.description, int(req.scope)
+    if req.revoke_token_id:
+        old = _token_row(session, tenant, req.revoke_token_id)
+        description = description or old.description
+        scope = scope or old.scope
+        if old.revoked is None:
+            old.revoked = now
+            session.flush()
+            evs.append(
+                events.event(
+                    E.EVENT_TYPE_TOKEN_REVOKED, "Token", old.id, token=token_proto(old, tenant.id)
+                )
+            )
+    if _live_count(session, tenant, now) >= MAX_LIVE_TOKENS:
+        raise _limit_reached(tenant)
+    row, secret = _new_token(
+        session, tenant, description=description, scope=scope, expires=expires, now=now
+    )
+    token = token_proto(row, tenant.id)
+    evs.append(events.event(E.EVENT_TYPE_TOKEN_ISSUED, "Token", row.id, token=token))
+    events.emit(session, tenant, ctx, evs)
+    out = tenants_pb2.RotateTokenResponse(token=token, secret=secret)
+    if old is not None:
+        out.revoked.CopyFrom(token_proto(old, tenant.id))
+    return out
 
 
 def list_tokens(
@@ -235,17 +297,22 @@ def list_tokens(
     return tenants_pb2.ListTokensResponse(tokens=[token_proto(r, tenant.id) for r in rows])
 
 
+def _token_row(session: Session, tenant: TenantRow, token_id: str) -> TokenRow:
+    row = session.execute(
+        select(TokenRow).where(
+            TokenRow.tenant_pk == tenant.pk, TokenRow.id == check_id(token_id, "token")
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"tenant {tenant.name!r} has no token {token_id!r}", field="token_id")
+    return row
+
+
 def revoke_token(
     session: Session, req: tenants_pb2.RevokeTokenRequest, ctx: RequestContext
 ) -> tenants_pb2.Token:
     tenant = resolve(session, req.tenant, lock=True)
-    row = session.execute(
-        select(TokenRow).where(
-            TokenRow.tenant_pk == tenant.pk, TokenRow.id == check_id(req.token_id, "token")
-        )
-    ).scalar_one_or_none()
-    if row is None:
-        raise NotFound(f"tenant {tenant.name!r} has no token {req.token_id!r}", field="token_id")
+    row = _token_row(session, tenant, req.token_id)
     if row.revoked is None:
         row.revoked = utcnow()
         session.flush()

@@ -7,6 +7,7 @@ gunicorn 'scim_gateway.app:get_app()'      # no --preload: the gRPC channel
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from typing import Any
@@ -19,6 +20,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from identity_client import IdentityClient, IdentityError
 from identity_client.errors import NotFound
 
+from .access import (
+    RateLimiter,
+    ScopedService,
+    check_request,
+    remember_scope,
+    scope_of,
+    too_many_requests,
+)
 from .errors import ScimError, from_identity_error
 from .http import REQUEST_ID_HEADER, SCIM_MEDIA_TYPE, Call, request_id
 from .observability import Metrics, MetricsResource, configure_logging, log_request
@@ -81,6 +90,10 @@ class RequestContextMiddleware:
         self._client = client
         self._recorder = recorder
         self._metrics = metrics
+        rate = settings.rate_limit_per_second
+        self._limiter = (
+            RateLimiter(rate, settings.rate_limit_burst or math.ceil(rate)) if rate > 0 else None
+        )
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.started = time.perf_counter()
@@ -102,7 +115,13 @@ class RequestContextMiddleware:
             tenant = first
             base += f"/{tenant}"
             req.path = f"{PREFIX}/{tail}" if tail else PREFIX
-        req.context.call = self._authenticate(req, tenant, base)
+        call = self._authenticate(req, tenant, base)
+        req.context.call = call
+        if self._limiter is not None:
+            wait = self._limiter.acquire(call.tenant_id)
+            if wait > 0:
+                raise too_many_requests(wait)
+        check_request(scope_of(call), req.method, req.path[len(PREFIX) :])
 
     def _authenticate(self, req: falcon.Request, tenant: str | None, base: str) -> Call:
         header = req.get_header("Authorization") or ""
@@ -122,12 +141,14 @@ class RequestContextMiddleware:
             if scim.status == 400:
                 raise _unauthorized() from None
             raise scim from None
-        return Call(
+        call = Call(
             tenant_id=auth.tenant.id,
             token_id=auth.token.id,
             request_id=req.context.request_id,
             base_url=base,
         )
+        remember_scope(call, auth.token.scope)
+        return call
 
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
@@ -258,8 +279,9 @@ def create_app(settings: Settings, client: IdentityClient) -> WsgiApp:
     app.req_options.strip_url_path_trailing_slash = True
     # RFC 7644 §3.1: application/json is accepted as well as application/scim+json.
     app.req_options.default_media_type = SCIM_MEDIA_TYPE
-    users = UserService(client, settings)
-    groups = GroupService(client, settings)
+    # Token scopes are checked around the services, so /Bulk and /.search are covered too.
+    users = ScopedService(UserService(client, settings))
+    groups = ScopedService(GroupService(client, settings))
     for name, service in (("Users", users), ("Groups", groups)):
         app.add_route(f"{PREFIX}/{name}", Collection(service, settings))
         app.add_route(f"{PREFIX}/{name}/.search", Search(service, settings))
@@ -292,4 +314,11 @@ def get_app() -> WsgiApp:
     configure_logging(settings.log_format)
     # gunicorn calls this in each worker after the fork (no --preload), so the
     # channel belongs to the worker that uses it.
-    return create_app(settings, IdentityClient(settings.identity_target))
+    client = IdentityClient(
+        settings.identity_target,
+        token=settings.identity_token or None,
+        tls_ca_file=settings.identity_tls_ca_file or None,
+        tls_cert_file=settings.identity_tls_cert_file or None,
+        tls_key_file=settings.identity_tls_key_file or None,
+    )
+    return create_app(settings, client)

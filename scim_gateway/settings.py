@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 _MIB = 1024 * 1024
 
@@ -22,6 +22,19 @@ def _int(environ: Mapping[str, str], name: str, default: int, minimum: int) -> i
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
     if value < minimum:
         raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(environ: Mapping[str, str], name: str) -> float:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return 0.0
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise SettingsError(f"{name} must be a finite number >= 0, got {raw!r}")
     return value
 
 
@@ -52,6 +65,17 @@ class Settings:
     public_url: str | None = None
     #: "json" (one object per line) or "text".
     log_format: str = "json"
+    #: The gateway's service credential for a core that requires one (never shown in repr).
+    identity_token: str = field(default="", repr=False)
+    #: PEM files for TLS to the core: the CA that signed its certificate, and the
+    #: gateway's client certificate and key (mTLS). Empty CA and cert: plaintext.
+    identity_tls_ca_file: str = ""
+    identity_tls_cert_file: str = ""
+    identity_tls_key_file: str = ""
+    #: Requests per second per tenant, per worker (token bucket); 0: no limit.
+    rate_limit_per_second: float = 0.0
+    #: Requests a tenant may make at once; 0: the rate rounded up (at least 1).
+    rate_limit_burst: int = 0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -60,7 +84,19 @@ class Settings:
         default_page = _int(environ, "SCIM_DEFAULT_PAGE_SIZE", 100, 1)
         if default_page > max_page:
             raise SettingsError("SCIM_DEFAULT_PAGE_SIZE must not exceed SCIM_MAX_PAGE_SIZE")
+        cert = environ.get("SCIM_IDENTITY_TLS_CERT_FILE", "").strip()
+        key = environ.get("SCIM_IDENTITY_TLS_KEY_FILE", "").strip()
+        if bool(cert) != bool(key):
+            raise SettingsError(
+                "SCIM_IDENTITY_TLS_CERT_FILE and SCIM_IDENTITY_TLS_KEY_FILE must be set together"
+            )
         return cls(
+            identity_token=environ.get("SCIM_IDENTITY_TOKEN", "").strip(),
+            identity_tls_ca_file=environ.get("SCIM_IDENTITY_TLS_CA_FILE", "").strip(),
+            identity_tls_cert_file=cert,
+            identity_tls_key_file=key,
+            rate_limit_per_second=_float(environ, "SCIM_RATE_LIMIT_PER_SECOND"),
+            rate_limit_burst=_int(environ, "SCIM_RATE_LIMIT_BURST", 0, 0),
             identity_target=environ.get("SCIM_IDENTITY_TARGET", "").strip() or "127.0.0.1:50051",
             log_format=_log_format(environ),
             listen=environ.get("SCIM_LISTEN", "").strip() or "127.0.0.1:8080",

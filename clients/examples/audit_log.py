@@ -56,7 +56,16 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     options = [("grpc.max_reconnect_backoff_ms", 5000), ("grpc.initial_reconnect_backoff_ms", 200)]
-    with IdentityClient(args.target, options=options) as client:
+    # A secured core: the same variables as identityctl (IDENTITY_TOKEN, IDENTITY_TLS_*).
+    env = os.environ
+    with IdentityClient(
+        args.target,
+        options=options,
+        token=env.get("IDENTITY_TOKEN") or None,
+        tls_ca_file=env.get("IDENTITY_TLS_CA_FILE") or None,
+        tls_cert_file=env.get("IDENTITY_TLS_CERT_FILE") or None,
+        tls_key_file=env.get("IDENTITY_TLS_KEY_FILE") or None,
+    ) as client:
         tenant = client.get_tenant(args.tenant)
         checkpoint = FileCheckpoint(args.checkpoint) if args.checkpoint else None
         since = args.since

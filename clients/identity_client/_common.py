@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
 
 from identity.v1 import common_pb2, groups_pb2, tenants_pb2
 
@@ -19,6 +22,35 @@ RECONNECT_OPTIONS = (
 # service callers (the gateway); see docs/architecture.md.
 REQUEST_ID_KEY = "x-request-id"
 ACTOR_KEY = "identity-actor"
+AUTHORIZATION_KEY = "authorization"
+
+
+def auth_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
+    """The service credential as call metadata (sent on every call, streams too)."""
+    return ((AUTHORIZATION_KEY, f"Bearer {token}"),) if token else ()
+
+
+def channel_credentials(
+    *,
+    credentials: grpc.ChannelCredentials | None = None,
+    tls_ca_file: str | None = None,
+    tls_cert_file: str | None = None,
+    tls_key_file: str | None = None,
+) -> grpc.ChannelCredentials | None:
+    """TLS channel credentials: `credentials` as given, else built from PEM files
+    (`tls_ca_file` verifies the server, else the system roots; a cert and key
+    present a client certificate for mTLS). None when nothing asks for TLS."""
+    if credentials is not None:
+        return credentials
+    if not (tls_ca_file or tls_cert_file or tls_key_file):
+        return None
+    if bool(tls_cert_file) != bool(tls_key_file):
+        raise ValueError("a client certificate needs both tls_cert_file and tls_key_file")
+    return grpc.ssl_channel_credentials(
+        root_certificates=Path(tls_ca_file).read_bytes() if tls_ca_file else None,
+        private_key=Path(tls_key_file).read_bytes() if tls_key_file else None,
+        certificate_chain=Path(tls_cert_file).read_bytes() if tls_cert_file else None,
+    )
 
 
 @dataclass(frozen=True, slots=True)

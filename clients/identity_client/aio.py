@@ -29,7 +29,14 @@ from identity.v1 import (
     users_pb2_grpc,
 )
 
-from ._common import RECONNECT_OPTIONS, CallContext, page, tenant_ref
+from ._common import (
+    RECONNECT_OPTIONS,
+    CallContext,
+    auth_metadata,
+    channel_credentials,
+    page,
+    tenant_ref,
+)
 from .checkpoint import Checkpoint
 from .errors import from_rpc_error
 from .watch import AsyncWatchIterator, Backoff, _Resume
@@ -51,7 +58,23 @@ class AsyncIdentityClient:
         credentials: grpc.ChannelCredentials | None = None,
         timeout: float = 10.0,
         options: Iterable[tuple[str, Any]] = (),
+        token: str | None = None,
+        tls_ca_file: str | None = None,
+        tls_cert_file: str | None = None,
+        tls_key_file: str | None = None,
     ) -> None:
+        """`token`: a service credential, sent as `authorization: Bearer` on every
+        call. TLS: ready `credentials`, or PEM files (`tls_ca_file` to verify the
+        server; `tls_cert_file` + `tls_key_file` for a client certificate)."""
+        credentials = channel_credentials(
+            credentials=credentials,
+            tls_ca_file=tls_ca_file,
+            tls_cert_file=tls_cert_file,
+            tls_key_file=tls_key_file,
+        )
+        self._credentials = credentials
+        self._token = token
+        self._auth = auth_metadata(token)
         opts = [
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
             *RECONNECT_OPTIONS,
@@ -85,7 +108,7 @@ class AsyncIdentityClient:
             return await method(
                 request,
                 timeout=ctx.timeout if ctx.timeout is not None else self.timeout,
-                metadata=ctx.metadata(),
+                metadata=ctx.metadata() + self._auth,
             )
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
@@ -185,4 +208,4 @@ class AsyncIdentityClient:
             backoff=backoff,
             give_up_after=give_up_after,
         )
-        return AsyncWatchIterator(self._changes, core, (ctx or _NO_CONTEXT).metadata())
+        return AsyncWatchIterator(self._changes, core, (ctx or _NO_CONTEXT).metadata() + self._auth)

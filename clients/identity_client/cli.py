@@ -3,8 +3,10 @@
     identityctl tenant create acme          # prints the tenant id
     identityctl token issue acme            # prints the secret alone on its last line
 
-The target is --target or IDENTITY_TARGET (default 127.0.0.1:50051). Errors are
-one readable line on stderr and exit status 1; never a traceback.
+The target is --target or IDENTITY_TARGET (default 127.0.0.1:50051). When the
+core is secured: IDENTITY_TOKEN (a service credential), IDENTITY_TLS_CA_FILE,
+IDENTITY_TLS_CERT_FILE and IDENTITY_TLS_KEY_FILE (or the matching flags). Errors
+are one readable line on stderr and exit status 1; never a traceback.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from identity.v1 import changes_pb2, history_pb2, policy_pb2, tenants_pb2, users
 
 from ._common import RECONNECT_OPTIONS, CallContext
 from .client import IdentityClient
-from .errors import FailedPrecondition, IdentityError, Unavailable
+from .errors import IdentityError, Unavailable
 from .watch import event_name
 
 SCOPES = {
@@ -93,6 +95,22 @@ def cmd_tenant(client: IdentityClient, args: argparse.Namespace) -> int:
     elif args.action == "update":
         t = client.update_tenant(args.tenant, display_name=args.display_name, ctx=ADMIN)
         _print_tenant(t)
+    elif args.action == "delete-connector":
+        if args.purge and not args.yes:
+            print(
+                "identityctl: --purge deletes every user and group of the tenant; "
+                "add --yes to confirm",
+                file=sys.stderr,
+            )
+            return 1
+        r = client.reset_connector(args.tenant, purge=args.purge, ctx=ADMIN)
+        _print_tenant(r.tenant)
+        kept = "deleted" if args.purge else "kept"
+        print(
+            f"connector deleted: {r.tokens_revoked} tokens revoked, policy rules, schemas and "
+            f"mappings cleared; users and groups {kept} "
+            f"({r.users_deleted} users, {r.groups_deleted} groups deleted)"
+        )
     return 0
 
 
@@ -102,33 +120,31 @@ def cmd_token(client: IdentityClient, args: argparse.Namespace) -> int:
         if args.expires_in_days:
             expires = timestamp_pb2.Timestamp()
             expires.FromDatetime(datetime.now(UTC) + timedelta(days=args.expires_in_days))
-        old = getattr(args, "revoke", None)
-
-        def issue() -> tenants_pb2.IssueTokenResponse:
-            return client.issue_token(
+        if args.action == "issue":
+            issued = client.issue_token(
                 args.tenant,
                 description=args.description or "",
                 scope=SCOPES[args.scope],
                 expires=expires,
                 ctx=ADMIN,
             )
-
-        try:
-            # Rotation issues first, so the old token works until the new one exists.
-            issued = issue()
-        except FailedPrecondition:
-            if not old:
-                raise
-            # Both slots are taken: the token being rotated out has to go first.
-            client.revoke_token(args.tenant, old, ctx=ADMIN)
-            old = None
-            issued = issue()
-        if old:
-            client.revoke_token(args.tenant, old, ctx=ADMIN)
-        if getattr(args, "revoke", None):
-            print(f"revoked {args.revoke}", file=sys.stderr)
-        print(f"token id: {issued.token.id} (the secret below is shown once)", file=sys.stderr)
-        print(issued.secret)
+            token, secret = issued.token, issued.secret
+        else:
+            # One transaction: works at the two-token limit, and the old secret
+            # fails on the next request.
+            rotated = client.rotate_token(
+                args.tenant,
+                revoke_token_id=args.revoke or "",
+                description=args.description or "",
+                scope=SCOPES[args.scope] if args.scope else tenants_pb2.TOKEN_SCOPE_UNSPECIFIED,
+                expires=expires,
+                ctx=ADMIN,
+            )
+            token, secret = rotated.token, rotated.secret
+            if rotated.HasField("revoked"):
+                print(f"revoked {rotated.revoked.id}", file=sys.stderr)
+        print(f"token id: {token.id} (the secret below is shown once)", file=sys.stderr)
+        print(secret)
     elif args.action == "list":
         for t in client.list_tokens(args.tenant, include_inactive=args.all):
             _print_token(t)
@@ -227,7 +243,7 @@ def cmd_watch(client: IdentityClient, args: argparse.Namespace) -> int:
     tenant = client.get_tenant(args.tenant)
     since = tenant.revision if args.from_revision is None else args.from_revision
     # Its own channel, tuned to find a restarted service within seconds.
-    with IdentityClient(client.target, timeout=client.timeout, options=RECONNECT_OPTIONS) as wc:
+    with client.clone(options=RECONNECT_OPTIONS) as wc:
         w = wc.watch(
             tenant.id,
             since=since,
@@ -294,9 +310,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="identity service host:port (env IDENTITY_TARGET)",
     )
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
+    env = os.environ
+    p.add_argument(
+        "--token",
+        default=env.get("IDENTITY_TOKEN") or None,
+        help="service credential secret (env IDENTITY_TOKEN; prefer the variable)",
+    )
+    p.add_argument(
+        "--tls-ca-file",
+        default=env.get("IDENTITY_TLS_CA_FILE") or None,
+        help="PEM CA that signed the core's certificate: use TLS (env IDENTITY_TLS_CA_FILE)",
+    )
+    p.add_argument(
+        "--tls-cert-file",
+        default=env.get("IDENTITY_TLS_CERT_FILE") or None,
+        help="PEM client certificate for mTLS (env IDENTITY_TLS_CERT_FILE)",
+    )
+    p.add_argument(
+        "--tls-key-file",
+        default=env.get("IDENTITY_TLS_KEY_FILE") or None,
+        help="PEM client key for mTLS (env IDENTITY_TLS_KEY_FILE)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("tenant", help="create, list, show, update, activate, deactivate tenants")
+    t = sub.add_parser(
+        "tenant",
+        help="create, list, show, update, activate, deactivate tenants; delete a connector",
+    )
     ts = t.add_subparsers(dest="action", required=True)
     c = ts.add_parser("create", help="create a tenant; prints its id")
     c.add_argument("name")
@@ -307,6 +347,14 @@ def build_parser() -> argparse.ArgumentParser:
     u = ts.add_parser("update")
     u.add_argument("tenant")
     u.add_argument("--display-name", required=True)
+    dc = ts.add_parser(
+        "delete-connector",
+        help="revoke every token, clear the policy's rules, schemas and mappings, deactivate; "
+        "users and groups are kept unless --purge",
+    )
+    dc.add_argument("tenant", help="name or id")
+    dc.add_argument("--purge", action="store_true", help="also delete every user and group")
+    dc.add_argument("--yes", action="store_true", help="confirm --purge")
     t.set_defaults(func=cmd_tenant)
 
     k = sub.add_parser("token", help="issue, rotate, list, revoke API tokens")
@@ -315,10 +363,19 @@ def build_parser() -> argparse.ArgumentParser:
         i = ks.add_parser(action, help="prints the secret alone on its last line")
         i.add_argument("tenant", help="name or id")
         i.add_argument("--description")
-        i.add_argument("--scope", choices=sorted(SCOPES), default="full")
+        i.add_argument(
+            "--scope",
+            choices=sorted(SCOPES),
+            default="full" if action == "issue" else None,
+            help="default: full (rotate: the revoked token's scope)",
+        )
         i.add_argument("--expires-in-days", type=int)
         if action == "rotate":
-            i.add_argument("--revoke", metavar="TOKEN_ID", help="revoke this token after issuing")
+            i.add_argument(
+                "--revoke",
+                metavar="TOKEN_ID",
+                help="the token to revoke in the same transaction as the new one is issued",
+            )
     lst = ks.add_parser("list")
     lst.add_argument("tenant")
     lst.add_argument("--all", action="store_true", help="include revoked and expired tokens")
@@ -407,7 +464,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     func: Callable[[IdentityClient, argparse.Namespace], int] = args.func
     try:
-        with IdentityClient(args.target, timeout=args.timeout) as client:
+        client = IdentityClient(
+            args.target,
+            timeout=args.timeout,
+            token=args.token,
+            tls_ca_file=args.tls_ca_file,
+            tls_cert_file=args.tls_cert_file,
+            tls_key_file=args.tls_key_file,
+        )
+    except (OSError, ValueError) as exc:
+        print(f"identityctl: TLS settings: {exc}", file=sys.stderr)
+        return 1
+    try:
+        with client:
             return func(client, args)
     except Unavailable as exc:
         print(

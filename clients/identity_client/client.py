@@ -35,7 +35,15 @@ from identity.v1 import (
     users_pb2_grpc,
 )
 
-from ._common import RECONNECT_OPTIONS, CallContext, member, page, tenant_ref
+from ._common import (
+    RECONNECT_OPTIONS,
+    CallContext,
+    auth_metadata,
+    channel_credentials,
+    member,
+    page,
+    tenant_ref,
+)
 from .checkpoint import Checkpoint
 from .errors import Unavailable, from_rpc_error
 from .watch import Backoff, WatchIterator, _Resume
@@ -55,7 +63,23 @@ class IdentityClient:
         credentials: grpc.ChannelCredentials | None = None,
         timeout: float = 10.0,
         options: Iterable[tuple[str, Any]] = (),
+        token: str | None = None,
+        tls_ca_file: str | None = None,
+        tls_cert_file: str | None = None,
+        tls_key_file: str | None = None,
     ) -> None:
+        """`token`: a service credential, sent as `authorization: Bearer` on every
+        call. TLS: ready `credentials`, or PEM files (`tls_ca_file` to verify the
+        server; `tls_cert_file` + `tls_key_file` for a client certificate)."""
+        credentials = channel_credentials(
+            credentials=credentials,
+            tls_ca_file=tls_ca_file,
+            tls_cert_file=tls_cert_file,
+            tls_key_file=tls_key_file,
+        )
+        self._credentials = credentials
+        self._token = token
+        self._auth = auth_metadata(token)
         opts = [
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
             *RECONNECT_OPTIONS,
@@ -97,13 +121,24 @@ class IdentityClient:
     def channel(self) -> grpc.Channel:
         return self._channel
 
+    def clone(self, *, options: Iterable[tuple[str, Any]] = ()) -> IdentityClient:
+        """A new client (its own channel) to the same target with the same TLS
+        credentials and service token."""
+        return IdentityClient(
+            self.target,
+            credentials=self._credentials,
+            timeout=self.timeout,
+            options=options,
+            token=self._token,
+        )
+
     def _call(self, method: Callable[..., _T], request: Any, ctx: CallContext | None) -> _T:
         ctx = ctx or _NO_CONTEXT
         try:
             return method(
                 request,
                 timeout=ctx.timeout if ctx.timeout is not None else self.timeout,
-                metadata=ctx.metadata(),
+                metadata=ctx.metadata() + self._auth,
             )
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
@@ -177,6 +212,36 @@ class IdentityClient:
     ) -> tenants_pb2.Token:
         req = tenants_pb2.RevokeTokenRequest(tenant=tenant_ref(tenant), token_id=token_id)
         return self._call(self._tenants.RevokeToken, req, ctx)
+
+    def rotate_token(
+        self,
+        tenant: str,
+        *,
+        revoke_token_id: str = "",
+        description: str = "",
+        scope: int = tenants_pb2.TOKEN_SCOPE_UNSPECIFIED,
+        expires: timestamp_pb2.Timestamp | None = None,
+        ctx: CallContext | None = None,
+    ) -> tenants_pb2.RotateTokenResponse:
+        """Issues a token and revokes `revoke_token_id` in one transaction (works at
+        the two-token limit). Description and scope default to the revoked token's."""
+        req = tenants_pb2.RotateTokenRequest(
+            tenant=tenant_ref(tenant),
+            revoke_token_id=revoke_token_id,
+            description=description,
+            scope=scope,  # type: ignore[arg-type]
+        )
+        if expires is not None:
+            req.expires.CopyFrom(expires)
+        return self._call(self._tenants.RotateToken, req, ctx)
+
+    def reset_connector(
+        self, tenant: str, *, purge: bool = False, ctx: CallContext | None = None
+    ) -> tenants_pb2.ResetConnectorResponse:
+        """ "Deletes the connector": revokes every token, clears the policy's rules,
+        schemas and mappings, deactivates. Users and groups stay unless `purge`."""
+        req = tenants_pb2.ResetConnectorRequest(tenant=tenant_ref(tenant), purge=purge)
+        return self._call(self._tenants.ResetConnector, req, ctx)
 
     def authenticate(
         self, secret: str, *, tenant: str | None = None, ctx: CallContext | None = None
@@ -506,7 +571,7 @@ class IdentityClient:
             backoff=backoff,
             give_up_after=give_up_after,
         )
-        return WatchIterator(self._changes, core, (ctx or _NO_CONTEXT).metadata())
+        return WatchIterator(self._changes, core, (ctx or _NO_CONTEXT).metadata() + self._auth)
 
     def record_operation(
         self, operation: history_pb2.Operation, *, ctx: CallContext | None = None

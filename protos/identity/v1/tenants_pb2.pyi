@@ -466,3 +466,132 @@ class AuthenticateTokenResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AuthenticateTokenResponse: _TypeAlias = AuthenticateTokenResponse  # noqa: Y015
+
+@_typing.final
+class RotateTokenRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    REVOKE_TOKEN_ID_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    SCOPE_FIELD_NUMBER: _builtins.int
+    EXPIRES_FIELD_NUMBER: _builtins.int
+    revoke_token_id: _builtins.str
+    """The token to revoke in the same transaction as the new one is issued; empty:
+    none (then the two-live-token limit applies as for IssueToken).
+    """
+    description: _builtins.str
+    """Empty: the revoked token's description."""
+    scope: Global___TokenScope.ValueType
+    """Unspecified: the revoked token's scope (FULL when none is revoked)."""
+    @_builtins.property
+    def tenant(self) -> Global___TenantRef: ...
+    @_builtins.property
+    def expires(self) -> _timestamp_pb2.Timestamp:
+        """Absent: the new token does not expire."""
+
+    def __init__(
+        self,
+        *,
+        tenant: Global___TenantRef | None = ...,
+        revoke_token_id: _builtins.str = ...,
+        description: _builtins.str = ...,
+        scope: Global___TokenScope.ValueType = ...,
+        expires: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires", b"expires", "tenant", b"tenant"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "expires", b"expires", "revoke_token_id", b"revoke_token_id", "scope", b"scope", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RotateTokenRequest: _TypeAlias = RotateTokenRequest  # noqa: Y015
+
+@_typing.final
+class RotateTokenResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    SECRET_FIELD_NUMBER: _builtins.int
+    REVOKED_FIELD_NUMBER: _builtins.int
+    secret: _builtins.str
+    """The new bearer secret. Returned here once and never again."""
+    @_builtins.property
+    def token(self) -> Global___Token:
+        """The new token's record."""
+
+    @_builtins.property
+    def revoked(self) -> Global___Token:
+        """The revoked token's record; absent when none was named."""
+
+    def __init__(
+        self,
+        *,
+        token: Global___Token | None = ...,
+        secret: _builtins.str = ...,
+        revoked: Global___Token | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["revoked", b"revoked", "token", b"token"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["revoked", b"revoked", "secret", b"secret", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RotateTokenResponse: _TypeAlias = RotateTokenResponse  # noqa: Y015
+
+@_typing.final
+class ResetConnectorRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    PURGE_FIELD_NUMBER: _builtins.int
+    purge: _builtins.bool
+    """Also delete every user and group of the tenant (each with its event)."""
+    @_builtins.property
+    def tenant(self) -> Global___TenantRef: ...
+    def __init__(
+        self,
+        *,
+        tenant: Global___TenantRef | None = ...,
+        purge: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["tenant", b"tenant"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["purge", b"purge", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResetConnectorRequest: _TypeAlias = ResetConnectorRequest  # noqa: Y015
+
+@_typing.final
+class ResetConnectorResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    TOKENS_REVOKED_FIELD_NUMBER: _builtins.int
+    USERS_DELETED_FIELD_NUMBER: _builtins.int
+    GROUPS_DELETED_FIELD_NUMBER: _builtins.int
+    tokens_revoked: _builtins.int
+    """Tokens revoked (every one not yet revoked)."""
+    users_deleted: _builtins.int
+    """Users and groups deleted (0 unless purge)."""
+    groups_deleted: _builtins.int
+    @_builtins.property
+    def tenant(self) -> Global___Tenant:
+        """The tenant after the reset (inactive)."""
+
+    def __init__(
+        self,
+        *,
+        tenant: Global___Tenant | None = ...,
+        tokens_revoked: _builtins.int = ...,
+        users_deleted: _builtins.int = ...,
+        groups_deleted: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["tenant", b"tenant"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["groups_deleted", b"groups_deleted", "tenant", b"tenant", "tokens_revoked", b"tokens_revoked", "users_deleted", b"users_deleted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResetConnectorResponse: _TypeAlias = ResetConnectorResponse  # noqa: Y015

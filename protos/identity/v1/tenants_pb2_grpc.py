@@ -75,6 +75,16 @@ class TenantServiceStub:
                 request_serializer=identity_dot_v1_dot_tenants__pb2.AuthenticateTokenRequest.SerializeToString,
                 response_deserializer=identity_dot_v1_dot_tenants__pb2.AuthenticateTokenResponse.FromString,
                 _registered_method=True)
+        self.RotateToken = channel.unary_unary(
+                '/identity.v1.TenantService/RotateToken',
+                request_serializer=identity_dot_v1_dot_tenants__pb2.RotateTokenRequest.SerializeToString,
+                response_deserializer=identity_dot_v1_dot_tenants__pb2.RotateTokenResponse.FromString,
+                _registered_method=True)
+        self.ResetConnector = channel.unary_unary(
+                '/identity.v1.TenantService/ResetConnector',
+                request_serializer=identity_dot_v1_dot_tenants__pb2.ResetConnectorRequest.SerializeToString,
+                response_deserializer=identity_dot_v1_dot_tenants__pb2.ResetConnectorResponse.FromString,
+                _registered_method=True)
 
 
 class TenantServiceServicer:
@@ -138,6 +148,24 @@ class TenantServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RotateToken(self, request, context):
+        """Issues a new token and revokes `revoke_token_id` in one transaction, so it
+        works at the two-token limit and the old secret fails on the next request.
+        NOT_FOUND when the tenant has no such token (nothing is issued then).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResetConnector(self, request, context):
+        """"Delete the connector": revokes every token, clears the policy's role rules,
+        extension schemas and attribute mappings, and deactivates the tenant, in one
+        transaction. Provisioned users and groups are kept unless `purge`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TenantServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -180,6 +208,16 @@ def add_TenantServiceServicer_to_server(servicer, server):
                     servicer.AuthenticateToken,
                     request_deserializer=identity_dot_v1_dot_tenants__pb2.AuthenticateTokenRequest.FromString,
                     response_serializer=identity_dot_v1_dot_tenants__pb2.AuthenticateTokenResponse.SerializeToString,
+            ),
+            'RotateToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateToken,
+                    request_deserializer=identity_dot_v1_dot_tenants__pb2.RotateTokenRequest.FromString,
+                    response_serializer=identity_dot_v1_dot_tenants__pb2.RotateTokenResponse.SerializeToString,
+            ),
+            'ResetConnector': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetConnector,
+                    request_deserializer=identity_dot_v1_dot_tenants__pb2.ResetConnectorRequest.FromString,
+                    response_serializer=identity_dot_v1_dot_tenants__pb2.ResetConnectorResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -399,6 +437,60 @@ class TenantService:
             '/identity.v1.TenantService/AuthenticateToken',
             identity_dot_v1_dot_tenants__pb2.AuthenticateTokenRequest.SerializeToString,
             identity_dot_v1_dot_tenants__pb2.AuthenticateTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/identity.v1.TenantService/RotateToken',
+            identity_dot_v1_dot_tenants__pb2.RotateTokenRequest.SerializeToString,
+            identity_dot_v1_dot_tenants__pb2.RotateTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetConnector(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/identity.v1.TenantService/ResetConnector',
+            identity_dot_v1_dot_tenants__pb2.ResetConnectorRequest.SerializeToString,
+            identity_dot_v1_dot_tenants__pb2.ResetConnectorResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -51,6 +51,16 @@ class TenantServiceStub:
     another tenant; FAILED_PRECONDITION (REASON_TENANT_INACTIVE) when the
     tenant's connector is off.
     """
+    RotateToken: _grpc.UnaryUnaryMultiCallable[_tenants_pb2.RotateTokenRequest, _tenants_pb2.RotateTokenResponse]
+    """Issues a new token and revokes `revoke_token_id` in one transaction, so it
+    works at the two-token limit and the old secret fails on the next request.
+    NOT_FOUND when the tenant has no such token (nothing is issued then).
+    """
+    ResetConnector: _grpc.UnaryUnaryMultiCallable[_tenants_pb2.ResetConnectorRequest, _tenants_pb2.ResetConnectorResponse]
+    """"Delete the connector": revokes every token, clears the policy's role rules,
+    extension schemas and attribute mappings, and deactivates the tenant, in one
+    transaction. Provisioned users and groups are kept unless `purge`.
+    """
 
 @_typing.type_check_only
 class TenantServiceAsyncStub(TenantServiceStub):
@@ -74,6 +84,16 @@ class TenantServiceAsyncStub(TenantServiceStub):
     """Checks a bearer secret. UNAUTHENTICATED when unknown, revoked, expired or for
     another tenant; FAILED_PRECONDITION (REASON_TENANT_INACTIVE) when the
     tenant's connector is off.
+    """
+    RotateToken: _aio.UnaryUnaryMultiCallable[_tenants_pb2.RotateTokenRequest, _tenants_pb2.RotateTokenResponse]  # type: ignore[assignment]
+    """Issues a new token and revokes `revoke_token_id` in one transaction, so it
+    works at the two-token limit and the old secret fails on the next request.
+    NOT_FOUND when the tenant has no such token (nothing is issued then).
+    """
+    ResetConnector: _aio.UnaryUnaryMultiCallable[_tenants_pb2.ResetConnectorRequest, _tenants_pb2.ResetConnectorResponse]  # type: ignore[assignment]
+    """"Delete the connector": revokes every token, clears the policy's role rules,
+    extension schemas and attribute mappings, and deactivates the tenant, in one
+    transaction. Provisioned users and groups are kept unless `purge`.
     """
 
 class TenantServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -143,6 +163,28 @@ class TenantServiceServicer(metaclass=_abc_1.ABCMeta):
         """Checks a bearer secret. UNAUTHENTICATED when unknown, revoked, expired or for
         another tenant; FAILED_PRECONDITION (REASON_TENANT_INACTIVE) when the
         tenant's connector is off.
+        """
+
+    @_abc_1.abstractmethod
+    def RotateToken(
+        self,
+        request: _tenants_pb2.RotateTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tenants_pb2.RotateTokenResponse, _abc.Awaitable[_tenants_pb2.RotateTokenResponse]]:
+        """Issues a new token and revokes `revoke_token_id` in one transaction, so it
+        works at the two-token limit and the old secret fails on the next request.
+        NOT_FOUND when the tenant has no such token (nothing is issued then).
+        """
+
+    @_abc_1.abstractmethod
+    def ResetConnector(
+        self,
+        request: _tenants_pb2.ResetConnectorRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tenants_pb2.ResetConnectorResponse, _abc.Awaitable[_tenants_pb2.ResetConnectorResponse]]:
+        """"Delete the connector": revokes every token, clears the policy's role rules,
+        extension schemas and attribute mappings, and deactivates the tenant, in one
+        transaction. Provisioned users and groups are kept unless `purge`.
         """
 
 def add_TenantServiceServicer_to_server(servicer: TenantServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from sqlalchemy import select
 
+from .context import RequestContext
 from .db import Database
 from .errors import DomainError, PermissionDenied, Unauthenticated
 from .interceptors import _abort
@@ -234,6 +235,18 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 method,
                 PermissionDenied(
                     f"credential {cred.name!r} (role {cred.role}) may not call {short}"
+                ),
+            )
+        actor = RequestContext.from_metadata(tuple(details.invocation_metadata or ()))
+        if actor.actor_kind == "admin" and cred.role != "admin":
+            # The actor decides what a change may do (local edits) and what the audit
+            # trail says: only admin credentials may speak for an administrator.
+            log.warning("refused %s to credential %r: claims an admin actor", short, cred.name)
+            return _refusing(
+                handler,
+                method,
+                PermissionDenied(
+                    f"credential {cred.name!r} (role {cred.role}) may not act as an admin"
                 ),
             )
         if not cred.tenants:

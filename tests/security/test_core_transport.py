@@ -15,6 +15,7 @@ import pytest
 from identity.v1 import changes_pb2, changes_pb2_grpc, tenants_pb2, tenants_pb2_grpc
 from identity_client import (
     AsyncIdentityClient,
+    CallContext,
     IdentityClient,
     PermissionDenied,
     Unauthenticated,
@@ -185,6 +186,14 @@ def test_gateway_credential_cannot_call_admin_rpcs(
         assert gw.get_user(tid, user.meta.id).user_name == "gw@example.com"
         with pytest.raises(Unauthenticated):
             gw.authenticate("scim_not-a-real-token", tenant="sec-a")
+        # Nor may it claim to be an administrator (who may do more, and is audited as such).
+        with pytest.raises(PermissionDenied) as exc:
+            gw.create_user(
+                tid,
+                User(user_name="spoof@example.com"),
+                ctx=CallContext(actor_kind="admin", actor_id="root"),
+            )
+        assert "act as an admin" in str(exc.value)
 
 
 def test_subscriber_limited_to_tenant_a_cannot_touch_b(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -23,6 +25,15 @@ RECONNECT_OPTIONS = (
 REQUEST_ID_KEY = "x-request-id"
 ACTOR_KEY = "identity-actor"
 AUTHORIZATION_KEY = "authorization"
+
+
+def channel_options(options: Iterable[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """The options every client channel uses, then the caller's."""
+    return [
+        ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+        *RECONNECT_OPTIONS,
+        *options,
+    ]
 
 
 def auth_metadata(token: str | None) -> tuple[tuple[str, str], ...]:

@@ -30,10 +30,10 @@ from identity.v1 import (
 )
 
 from ._common import (
-    RECONNECT_OPTIONS,
     CallContext,
     auth_metadata,
     channel_credentials,
+    channel_options,
     page,
     tenant_ref,
 )
@@ -75,11 +75,7 @@ class AsyncIdentityClient:
         self._credentials = credentials
         self._token = token
         self._auth = auth_metadata(token)
-        opts = [
-            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-            *RECONNECT_OPTIONS,
-            *options,
-        ]
+        opts = channel_options(options)
         if credentials is None:
             self._channel = grpc.aio.insecure_channel(target, options=opts)
         else:

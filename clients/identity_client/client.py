@@ -36,10 +36,10 @@ from identity.v1 import (
 )
 
 from ._common import (
-    RECONNECT_OPTIONS,
     CallContext,
     auth_metadata,
     channel_credentials,
+    channel_options,
     member,
     page,
     tenant_ref,
@@ -80,11 +80,7 @@ class IdentityClient:
         self._credentials = credentials
         self._token = token
         self._auth = auth_metadata(token)
-        opts = [
-            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-            *RECONNECT_OPTIONS,
-            *options,
-        ]
+        opts = channel_options(options)
         if credentials is None:
             self._channel = grpc.insecure_channel(target, options=opts)
         else:

@@ -527,16 +527,26 @@ def compile_filter(
     return _Compiler(catalog, tenant_pk).node(f, 0, None)
 
 
+#: What an absent value sorts as, per type: keys are never NULL, so keyset paging's
+#: `(key, pk) > (last_key, last_pk)` never skips a row (NULL compares as unknown).
+_SORT_DEFAULT: dict[str, Any] = {"string": "", "number": -1.0e300, "boolean": False}
+
+
 def sort_key(
     catalog: Catalog, path: common_pb2.AttributePath
 ) -> tuple[ColumnElement[Any], AttrType]:
-    """A sortable expression for a sortBy path (RFC 7644 §3.4.2.3): multi-valued
-    attributes sort by their primary (else smallest) value."""
+    """A sortable, never-NULL expression for a sortBy path (RFC 7644 §3.4.2.3):
+    multi-valued attributes sort by their smallest value."""
     attr, sub = catalog.resolve(path)
     if isinstance(attr, MultiValued):
         if catalog.resource != "User" or attr.name == "groups":
             raise InvalidFilter(f"cannot sort by {attr.name}", field=_shown(path))
         sub = sub or attr.sub[attr.default_sub]
+        if sub.type != "string":
+            raise InvalidFilter(
+                f"cannot sort by {attr.name}.{sub.name}: sort by a text sub-attribute",
+                field=_shown(path),
+            )
         assert sub.expr is not None
         expr = (
             select(func.min(sub.expr()))
@@ -546,11 +556,11 @@ def sort_key(
         return func.coalesce(expr, literal("")), "string"
     assert sub is not None and sub.expr is not None
     col = sub.expr()
-    if sub.type == "string":
-        if not sub.case_exact and not sub.lowered:
-            col = func.lower(col)
-        return func.coalesce(col, literal("")), "string"
-    return col, sub.type
+    if sub.type == "string" and not sub.case_exact and not sub.lowered:
+        col = func.lower(col)
+    if sub.type in _SORT_DEFAULT:
+        return func.coalesce(col, literal(_SORT_DEFAULT[sub.type])), sub.type
+    return col, sub.type  # dateTime: meta.created / lastModified are never NULL
 
 
 __all__ = ["GROUPS", "USERS", "Catalog", "compile_filter", "sort_key"]

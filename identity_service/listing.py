@@ -43,7 +43,17 @@ def _encode_cursor(key: Any, pk: int, qh: str) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str, qh: str) -> tuple[Any, int]:
+_KEY_TYPES: dict[str | None, tuple[type, ...]] = {
+    None: (type(None),),
+    "string": (str,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "dateTime": (datetime,),
+}
+
+
+def _decode_cursor(cursor: str, qh: str, key_type: str | None) -> tuple[Any, int]:
+    bad = InvalidCursor("the cursor is not one this server issued", field="cursor")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         data = json.loads(raw)
@@ -51,7 +61,13 @@ def _decode_cursor(cursor: str, qh: str) -> tuple[Any, int]:
         if isinstance(key, dict):
             key = datetime.fromisoformat(key["t"])
     except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
-        raise InvalidCursor("the cursor is not one this server issued", field="cursor") from None
+        raise bad from None
+    # Cursors are not signed: a key of the wrong type must not reach the SQL.
+    allowed = _KEY_TYPES.get(key_type, ())
+    if not isinstance(key, allowed) or (key_type == "number" and isinstance(key, bool)):
+        raise bad
+    if isinstance(key, datetime) and key.tzinfo is None:
+        raise bad
     if q != qh:
         raise InvalidCursor(
             "the cursor belongs to a different query (filter or sort changed)", field="cursor"
@@ -94,9 +110,10 @@ def page_of(
         return int(session.execute(stmt).scalar_one())
 
     key: ColumnElement[Any] | None = None
+    key_type: str | None = None
     desc = False
     if sort is not None and sort.path.attribute:
-        key, _ = sort_key(catalog, sort.path)
+        key, key_type = sort_key(catalog, sort.path)
         desc = sort.descending
     order = []
     if key is not None:
@@ -119,7 +136,7 @@ def page_of(
 
     qh = _query_hash(tenant_pk, f or common_pb2.Filter(), sort)
     if page.cursor:
-        last_key, last_pk = _decode_cursor(page.cursor, qh)
+        last_key, last_pk = _decode_cursor(page.cursor, qh, key_type)
         pk_cmp = model.pk < last_pk if desc else model.pk > last_pk
         if key is None:
             stmt = stmt.where(pk_cmp)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from google.protobuf import json_format
@@ -168,6 +169,50 @@ def defined_roles(session: Session, tenant: TenantRow, names: Iterable[str]) -> 
     )
 
 
+def _type_ok(kind: str, value: Any) -> bool:
+    if kind == "boolean":
+        return isinstance(value, bool)
+    if kind == "integer":
+        return (
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and float(value).is_integer()
+        )
+    if kind == "decimal":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == "dateTime":
+        if not isinstance(value, str):
+            return False
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            return False
+        return True
+    return isinstance(value, str)  # string, reference
+
+
+def check_extension_values(policy: policy_pb2.TenantPolicy, user: users_pb2.User) -> None:
+    """Values of declared extension attributes must have the declared type, so that
+    filters and sorts on them (which cast in SQL) can never meet a value they reject."""
+    if not policy.extension_schemas or not user.extensions.fields:
+        return
+    stored = json_format.MessageToDict(user.extensions)
+    for urn, attrs in user_extension_attributes(policy).items():
+        values = _get(stored, urn)
+        if not isinstance(values, dict):
+            continue
+        for key, value in values.items():
+            attr = attrs.get(key.lower())
+            if attr is None or value is None:
+                continue
+            items = value if attr.multi_valued and isinstance(value, list) else [value]
+            if attr.multi_valued != isinstance(value, list) or not all(
+                _type_ok(attr.type, v) for v in items
+            ):
+                shape = f"a list of {attr.type}" if attr.multi_valued else f"a {attr.type}"
+                raise InvalidValue(f"{attr.name} must be {shape}", field=attr.name)
+
+
 def check_attribute_role(
     session: Session, tenant: TenantRow, policy: policy_pb2.TenantPolicy, user: users_pb2.User
 ) -> None:
@@ -287,6 +332,24 @@ def _check_path(path: common_pb2.AttributePath, schemas: Mapping[str, set[str]],
         f"{what}: attribute {shown!r} does not exist; define it in an extension schema first",
         field=what,
     )
+
+
+def check_compatible(old: policy_pb2.TenantPolicy, new: policy_pb2.TenantPolicy) -> None:
+    """Stored values were checked against the old types: an attribute keeps its type."""
+    before = user_extension_attributes(old)
+    for urn, attrs in user_extension_attributes(new).items():
+        was = {k.lower(): v for k, v in before.items()}.get(urn.lower(), {})
+        for name, attr in attrs.items():
+            prior = was.get(name)
+            if prior is not None and (prior.type, prior.multi_valued) != (
+                attr.type,
+                attr.multi_valued,
+            ):
+                raise InvalidValue(
+                    f"{urn}:{attr.name} is a {prior.type}; its type cannot change while "
+                    "values may be stored: add an attribute with a new name instead",
+                    field="extension_schemas",
+                )
 
 
 def validate(policy: policy_pb2.TenantPolicy) -> None:

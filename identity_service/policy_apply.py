@@ -55,6 +55,7 @@ def apply_policy(
 ) -> policy_pb2.TenantPolicy:
     policy.validate(new)
     old = policy.load(tenant)
+    policy.check_compatible(old, new)
     policy.store(tenant, new)
     session.flush()
     events.emit(

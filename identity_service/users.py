@@ -307,10 +307,14 @@ def create(
 ) -> users_pb2.User:
     u = stored_form(user)
     pol = policy.load(tenant)
+    policy.check_extension_values(pol, u)
     policy.check_attribute_role(session, tenant, pol, u)
     if ctx.actor_kind == "token":
         # A SCIM create of someone who signed in first adopts that user (Banyan, Panther).
         existing = _find_identity(session, tenant, pol, u.user_name, _emails(u))
+        if existing is not None and existing.managed_by == "jit":
+            # Lock and look again: of two racing creates, only one adopts.
+            existing = _row(session, tenant, existing.id, lock=True)
         if existing is not None and existing.managed_by == "jit":
             return _replace_row(session, tenant, row=existing, new=u, pol=pol, ctx=ctx, adopt=True)
         if pol.scim_create_disabled:
@@ -489,6 +493,7 @@ def replace(
     pol = policy.load(tenant)
     _check_local_edit(pol, row, ctx)
     new = stored_form(user)
+    policy.check_extension_values(pol, new)
     policy.check_attribute_role(session, tenant, pol, new)
     return _replace_row(session, tenant, row=row, new=new, pol=pol, ctx=ctx, adopt=False)
 
@@ -568,7 +573,9 @@ def apply_last_role_action(
     user after a deactivation, None after a delete or when nothing happens."""
     action = pol.on_last_scim_role_removed
     if action == policy_pb2.LAST_ROLE_ACTION_DELETE:
-        remove(session, tenant, user_id, 0, ctx, mode=users_pb2.DELETE_MODE_HARD)
+        # The policy deletes, not the caller: an admin's group change may trigger it
+        # even where the policy refuses admins' edits of SCIM-managed users.
+        remove(session, tenant, user_id, 0, ctx, mode=users_pb2.DELETE_MODE_HARD, by_policy=True)
         return None
     if action == policy_pb2.LAST_ROLE_ACTION_DEACTIVATE:
         return _deactivate(session, tenant, _row(session, tenant, user_id, lock=True), pol, ctx)
@@ -591,11 +598,13 @@ def remove(
     ctx: RequestContext,
     *,
     mode: int = users_pb2.DELETE_MODE_POLICY,
+    by_policy: bool = False,
 ) -> users_pb2.DeleteUserResponse:
     row = _row(session, tenant, user_id, lock=True)
     _check_version(row, expected_version)
     pol = policy.load(tenant)
-    _check_local_edit(pol, row, ctx)
+    if not by_policy:
+        _check_local_edit(pol, row, ctx)
     if (
         mode == users_pb2.DELETE_MODE_POLICY
         and pol.on_scim_delete == policy_pb2.DELETE_ACTION_DEACTIVATE

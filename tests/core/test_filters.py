@@ -300,3 +300,33 @@ def test_list_reports_its_revision(client: IdentityClient, tenant: Tenant) -> No
     client.create_user(tenant.id, User(user_name="x"))
     page = client.list_users(tenant.id)
     assert page.revision == client.get_revision(tenant.id).revision
+
+
+def test_edited_cursors_are_invalid_not_internal(client: IdentityClient, tenant: Tenant) -> None:
+    """Review finding: cursors are not signed; a key of the wrong type reached the SQL."""
+    import base64
+    import json
+
+    _seed(client, tenant, 3)
+    wrong_keys: dict[tuple[str, str], tuple[object, ...]] = {
+        ("userName", ""): (None, [1, 2], 5, True, {"t": "2020-01-01T00:00:00+00:00"}),
+        ("meta", "created"): (None, [1, 2], 5, "zzz", {"t": "2020-01-01T00:00:00"}),
+    }
+    for (sort_attr, sub), keys in wrong_keys.items():
+        sort = Sort(path=AttributePath(attribute=sort_attr, sub_attribute=sub))
+        real = client.list_users(tenant.id, sort=sort, cursor="", count=1).next_cursor
+        data = json.loads(base64.urlsafe_b64decode(real + "=" * (-len(real) % 4)))
+        for key in keys:
+            edited = base64.urlsafe_b64encode(json.dumps({**data, "k": key}).encode()).decode()
+            with pytest.raises(InvalidArgument) as exc:
+                client.list_users(tenant.id, sort=sort, cursor=edited, count=1)
+            assert exc.value.reason == ErrorReason.ERROR_REASON_INVALID_CURSOR
+
+
+def test_sort_by_a_boolean_sub_attribute_is_refused(client: IdentityClient, tenant: Tenant) -> None:
+    """Review finding: min(boolean) does not exist on PostgreSQL (a 500)."""
+    with pytest.raises(InvalidArgument) as exc:
+        client.list_users(
+            tenant.id, sort=Sort(path=AttributePath(attribute="emails", sub_attribute="primary"))
+        )
+    assert exc.value.reason == ErrorReason.ERROR_REASON_INVALID_FILTER

@@ -14,7 +14,7 @@ class DomainError(Exception):
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
     reason: int = R.ERROR_REASON_UNSPECIFIED
 
-    def __init__(self, message: str, *, field: str = "", **detail: int) -> None:
+    def __init__(self, message: str, *, field: str = "", **detail: int | str) -> None:
         super().__init__(message)
         self.message = message
         self.field = field

@@ -356,7 +356,10 @@ def authenticate(
     if not tenant.active:
         raise TenantInactive(
             f"the SCIM connector of tenant {tenant.name!r} is deactivated; "
-            "an administrator must activate it"
+            "an administrator must activate it",
+            # The token is valid: its tenant may record the refusal in its history.
+            tenant_id=tenant.id,
+            token_id=token.id,
         )
     touch = None
     if token.last_used is None or now - token.last_used > LAST_USED_RESOLUTION:

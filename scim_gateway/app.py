@@ -17,8 +17,10 @@ import grpc
 import orjson
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from identity.v1 import history_pb2
 from identity_client import IdentityClient, IdentityError
 from identity_client.errors import NotFound
+from identity_client.types import ErrorReason
 
 from .access import (
     RateLimiter,
@@ -140,6 +142,15 @@ class RequestContextMiddleware:
             scim = from_identity_error(err)
             if scim.status == 400:
                 raise _unauthorized() from None
+            if err.reason == ErrorReason.ERROR_REASON_TENANT_INACTIVE and err.detail.tenant_id:
+                # A valid token of a deactivated connector: the refusal belongs in that
+                # tenant's history (Big ACL: "check that the connector is activated").
+                req.context.refused = Call(
+                    tenant_id=err.detail.tenant_id,
+                    token_id=err.detail.token_id,
+                    request_id=req.context.request_id,
+                    base_url=base,
+                )
             raise scim from None
         call = Call(
             tenant_id=auth.tenant.id,
@@ -169,6 +180,9 @@ class RequestContextMiddleware:
                 duration_ms=elapsed * 1000,
                 token_id=call.token_id if call else "",
             )
+        refused: Call | None = getattr(req.context, "refused", None)
+        if call is None and refused is not None:
+            call, info = refused, _refused_op(req.method, endpoint)
         if call is None or info is None:
             return
         error: ScimError | None = getattr(req.context, "error", None)
@@ -195,6 +209,30 @@ def _endpoint(path: str) -> str:
         if p in ENDPOINTS:
             return p
     return "other"
+
+
+_REFUSED_RESOURCE = {"Users": "User", "Groups": "Group", "Bulk": "Bulk", "Me": "User"}
+
+
+def _refused_op(method: str, endpoint: str) -> OpInfo:
+    """How the history records a request refused before any resource handled it."""
+    if endpoint == ".search" or method in ("GET", "HEAD"):
+        kind = (
+            history_pb2.OPERATION_KIND_SEARCH
+            if method != "GET"
+            else history_pb2.OPERATION_KIND_READ
+        )
+    elif method == "POST":
+        kind = (
+            history_pb2.OPERATION_KIND_BULK
+            if endpoint == "Bulk"
+            else history_pb2.OPERATION_KIND_CREATE
+        )
+    elif method == "DELETE":
+        kind = history_pb2.OPERATION_KIND_DELETE
+    else:
+        kind = history_pb2.OPERATION_KIND_UPDATE
+    return OpInfo(kind=kind, resource_type=_REFUSED_RESOURCE.get(endpoint, endpoint))
 
 
 class ErrorHandler:

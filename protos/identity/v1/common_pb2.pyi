@@ -425,6 +425,8 @@ class ErrorDetail(_message.Message):
     FIELD_FIELD_NUMBER: _builtins.int
     OLDEST_REVISION_FIELD_NUMBER: _builtins.int
     CURRENT_VERSION_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    TOKEN_ID_FIELD_NUMBER: _builtins.int
     reason: Global___ErrorReason.ValueType
     field: _builtins.str
     """The attribute or field at fault, when there is one (e.g. "userName")."""
@@ -432,6 +434,11 @@ class ErrorDetail(_message.Message):
     """For REASON_COMPACTED: the oldest revision still kept."""
     current_version: _builtins.int
     """For REASON_VERSION_MISMATCH: the resource's current version."""
+    tenant_id: _builtins.str
+    """For REASON_TENANT_INACTIVE from AuthenticateToken: the (valid) token's tenant
+    and token id, so the refusal can be recorded in that tenant's history.
+    """
+    token_id: _builtins.str
     def __init__(
         self,
         *,
@@ -439,10 +446,12 @@ class ErrorDetail(_message.Message):
         field: _builtins.str = ...,
         oldest_revision: _builtins.int = ...,
         current_version: _builtins.int = ...,
+        tenant_id: _builtins.str = ...,
+        token_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_version", b"current_version", "field", b"field", "oldest_revision", b"oldest_revision", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_version", b"current_version", "field", b"field", "oldest_revision", b"oldest_revision", "reason", b"reason", "tenant_id", b"tenant_id", "token_id", b"token_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,30 @@
+"""A request refused because the tenant's connector is deactivated is recorded in
+that tenant's history (its token is valid); an unknown token is recorded nowhere."""
+
+from __future__ import annotations
+
+from identity_client import IdentityClient
+from identity_client.types import OperationKind, OutcomeFilter, Tenant
+
+from .conftest import ScimClient, assert_scim_error
+
+
+def test_inactive_connector_refusals_are_in_the_history(
+    scim: ScimClient, client: IdentityClient, tenant: Tenant
+) -> None:
+    client.update_tenant(tenant.id, active=False)
+    r = scim.get("/Users")
+    assert_scim_error(r, 403)
+    assert_scim_error(scim.post("/Groups", {"displayName": "g"}), 403)
+    errors = client.list_operations(
+        tenant.id, outcome=OutcomeFilter.OUTCOME_FILTER_ERROR
+    ).operations
+    recorded = {(o.method, o.kind, o.resource_type, o.status) for o in errors}
+    assert ("GET", OperationKind.OPERATION_KIND_READ, "User", 403) in recorded
+    assert ("POST", OperationKind.OPERATION_KIND_CREATE, "Group", 403) in recorded
+    assert all("connector is inactive" in o.detail and o.token_id for o in errors)
+    assert r.headers["X-Request-Id"] in {o.request_id for o in errors}
+    before = len(client.list_operations(tenant.id).operations)
+    scim.token = "scim_not-a-real-token"
+    assert_scim_error(scim.get("/Users"), 401)
+    assert len(client.list_operations(tenant.id).operations) == before

@@ -193,14 +193,22 @@ def _type_ok(kind: str, value: Any) -> bool:
 
 def check_extension_values(policy: policy_pb2.TenantPolicy, user: users_pb2.User) -> None:
     """Values of declared extension attributes must have the declared type, so that
-    filters and sorts on them (which cast in SQL) can never meet a value they reject."""
-    if not policy.extension_schemas or not user.extensions.fields:
+    filters and sorts on them (which cast in SQL) can never meet a value they reject;
+    required ones must be there (extension URNs: when the user carries the extension)."""
+    if not policy.extension_schemas:
         return
-    stored = json_format.MessageToDict(user.extensions)
+    stored = json_format.MessageToDict(user.extensions) if user.extensions.fields else {}
     for urn, attrs in user_extension_attributes(policy).items():
         values = _get(stored, urn)
+        core = urn.lower() == USER_SCHEMA.lower()
         if not isinstance(values, dict):
-            continue
+            values = {}
+            if not core:
+                continue  # RFC 7643 §3.3: an extension's required attributes bind when it is used
+        present = {k.lower() for k, v in values.items() if v not in (None, "", [])}
+        for name, declared in attrs.items():
+            if declared.required and name not in present:
+                raise InvalidValue(f"{declared.name} is required", field=declared.name)
         for key, value in values.items():
             attr = attrs.get(key.lower())
             if attr is None or value is None:

@@ -491,3 +491,35 @@ def test_policy_delete_runs_even_when_admin_edits_are_refused(
     )
     client.update_group(tenant.id, g.meta.id, remove_members=[u.meta.id], ctx=ADMIN)
     assert client.list_users(tenant.id).total_results == 0
+
+
+def test_required_tenant_attributes_are_enforced(client: IdentityClient, tenant: Tenant) -> None:
+    client.set_policy(
+        tenant.id,
+        TenantPolicy(
+            extension_schemas=[
+                ExtensionSchema(
+                    schema=CORE,
+                    resource_type="User",
+                    attributes=[SchemaAttribute(name="costCode", type="string", required=True)],
+                ),
+                ExtensionSchema(
+                    schema="urn:acme:hr",
+                    resource_type="User",
+                    attributes=[SchemaAttribute(name="badge", type="string", required=True)],
+                ),
+            ]
+        ),
+    )
+    with pytest.raises(InvalidArgument) as exc:
+        client.create_user(tenant.id, User(user_name="no-code"), ctx=SCIM)
+    assert exc.value.field == "costCode" and "required" in str(exc.value)
+    u = User(user_name="with-code")
+    u.extensions.update({CORE: {"costCode": "C1"}})
+    client.create_user(tenant.id, u, ctx=SCIM)  # urn:acme:hr not used: badge not needed
+    u2 = User(user_name="hr")
+    u2.extensions.update({CORE: {"costCode": "C2"}, "urn:acme:hr": {"floor": 3}})
+    with pytest.raises(InvalidArgument) as hr:
+        client.create_user(tenant.id, u2, ctx=SCIM)
+    assert hr.value.field == "badge"
+    assert client.jit_provision(tenant.id, email="first@sign.in").created  # before the IdP knows

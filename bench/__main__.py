@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "BENCHMARKS.md"
 #: Benchmark modules in report order.
-MODULES = ("gateway", "streams")
+MODULES = ("gateway", "groups", "streams")
 SECTION_RE = re.compile(r"<!-- bench:(\w+) -->(.*?)<!-- /bench:\1 -->", re.S)
 
 
@@ -84,7 +84,7 @@ def previous_sections(path: Path) -> dict[str, str]:
 
 def run_module(name: str, quick: bool, backends: list[str]) -> str:
     mod = importlib.import_module(f"bench.{name}")
-    if name == "gateway":
+    if name in ("gateway", "groups"):
         return str(mod.run(quick=quick, backends=backends))
     return str(mod.run(quick=quick))
 
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         "--backend",
         choices=("sqlite", "postgresql", "both"),
         default="both",
-        help="databases for the gateway benchmark (default both)",
+        help="databases for the gateway and groups benchmarks (default both)",
     )
     parser.add_argument("--output", type=Path, default=OUTPUT, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -61,7 +61,9 @@ class GroupService:
                 group = self._client.get_group(
                     call.tenant_id, group.meta.id, include_members=True, ctx=call.ctx
                 )
-        full = group_to_scim(group, call.base_url, with_members=wants)
+        full = group_to_scim(
+            group, call.base_url, with_members=wants, encoded_members=projection.is_identity
+        )
         headers = {"ETag": etag(group.meta.version)}
         if status == 201:
             headers["Location"] = full["meta"]["location"]

@@ -15,20 +15,20 @@ from identity.v1 import changes_pb2, groups_pb2, policy_pb2
 from . import events, policy
 from .context import RequestContext
 from .convert import check_id, new_id, ts
-from .errors import InvalidValue, NotFound, TooMany, VersionMismatch
+from .errors import InvalidValue, NotFound, TooMany
 from .filters import GROUPS
 from .listing import page_of
 from .models import GroupRow, MemberRow, TenantRow, UserRow, utcnow
 from .policy_apply import resync_users
+from .rows import check_version, chunks, leave_all_groups
 from .settings import Settings
-from .validate import check_expected_version, check_message
+from .validate import check_message
 
 E = changes_pb2
 M = groups_pb2
 MAX_NAME = 512
 #: Members one call may add or remove (larger changes: several calls).
 MAX_MEMBER_CHANGE = 100_000
-CHUNK = 500
 
 _ROW_COLUMNS = (
     GroupRow.pk,
@@ -41,11 +41,6 @@ _ROW_COLUMNS = (
     GroupRow.member_count,
     GroupRow.doc,
 )
-
-
-def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(items), CHUNK):
-        yield items[i : i + CHUNK]
 
 
 def _proto(row: Any, tenant_id: str) -> groups_pb2.Group:
@@ -74,16 +69,6 @@ def _row(session: Session, tenant: TenantRow, group_id: str, *, lock: bool = Fal
     if row is None:
         raise NotFound(f"no group with id {group_id!r} in this tenant", field="id")
     return row
-
-
-def _check_version(row: Any, expected: int) -> None:
-    check_expected_version(expected)
-    if expected and row.version != expected:
-        raise VersionMismatch(
-            f"version mismatch: expected {expected}, the resource is at {row.version}",
-            field="version",
-            current_version=row.version,
-        )
 
 
 def _display_name(value: str) -> str:
@@ -168,7 +153,7 @@ def list_groups(
     out = [_proto(r, tenant.id) for r in page.rows]
     if req.include_members and out:
         by_pk = {r.pk: g for r, g in zip(page.rows, out, strict=True)}
-        for chunk in _chunks(list(by_pk)):
+        for chunk in chunks(list(by_pk)):
             for m in session.execute(_members_select().where(MemberRow.group_pk.in_(chunk))):
                 by_pk[m[4]].members.append(_member(m))
     _map(tenant, out, with_members=req.include_members)
@@ -201,7 +186,7 @@ def _resolve_members(
         raise TooMany(f"at most {MAX_MEMBER_CHANGE} members per call", field="members")
     found: dict[str, int] = {}
     ids = list(wanted)
-    for chunk in _chunks(ids):
+    for chunk in chunks(ids):
         for (uid,) in session.execute(
             select(UserRow.id).where(UserRow.tenant_pk == tenant.pk, UserRow.id.in_(chunk))
         ):
@@ -229,7 +214,7 @@ def _add_members(
 ) -> list[groups_pb2.Member]:
     ids = list(resolved)
     present: set[str] = set()
-    for chunk in _chunks(ids):
+    for chunk in chunks(ids):
         present.update(
             session.execute(
                 select(MemberRow.member_id).where(
@@ -250,7 +235,7 @@ def _add_members(
 
 def _remove_members(session: Session, group_pk: int, ids: Sequence[str]) -> list[groups_pb2.Member]:
     removed: list[groups_pb2.Member] = []
-    for chunk in _chunks(list(dict.fromkeys(ids))):
+    for chunk in chunks(list(dict.fromkeys(ids))):
         rows = list(
             session.execute(
                 select(MemberRow.pk, MemberRow.member_id, MemberRow.member_type).where(
@@ -349,7 +334,7 @@ def update_group(
 ) -> groups_pb2.Group:
     check_message(req)
     row = _row(session, tenant, req.id, lock=True)
-    _check_version(row, req.expected_version)
+    check_version(row, req.expected_version)
     values: dict[str, Any] = {}
     changed: list[str] = []
     if req.HasField("display_name") and req.display_name != row.display_name:
@@ -434,31 +419,10 @@ def remove(
     session: Session, tenant: TenantRow, group_id: str, expected_version: int, ctx: RequestContext
 ) -> None:
     row = _row(session, tenant, group_id, lock=True)
-    _check_version(row, expected_version)
+    check_version(row, expected_version)
     before = _proto(row, tenant.id)
-    evs: list[changes_pb2.ChangeEvent] = []
     # Nested membership: the group leaves the groups it belongs to.
-    now = utcnow()
-    for member_pk, parent_pk, parent_id in list(
-        session.execute(
-            select(MemberRow.pk, GroupRow.pk, GroupRow.id)
-            .join(GroupRow, GroupRow.pk == MemberRow.group_pk)
-            .where(MemberRow.member_id == row.id)
-        )
-    ):
-        session.execute(delete(MemberRow).where(MemberRow.pk == member_pk))
-        session.execute(
-            update(GroupRow)
-            .where(GroupRow.pk == parent_pk)
-            .values(
-                member_count=GroupRow.member_count - 1,
-                version=GroupRow.version + 1,
-                last_modified=now,
-            )
-        )
-        evs += _membership_events(
-            parent_id, [], [groups_pb2.Member(value=row.id, type=M.MEMBER_TYPE_GROUP)]
-        )
+    evs = leave_all_groups(session, row.id, M.MEMBER_TYPE_GROUP)
     members = _all_user_members(session, row.pk)
     session.execute(delete(GroupRow).where(GroupRow.pk == row.pk))
     evs.append(events.event(E.EVENT_TYPE_GROUP_DELETED, "Group", row.id, group=before))

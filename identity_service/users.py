@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from google.protobuf import json_format
@@ -16,7 +16,7 @@ from identity.v1 import changes_pb2, groups_pb2, policy_pb2, users_pb2
 from . import events, policy
 from .context import RequestContext
 from .convert import check_id, new_id
-from .errors import Conflict, InvalidValue, ManagedElsewhere, NotFound, VersionMismatch
+from .errors import Conflict, InvalidValue, ManagedElsewhere, NotFound
 from .filters import USERS
 from .listing import page_of
 from .models import (
@@ -29,8 +29,9 @@ from .models import (
     UserValueRow,
     utcnow,
 )
+from .rows import check_version, chunks, leave_all_groups
 from .settings import Settings
-from .validate import check_expected_version, check_message
+from .validate import check_message
 
 E = changes_pb2
 #: proto field -> schema attribute name of the multi-valued attributes kept as rows.
@@ -177,11 +178,6 @@ def _assemble(
     return out
 
 
-def _chunks(items: Sequence[Any], size: int = 500) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
 def load(session: Session, tenant: TenantRow, rows: Sequence[Any]) -> list[users_pb2.User]:
     """Users from rows with _ROW_COLUMNS: two batched queries for groups and roles
     (and one for the references of the tenant's attribute mappings, if it has any)."""
@@ -190,7 +186,7 @@ def load(session: Session, tenant: TenantRow, rows: Sequence[Any]) -> list[users
     tenant_id = tenant.id
     groups: dict[str, list[users_pb2.GroupRef]] = defaultdict(list)
     roles: dict[int, list[users_pb2.RoleAssignment]] = defaultdict(list)
-    for chunk in _chunks(rows):
+    for chunk in chunks(rows):
         ids = [r.id for r in chunk]
         for member_id, gid, gname in session.execute(
             select(MemberRow.member_id, GroupRow.id, GroupRow.display_name)
@@ -234,7 +230,7 @@ def _map(
 def _existing_ids(session: Session, tenant: TenantRow, ids: set[str]) -> set[str]:
     found: set[str] = set()
     wanted = sorted(ids)
-    for chunk in _chunks(wanted):
+    for chunk in chunks(wanted):
         found.update(
             session.execute(
                 select(UserRow.id).where(UserRow.tenant_pk == tenant.pk, UserRow.id.in_(chunk))
@@ -458,16 +454,6 @@ def changed_attributes(old: users_pb2.User, new: users_pb2.User) -> list[str]:
     return out
 
 
-def _check_version(row: Any, expected: int) -> None:
-    check_expected_version(expected)
-    if expected and row.version != expected:
-        raise VersionMismatch(
-            f"version mismatch: expected {expected}, the resource is at {row.version}",
-            field="version",
-            current_version=row.version,
-        )
-
-
 def _check_local_edit(pol: policy_pb2.TenantPolicy, row: Any, ctx: RequestContext) -> None:
     if (
         ctx.actor_kind == "admin"
@@ -489,7 +475,7 @@ def replace(
     ctx: RequestContext,
 ) -> users_pb2.User:
     row = _row(session, tenant, user.meta.id, lock=True)
-    _check_version(row, expected_version)
+    check_version(row, expected_version)
     pol = policy.load(tenant)
     _check_local_edit(pol, row, ctx)
     new = stored_form(user)
@@ -601,7 +587,7 @@ def remove(
     by_policy: bool = False,
 ) -> users_pb2.DeleteUserResponse:
     row = _row(session, tenant, user_id, lock=True)
-    _check_version(row, expected_version)
+    check_version(row, expected_version)
     pol = policy.load(tenant)
     if not by_policy:
         _check_local_edit(pol, row, ctx)
@@ -614,39 +600,7 @@ def remove(
             deleted=False, user=_deactivate(session, tenant, row, pol, ctx)
         )
     before = load(session, tenant, [row])[0]
-    evs: list[changes_pb2.ChangeEvent] = []
-    # Leave every group first, so subscribers that mirror membership see it go.
-    memberships = list(
-        session.execute(
-            select(MemberRow.pk, GroupRow.pk, GroupRow.id)
-            .join(GroupRow, GroupRow.pk == MemberRow.group_pk)
-            .where(MemberRow.member_id == row.id)
-        )
-    )
-    now = utcnow()
-    for member_pk, group_pk, group_id in memberships:
-        session.execute(delete(MemberRow).where(MemberRow.pk == member_pk))
-        session.execute(
-            update(GroupRow)
-            .where(GroupRow.pk == group_pk)
-            .values(
-                member_count=GroupRow.member_count - 1,
-                version=GroupRow.version + 1,
-                last_modified=now,
-            )
-        )
-        evs.append(
-            events.event(
-                E.EVENT_TYPE_GROUP_MEMBER_REMOVED,
-                "Group",
-                group_id,
-                membership=changes_pb2.MembershipChange(
-                    group_id=group_id,
-                    members=[groups_pb2.Member(value=row.id, type=groups_pb2.MEMBER_TYPE_USER)],
-                ),
-                changed_attributes=["members"],
-            )
-        )
+    evs = leave_all_groups(session, row.id, groups_pb2.MEMBER_TYPE_USER)
     session.execute(delete(UserRow).where(UserRow.pk == row.pk))
     evs.append(events.event(E.EVENT_TYPE_USER_DELETED, "User", row.id, user=before))
     events.emit(session, tenant, ctx, evs)

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import event
 
 from identity_client import IdentityClient, InvalidArgument, NotFound, VersionMismatch
-from identity_client.types import ErrorReason, Group, Member, MemberType, Tenant, User
+from identity_client.types import ErrorReason, EventType, Group, Member, MemberType, Tenant, User
 
 
 def users(client: IdentityClient, tenant: Tenant, n: int, prefix: str = "u") -> list[str]:
@@ -187,3 +187,28 @@ def test_membership_change_cost_does_not_grow_with_group_size(
         # every read of group_members is restricted to the members being changed
         if "FROM group_members" in stmt and stmt.lstrip().upper().startswith("SELECT"):
             assert "member_id IN" in stmt or "member_id =" in stmt, stmt
+
+
+def test_deleting_a_member_of_many_groups_costs_the_same_statements(
+    client: IdentityClient, tenant: Tenant, statements: list[str], database_url: str
+) -> None:
+    from .test_events import read_events
+
+    few, many = users(client, tenant, 2, "d")
+    for i in range(20):
+        members = [Member(value=many)] + ([Member(value=few)] if i < 2 else [])
+        client.create_group(tenant.id, Group(display_name=f"g{i}", members=members))
+
+    def cost(user_id: str) -> int:
+        statements.clear()
+        client.delete_user(tenant.id, user_id)
+        return len(statements)
+
+    assert cost(few) == cost(many)
+    removed = [
+        e
+        for e in read_events(database_url, tenant.id)
+        if e.type == EventType.EVENT_TYPE_GROUP_MEMBER_REMOVED
+    ]
+    assert len(removed) == 2 + 20
+    assert all(g.member_count == 0 for g in client.list_groups(tenant.id, count=100).groups)

@@ -84,11 +84,18 @@ class ServiceThread:
         self.thread.join(10)
 
 
-def wait_serving(target: str, timeout: float = 30.0) -> None:
-    """Polls grpc.health.v1 until the service says SERVING."""
+def wait_serving(
+    target: str, timeout: float = 30.0, credentials: grpc.ChannelCredentials | None = None
+) -> None:
+    """Polls grpc.health.v1 until the service says SERVING (over TLS with `credentials`)."""
     deadline = time.monotonic() + timeout
     last: object = None
-    with grpc.insecure_channel(target) as ch:
+    channel = (
+        grpc.insecure_channel(target)
+        if credentials is None
+        else grpc.secure_channel(target, credentials)
+    )
+    with channel as ch:
         stub = health_pb2_grpc.HealthStub(ch)
         while time.monotonic() < deadline:
             try:

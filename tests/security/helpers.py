@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,12 +15,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from identity_client import IdentityClient
 from identity_service.auth import hash_secret
 
-from ..support import VENV_BIN, Proc, free_port
+from ..support import VENV_BIN, Proc, free_port, wait_serving
 
 ADMIN_SECRET = "svc-admin-" + "a" * 40
 GATEWAY_SECRET = "svc-gateway-" + "g" * 40
@@ -172,23 +170,10 @@ def secure_client(target: str, pki: Pki, token: str | None) -> IdentityClient:
 
 def wait_serving_tls(target: str, pki: Pki, timeout: float = 30.0) -> None:
     """grpc.health.v1 over mTLS (health needs no service credential)."""
-    deadline = time.monotonic() + timeout
     creds = grpc.ssl_channel_credentials(
         pki.ca.read_bytes(), pki.client_key.read_bytes(), pki.client_cert.read_bytes()
     )
-    last: object = None
-    with grpc.secure_channel(target, creds) as ch:
-        stub = health_pb2_grpc.HealthStub(ch)
-        while time.monotonic() < deadline:
-            try:
-                resp = stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
-                if resp.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-                last = resp.status
-            except grpc.RpcError as err:
-                last = err.code()
-            time.sleep(0.1)
-    raise TimeoutError(f"{target} not SERVING over TLS after {timeout}s (last: {last})")
+    wait_serving(target, timeout, creds)
 
 
 def start_secure_identity(

@@ -69,7 +69,7 @@ GATEWAY_METHODS = (
         "ListMembers",
     )
     | _methods("PolicyService", "GetPolicy")
-    | _methods("HistoryService", "RecordOperation")
+    | _methods("HistoryService", "RecordOperation", "RecordOperations")
 )
 #: Change streams and read-only reads of users, groups, roles and tenants.
 SUBSCRIBER_METHODS = (

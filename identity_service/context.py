@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from identity.v1 import changes_pb2
+
+REQUEST_ID_KEY = "x-request-id"
+ACTOR_KEY = "identity-actor"
+BEARER_KEY = "identity-bearer"
+TENANT_KEY = "identity-tenant"
+#: Trailing metadata of a call that authenticated a bearer: "tenant_id token_id scope".
+AUTHENTICATED_KEY = "identity-authenticated"
 
 
 @dataclass(frozen=True, slots=True)
@@ -13,22 +20,37 @@ class RequestContext:
     request_id: str = ""
     actor_kind: str = "system"
     actor_id: str = ""
+    #: A tenant's API token (the SCIM bearer secret) the caller passes on, so the
+    #: call authenticates it in its own transaction (see servicers.Caller).
+    bearer: str = field(default="", repr=False)
+    #: The tenant the bearer must belong to (name or id), when the caller knows one.
+    tenant_ref: str = ""
 
     def actor(self) -> changes_pb2.Actor:
         return changes_pb2.Actor(kind=self.actor_kind, id=self.actor_id)
 
     @classmethod
     def from_metadata(cls, metadata: Iterable[tuple[str, str | bytes]] | None) -> RequestContext:
-        request_id, kind, ident = "", "system", ""
+        request_id, kind, ident, bearer, tenant_ref = "", "system", "", "", ""
         for key, value in metadata or ():
             v = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-            if key == "x-request-id":
+            if key == REQUEST_ID_KEY:
                 request_id = v[:64]
-            elif key == "identity-actor":
+            elif key == ACTOR_KEY:
                 k, _, i = v.partition(":")
                 if k in {"token", "admin", "system"}:
                     kind, ident = k, i[:128]
-        return cls(request_id=request_id, actor_kind=kind, actor_id=ident)
+            elif key == BEARER_KEY:
+                bearer = v
+            elif key == TENANT_KEY:
+                tenant_ref = v[:128]
+        return cls(
+            request_id=request_id,
+            actor_kind=kind,
+            actor_id=ident,
+            bearer=bearer,
+            tenant_ref=tenant_ref,
+        )
 
 
 SYSTEM = RequestContext()

@@ -88,6 +88,13 @@ class PermissionDenied(DomainError):
     reason = R.ERROR_REASON_PERMISSION_DENIED
 
 
+class TokenScope(DomainError):
+    """A tenant API token (passed as the call's bearer) whose scope forbids the call."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+    reason = R.ERROR_REASON_TOKEN_SCOPE
+
+
 class ManagedElsewhere(DomainError):
     """A change the tenant's policy reserves to another source (SCIM, or JIT sign-in)."""
 

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC
+from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, insert, or_, select
 from sqlalchemy.orm import Session
 
 from identity.v1 import history_pb2
 
 from .convert import new_id, ts
-from .errors import InvalidValue
+from .errors import InvalidValue, TooMany
 from .models import OperationRow, TenantRow, utcnow
+from .rows import chunks
 from .validate import check_message
+
+#: Most records one RecordOperations call may carry.
+MAX_BATCH = 5000
 
 
 def _proto(row: OperationRow, tenant_id: str) -> history_pb2.Operation:
@@ -33,28 +39,60 @@ def _proto(row: OperationRow, tenant_id: str) -> history_pb2.Operation:
     )
 
 
-def record(session: Session, tenant: TenantRow, op: history_pb2.Operation) -> history_pb2.Operation:
+def _checked(op: history_pb2.Operation) -> None:
     check_message(op)
     if not 100 <= op.status <= 599:
         raise InvalidValue("status must be an HTTP status code", field="status")
-    row = OperationRow(
-        id=new_id(),
-        tenant_pk=tenant.pk,
-        time=op.time.ToDatetime(tzinfo=UTC) if op.HasField("time") else utcnow(),
-        token_id=op.token_id[:36],
-        method=op.method[:16].upper(),
-        kind=op.kind,
-        resource_type=op.resource_type[:32],
-        resource_id=op.resource_id[:64],
-        status=op.status,
-        scim_type=op.scim_type[:32],
-        detail=op.detail[:2000],
-        duration_ms=max(op.duration_ms, 0.0),
-        request_id=op.request_id[:64],
-    )
+
+
+def _values(op: history_pb2.Operation, tenant_pk: int) -> dict[str, Any]:
+    return {
+        "id": new_id(),
+        "tenant_pk": tenant_pk,
+        "time": op.time.ToDatetime(tzinfo=UTC) if op.HasField("time") else utcnow(),
+        "token_id": op.token_id[:36],
+        "method": op.method[:16].upper(),
+        "kind": op.kind,
+        "resource_type": op.resource_type[:32],
+        "resource_id": op.resource_id[:64],
+        "status": op.status,
+        "scim_type": op.scim_type[:32],
+        "detail": op.detail[:2000],
+        "duration_ms": max(op.duration_ms, 0.0),
+        "request_id": op.request_id[:64],
+    }
+
+
+def record(session: Session, tenant: TenantRow, op: history_pb2.Operation) -> history_pb2.Operation:
+    _checked(op)
+    row = OperationRow(**_values(op, tenant.pk))
     session.add(row)
     session.flush()
     return _proto(row, tenant.id)
+
+
+def record_many(
+    session: Session, ops: Sequence[history_pb2.Operation]
+) -> history_pb2.RecordOperationsResponse:
+    """Writes a batch of records (any tenants) with one INSERT per chunk. All are
+    checked first; records of tenants that do not exist are dropped and counted."""
+    if len(ops) > MAX_BATCH:
+        raise TooMany(f"at most {MAX_BATCH} records per call", field="operations")
+    for op in ops:
+        _checked(op)
+    wanted = {op.tenant_id.lower() for op in ops}
+    known: dict[str, int] = {}
+    for part in chunks(sorted(wanted)):
+        rows = session.execute(select(TenantRow.id, TenantRow.pk).where(TenantRow.id.in_(part)))
+        known.update({r.id: r.pk for r in rows})
+    values = [
+        _values(op, known[op.tenant_id.lower()]) for op in ops if op.tenant_id.lower() in known
+    ]
+    for batch in chunks(values):
+        session.execute(insert(OperationRow), batch)
+    return history_pb2.RecordOperationsResponse(
+        recorded=len(values), dropped=len(ops) - len(values)
+    )
 
 
 def list_operations(

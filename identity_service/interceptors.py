@@ -19,7 +19,7 @@ from google.rpc import status_pb2
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from .context import RequestContext
+from .context import AUTHENTICATED_KEY, RequestContext
 from .errors import DomainError, Unavailable
 from .observability import Metrics
 
@@ -53,15 +53,21 @@ async def _abort(context: Context, exc: BaseException, method: str) -> None:
     detail = any_pb2.Any()
     detail.Pack(err.detail())
     status = status_pb2.Status(code=err.code.value[0], message=err.message, details=[detail])
+    # Keep what the call already set (the authenticated tenant and token).
+    kept = tuple(context.trailing_metadata() or ())
     await context.abort(
         err.code,
         err.message,
-        trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),),
+        trailing_metadata=(*kept, ("grpc-status-details-bin", status.SerializeToString())),
     )
 
 
-def _tenant_of(request: Any) -> str:
-    # Requests name their tenant as tenant_id or (admin calls) a TenantRef; never log more.
+def _tenant_of(request: Any, context: Context) -> str:
+    # Requests name their tenant as tenant_id or (admin calls) a TenantRef, or leave it
+    # to the bearer they pass (then the trailer says which); never log more.
+    for key, value in context.trailing_metadata() or ():
+        if key == AUTHENTICATED_KEY:
+            return str(value).split(" ", 1)[0]
     tenant_id = getattr(request, "tenant_id", "")
     if tenant_id:
         return str(tenant_id)
@@ -95,7 +101,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 "status": code_name,
                 "duration_ms": round(elapsed * 1000, 3),
                 "request_id": ctx.request_id,
-                "tenant": _tenant_of(request),
+                "tenant": _tenant_of(request, context),
                 "actor": f"{ctx.actor_kind}:{ctx.actor_id}" if ctx.actor_id else ctx.actor_kind,
             },
         )

@@ -8,8 +8,9 @@ Python, so equality is a plain index lookup on both databases.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -30,7 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, configure_mappers, mapped_column
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -65,8 +66,21 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+M = TypeVar("M")
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def detached(cls: type[M], values: Mapping[str, Any]) -> M:
+    """An instance of mapped class `cls` that only holds `values`: outside any
+    session and without the ORM's per-attribute bookkeeping (building one the
+    normal way costs more than the query that read it). For reading only: never
+    change, add or merge it."""
+    obj = cls.__new__(cls)
+    obj.__dict__.update(values)
+    return obj
 
 
 class Base(DeclarativeBase):
@@ -261,3 +275,8 @@ class OperationRow(Base):
     detail: Mapped[str] = mapped_column(Text, default="")
     duration_ms: Mapped[float] = mapped_column(Float, default=0.0)
     request_id: Mapped[str] = mapped_column(String(64), default="")
+
+
+# `detached` instances read through the mapped attributes: configure them now,
+# not on the first ORM query.
+configure_mappers()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import grpc
@@ -26,9 +27,9 @@ from identity.v1 import (
 )
 
 from . import connector, groups, history, policy, roles, tenants, users
-from .context import RequestContext
+from .context import AUTHENTICATED_KEY, RequestContext
 from .db import Database
-from .errors import Unavailable
+from .errors import TokenScope, Unauthenticated, Unavailable
 from .models import TenantRow
 from .policy_apply import apply_policy
 from .settings import Settings
@@ -37,96 +38,163 @@ from .streams import StreamHub
 T = TypeVar("T")
 
 
+READ_ONLY = tenants_pb2.TOKEN_SCOPE_READ_ONLY
+USERS_ONLY = tenants_pb2.TOKEN_SCOPE_USERS_ONLY
+
+
+class Caller:
+    """Who makes one call. A caller that passes a tenant's API token (the SCIM
+    bearer, in `identity-bearer` metadata) has it checked in the call's own
+    transaction, in place of the tenant lookup: the token must belong to the
+    call's tenant, its scope must allow the call, and the change is attributed
+    to it. The call then answers which tenant and token it authenticated in
+    `identity-authenticated` trailing metadata (on errors too)."""
+
+    __slots__ = ("_groups", "_trailer", "_write", "bearer", "ctx", "touch")
+
+    def __init__(self, ctx: RequestContext, *, write: bool, groups: bool) -> None:
+        self.ctx = ctx
+        self.bearer: tenants.Bearer | None = None
+        #: The token id to mark used after the call (its last_used is stale).
+        self.touch: str | None = None
+        self._trailer: tuple[tuple[str, str], ...] = ()
+        self._write = write
+        self._groups = groups
+
+    def tenant(self, s: Session, tenant_id: str) -> TenantRow:
+        # Reads get detached snapshots (cheaper); writes the session's own rows.
+        if not self.ctx.bearer:
+            return (
+                tenants.by_id(s, tenant_id) if self._write else tenants.snapshot_by_id(s, tenant_id)
+            )
+        b = tenants.check_bearer(
+            s, self.ctx.bearer, self.ctx.tenant_ref, allow_inactive=True, snapshot=not self._write
+        )
+        if tenant_id and tenant_id.lower() != b.tenant.id:
+            raise Unauthenticated("invalid bearer token")
+        # Known from here on, so the caller can record even a refusal in the
+        # tenant's history (read now: a rollback expires the rows).
+        self.bearer = b
+        self.touch = b.touch
+        self._trailer = ((AUTHENTICATED_KEY, f"{b.tenant.id} {b.token.id} {b.token.scope}"),)
+        self.ctx = replace(self.ctx, actor_kind="token", actor_id=b.token.id)
+        if not b.tenant.active:
+            raise tenants.inactive(b.tenant, b.token)
+        if self._write and b.token.scope == READ_ONLY:
+            raise TokenScope(
+                "This token's scope is read-only: it may only read (GET) and search "
+                "(POST .search). Use a token with full scope to make changes."
+            )
+        if self._groups and b.token.scope == USERS_ONLY:
+            raise TokenScope(
+                "This token's scope is users-only: it may not read or change Groups. "
+                "Use a token with full scope for groups."
+            )
+        return b.tenant
+
+    def trailer(self) -> tuple[tuple[str, str], ...]:
+        return self._trailer
+
+
 class _Base:
+    #: Calls of this servicer touch groups (refused to users-only tokens).
+    groups = False
+
     def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
         self.settings = settings
 
-    async def write(self, fn: Callable[..., T], *args: Any) -> T:
-        return await self.db.run(self._write, fn, *args)
+    async def write(self, context: Any, fn: Callable[[Session, Caller], T]) -> T:
+        return await self._run(context, fn, write=True)
 
-    async def read(self, fn: Callable[..., T], *args: Any) -> T:
-        return await self.db.run(self._read, fn, *args)
+    async def read(self, context: Any, fn: Callable[[Session, Caller], T]) -> T:
+        return await self._run(context, fn, write=False)
 
-    def _write(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _run(self, context: Any, fn: Callable[[Session, Caller], T], *, write: bool) -> T:
+        caller = Caller(ctx_of(context), write=write, groups=self.groups)
+        try:
+            result = await self.db.run(self._write if write else self._read, fn, caller)
+        finally:
+            if caller.bearer is not None:
+                context.set_trailing_metadata(caller.trailer())
+        if caller.touch is not None:
+            await self._touch(caller.touch)
+        return result
+
+    async def _touch(self, token_id: str) -> None:
+        await self.db.run(self._write, lambda s, c: tenants.touch_token(s, token_id), None)
+
+    def _write(self, fn: Callable[[Session, Any], T], caller: Caller | None) -> T:
         with self.db.write() as s:
-            return fn(s, *args)
+            return fn(s, caller)
 
-    def _read(self, fn: Callable[..., T], *args: Any) -> T:
+    def _read(self, fn: Callable[[Session, Any], T], caller: Caller | None) -> T:
         with self.db.read() as s:
-            return fn(s, *args)
+            return fn(s, caller)
 
 
 def ctx_of(context: grpc.aio.ServicerContext[Any, Any]) -> RequestContext:
     return RequestContext.from_metadata(tuple(context.invocation_metadata() or ()))
 
 
-def _tenant(s: Session, tenant_id: str) -> TenantRow:
-    return tenants.by_id(s, tenant_id)
-
-
 class TenantServicer(_Base, tenants_pb2_grpc.TenantServiceServicer):
     async def CreateTenant(
         self, request: tenants_pb2.CreateTenantRequest, context: Any
     ) -> tenants_pb2.Tenant:
-        ctx = ctx_of(context)
         return await self.write(
-            lambda s: tenants.create(s, request.name, request.display_name, ctx)
+            context, lambda s, c: tenants.create(s, request.name, request.display_name, c.ctx)
         )
 
     async def GetTenant(
         self, request: tenants_pb2.GetTenantRequest, context: Any
     ) -> tenants_pb2.Tenant:
-        return await self.read(lambda s: tenants.to_proto(tenants.resolve(s, request.tenant)))
+        return await self.read(
+            context, lambda s, c: tenants.to_proto(tenants.resolve(s, request.tenant))
+        )
 
     async def ListTenants(
         self, request: tenants_pb2.ListTenantsRequest, context: Any
     ) -> tenants_pb2.ListTenantsResponse:
         return await self.read(
-            lambda s: tenants.list_page(s, request.page_size, request.page_token)
+            context, lambda s, c: tenants.list_page(s, request.page_size, request.page_token)
         )
 
     async def UpdateTenant(
         self, request: tenants_pb2.UpdateTenantRequest, context: Any
     ) -> tenants_pb2.Tenant:
-        ctx = ctx_of(context)
-        return await self.write(lambda s: tenants.update(s, request, ctx))
+        return await self.write(context, lambda s, c: tenants.update(s, request, c.ctx))
 
     async def IssueToken(
         self, request: tenants_pb2.IssueTokenRequest, context: Any
     ) -> tenants_pb2.IssueTokenResponse:
-        ctx = ctx_of(context)
-        return await self.write(lambda s: tenants.issue_token(s, request, ctx))
+        return await self.write(context, lambda s, c: tenants.issue_token(s, request, c.ctx))
 
     async def ListTokens(
         self, request: tenants_pb2.ListTokensRequest, context: Any
     ) -> tenants_pb2.ListTokensResponse:
-        return await self.read(lambda s: tenants.list_tokens(s, request))
+        return await self.read(context, lambda s, c: tenants.list_tokens(s, request))
 
     async def RevokeToken(
         self, request: tenants_pb2.RevokeTokenRequest, context: Any
     ) -> tenants_pb2.Token:
-        ctx = ctx_of(context)
-        return await self.write(lambda s: tenants.revoke_token(s, request, ctx))
+        return await self.write(context, lambda s, c: tenants.revoke_token(s, request, c.ctx))
 
     async def RotateToken(
         self, request: tenants_pb2.RotateTokenRequest, context: Any
     ) -> tenants_pb2.RotateTokenResponse:
-        ctx = ctx_of(context)
-        return await self.write(lambda s: tenants.rotate_token(s, request, ctx))
+        return await self.write(context, lambda s, c: tenants.rotate_token(s, request, c.ctx))
 
     async def ResetConnector(
         self, request: tenants_pb2.ResetConnectorRequest, context: Any
     ) -> tenants_pb2.ResetConnectorResponse:
-        ctx = ctx_of(context)
-        return await self.write(lambda s: connector.reset(s, request, ctx))
+        return await self.write(context, lambda s, c: connector.reset(s, request, c.ctx))
 
     async def AuthenticateToken(
         self, request: tenants_pb2.AuthenticateTokenRequest, context: Any
     ) -> tenants_pb2.AuthenticateTokenResponse:
-        answer, touch = await self.read(lambda s: tenants.authenticate(s, request))
+        answer, touch = await self.read(context, lambda s, c: tenants.authenticate(s, request))
         if touch is not None:
-            await self.write(lambda s: tenants.touch_token(s, touch))
+            await self._touch(touch)
         return answer
 
 
@@ -134,52 +202,57 @@ class UserServicer(_Base, users_pb2_grpc.UserServiceServicer):
     async def CreateUser(
         self, request: users_pb2.CreateUserRequest, context: Any
     ) -> users_pb2.User:
-        ctx = ctx_of(context)
         return await self.write(
-            lambda s: users.create(s, _tenant(s, request.tenant_id), request.user, ctx)
+            context,
+            lambda s, c: users.create(s, c.tenant(s, request.tenant_id), request.user, c.ctx),
         )
 
     async def GetUser(self, request: users_pb2.GetUserRequest, context: Any) -> users_pb2.User:
-        return await self.read(lambda s: users.get(s, _tenant(s, request.tenant_id), request.id))
+        return await self.read(
+            context, lambda s, c: users.get(s, c.tenant(s, request.tenant_id), request.id)
+        )
 
     async def ListUsers(
         self, request: users_pb2.ListUsersRequest, context: Any
     ) -> users_pb2.ListUsersResponse:
         return await self.read(
-            lambda s: users.list_users(s, _tenant(s, request.tenant_id), request, self.settings)
+            context,
+            lambda s, c: users.list_users(
+                s, c.tenant(s, request.tenant_id), request, self.settings
+            ),
         )
 
     async def ReplaceUser(
         self, request: users_pb2.ReplaceUserRequest, context: Any
     ) -> users_pb2.User:
-        ctx = ctx_of(context)
         return await self.write(
-            lambda s: users.replace(
-                s, _tenant(s, request.tenant_id), request.user, request.expected_version, ctx
-            )
+            context,
+            lambda s, c: users.replace(
+                s, c.tenant(s, request.tenant_id), request.user, request.expected_version, c.ctx
+            ),
         )
 
     async def DeleteUser(
         self, request: users_pb2.DeleteUserRequest, context: Any
     ) -> users_pb2.DeleteUserResponse:
-        ctx = ctx_of(context)
         return await self.write(
-            lambda s: users.remove(
+            context,
+            lambda s, c: users.remove(
                 s,
-                _tenant(s, request.tenant_id),
+                c.tenant(s, request.tenant_id),
                 request.id,
                 request.expected_version,
-                ctx,
+                c.ctx,
                 mode=request.mode,
-            )
+            ),
         )
 
     async def JitProvision(
         self, request: users_pb2.JitProvisionRequest, context: Any
     ) -> users_pb2.JitProvisionResponse:
-        ctx = ctx_of(context)
         return await self.write(
-            lambda s: users.jit_provision(s, _tenant(s, request.tenant_id), request, ctx)
+            context,
+            lambda s, c: users.jit_provision(s, c.tenant(s, request.tenant_id), request, c.ctx),
         )
 
 
@@ -187,66 +260,76 @@ class PolicyServicer(_Base, policy_pb2_grpc.PolicyServiceServicer):
     async def GetPolicy(
         self, request: policy_pb2.GetPolicyRequest, context: Any
     ) -> policy_pb2.TenantPolicy:
-        return await self.read(lambda s: policy.load(_tenant(s, request.tenant_id)))
+        return await self.read(context, lambda s, c: policy.load(c.tenant(s, request.tenant_id)))
 
     async def SetPolicy(
         self, request: policy_pb2.SetPolicyRequest, context: Any
     ) -> policy_pb2.TenantPolicy:
-        ctx = ctx_of(context)
         return await self.write(
-            lambda s: apply_policy(s, _tenant(s, request.tenant_id), request.policy, ctx)
+            context,
+            lambda s, c: apply_policy(s, c.tenant(s, request.tenant_id), request.policy, c.ctx),
         )
 
 
 class GroupServicer(_Base, groups_pb2_grpc.GroupServiceServicer):
+    groups = True
+
     async def CreateGroup(
         self, request: groups_pb2.CreateGroupRequest, context: Any
     ) -> groups_pb2.Group:
-        ctx = ctx_of(context)
         return await self.write(
-            lambda s: groups.create(s, _tenant(s, request.tenant_id), request.group, ctx)
+            context,
+            lambda s, c: groups.create(s, c.tenant(s, request.tenant_id), request.group, c.ctx),
         )
 
     async def GetGroup(self, request: groups_pb2.GetGroupRequest, context: Any) -> groups_pb2.Group:
         return await self.read(
-            lambda s: groups.get(
-                s, _tenant(s, request.tenant_id), request.id, request.include_members, self.settings
-            )
+            context,
+            lambda s, c: groups.get(
+                s,
+                c.tenant(s, request.tenant_id),
+                request.id,
+                request.include_members,
+                self.settings,
+            ),
         )
 
     async def ListGroups(
         self, request: groups_pb2.ListGroupsRequest, context: Any
     ) -> groups_pb2.ListGroupsResponse:
         return await self.read(
-            lambda s: groups.list_groups(s, _tenant(s, request.tenant_id), request, self.settings)
+            context,
+            lambda s, c: groups.list_groups(
+                s, c.tenant(s, request.tenant_id), request, self.settings
+            ),
         )
 
     async def ReplaceGroup(
         self, request: groups_pb2.ReplaceGroupRequest, context: Any
     ) -> groups_pb2.Group:
-        ctx = ctx_of(context)
         return await self.write(
-            lambda s: groups.replace(
-                s, _tenant(s, request.tenant_id), request.group, request.expected_version, ctx
-            )
+            context,
+            lambda s, c: groups.replace(
+                s, c.tenant(s, request.tenant_id), request.group, request.expected_version, c.ctx
+            ),
         )
 
     async def UpdateGroup(
         self, request: groups_pb2.UpdateGroupRequest, context: Any
     ) -> groups_pb2.Group:
-        ctx = ctx_of(context)
         return await self.write(
-            lambda s: groups.update_group(s, _tenant(s, request.tenant_id), request, ctx)
+            context,
+            lambda s, c: groups.update_group(s, c.tenant(s, request.tenant_id), request, c.ctx),
         )
 
     async def DeleteGroup(
         self, request: groups_pb2.DeleteGroupRequest, context: Any
     ) -> groups_pb2.DeleteGroupResponse:
-        ctx = ctx_of(context)
         await self.write(
-            lambda s: groups.remove(
-                s, _tenant(s, request.tenant_id), request.id, request.expected_version, ctx
-            )
+            context,
+            lambda s, c: groups.remove(
+                s, c.tenant(s, request.tenant_id), request.id, request.expected_version, c.ctx
+            ),
         )
         return groups_pb2.DeleteGroupResponse()
 
@@ -254,7 +337,7 @@ class GroupServicer(_Base, groups_pb2_grpc.GroupServiceServicer):
         self, request: groups_pb2.ListMembersRequest, context: Any
     ) -> groups_pb2.ListMembersResponse:
         return await self.read(
-            lambda s: groups.list_members(s, _tenant(s, request.tenant_id), request)
+            context, lambda s, c: groups.list_members(s, c.tenant(s, request.tenant_id), request)
         )
 
 
@@ -262,48 +345,48 @@ class RoleServicer(_Base, roles_pb2_grpc.RoleServiceServicer):
     async def CreateRole(
         self, request: roles_pb2.CreateRoleRequest, context: Any
     ) -> roles_pb2.Role:
-        ctx = ctx_of(context)
         return await self.write(
-            lambda s: roles.create_role(
-                s, _tenant(s, request.tenant_id), request.name, request.description, ctx
-            )
+            context,
+            lambda s, c: roles.create_role(
+                s, c.tenant(s, request.tenant_id), request.name, request.description, c.ctx
+            ),
         )
 
     async def ListRoles(
         self, request: roles_pb2.ListRolesRequest, context: Any
     ) -> roles_pb2.ListRolesResponse:
-        return await self.read(lambda s: roles.list_roles(s, _tenant(s, request.tenant_id)))
+        return await self.read(
+            context, lambda s, c: roles.list_roles(s, c.tenant(s, request.tenant_id))
+        )
 
     async def DeleteRole(
         self, request: roles_pb2.DeleteRoleRequest, context: Any
     ) -> roles_pb2.DeleteRoleResponse:
-        ctx = ctx_of(context)
         await self.write(
-            lambda s: roles.delete_role(s, _tenant(s, request.tenant_id), request.name, ctx)
+            context,
+            lambda s, c: roles.delete_role(s, c.tenant(s, request.tenant_id), request.name, c.ctx),
         )
         return roles_pb2.DeleteRoleResponse()
 
     async def AssignRole(
         self, request: roles_pb2.AssignRoleRequest, context: Any
     ) -> roles_pb2.Assignment:
-        ctx = ctx_of(context)
         return await self.write(
-            lambda s: roles.assign(s, _tenant(s, request.tenant_id), request, ctx)
+            context, lambda s, c: roles.assign(s, c.tenant(s, request.tenant_id), request, c.ctx)
         )
 
     async def RevokeRole(
         self, request: roles_pb2.RevokeRoleRequest, context: Any
     ) -> roles_pb2.Assignment:
-        ctx = ctx_of(context)
         return await self.write(
-            lambda s: roles.revoke(s, _tenant(s, request.tenant_id), request, ctx)
+            context, lambda s, c: roles.revoke(s, c.tenant(s, request.tenant_id), request, c.ctx)
         )
 
     async def ListAssignments(
         self, request: roles_pb2.ListAssignmentsRequest, context: Any
     ) -> roles_pb2.ListAssignmentsResponse:
         return await self.read(
-            lambda s: roles.list_assignments(s, _tenant(s, request.tenant_id), request)
+            context, lambda s, c: roles.list_assignments(s, c.tenant(s, request.tenant_id), request)
         )
 
 
@@ -312,14 +395,22 @@ class HistoryServicer(_Base, history_pb2_grpc.HistoryServiceServicer):
         self, request: history_pb2.RecordOperationRequest, context: Any
     ) -> history_pb2.RecordOperationResponse:
         op = request.operation
-        recorded = await self.write(lambda s: history.record(s, _tenant(s, op.tenant_id), op))
+        recorded = await self.write(
+            context, lambda s, c: history.record(s, c.tenant(s, op.tenant_id), op)
+        )
         return history_pb2.RecordOperationResponse(operation=recorded)
+
+    async def RecordOperations(
+        self, request: history_pb2.RecordOperationsRequest, context: Any
+    ) -> history_pb2.RecordOperationsResponse:
+        return await self.write(context, lambda s, c: history.record_many(s, request.operations))
 
     async def ListOperations(
         self, request: history_pb2.ListOperationsRequest, context: Any
     ) -> history_pb2.ListOperationsResponse:
         return await self.read(
-            lambda s: history.list_operations(s, _tenant(s, request.tenant_id), request)
+            context,
+            lambda s, c: history.list_operations(s, c.tenant(s, request.tenant_id), request),
         )
 
 
@@ -342,12 +433,12 @@ class ChangeServicer(_Base, changes_pb2_grpc.ChangeServiceServicer):
     async def GetRevision(
         self, request: changes_pb2.GetRevisionRequest, context: Any
     ) -> changes_pb2.GetRevisionResponse:
-        def get(s: Session) -> changes_pb2.GetRevisionResponse:
-            t = _tenant(s, request.tenant_id)
+        def get(s: Session, c: Caller) -> changes_pb2.GetRevisionResponse:
+            t = c.tenant(s, request.tenant_id)
             return changes_pb2.GetRevisionResponse(
                 revision=t.revision,
                 # The oldest revision still kept; 0 while nothing was compacted.
                 oldest_revision=t.compacted_through + 1 if t.compacted_through else 0,
             )
 
-        return await self.read(get)
+        return await self.read(context, get)

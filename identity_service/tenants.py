@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -24,7 +25,8 @@ from .errors import (
     TenantInactive,
     Unauthenticated,
 )
-from .models import TenantRow, TokenRow, utcnow
+from .models import TenantRow, TokenRow, detached, utcnow
+from .prepared import Prepared
 
 E = changes_pb2
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -59,6 +61,32 @@ def token_proto(row: TokenRow, tenant_id: str) -> tenants_pb2.Token:
         revoked=ts(row.revoked),
         prefix=row.prefix,
     )
+
+
+_TENANT_TABLE = TenantRow.__table__
+_TOKEN_TABLE = TokenRow.__table__
+#: Built once: reads run these on every call, and building a statement costs more
+#: than running it.
+_BY_ID = Prepared(select(_TENANT_TABLE).where(_TENANT_TABLE.c.id == bindparam("id")))
+_BY_SECRET = Prepared(
+    select(
+        *(c.label(f"k_{c.key}") for c in _TOKEN_TABLE.c),
+        *(c.label(f"t_{c.key}") for c in _TENANT_TABLE.c),
+    )
+    .join_from(_TOKEN_TABLE, _TENANT_TABLE, _TENANT_TABLE.c.pk == _TOKEN_TABLE.c.tenant_pk)
+    .where(_TOKEN_TABLE.c.secret_hash == bindparam("h"))
+)
+_TENANT_KEYS = tuple(c.key for c in _TENANT_TABLE.c)
+_TOKEN_KEYS = tuple(c.key for c in _TOKEN_TABLE.c)
+
+
+def snapshot_by_id(session: Session, tenant_id: str) -> TenantRow:
+    """The tenant as a detached row, for read-only calls: one Core query, none of
+    the ORM's loading work. Never change it (it is not part of the session)."""
+    row = _BY_ID.first(session, {"id": check_id(tenant_id, "tenant")})
+    if row is None:
+        raise NotFound(f"no tenant with id {tenant_id!r}", field="tenant_id")
+    return detached(TenantRow, row._asdict())
 
 
 def by_id(session: Session, tenant_id: str, *, lock: bool = False) -> TenantRow:
@@ -326,49 +354,86 @@ def revoke_token(
     return token_proto(row, tenant.id)
 
 
-def authenticate(
-    session: Session, req: tenants_pb2.AuthenticateTokenRequest
-) -> tuple[tenants_pb2.AuthenticateTokenResponse, str | None]:
-    """Checks a secret. Returns the answer and, when last_used is stale, the
-    token id to touch (done by the caller in a short write transaction)."""
-    secret = req.secret.strip()
+@dataclass(frozen=True, slots=True)
+class Bearer:
+    """A checked API token and its tenant."""
+
+    tenant: TenantRow
+    token: TokenRow
+    #: The token id when its last_used is stale (the caller touches it after).
+    touch: str | None
+
+
+def check_bearer(
+    session: Session,
+    secret: str,
+    tenant: str = "",
+    *,
+    allow_inactive: bool = False,
+    snapshot: bool = False,
+) -> Bearer:
+    """Checks an API token's secret, and that it belongs to `tenant` (an id or a
+    name) when one is given. Unknown, revoked, expired and other tenants' tokens
+    get the same Unauthenticated; a deactivated connector gets TenantInactive
+    (unless `allow_inactive`: then the caller raises `inactive(...)` itself).
+    `snapshot`: the rows are detached copies (see snapshot_by_id), for reads."""
+    secret = secret.strip()
     if not secret.startswith(TOKEN_PREFIX) or len(secret) > 256 or "\x00" in secret:
         raise Unauthenticated("invalid bearer token")
-    found = session.execute(
-        select(TokenRow, TenantRow)
-        .join(TenantRow, TenantRow.pk == TokenRow.tenant_pk)
-        .where(TokenRow.secret_hash == _hash(secret))
-    ).first()
-    if found is None:
-        raise Unauthenticated("invalid bearer token")
-    token, tenant = found
+    if snapshot:
+        hit = _BY_SECRET.first(session, {"h": _hash(secret)})
+        if hit is None:
+            raise Unauthenticated("invalid bearer token")
+        values = hit._asdict()
+        token = detached(TokenRow, {k: values[f"k_{k}"] for k in _TOKEN_KEYS})
+        row = detached(TenantRow, {k: values[f"t_{k}"] for k in _TENANT_KEYS})
+    else:
+        found = session.execute(
+            select(TokenRow, TenantRow)
+            .join(TenantRow, TenantRow.pk == TokenRow.tenant_pk)
+            .where(TokenRow.secret_hash == _hash(secret))
+        ).first()
+        if found is None:
+            raise Unauthenticated("invalid bearer token")
+        token, row = found
     now = utcnow()
     if token.revoked is not None:
         raise Unauthenticated("this token was revoked")
     if token.expires is not None and token.expires <= now:
         raise Unauthenticated("this token has expired")
-    which = req.tenant.WhichOneof("ref")
-    if (which == "id" and req.tenant.id.lower() != tenant.id) or (
-        which == "name" and req.tenant.name.strip().lower() != tenant.name
-    ):
+    wanted = tenant.strip().lower()
+    if wanted and wanted not in (row.id, row.name):
         # Same answer as an unknown token: never reveal that it is valid elsewhere.
         raise Unauthenticated("invalid bearer token")
-    if not tenant.active:
-        raise TenantInactive(
-            f"the SCIM connector of tenant {tenant.name!r} is deactivated; "
-            "an administrator must activate it",
-            # The token is valid: its tenant may record the refusal in its history.
-            tenant_id=tenant.id,
-            token_id=token.id,
-        )
-    touch = None
-    if token.last_used is None or now - token.last_used > LAST_USED_RESOLUTION:
-        touch = token.id
+    if not row.active and not allow_inactive:
+        raise inactive(row, token)
+    stale = token.last_used is None or now - token.last_used > LAST_USED_RESOLUTION
+    return Bearer(row, token, token.id if stale else None)
+
+
+def inactive(tenant: TenantRow, token: TokenRow) -> TenantInactive:
+    return TenantInactive(
+        f"the SCIM connector of tenant {tenant.name!r} is deactivated; "
+        "an administrator must activate it",
+        # The token is valid: its tenant may record the refusal in its history.
+        tenant_id=tenant.id,
+        token_id=token.id,
+    )
+
+
+def authenticate(
+    session: Session, req: tenants_pb2.AuthenticateTokenRequest
+) -> tuple[tenants_pb2.AuthenticateTokenResponse, str | None]:
+    """Checks a secret. Returns the answer and, when last_used is stale, the
+    token id to touch (done by the caller in a short write transaction)."""
+    which = req.tenant.WhichOneof("ref")
+    ref = req.tenant.id if which == "id" else req.tenant.name if which == "name" else ""
+    b = check_bearer(session, req.secret, ref)
     return (
         tenants_pb2.AuthenticateTokenResponse(
-            tenant=to_proto(tenant), token=token_proto(token, tenant.id)
+            tenant=to_proto(b.tenant), token=token_proto(b.token, b.tenant.id)
         ),
-        touch,
+        b.touch,
     )
 
 

@@ -1,6 +1,6 @@
 """Typed Python client of the identity service (identity.v1 over gRPC)."""
 
-from ._common import CallContext
+from ._common import Authenticated, CallContext
 from .aio import AsyncIdentityClient
 from .checkpoint import Checkpoint, FileCheckpoint, MemoryCheckpoint, SqliteCheckpoint
 from .client import IdentityClient
@@ -23,6 +23,7 @@ __all__ = [
     "AlreadyExists",
     "AsyncIdentityClient",
     "AsyncWatchIterator",
+    "Authenticated",
     "Backoff",
     "CallContext",
     "Checkpoint",

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,9 @@ RECONNECT_OPTIONS = (
 REQUEST_ID_KEY = "x-request-id"
 ACTOR_KEY = "identity-actor"
 AUTHORIZATION_KEY = "authorization"
+BEARER_KEY = "identity-bearer"
+TENANT_KEY = "identity-tenant"
+AUTHENTICATED_KEY = "identity-authenticated"
 
 
 def channel_options(options: Iterable[tuple[str, Any]]) -> list[tuple[str, Any]]:
@@ -75,6 +78,18 @@ class CallContext:
     actor_id: str = ""
     #: Seconds; None uses the client's default.
     timeout: float | None = None
+    #: A tenant's API token (e.g. the SCIM bearer) for the core to check within the
+    #: call itself: the call then needs no tenant id, is refused unless the token
+    #: is valid (for `tenant`, when given) and its scope allows it, and is
+    #: attributed to that token (the actor fields are then ignored).
+    bearer: str = field(default="", repr=False)
+    #: With `bearer`: the tenant (name or id) the token must belong to.
+    tenant: str = ""
+    #: With `bearer`: called with what the core authenticated, even when the call
+    #: itself fails after authenticating.
+    on_authenticated: Callable[[Authenticated], None] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
         md: list[tuple[str, str]] = []
@@ -82,7 +97,32 @@ class CallContext:
             md.append((REQUEST_ID_KEY, self.request_id))
         if self.actor_kind:
             md.append((ACTOR_KEY, f"{self.actor_kind}:{self.actor_id}"))
+        if self.bearer:
+            md.append((BEARER_KEY, self.bearer))
+            if self.tenant:
+                md.append((TENANT_KEY, self.tenant))
         return tuple(md)
+
+    def report(self, trailing: Iterable[tuple[str, str | bytes]] | None) -> None:
+        """Passes the core's `identity-authenticated` trailer to on_authenticated."""
+        if self.on_authenticated is None:
+            return
+        for key, value in trailing or ():
+            if key == AUTHENTICATED_KEY:
+                text = value.decode() if isinstance(value, bytes) else value
+                tenant_id, token_id, scope = text.split(" ")
+                self.on_authenticated(Authenticated(tenant_id, token_id, int(scope)))
+                return
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticated:
+    """Which tenant and token a call's bearer authenticated as, and its scope."""
+
+    tenant_id: str
+    token_id: str
+    #: identity.v1.TokenScope
+    scope: int
 
 
 def tenant_ref(tenant: str) -> tenants_pb2.TenantRef:

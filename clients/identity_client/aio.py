@@ -100,14 +100,18 @@ class AsyncIdentityClient:
         self, method: Callable[..., Awaitable[_T]], request: Any, ctx: CallContext | None
     ) -> _T:
         ctx = ctx or _NO_CONTEXT
+        call = method(
+            request,
+            timeout=ctx.timeout if ctx.timeout is not None else self.timeout,
+            metadata=ctx.metadata() + self._auth,
+        )
         try:
-            return await method(
-                request,
-                timeout=ctx.timeout if ctx.timeout is not None else self.timeout,
-                metadata=ctx.metadata() + self._auth,
-            )
+            return await call
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
+        finally:
+            if ctx.on_authenticated is not None:
+                ctx.report(await call.trailing_metadata())  # type: ignore[attr-defined]
 
     async def get_tenant(
         self, tenant: str, *, ctx: CallContext | None = None

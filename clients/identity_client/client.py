@@ -130,13 +130,18 @@ class IdentityClient:
 
     def _call(self, method: Callable[..., _T], request: Any, ctx: CallContext | None) -> _T:
         ctx = ctx or _NO_CONTEXT
+        timeout = ctx.timeout if ctx.timeout is not None else self.timeout
         try:
-            return method(
-                request,
-                timeout=ctx.timeout if ctx.timeout is not None else self.timeout,
-                metadata=ctx.metadata() + self._auth,
+            if ctx.on_authenticated is None:
+                return method(request, timeout=timeout, metadata=ctx.metadata() + self._auth)
+            answer, call = method.with_call(  # type: ignore[attr-defined]
+                request, timeout=timeout, metadata=ctx.metadata() + self._auth
             )
+            ctx.report(call.trailing_metadata())
+            return answer  # type: ignore[no-any-return]
         except grpc.RpcError as err:
+            if ctx.on_authenticated is not None and isinstance(err, grpc.Call):
+                ctx.report(err.trailing_metadata())
             raise from_rpc_error(err) from None
 
     # -- tenants and tokens -------------------------------------------------------
@@ -574,6 +579,13 @@ class IdentityClient:
     ) -> history_pb2.Operation:
         req = history_pb2.RecordOperationRequest(operation=operation)
         return self._call(self._history.RecordOperation, req, ctx).operation
+
+    def record_operations(
+        self, operations: Iterable[history_pb2.Operation], *, ctx: CallContext | None = None
+    ) -> history_pb2.RecordOperationsResponse:
+        """Records many operations (of any tenants) in one call."""
+        req = history_pb2.RecordOperationsRequest(operations=list(operations))
+        return self._call(self._history.RecordOperations, req, ctx)
 
     def list_operations(
         self,

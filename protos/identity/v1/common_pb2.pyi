@@ -98,6 +98,8 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """PERMISSION_DENIED: the token's scope forbids it"""
     ERROR_REASON_UNAVAILABLE: _ErrorReason.ValueType  # 13
     """UNAVAILABLE: the database cannot be reached"""
+    ERROR_REASON_TOKEN_SCOPE: _ErrorReason.ValueType  # 14
+    """PERMISSION_DENIED: a tenant API token's scope forbids the call"""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper): ...
 
@@ -128,6 +130,8 @@ ERROR_REASON_PERMISSION_DENIED: ErrorReason.ValueType  # 12
 """PERMISSION_DENIED: the token's scope forbids it"""
 ERROR_REASON_UNAVAILABLE: ErrorReason.ValueType  # 13
 """UNAVAILABLE: the database cannot be reached"""
+ERROR_REASON_TOKEN_SCOPE: ErrorReason.ValueType  # 14
+"""PERMISSION_DENIED: a tenant API token's scope forbids the call"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 @_typing.final

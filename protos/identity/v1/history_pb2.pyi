@@ -172,6 +172,55 @@ class RecordOperationResponse(_message.Message):
 Global___RecordOperationResponse: _TypeAlias = RecordOperationResponse  # noqa: Y015
 
 @_typing.final
+class RecordOperationsRequest(_message.Message):
+    """Many records at once, of any tenants (the gateway sends its records in
+    batches, off the request path). All are checked before any is written.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPERATIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def operations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Operation]:
+        """id is assigned by the core; time should be set (the core uses now when absent)."""
+
+    def __init__(
+        self,
+        *,
+        operations: _abc.Iterable[Global___Operation] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["operations", b"operations"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordOperationsRequest: _TypeAlias = RecordOperationsRequest  # noqa: Y015
+
+@_typing.final
+class RecordOperationsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDED_FIELD_NUMBER: _builtins.int
+    DROPPED_FIELD_NUMBER: _builtins.int
+    recorded: _builtins.int
+    dropped: _builtins.int
+    """Records naming a tenant that does not exist (any more): dropped, not an error."""
+    def __init__(
+        self,
+        *,
+        recorded: _builtins.int = ...,
+        dropped: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dropped", b"dropped", "recorded", b"recorded"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordOperationsResponse: _TypeAlias = RecordOperationsResponse  # noqa: Y015
+
+@_typing.final
 class ListOperationsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

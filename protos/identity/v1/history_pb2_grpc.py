@@ -39,6 +39,11 @@ class HistoryServiceStub:
                 request_serializer=identity_dot_v1_dot_history__pb2.RecordOperationRequest.SerializeToString,
                 response_deserializer=identity_dot_v1_dot_history__pb2.RecordOperationResponse.FromString,
                 _registered_method=True)
+        self.RecordOperations = channel.unary_unary(
+                '/identity.v1.HistoryService/RecordOperations',
+                request_serializer=identity_dot_v1_dot_history__pb2.RecordOperationsRequest.SerializeToString,
+                response_deserializer=identity_dot_v1_dot_history__pb2.RecordOperationsResponse.FromString,
+                _registered_method=True)
         self.ListOperations = channel.unary_unary(
                 '/identity.v1.HistoryService/ListOperations',
                 request_serializer=identity_dot_v1_dot_history__pb2.ListOperationsRequest.SerializeToString,
@@ -50,6 +55,12 @@ class HistoryServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def RecordOperation(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordOperations(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -68,6 +79,11 @@ def add_HistoryServiceServicer_to_server(servicer, server):
                     servicer.RecordOperation,
                     request_deserializer=identity_dot_v1_dot_history__pb2.RecordOperationRequest.FromString,
                     response_serializer=identity_dot_v1_dot_history__pb2.RecordOperationResponse.SerializeToString,
+            ),
+            'RecordOperations': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordOperations,
+                    request_deserializer=identity_dot_v1_dot_history__pb2.RecordOperationsRequest.FromString,
+                    response_serializer=identity_dot_v1_dot_history__pb2.RecordOperationsResponse.SerializeToString,
             ),
             'ListOperations': grpc.unary_unary_rpc_method_handler(
                     servicer.ListOperations,
@@ -102,6 +118,33 @@ class HistoryService:
             '/identity.v1.HistoryService/RecordOperation',
             identity_dot_v1_dot_history__pb2.RecordOperationRequest.SerializeToString,
             identity_dot_v1_dot_history__pb2.RecordOperationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordOperations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/identity.v1.HistoryService/RecordOperations',
+            identity_dot_v1_dot_history__pb2.RecordOperationsRequest.SerializeToString,
+            identity_dot_v1_dot_history__pb2.RecordOperationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -32,12 +32,14 @@ class HistoryServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> HistoryServiceAsyncStub: ...
     RecordOperation: _grpc.UnaryUnaryMultiCallable[_history_pb2.RecordOperationRequest, _history_pb2.RecordOperationResponse]
+    RecordOperations: _grpc.UnaryUnaryMultiCallable[_history_pb2.RecordOperationsRequest, _history_pb2.RecordOperationsResponse]
     ListOperations: _grpc.UnaryUnaryMultiCallable[_history_pb2.ListOperationsRequest, _history_pb2.ListOperationsResponse]
 
 @_typing.type_check_only
 class HistoryServiceAsyncStub(HistoryServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     RecordOperation: _aio.UnaryUnaryMultiCallable[_history_pb2.RecordOperationRequest, _history_pb2.RecordOperationResponse]  # type: ignore[assignment]
+    RecordOperations: _aio.UnaryUnaryMultiCallable[_history_pb2.RecordOperationsRequest, _history_pb2.RecordOperationsResponse]  # type: ignore[assignment]
     ListOperations: _aio.UnaryUnaryMultiCallable[_history_pb2.ListOperationsRequest, _history_pb2.ListOperationsResponse]  # type: ignore[assignment]
 
 class HistoryServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -47,6 +49,13 @@ class HistoryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _history_pb2.RecordOperationRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_history_pb2.RecordOperationResponse, _abc.Awaitable[_history_pb2.RecordOperationResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RecordOperations(
+        self,
+        request: _history_pb2.RecordOperationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_history_pb2.RecordOperationsResponse, _abc.Awaitable[_history_pb2.RecordOperationsResponse]]: ...
 
     @_abc_1.abstractmethod
     def ListOperations(

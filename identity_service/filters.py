@@ -28,6 +28,7 @@ from sqlalchemy import (
     select,
     true,
 )
+from sqlalchemy.orm import QueryableAttribute
 
 from identity.v1 import common_pb2, policy_pb2
 
@@ -516,6 +517,46 @@ class _Compiler:
             return attr.owner_in(_compare(sub, cmp, f"{attr.name}.{sub.name}"), self.tenant_pk)
         assert sub is not None
         return _compare(sub, cmp, shown)
+
+
+@dataclass(frozen=True)
+class Equality:
+    """A filter that is one `attribute eq "text"` on a string attribute kept in a
+    column of its own: the lookup IdPs make before nearly every write."""
+
+    #: Which attribute (stable, for statement caches).
+    name: str
+    column: ColumnElement[Any]
+    value: str
+
+
+def equality(catalog: Catalog, f: common_pb2.Filter | None) -> Equality | None:
+    """`f` as an Equality, or None (then compile_filter handles it, errors included)."""
+    if f is None or f.WhichOneof("node") != "compare":
+        return None
+    cmp = f.compare
+    if cmp.op != Op.COMPARE_OP_EQ or cmp.value.WhichOneof("kind") != "string_value":
+        return None
+    try:
+        attr, _ = catalog.resolve(cmp.path)
+    except InvalidFilter:
+        return None
+    if (
+        not isinstance(attr, Scalar)
+        or attr.type != "string"
+        or attr.codes is not None
+        or attr.expr is None
+        or not (attr.case_exact or attr.lowered)
+        or "\x00" in cmp.value.string_value
+    ):
+        return None
+    column = attr.expr()
+    if not isinstance(column, QueryableAttribute):
+        return None  # read from the JSON document
+    text = cmp.value.string_value
+    return Equality(
+        f"{catalog.resource}.{attr.name}", column, text if attr.case_exact else text.lower()
+    )
 
 
 def compile_filter(

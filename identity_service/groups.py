@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from identity.v1 import changes_pb2, groups_pb2, policy_pb2
@@ -41,6 +41,9 @@ _ROW_COLUMNS = (
     GroupRow.member_count,
     GroupRow.doc,
 )
+_ROW_SELECT = select(*_ROW_COLUMNS)
+_BY_ID = _ROW_SELECT.where(GroupRow.tenant_pk == bindparam("t"), GroupRow.id == bindparam("id"))
+_BY_ID_FOR_UPDATE = _BY_ID.with_for_update()
 
 
 def _proto(row: Any, tenant_id: str) -> groups_pb2.Group:
@@ -60,12 +63,11 @@ def _proto(row: Any, tenant_id: str) -> groups_pb2.Group:
 
 
 def _row(session: Session, tenant: TenantRow, group_id: str, *, lock: bool = False) -> Any:
-    stmt = select(*_ROW_COLUMNS).where(
-        GroupRow.tenant_pk == tenant.pk, GroupRow.id == check_id(group_id, "group")
-    )
-    if lock:
-        stmt = stmt.with_for_update()
-    row = session.execute(stmt).first()
+    params = {"t": tenant.pk, "id": check_id(group_id, "group")}
+    if lock:  # writes: through the session, which flushes pending changes first
+        row = session.execute(_BY_ID_FOR_UPDATE, params).first()
+    else:
+        row = session.connection().execute(_BY_ID, params).first()
     if row is None:
         raise NotFound(f"no group with id {group_id!r} in this tenant", field="id")
     return row
@@ -143,7 +145,7 @@ def list_groups(
         session,
         catalog=GROUPS,
         model=GroupRow,
-        columns=select(*_ROW_COLUMNS),
+        columns=_ROW_SELECT,
         tenant_pk=tenant.pk,
         f=req.filter if req.HasField("filter") else None,
         sort=req.sort if req.HasField("sort") else None,

@@ -10,13 +10,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from identity.v1 import common_pb2
 
 from .errors import InvalidCursor, TooMany
-from .filters import Catalog, compile_filter, sort_key
+from .filters import Catalog, Equality, compile_filter, equality, sort_key
+from .prepared import Prepared
 from .settings import Settings
 
 
@@ -75,6 +76,29 @@ def _decode_cursor(cursor: str, qh: str, key_type: str | None) -> tuple[Any, int
     return key, pk
 
 
+_LOOKUPS: dict[tuple[int, str], tuple[Select[*tuple[Any, ...]], Prepared]] = {}
+
+
+def _lookup_statement(columns: Select[*tuple[Any, ...]], model: Any, lookup: Equality) -> Prepared:
+    key = (id(columns), lookup.name)
+    hit = _LOOKUPS.get(key)
+    if hit is not None and hit[0] is columns:
+        return hit[1]
+    stmt = Prepared(
+        columns.where(
+            model.tenant_pk == bindparam("t"),
+            lookup.column.is_not(None),
+            lookup.column == bindparam("v"),
+        )
+        .order_by(model.pk.asc())
+        .limit(bindparam("n"))
+    )
+    if len(_LOOKUPS) > 256:  # callers passing fresh selects would grow it forever
+        _LOOKUPS.clear()
+    _LOOKUPS[key] = (columns, stmt)
+    return stmt
+
+
 def page_of(
     session: Session,
     *,
@@ -87,8 +111,9 @@ def page_of(
     page: common_pb2.Page,
     settings: Settings,
 ) -> PageResult:
-    """One page of `columns` (a select over `model`) for the tenant, plus the exact total."""
-    cond = and_(model.tenant_pk == tenant_pk, compile_filter(catalog, f, tenant_pk))
+    """One page of `columns` (a select over `model`) for the tenant, plus the exact total.
+    `columns` should be a long-lived (module-level) select: simple lookups cache
+    their statement by it."""
     if page.HasField("count"):
         count = page.count
         if count < 0:
@@ -104,6 +129,23 @@ def page_of(
         raise TooMany("start_index is 1-based and must not be negative", field="start_index")
     if page.start_index and page.use_cursor:
         raise InvalidCursor("use either start_index or a cursor, not both", field="cursor")
+
+    lookup = equality(catalog, f)
+    if (
+        lookup is not None
+        and not (sort is not None and sort.path.attribute)
+        and not page.use_cursor
+        and page.start_index <= 1
+        and count > 0
+    ):
+        # The IdPs' `userName eq "..."`: a statement built once, one index read.
+        rows = _lookup_statement(columns, model, lookup).run(
+            session, {"t": tenant_pk, "v": lookup.value, "n": count}
+        )
+        if len(rows) < count:
+            return PageResult(rows, len(rows), 1, "")
+
+    cond = and_(model.tenant_pk == tenant_pk, compile_filter(catalog, f, tenant_pk))
 
     def exact_total() -> int:
         stmt = select(func.count()).select_from(model).where(cond)

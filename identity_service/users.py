@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from google.protobuf import json_format
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -29,6 +29,7 @@ from .models import (
     UserValueRow,
     utcnow,
 )
+from .prepared import Prepared
 from .rows import check_version, chunks, leave_all_groups
 from .settings import Settings
 from .validate import check_message
@@ -59,6 +60,41 @@ _ROW_COLUMNS = (
     UserRow.active,
     UserRow.body,
     UserRow.managed_by,
+)
+
+
+_ROW_SELECT = select(*_ROW_COLUMNS)
+_BY_ID_SELECT = _ROW_SELECT.where(
+    UserRow.tenant_pk == bindparam("t"), UserRow.id == bindparam("id")
+)
+_BY_ID = Prepared(_BY_ID_SELECT)
+_BY_ID_FOR_UPDATE = _BY_ID_SELECT.with_for_update()
+# Built once (reads run them on every call): the groups and roles of a page of users.
+_GROUPS_OF = (
+    select(MemberRow.member_id, GroupRow.id, GroupRow.display_name)
+    .join(GroupRow, GroupRow.pk == MemberRow.group_pk)
+    .where(MemberRow.member_id.in_(bindparam("ids", expanding=True)))
+    .order_by(GroupRow.pk)
+)
+_ROLES_OF = (
+    select(AssignmentRow.user_pk, RoleRow.name, AssignmentRow.source)
+    .join(RoleRow, RoleRow.pk == AssignmentRow.role_pk)
+    .where(AssignmentRow.user_pk.in_(bindparam("pks", expanding=True)))
+    .order_by(RoleRow.name, AssignmentRow.source)
+)
+
+
+_GROUPS_OF_ONE = Prepared(
+    select(MemberRow.member_id, GroupRow.id, GroupRow.display_name)
+    .join(GroupRow, GroupRow.pk == MemberRow.group_pk)
+    .where(MemberRow.member_id == bindparam("id"))
+    .order_by(GroupRow.pk)
+)
+_ROLES_OF_ONE = Prepared(
+    select(AssignmentRow.user_pk, RoleRow.name, AssignmentRow.source)
+    .join(RoleRow, RoleRow.pk == AssignmentRow.role_pk)
+    .where(AssignmentRow.user_pk == bindparam("pk"))
+    .order_by(RoleRow.name, AssignmentRow.source)
 )
 
 
@@ -186,22 +222,21 @@ def load(session: Session, tenant: TenantRow, rows: Sequence[Any]) -> list[users
     tenant_id = tenant.id
     groups: dict[str, list[users_pb2.GroupRef]] = defaultdict(list)
     roles: dict[int, list[users_pb2.RoleAssignment]] = defaultdict(list)
-    for chunk in chunks(rows):
+    if len(rows) == 1:  # a lookup or a read by id: the common case
+        r = rows[0]
+        for member_id, gid, gname in _GROUPS_OF_ONE.run(session, {"id": r.id}):
+            groups[member_id].append(users_pb2.GroupRef(id=gid, display_name=gname))
+        for user_pk, name, source in _ROLES_OF_ONE.run(session, {"pk": r.pk}):
+            roles[user_pk].append(
+                users_pb2.RoleAssignment(role=name, source=users_pb2.RoleSource.ValueType(source))
+            )
+    conn = session.connection()
+    for chunk in chunks(rows if len(rows) > 1 else ()):
         ids = [r.id for r in chunk]
-        for member_id, gid, gname in session.execute(
-            select(MemberRow.member_id, GroupRow.id, GroupRow.display_name)
-            .join(GroupRow, GroupRow.pk == MemberRow.group_pk)
-            .where(MemberRow.member_id.in_(ids))
-            .order_by(GroupRow.pk)
-        ):
+        for member_id, gid, gname in conn.execute(_GROUPS_OF, {"ids": ids}):
             groups[member_id].append(users_pb2.GroupRef(id=gid, display_name=gname))
         pks = [r.pk for r in chunk]
-        for user_pk, name, source in session.execute(
-            select(AssignmentRow.user_pk, RoleRow.name, AssignmentRow.source)
-            .join(RoleRow, RoleRow.pk == AssignmentRow.role_pk)
-            .where(AssignmentRow.user_pk.in_(pks))
-            .order_by(RoleRow.name, AssignmentRow.source)
-        ):
+        for user_pk, name, source in conn.execute(_ROLES_OF, {"pks": pks}):
             roles[user_pk].append(
                 users_pb2.RoleAssignment(role=name, source=users_pb2.RoleSource.ValueType(source))
             )
@@ -245,12 +280,11 @@ def _existing_ids(session: Session, tenant: TenantRow, ids: set[str]) -> set[str
 
 
 def _row(session: Session, tenant: TenantRow, user_id: str, *, lock: bool = False) -> Any:
-    stmt = select(*_ROW_COLUMNS).where(
-        UserRow.tenant_pk == tenant.pk, UserRow.id == check_id(user_id, "user")
-    )
-    if lock:
-        stmt = stmt.with_for_update()
-    row = session.execute(stmt).first()
+    params = {"t": tenant.pk, "id": check_id(user_id, "user")}
+    if lock:  # writes: through the session, which flushes pending changes first
+        row = session.execute(_BY_ID_FOR_UPDATE, params).first()
+    else:
+        row = _BY_ID.first(session, params)
     if row is None:
         raise NotFound(f"no user with id {user_id!r} in this tenant", field="id")
     return row
@@ -418,7 +452,7 @@ def list_users(
         session,
         catalog=catalog,
         model=UserRow,
-        columns=select(*_ROW_COLUMNS),
+        columns=_ROW_SELECT,
         tenant_pk=tenant.pk,
         f=req.filter if req.HasField("filter") else None,
         sort=req.sort if req.HasField("sort") else None,

@@ -1,0 +1,226 @@
+"""Calls that carry a tenant's API token (`CallContext(bearer=...)`), the way the
+gateway makes one core call per SCIM request: the core checks the token in the
+call's own transaction, refuses what its tenant or scope does not allow, reports
+who it authenticated (also on errors), and attributes changes to the token.
+Also: the prepared hot-path statements answer exactly what SQLAlchemy does, and
+RecordOperations writes batches. On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from identity.v1 import common_pb2, groups_pb2, history_pb2, tenants_pb2, users_pb2
+from identity_client import (
+    Authenticated,
+    CallContext,
+    FailedPrecondition,
+    IdentityClient,
+    InvalidArgument,
+    PermissionDenied,
+    Unauthenticated,
+)
+from identity_client.types import ErrorReason, Tenant
+from identity_service import tenants, users
+from identity_service.db import Database
+from identity_service.filters import USERS, equality
+from identity_service.listing import _lookup_statement
+from identity_service.models import UserRow
+
+from .test_events import read_events
+from .test_filters import cmp
+
+
+def _user(name: str) -> users_pb2.User:
+    return users_pb2.User(
+        user_name=name,
+        external_id=f"ext-{name}",
+        emails=[users_pb2.MultiValue(value=f"{name}@example.com", type="work", primary=True)],
+    )
+
+
+def _by_name(name: str) -> common_pb2.Filter:
+    return cmp("userName", "eq", name)
+
+
+class Seen:
+    def __init__(self) -> None:
+        self.who: list[Authenticated] = []
+
+    def ctx(self, secret: str, tenant: str = "") -> CallContext:
+        return CallContext(
+            request_id="r-1", bearer=secret, tenant=tenant, on_authenticated=self.who.append
+        )
+
+
+def test_a_bearer_call_needs_no_tenant_id_and_says_who(
+    client: IdentityClient, tenant: Tenant, token: str
+) -> None:
+    client.create_user(tenant.id, _user("ada"))
+    seen = Seen()
+    page = client.list_users("", filter=_by_name("ADA"), ctx=seen.ctx(token, tenant.name))
+    assert [u.user_name for u in page.users] == ["ada"]
+    assert page.users[0].tenant_id == tenant.id
+    (who,) = seen.who
+    assert who.tenant_id == tenant.id
+    assert who.scope == tenants_pb2.TOKEN_SCOPE_FULL
+    assert who.token_id in {t.id for t in client.list_tokens(tenant.id)}
+
+
+def test_the_change_is_attributed_to_the_token(
+    client: IdentityClient, tenant: Tenant, token: str, database_url: str
+) -> None:
+    seen = Seen()
+    # A claimed actor is ignored: the token decides.
+    ctx = CallContext(
+        request_id="r-2",
+        actor_kind="admin",
+        actor_id="mallory",
+        bearer=token,
+        on_authenticated=seen.who.append,
+    )
+    created = client.create_user("", _user("bob"), ctx=ctx)
+    mine = [e for e in read_events(database_url, tenant.id) if e.resource_id == created.meta.id]
+    assert mine and all(e.actor.kind == "token" for e in mine)
+    assert {e.actor.id for e in mine} == {seen.who[0].token_id}
+
+
+def test_wrong_or_unknown_tokens_are_refused_alike(
+    client: IdentityClient, tenant: Tenant, token: str
+) -> None:
+    other = client.create_tenant(f"other-{uuid.uuid4().hex[:10]}")
+    other_token = client.issue_token(other.id).secret
+    for secret, tenant_ref, tenant_id in (
+        ("scim_" + "x" * 40, tenant.name, ""),  # unknown
+        (other_token, tenant.name, ""),  # another tenant's, named by the path
+        (other_token, "", tenant.id),  # another tenant's, named by the request
+        (token, "no-such-tenant", ""),
+    ):
+        seen = Seen()
+        with pytest.raises(Unauthenticated):
+            client.list_users(tenant_id, ctx=seen.ctx(secret, tenant_ref))
+        assert seen.who == []  # nothing authenticated, nothing reported
+
+
+def test_scope_is_enforced_by_the_core(client: IdentityClient, tenant: Tenant) -> None:
+    created = client.create_user(tenant.id, _user("carol"))
+    read_only = client.issue_token(tenant.id, scope=tenants_pb2.TOKEN_SCOPE_READ_ONLY).secret
+    seen = Seen()
+    assert client.get_user("", created.meta.id, ctx=seen.ctx(read_only)).user_name == "carol"
+    with pytest.raises(PermissionDenied) as refused:
+        client.create_user("", _user("dave"), ctx=seen.ctx(read_only))
+    assert refused.value.reason == ErrorReason.ERROR_REASON_TOKEN_SCOPE
+    assert "read-only" in refused.value.message
+    # Refused, but authenticated: the caller learns who (to record the refusal).
+    assert len(seen.who) == 2
+    assert client.list_users(tenant.id, filter=_by_name("dave")).total_results == 0
+
+    client.revoke_token(tenant.id, seen.who[0].token_id)  # room for one more token
+    users_only = client.issue_token(tenant.id, scope=tenants_pb2.TOKEN_SCOPE_USERS_ONLY).secret
+    assert client.list_users("", ctx=Seen().ctx(users_only)).total_results == 1
+    with pytest.raises(PermissionDenied) as refused:
+        client.list_groups("", ctx=Seen().ctx(users_only))
+    assert "users-only" in refused.value.message
+
+
+def test_an_inactive_connector_is_refused_after_authentication(
+    client: IdentityClient, tenant: Tenant, token: str
+) -> None:
+    client.update_tenant(tenant.id, active=False)
+    seen = Seen()
+    with pytest.raises(FailedPrecondition) as refused:
+        client.list_users("", ctx=seen.ctx(token))
+    assert refused.value.reason == ErrorReason.ERROR_REASON_TENANT_INACTIVE
+    assert [w.tenant_id for w in seen.who] == [tenant.id]
+
+
+def test_revocation_takes_effect_on_the_next_call(
+    client: IdentityClient, tenant: Tenant, token: str
+) -> None:
+    seen = Seen()
+    client.list_users("", ctx=seen.ctx(token))
+    client.revoke_token(tenant.id, seen.who[0].token_id)
+    with pytest.raises(Unauthenticated):
+        client.list_users("", ctx=seen.ctx(token))
+
+
+def test_record_operations_batches(client: IdentityClient, tenant: Tenant) -> None:
+    other = client.create_tenant(f"hist-{uuid.uuid4().hex[:10]}")
+
+    def op(tenant_id: str, status: int, rid: str) -> history_pb2.Operation:
+        o = history_pb2.Operation(
+            tenant_id=tenant_id,
+            method="get",
+            kind=history_pb2.OPERATION_KIND_READ,
+            resource_type="User",
+            resource_id=rid,
+            status=status,
+            request_id=rid,
+        )
+        o.time.GetCurrentTime()
+        return o
+
+    # One bad record refuses the whole batch: nothing is written.
+    with pytest.raises(InvalidArgument):
+        client.record_operations([op(tenant.id, 200, "a"), op(tenant.id, 99, "b")])
+    assert client.list_operations(tenant.id).operations == []
+
+    answer = client.record_operations(
+        [
+            op(tenant.id, 200, "r1"),
+            op(other.id, 404, "r2"),
+            op(str(uuid.uuid4()), 200, "r3"),  # no such tenant: dropped, not an error
+            op(tenant.id, 201, "r4"),
+        ]
+    )
+    assert (answer.recorded, answer.dropped) == (3, 1)
+    mine = client.list_operations(tenant.id).operations
+    assert sorted(o.request_id for o in mine) == ["r1", "r4"]
+    assert all(o.method == "GET" and o.id for o in mine)
+    assert [o.request_id for o in client.list_operations(other.id).operations] == ["r2"]
+
+
+def test_prepared_statements_answer_what_sqlalchemy_answers(
+    client: IdentityClient, tenant: Tenant, token: str, identity_service_db: object
+) -> None:
+    db = identity_service_db
+    assert isinstance(db, Database)
+    created = client.create_user(tenant.id, _user("erin"))
+    group = client.create_group(tenant.id, groups_pb2.Group(display_name="eng"))
+    client.update_group(tenant.id, group.meta.id, add_members=[created.meta.id])
+    client.create_role(tenant.id, "admin")
+    client.assign_role(tenant.id, created.meta.id, "admin")
+    with db.read() as s:
+        tpk = tenants.by_id(s, tenant.id).pk
+        upk = s.execute(UserRow.__table__.select().where(UserRow.id == created.meta.id)).one().pk
+        lookup = equality(USERS, _by_name("ERIN"))
+        assert lookup is not None
+        cases = [
+            (tenants._BY_ID, {"id": tenant.id}),
+            (tenants._BY_SECRET, {"h": tenants._hash(token)}),
+            (users._BY_ID, {"t": tpk, "id": created.meta.id}),
+            (users._GROUPS_OF_ONE, {"id": created.meta.id}),
+            (users._ROLES_OF_ONE, {"pk": upk}),
+            (
+                _lookup_statement(users._ROW_SELECT, UserRow, lookup),
+                {"t": tpk, "v": lookup.value, "n": 10},
+            ),
+        ]
+        for prepared, params in cases:
+            fast = [tuple(r) for r in prepared.run(s, params)]
+            slow = [tuple(r) for r in s.execute(prepared.stmt, params)]
+            assert fast == slow and fast, prepared.stmt
+    # And the snapshots equal the ORM rows.
+    with db.read() as s:
+        snap = tenants.snapshot_by_id(s, tenant.id)
+        orm = tenants.by_id(s, tenant.id)
+        for key in ("pk", "id", "name", "active", "revision", "settings", "created"):
+            assert getattr(snap, key) == getattr(orm, key), key
+        b = tenants.check_bearer(s, token, snapshot=True)
+        b2 = tenants.check_bearer(s, token)
+        assert (b.token.id, b.token.scope, b.tenant.id) == (
+            b2.token.id,
+            b2.token.scope,
+            b2.tenant.id,
+        )

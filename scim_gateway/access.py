@@ -28,16 +28,6 @@ from .schemas import ResourceType
 
 READ_ONLY = tenants_pb2.TOKEN_SCOPE_READ_ONLY
 USERS_ONLY = tenants_pb2.TOKEN_SCOPE_USERS_ONLY
-_SCOPE_KEY = "token_scope"
-
-
-def remember_scope(call: Call, scope: int) -> None:
-    """Keeps the authenticated token's scope with the request."""
-    call.memo[_SCOPE_KEY] = scope
-
-
-def scope_of(call: Call) -> int:
-    return int(call.memo.get(_SCOPE_KEY, tenants_pb2.TOKEN_SCOPE_FULL))
 
 
 def read_only_refusal() -> ScimError:
@@ -73,14 +63,17 @@ def check_request(scope: int, method: str, path: str) -> None:
 
 class ScopedService:
     """A resource service that checks the calling token's scope on every
-    operation, whichever route (an endpoint, /Bulk, /.search) reaches it."""
+    operation, whichever route (an endpoint, /Bulk, /.search) reaches it, when
+    the request already knows it. Otherwise the core refuses the operation's
+    first call with the same answer (it checks the scope of the bearer the
+    call carries)."""
 
     def __init__(self, inner: ResourceService) -> None:
         self._inner = inner
         self.rtype: ResourceType = inner.rtype
 
     def _check(self, call: Call, write: bool) -> None:
-        scope = scope_of(call)
+        scope = call.scope
         if scope == USERS_ONLY and self.rtype.name != "User":
             raise users_only_refusal()
         if write and scope == READ_ONLY:

@@ -26,8 +26,6 @@ from .access import (
     RateLimiter,
     ScopedService,
     check_request,
-    remember_scope,
-    scope_of,
     too_many_requests,
 )
 from .errors import ScimError, from_identity_error
@@ -77,8 +75,24 @@ UNAUTHORIZED_DETAIL = (
 )
 
 
+#: Call.memo key: the token is valid but its tenant's connector is off.
+REFUSED = "refused"
+
+
 def _unauthorized(detail: str = UNAUTHORIZED_DETAIL) -> ScimError:
     return ScimError(401, detail, headers={"WWW-Authenticate": 'Bearer realm="scim"'})
+
+
+def _bearer_secret(req: falcon.Request) -> str:
+    """The request's bearer secret, or a 401 when it has none that could be one."""
+    header = req.get_header("Authorization") or ""
+    scheme, _, secret = header.strip().partition(" ")
+    secret = secret.strip()
+    if scheme.lower() != "bearer" or not secret:
+        raise _unauthorized()
+    if len(secret) > 4096 or not secret.isascii() or not secret.isprintable():
+        raise _unauthorized()
+    return secret
 
 
 class RequestContextMiddleware:
@@ -86,9 +100,15 @@ class RequestContextMiddleware:
     operations history (one record per SCIM operation)."""
 
     def __init__(
-        self, settings: Settings, client: IdentityClient, recorder: Recorder, metrics: Metrics
+        self,
+        settings: Settings,
+        client: IdentityClient,
+        recorder: Recorder,
+        metrics: Metrics,
+        errors: ErrorHandler,
     ) -> None:
         self._settings = settings
+        self._errors = errors
         self._client = client
         self._recorder = recorder
         self._metrics = metrics
@@ -117,25 +137,33 @@ class RequestContextMiddleware:
             tenant = first
             base += f"/{tenant}"
             req.path = f"{PREFIX}/{tail}" if tail else PREFIX
-        call = self._authenticate(req, tenant, base)
+        call = Call(
+            request_id=req.context.request_id,
+            base_url=base,
+            secret=_bearer_secret(req),
+            tenant_ref=tenant or "",
+            authenticator=self._authenticate,
+        )
         req.context.call = call
+        endpoint = req.path[len(PREFIX) :].strip("/").partition("/")[0]
+        if self._limiter is not None or endpoint == "Bulk":
+            # The limit is per tenant, and /Bulk checks each operation's scope
+            # before running it: both need the token known first.
+            call.authenticate()
         if self._limiter is not None:
             wait = self._limiter.acquire(call.tenant_id)
             if wait > 0:
                 raise too_many_requests(wait)
-        check_request(scope_of(call), req.method, req.path[len(PREFIX) :])
+        if call.scope is not None:
+            check_request(call.scope, req.method, req.path[len(PREFIX) :])
+        # Otherwise the core checks the token, its tenant and its scope within the
+        # request's first call (see Call), and refuses what the scope forbids.
 
-    def _authenticate(self, req: falcon.Request, tenant: str | None, base: str) -> Call:
-        header = req.get_header("Authorization") or ""
-        scheme, _, secret = header.strip().partition(" ")
-        secret = secret.strip()
-        if scheme.lower() != "bearer" or not secret:
-            raise _unauthorized()
-        if len(secret) > 4096 or not secret.isascii() or not secret.isprintable():
-            raise _unauthorized()
+    def _authenticate(self, call: Call) -> None:
+        """AuthenticateToken, for requests that need the tenant before (or without)
+        a core call of their own."""
         try:
-            # No caching: a revoked token fails on the very next request.
-            auth = self._client.authenticate(secret, tenant=tenant)
+            auth = self._client.authenticate(call.secret, tenant=call.tenant_ref or None)
         except NotFound:
             raise _unauthorized() from None  # an unknown tenant reveals nothing more
         except IdentityError as err:
@@ -145,21 +173,10 @@ class RequestContextMiddleware:
             if err.reason == ErrorReason.ERROR_REASON_TENANT_INACTIVE and err.detail.tenant_id:
                 # A valid token of a deactivated connector: the refusal belongs in that
                 # tenant's history (Big ACL: "check that the connector is activated").
-                req.context.refused = Call(
-                    tenant_id=err.detail.tenant_id,
-                    token_id=err.detail.token_id,
-                    request_id=req.context.request_id,
-                    base_url=base,
-                )
+                call.tenant_id, call.token_id = err.detail.tenant_id, err.detail.token_id
+                call.memo[REFUSED] = True
             raise scim from None
-        call = Call(
-            tenant_id=auth.tenant.id,
-            token_id=auth.token.id,
-            request_id=req.context.request_id,
-            base_url=base,
-        )
-        remember_scope(call, auth.token.scope)
-        return call
+        call.tenant_id, call.token_id, call.scope = auth.tenant.id, auth.token.id, auth.token.scope
 
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
@@ -180,12 +197,24 @@ class RequestContextMiddleware:
                 duration_ms=elapsed * 1000,
                 token_id=call.token_id if call else "",
             )
-        refused: Call | None = getattr(req.context, "refused", None)
-        if call is None and refused is not None:
-            call, info = refused, _refused_op(req.method, endpoint)
-        if call is None or info is None:
-            return
         error: ScimError | None = getattr(req.context, "error", None)
+        if call is None:
+            return
+        if not call.authenticated and (error is None or error.status != 401):
+            # No core call of this request checked its bearer (it made none, or
+            # failed first): check it now, so that a caller without a valid token
+            # never gets any other answer than 401.
+            try:
+                call.authenticate()
+            except ScimError as err:
+                self._errors.render(req, resp, err)
+                error = err
+        if not call.authenticated:
+            return
+        if info is None and call.memo.get(REFUSED):
+            info = _refused_op(req.method, endpoint)
+        if info is None:
+            return
         self._recorder.record(
             call,
             method=req.method,
@@ -241,12 +270,15 @@ class ErrorHandler:
     def __call__(
         self, req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict[str, Any]
     ) -> None:
-        err = self.to_scim(req, ex)
+        self.render(req, resp, self.to_scim(req, ex))
+
+    def render(self, req: falcon.Request, resp: falcon.Response, err: ScimError) -> None:
         req.context.error = err
         resp.status = err.status
         for name, value in err.headers.items():
             resp.set_header(name, value)
         resp.content_type = SCIM_MEDIA_TYPE
+        resp.stream = None
         resp.data = orjson.dumps(err.body())
 
     def to_scim(self, req: falcon.Request, ex: Exception) -> ScimError:
@@ -306,13 +338,26 @@ class ReadinessResource:
         resp.data = orjson.dumps({"status": state})
 
 
+#: Each app's history recorder, by id(app) (see flush_history). Apps are not
+#: weak-referenceable; a process makes one per worker (tests a few hundred).
+_RECORDERS: dict[int, Recorder] = {}
+
+
+def flush_history(app: WsgiApp, timeout: float = 10.0) -> bool:
+    """Waits until the history records of `app`'s requests so far are written
+    (they are sent in the background); False on timeout."""
+    recorder = _RECORDERS.get(id(app))
+    return recorder is None or recorder.flush(timeout)
+
+
 def create_app(settings: Settings, client: IdentityClient) -> WsgiApp:
     """The WSGI app over one identity client."""
     recorder = Recorder(client)
     metrics = Metrics()
+    handler = ErrorHandler()
     app = falcon.App(
         media_type=SCIM_MEDIA_TYPE,
-        middleware=[RequestContextMiddleware(settings, client, recorder, metrics)],
+        middleware=[RequestContextMiddleware(settings, client, recorder, metrics, handler)],
     )
     app.req_options.strip_url_path_trailing_slash = True
     # RFC 7644 §3.1: application/json is accepted as well as application/scim+json.
@@ -340,9 +385,9 @@ def create_app(settings: Settings, client: IdentityClient) -> WsgiApp:
     app.add_route("/healthz", LivenessResource())
     app.add_route("/readyz", ReadinessResource(client))
     app.add_route("/metrics", MetricsResource(metrics))
-    handler = ErrorHandler()
     app.add_error_handler(Exception, handler)
     app.add_error_handler(falcon.HTTPError, handler)
+    _RECORDERS[id(app)] = recorder
     return app
 
 

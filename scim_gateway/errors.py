@@ -120,6 +120,7 @@ _CORE_TABLE: dict[tuple[grpc.StatusCode, int], tuple[int, str | None]] = {
     (_C.FAILED_PRECONDITION, _ANY): (409, INVALID_VALUE),
     (_C.UNAUTHENTICATED, _ANY): (401, None),
     (_C.PERMISSION_DENIED, _ANY): (403, None),
+    (_C.PERMISSION_DENIED, _R.ERROR_REASON_TOKEN_SCOPE): (403, None),
     (_C.UNAVAILABLE, _ANY): (503, None),
     (_C.DEADLINE_EXCEEDED, _ANY): (503, None),
 }
@@ -155,6 +156,8 @@ def from_identity_error(err: IdentityError) -> ScimError:
             "SCIM provisioning is turned off for this tenant (the connector is "
             "inactive). Activate the connector, then retry."
         )
+    elif status == 403 and err.reason == _R.ERROR_REASON_TOKEN_SCOPE:
+        detail = err.message  # written for the IdP administrator
     elif status in (403, 412):
         detail = _DETAILS[status]
     elif status == 503:

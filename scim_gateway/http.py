@@ -4,13 +4,14 @@ the per-request call facts, and the result type resources return."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import falcon
 import orjson
 
-from identity_client import CallContext
+from identity_client import Authenticated, CallContext
 
 from .errors import ScimError, invalid_syntax, invalid_value
 
@@ -25,21 +26,89 @@ MAX_REQUEST_ID = 128
 MAX_JSON_DEPTH = 24
 
 
-@dataclass(frozen=True, slots=True)
 class Call:
-    """Who is calling, for which tenant, under which request id."""
+    """Who is calling, for which tenant, under which request id.
 
-    tenant_id: str
-    token_id: str
-    request_id: str
-    #: e.g. "https://scim.example.com/scim/v2/acme": prefix of meta.location.
-    base_url: str
-    #: Per-request memo (e.g. the tenant's schemas, fetched at most once per request).
-    memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    The bearer secret travels with every core call of the request (`ctx`), and the
+    core checks it in that call's own transaction; the first answer tells which
+    tenant and token it is (`learn`). A request that must know them before any
+    core call (rate limits, /Bulk) or that made none asks with `authenticate()`.
+    """
+
+    __slots__ = (
+        "_authenticator",
+        "_secret",
+        "_tenant_ref",
+        "base_url",
+        "memo",
+        "request_id",
+        "scope",
+        "tenant_id",
+        "token_id",
+    )
+
+    def __init__(
+        self,
+        *,
+        request_id: str,
+        base_url: str,
+        secret: str = "",
+        tenant_ref: str = "",
+        tenant_id: str = "",
+        token_id: str = "",
+        scope: int | None = None,
+        authenticator: Callable[[Call], None] | None = None,
+    ) -> None:
+        self.request_id = request_id
+        #: e.g. "https://scim.example.com/scim/v2/acme": prefix of meta.location.
+        self.base_url = base_url
+        #: "" until the core said (see `authenticate`).
+        self.tenant_id = tenant_id
+        self.token_id = token_id
+        #: identity.v1.TokenScope, None until known.
+        self.scope = scope
+        #: Per-request memo (e.g. the tenant's schemas, fetched at most once per request).
+        self.memo: dict[str, Any] = {}
+        self._secret = secret
+        self._tenant_ref = tenant_ref
+        self._authenticator = authenticator
+
+    def __repr__(self) -> str:
+        return f"Call(request_id={self.request_id!r}, tenant_id={self.tenant_id!r})"
+
+    @property
+    def authenticated(self) -> bool:
+        return bool(self.tenant_id)
+
+    def learn(self, who: Authenticated) -> None:
+        self.tenant_id, self.token_id, self.scope = who.tenant_id, who.token_id, who.scope
+
+    def authenticate(self) -> None:
+        """Makes sure the tenant and token are known (one AuthenticateToken call
+        unless a core call already told); raises the SCIM error of a bad token."""
+        if not self.authenticated and self._authenticator is not None:
+            self._authenticator(self)
+
+    @property
+    def secret(self) -> str:
+        return self._secret
+
+    @property
+    def tenant_ref(self) -> str:
+        return self._tenant_ref
 
     @property
     def ctx(self) -> CallContext:
-        return CallContext(request_id=self.request_id, actor_kind="token", actor_id=self.token_id)
+        if not self._secret:
+            return CallContext(
+                request_id=self.request_id, actor_kind="token", actor_id=self.token_id
+            )
+        return CallContext(
+            request_id=self.request_id,
+            bearer=self._secret,
+            tenant=self._tenant_ref,
+            on_authenticated=None if self.authenticated else self.learn,
+        )
 
 
 @dataclass(slots=True)

@@ -133,7 +133,7 @@ class BulkResource:
         req.context.op = OpInfo(KIND_BULK, "Bulk")
         body = json_object(read_json(req, self._settings.max_payload_bytes))
         ops, fail_on_errors = _parse(body, self._settings.max_bulk_operations)
-        call = call_of(req)
+        call = call_of(req)  # authenticated up front (see the middleware)
         ids: dict[str, str] = {}
         results: dict[int, dict[str, Any]] = {}
         pending = list(ops)

@@ -4,16 +4,21 @@ resource service (`UserService`, `GroupService`)."""
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import threading
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import falcon
+import grpc
 
 from identity.v1 import common_pb2, history_pb2
-from identity_client import CallContext, IdentityClient
+from identity_client import CallContext, IdentityClient, IdentityError
 
 from ..errors import INVALID_FILTER, ScimError, invalid_value
 from ..filter import AttrPath, Node, parse_attr_path, parse_filter, to_proto
@@ -51,11 +56,53 @@ class OpInfo:
     resource_id: str = ""
 
 
-class Recorder:
-    """Writes one history record per SCIM operation; never fails the request."""
+_RETRYABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.INTERNAL,
+    }
+)
 
-    def __init__(self, client: IdentityClient) -> None:
+
+class Recorder:
+    """Keeps one history record per SCIM operation, off the request path.
+
+    Records queue in the worker; a background thread sends them to the core in
+    batches (one RecordOperations call, one transaction): a record is written
+    at most `linger` seconds after its request ended (sooner when `batch`
+    records are waiting), at most a few calls a second whatever the request
+    rate. While the core is
+    unreachable records wait (up to `capacity`; past that the oldest are
+    dropped and logged) and are retried with backoff. `flush()` runs at worker
+    exit, so a graceful stop loses none; a killed worker loses what was queued.
+    Recording never fails or delays a request.
+    """
+
+    def __init__(
+        self,
+        client: IdentityClient,
+        *,
+        batch: int = 500,
+        linger: float = 0.2,
+        capacity: int = 50_000,
+        max_backoff: float = 5.0,
+    ) -> None:
         self._client = client
+        self._linger = linger
+        self._flushing = 0
+        self._batch = batch
+        self._capacity = capacity
+        self._max_backoff = max_backoff
+        self._queue: deque[history_pb2.Operation] = deque()
+        self._cond = threading.Condition()
+        self._sending = 0
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self.dropped = 0
 
     def record(
         self,
@@ -80,18 +127,95 @@ class Recorder:
             duration_ms=duration_ms,
             request_id=call.request_id,
         )
-        try:
-            self._client.record_operation(
-                op, ctx=CallContext(request_id=call.request_id, timeout=2.0)
-            )
-        except Exception:  # a history outage must not fail provisioning
-            log.warning(
-                "could not record %s %s operation (request %s)",
-                method,
-                info.resource_type,
-                call.request_id,
-                exc_info=True,
-            )
+        op.time.GetCurrentTime()
+        with self._cond:
+            self._start()
+            if len(self._queue) >= self._capacity:
+                self._queue.popleft()
+                self.dropped += 1
+                log.warning(
+                    "history queue full: dropped the oldest record (%d so far)", self.dropped
+                )
+            self._queue.append(op)
+            if len(self._queue) == 1 or len(self._queue) >= self._batch:
+                self._cond.notify_all()  # the sender waits for a first record or a full batch
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Waits until every queued record was sent; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._flushing += 1
+            self._cond.notify_all()
+            try:
+                while self._queue or self._sending:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    self._cond.wait(left)
+            finally:
+                self._flushing -= 1
+        return True
+
+    def _start(self) -> None:
+        # Under the lock. A thread belongs to the process that started it: after a
+        # fork (gunicorn) the child starts its own.
+        if self._thread is not None and self._pid == os.getpid():
+            return
+        self._pid = os.getpid()
+        self._thread = threading.Thread(target=self._run, name="history", daemon=True)
+        self._thread.start()
+        atexit.register(self._at_exit)
+
+    def _at_exit(self) -> None:
+        if not self.flush(timeout=10.0):
+            with self._cond:
+                lost = len(self._queue)
+            log.error("history: %d records could not be sent before exit", lost)
+
+    def _run(self) -> None:
+        failures = 0
+        while True:
+            with self._cond:
+                while not self._queue:
+                    self._cond.wait()
+                # Let a batch gather: one call (and one transaction) per `linger`
+                # at most, whatever the request rate.
+                deadline = time.monotonic() + self._linger
+                while len(self._queue) < self._batch and not self._flushing:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+                n = min(len(self._queue), self._batch)
+                batch = [self._queue.popleft() for _ in range(n)]
+                self._sending = n
+            try:
+                self._client.record_operations(batch, ctx=CallContext(timeout=10.0))
+            except Exception as err:
+                if isinstance(err, IdentityError) and err.code not in _RETRYABLE:
+                    # The core refuses the batch itself: sending it again cannot help.
+                    log.error("history: the core refused %d records: %s", n, err)
+                    with self._cond:
+                        self._sending = 0
+                        self._cond.notify_all()
+                    continue
+                failures += 1
+                log.warning(
+                    "could not record %d history records (attempt %d: %s); will retry",
+                    n,
+                    failures,
+                    err,
+                )
+                with self._cond:
+                    self._queue.extendleft(reversed(batch))
+                    self._sending = 0
+                    self._cond.notify_all()
+                time.sleep(min(self._max_backoff, 0.1 * 2 ** min(failures, 10)))
+                continue
+            failures = 0
+            with self._cond:
+                self._sending = 0
+                self._cond.notify_all()
 
 
 # -- list queries (RFC 7644 §3.4.2) ------------------------------------------------------------

@@ -21,7 +21,7 @@ import yaml
 
 from identity_client import IdentityClient
 
-from ..support import ROOT, VENV_BIN, Proc, free_port, throwaway_pg_database
+from ..support import ROOT, VENV_BIN, Proc, eventually, free_port, throwaway_pg_database
 
 pytestmark = pytest.mark.e2e
 COMPOSE = ROOT / "docker-compose.yml"
@@ -195,8 +195,14 @@ def test_compose_stack_runs_as_written(tmp_path: Path) -> None:
                 assert any(entry.get("request_id") == request_id for entry in lines), name
             with IdentityClient(target) as client:
                 tenant_id = client.get_tenant("demo").id
-                ops = client.list_operations(tenant_id).operations
-                assert any(o.request_id == request_id and o.resource_id == user_id for o in ops)
+                # The gateway writes its history in the background, within a second.
+                eventually(
+                    lambda: any(
+                        o.request_id == request_id and o.resource_id == user_id
+                        for o in client.list_operations(tenant_id).operations
+                    ),
+                    what="the request's history record",
+                )
                 watch = client.watch(tenant_id, since=0)
                 created = next(e for e in watch if e.resource_id == user_id)
                 watch.close()

@@ -11,7 +11,7 @@ import pytest
 
 from identity_client import IdentityClient
 from identity_client.types import Tenant
-from scim_gateway.app import create_app
+from scim_gateway.app import create_app, flush_history
 from scim_gateway.settings import Settings
 
 SCIM = "application/scim+json"
@@ -26,6 +26,7 @@ class ScimClient:
     """A falcon TestClient speaking SCIM under one base path, with a token preset."""
 
     def __init__(self, app: Any, base: str, token: str | None) -> None:
+        self.app = app
         self.test = falcon.testing.TestClient(app)
         self.base = base
         self.token = token
@@ -47,7 +48,7 @@ class ScimClient:
             h["Authorization"] = f"Bearer {self.token}"
         h.update(headers or {})
         data = raw if raw is not None else (orjson.dumps(body) if body is not None else None)
-        return self.test.simulate_request(
+        result = self.test.simulate_request(
             method,
             self.base + path,
             body=data,
@@ -55,6 +56,11 @@ class ScimClient:
             params=params,
             query_string=query_string,
         )
+        # History records are written in the background; tests read them right
+        # after the request, so wait for them (test_history_batching.py checks
+        # that they are written without this).
+        assert flush_history(self.app)
+        return result
 
     def get(self, path: str, **kw: Any) -> falcon.testing.Result:
         return self.request("GET", path, **kw)

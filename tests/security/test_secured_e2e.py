@@ -12,7 +12,7 @@ import pytest
 from identity.v1 import history_pb2
 
 from ..gateway.test_e2e import request, wait_http_ready
-from ..support import VENV_BIN, Proc, free_port
+from ..support import VENV_BIN, Proc, eventually, free_port
 from .helpers import (
     ADMIN_SECRET,
     ALL_SERVICE_SECRETS,
@@ -108,8 +108,14 @@ def test_tokens_history_and_secrets_through_the_secured_processes(tmp_path: Path
 
         # The request id of the SCIM response is in the history, the events and the log.
         with secure_client(target, pki, ADMIN_SECRET) as admin:
-            ops = admin.list_operations(tenant_id).operations
-            created = [o for o in ops if o.kind == history_pb2.OPERATION_KIND_CREATE]
+            # (the gateway writes its history in the background, within a second)
+            created = eventually(
+                lambda: [
+                    o
+                    for o in admin.list_operations(tenant_id).operations
+                    if o.kind == history_pb2.OPERATION_KIND_CREATE
+                ]
+            )
             assert [o.request_id for o in created] == [rid]
             assert created[0].status == 201 and created[0].resource_type == "User"
             events = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -81,6 +82,7 @@ class Database:
             )
             # Lists read their rows and the tenant revision from one snapshot.
             self._read_engine = self.engine.execution_options(isolation_level="REPEATABLE READ")
+        self._write_lock = threading.Lock() if self.dialect == "sqlite" else None
         self._writer = sessionmaker(self.engine, expire_on_commit=False)
         self._reader = sessionmaker(self._read_engine, expire_on_commit=False)
         self._pool = ThreadPoolExecutor(settings.db_threads, thread_name_prefix="db")
@@ -101,7 +103,16 @@ class Database:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Session]:
-        with self._writer.begin() as session:
+        if self._write_lock is None:
+            with self._writer.begin() as session:
+                yield session
+            return
+        # SQLite has one writer at a time. Threads of this process queue here, in
+        # order, rather than in SQLite's busy handler, which sleeps in growing steps
+        # (up to 100 ms) and made write latency spiky under concurrency. Other
+        # processes (a second replica, `identity-service migrate`) still meet the
+        # busy timeout.
+        with self._write_lock, self._writer.begin() as session:
             yield session
 
     @contextlib.contextmanager

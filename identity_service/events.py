@@ -18,7 +18,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from identity.v1 import changes_pb2
 
 from .context import RequestContext
-from .models import EventRow, TenantRow, utcnow
+from .models import EventRow, TenantRow, table, utcnow
 
 E = changes_pb2
 
@@ -62,7 +62,7 @@ def emit(
         return tenant.revision
     n = len(events)
     last = session.execute(
-        update(TenantRow)
+        update(table(TenantRow))
         .where(TenantRow.pk == tenant.pk)
         .values(revision=TenantRow.revision + n)
         .returning(TenantRow.revision)
@@ -89,7 +89,7 @@ def emit(
                 "payload": ev.SerializeToString(),
             }
         )
-    session.execute(insert(EventRow), rows)
+    session.execute(insert(table(EventRow)), rows)
     session.info.setdefault(WRITTEN, {})[tenant.id] = last
     if session.get_bind().dialect.name == "postgresql":
         # Delivered to listeners on commit, never for a rolled-back transaction.
@@ -97,7 +97,10 @@ def emit(
             text("SELECT pg_notify(:channel, :payload)"),
             {"channel": NOTIFY_CHANNEL, "payload": f"{tenant.id}:{last}"},
         )
-    set_committed_value(tenant, "revision", last)
+    if "_sa_instance_state" in tenant.__dict__:
+        set_committed_value(tenant, "revision", last)
+    else:  # a detached snapshot (models.detached)
+        tenant.__dict__["revision"] = last
     return last
 
 

@@ -18,7 +18,7 @@ from .convert import check_id, new_id, ts
 from .errors import InvalidValue, NotFound, TooMany
 from .filters import GROUPS
 from .listing import page_of
-from .models import GroupRow, MemberRow, TenantRow, UserRow, utcnow
+from .models import GroupRow, MemberRow, TenantRow, UserRow, table, utcnow
 from .policy_apply import resync_users
 from .rows import check_version, chunks, leave_all_groups
 from .settings import Settings
@@ -227,7 +227,7 @@ def _add_members(
     new = [i for i in ids if i not in present]
     if new:
         session.execute(
-            insert(MemberRow),
+            insert(table(MemberRow)),
             [{"group_pk": group_pk, "member_id": i, "member_type": resolved[i]} for i in new],
         )
     return [
@@ -306,7 +306,7 @@ def create(
     resolved = _resolve_members(session, tenant, gid, group.members)
     now = utcnow()
     pk = session.execute(
-        insert(GroupRow)
+        insert(table(GroupRow))
         .values(
             id=gid,
             tenant_pk=tenant.pk,
@@ -373,7 +373,7 @@ def update_group(
         last_modified=utcnow(),
         member_count=GroupRow.member_count + delta,
     )
-    session.execute(update(GroupRow).where(GroupRow.pk == row.pk).values(**values))
+    session.execute(update(table(GroupRow)).where(GroupRow.pk == row.pk).values(**values))
     result = _proto(_row(session, tenant, row.id), tenant.id)
     _map(tenant, [result], with_members=False)
     evs = []

@@ -13,7 +13,7 @@ from identity.v1 import history_pb2
 
 from .convert import new_id, ts
 from .errors import InvalidValue, TooMany
-from .models import OperationRow, TenantRow, utcnow
+from .models import OperationRow, TenantRow, table, utcnow
 from .rows import chunks
 from .validate import check_message
 
@@ -89,7 +89,7 @@ def record_many(
         _values(op, known[op.tenant_id.lower()]) for op in ops if op.tenant_id.lower() in known
     ]
     for batch in chunks(values):
-        session.execute(insert(OperationRow), batch)
+        session.execute(insert(table(OperationRow)), batch)
     return history_pb2.RecordOperationsResponse(
         recorded=len(values), dropped=len(ops) - len(values)
     )

@@ -28,7 +28,7 @@ from identity.v1 import changes_pb2, common_pb2, policy_pb2, roles_pb2, users_pb
 from . import events
 from .errors import InvalidFilter, InvalidValue
 from .filters import ENTERPRISE_SCHEMA, GROUP_SCHEMA, USER_SCHEMA, USERS
-from .models import AssignmentRow, GroupRow, MemberRow, RoleRow, TenantRow, utcnow
+from .models import AssignmentRow, GroupRow, MemberRow, RoleRow, TenantRow, table, utcnow
 
 P = policy_pb2
 E = changes_pb2
@@ -291,7 +291,7 @@ def sync_roles(
     now = utcnow()
     if add:
         session.execute(
-            insert(AssignmentRow),
+            insert(table(AssignmentRow)),
             [
                 {
                     "tenant_pk": tenant.pk,

@@ -12,7 +12,7 @@ from identity.v1 import changes_pb2, groups_pb2
 
 from . import events
 from .errors import VersionMismatch
-from .models import GroupRow, MemberRow, utcnow
+from .models import GroupRow, MemberRow, table, utcnow
 from .validate import check_expected_version
 
 T = TypeVar("T")
@@ -54,7 +54,7 @@ def leave_all_groups(
     now = utcnow()
     for chunk in chunks([pk for pk, _ in rows]):
         session.execute(
-            update(GroupRow)
+            update(table(GroupRow))
             .where(GroupRow.pk.in_(chunk))
             .values(
                 member_count=GroupRow.member_count - 1,

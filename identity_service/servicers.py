@@ -62,13 +62,13 @@ class Caller:
         self._groups = groups
 
     def tenant(self, s: Session, tenant_id: str) -> TenantRow:
-        # Reads get detached snapshots (cheaper); writes the session's own rows.
+        # Detached snapshots, not ORM loads (much cheaper): calls read the tenant's
+        # columns and change its revision only through events.emit. SetPolicy,
+        # which changes the tenant's settings, loads the ORM row itself.
         if not self.ctx.bearer:
-            return (
-                tenants.by_id(s, tenant_id) if self._write else tenants.snapshot_by_id(s, tenant_id)
-            )
+            return tenants.snapshot_by_id(s, tenant_id)
         b = tenants.check_bearer(
-            s, self.ctx.bearer, self.ctx.tenant_ref, allow_inactive=True, snapshot=not self._write
+            s, self.ctx.bearer, self.ctx.tenant_ref, allow_inactive=True, snapshot=True
         )
         if tenant_id and tenant_id.lower() != b.tenant.id:
             raise Unauthenticated("invalid bearer token")
@@ -267,7 +267,9 @@ class PolicyServicer(_Base, policy_pb2_grpc.PolicyServiceServicer):
     ) -> policy_pb2.TenantPolicy:
         return await self.write(
             context,
-            lambda s, c: apply_policy(s, c.tenant(s, request.tenant_id), request.policy, c.ctx),
+            lambda s, c: apply_policy(
+                s, tenants.by_id(s, c.tenant(s, request.tenant_id).id), request.policy, c.ctx
+            ),
         )
 
 

@@ -27,6 +27,7 @@ from .models import (
     TenantRow,
     UserRow,
     UserValueRow,
+    table,
     utcnow,
 )
 from .prepared import Prepared
@@ -378,7 +379,7 @@ def _insert(
     uid = new_id()
     try:
         pk = session.execute(
-            insert(UserRow)
+            insert(table(UserRow))
             .values(
                 id=uid,
                 tenant_pk=tenant.pk,
@@ -395,7 +396,7 @@ def _insert(
         raise _uniqueness(u.user_name) from None
     values = _value_rows(u, pk, tenant.pk)
     if values:
-        session.execute(insert(UserValueRow), values)
+        session.execute(insert(table(UserValueRow)), values)
     role_events: list[changes_pb2.ChangeEvent] = []
     if policy.has_role_rules(pol):
         role_events, _ = policy.sync_roles(
@@ -550,7 +551,7 @@ def _replace_row(
         raise _uniqueness(new.user_name)
     try:
         session.execute(
-            update(UserRow)
+            update(table(UserRow))
             .where(UserRow.pk == row.pk)
             .values(version=row.version + 1, last_modified=utcnow(), **cols)
         )
@@ -559,7 +560,7 @@ def _replace_row(
     session.execute(delete(UserValueRow).where(UserValueRow.user_pk == row.pk))
     values = _value_rows(new, row.pk, tenant.pk)
     if values:
-        session.execute(insert(UserValueRow), values)
+        session.execute(insert(table(UserValueRow)), values)
     role_events: list[changes_pb2.ChangeEvent] = []
     lost_last = False
     if policy.has_role_rules(pol):

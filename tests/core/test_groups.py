@@ -181,7 +181,10 @@ def test_membership_change_cost_does_not_grow_with_group_size(
         client.update_group(tenant.id, group_id, remove_members=[member])
         return list(statements)
 
-    small_cost, big_cost = cost(g_small.meta.id, extra[0]), cost(g_big.meta.id, extra[1])
+    # The fewest of three tries: a background statement of the shared service (a change
+    # stream's poll) can land in one measurement, never take one away.
+    small_cost = min((cost(g_small.meta.id, extra[0]) for _ in range(3)), key=len)
+    big_cost = min((cost(g_big.meta.id, extra[1]) for _ in range(3)), key=len)
     assert len(small_cost) == len(big_cost)
     for stmt in big_cost:
         # every read of group_members is restricted to the members being changed

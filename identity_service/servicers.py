@@ -30,6 +30,7 @@ from . import connector, groups, history, policy, roles, tenants, users
 from .context import AUTHENTICATED_KEY, RequestContext
 from .db import Database
 from .errors import TokenScope, Unauthenticated, Unavailable
+from .filters import GROUPS, USERS, Catalog, equality
 from .models import TenantRow
 from .policy_apply import apply_policy
 from .settings import Settings
@@ -107,13 +108,26 @@ class _Base:
     async def write(self, context: Any, fn: Callable[[Session, Caller], T]) -> T:
         return await self._run(context, fn, write=True)
 
-    async def read(self, context: Any, fn: Callable[[Session, Caller], T]) -> T:
-        return await self._run(context, fn, write=False)
+    async def read(
+        self, context: Any, fn: Callable[[Session, Caller], T], *, quick: bool = False
+    ) -> T:
+        """`quick`: a read of a few rows by index (see Database.inline_quick_reads)."""
+        return await self._run(context, fn, write=False, quick=quick)
 
-    async def _run(self, context: Any, fn: Callable[[Session, Caller], T], *, write: bool) -> T:
+    async def _run(
+        self,
+        context: Any,
+        fn: Callable[[Session, Caller], T],
+        *,
+        write: bool,
+        quick: bool = False,
+    ) -> T:
         caller = Caller(ctx_of(context), write=write, groups=self.groups)
         try:
-            result = await self.db.run(self._write if write else self._read, fn, caller)
+            if quick and self.db.inline_quick_reads:
+                result = self._read(fn, caller)
+            else:
+                result = await self.db.run(self._write if write else self._read, fn, caller)
         finally:
             if caller.bearer is not None:
                 context.set_trailing_metadata(caller.trailer())
@@ -131,6 +145,25 @@ class _Base:
     def _read(self, fn: Callable[[Session, Any], T], caller: Caller | None) -> T:
         with self.db.read() as s:
             return fn(s, caller)
+
+
+#: Most rows a lookup may ask for and still count as a quick read.
+QUICK_COUNT = 100
+
+
+def _is_lookup(
+    catalog: Catalog, req: users_pb2.ListUsersRequest | groups_pb2.ListGroupsRequest
+) -> bool:
+    """The IdP lookup: `attr eq "text"` on an indexed column, first page, no sort."""
+    page = req.page
+    return (
+        req.HasField("filter")
+        and not (req.HasField("sort") and req.sort.path.attribute)
+        and not page.use_cursor
+        and page.start_index <= 1
+        and (not page.HasField("count") or page.count <= QUICK_COUNT)
+        and equality(catalog, req.filter) is not None
+    )
 
 
 def ctx_of(context: grpc.aio.ServicerContext[Any, Any]) -> RequestContext:
@@ -209,7 +242,9 @@ class UserServicer(_Base, users_pb2_grpc.UserServiceServicer):
 
     async def GetUser(self, request: users_pb2.GetUserRequest, context: Any) -> users_pb2.User:
         return await self.read(
-            context, lambda s, c: users.get(s, c.tenant(s, request.tenant_id), request.id)
+            context,
+            lambda s, c: users.get(s, c.tenant(s, request.tenant_id), request.id),
+            quick=True,
         )
 
     async def ListUsers(
@@ -220,6 +255,7 @@ class UserServicer(_Base, users_pb2_grpc.UserServiceServicer):
             lambda s, c: users.list_users(
                 s, c.tenant(s, request.tenant_id), request, self.settings
             ),
+            quick=_is_lookup(USERS, request),
         )
 
     async def ReplaceUser(
@@ -294,6 +330,7 @@ class GroupServicer(_Base, groups_pb2_grpc.GroupServiceServicer):
                 request.include_members,
                 self.settings,
             ),
+            quick=not request.include_members,
         )
 
     async def ListGroups(
@@ -304,6 +341,7 @@ class GroupServicer(_Base, groups_pb2_grpc.GroupServiceServicer):
             lambda s, c: groups.list_groups(
                 s, c.tenant(s, request.tenant_id), request, self.settings
             ),
+            quick=_is_lookup(GROUPS, request),
         )
 
     async def ReplaceGroup(
@@ -443,4 +481,4 @@ class ChangeServicer(_Base, changes_pb2_grpc.ChangeServiceServicer):
                 oldest_revision=t.compacted_through + 1 if t.compacted_through else 0,
             )
 
-        return await self.read(context, get)
+        return await self.read(context, get, quick=True)

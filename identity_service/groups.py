@@ -151,6 +151,7 @@ def list_groups(
         sort=req.sort if req.HasField("sort") else None,
         page=req.page,
         settings=settings,
+        revision=tenant.revision,
     )
     out = [_proto(r, tenant.id) for r in page.rows]
     if req.include_members and out:

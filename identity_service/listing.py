@@ -76,6 +76,8 @@ def _decode_cursor(cursor: str, qh: str, key_type: str | None) -> tuple[Any, int
     return key, pk
 
 
+#: (table, query hash) -> (tenant revision, COUNT(*)) of recent exact totals.
+_TOTALS: dict[tuple[str, str], tuple[int, int]] = {}
 _LOOKUPS: dict[tuple[int, str], tuple[Select[*tuple[Any, ...]], Prepared]] = {}
 
 
@@ -110,10 +112,12 @@ def page_of(
     sort: common_pb2.Sort | None,
     page: common_pb2.Page,
     settings: Settings,
+    revision: int | None = None,
 ) -> PageResult:
     """One page of `columns` (a select over `model`) for the tenant, plus the exact total.
     `columns` should be a long-lived (module-level) select: simple lookups cache
-    their statement by it."""
+    their statement by it. `revision`: the tenant's revision read in the same
+    snapshot, which lets an exact total be reused until the tenant changes."""
     if page.HasField("count"):
         count = page.count
         if count < 0:
@@ -148,8 +152,22 @@ def page_of(
     cond = and_(model.tenant_pk == tenant_pk, compile_filter(catalog, f, tenant_pk))
 
     def exact_total() -> int:
+        # Every write to a tenant moves its revision, so a count taken at the same
+        # revision (in this snapshot) is still exact: a walk through a quiet
+        # directory counts it once, not on every page.
+        memo = None
+        if revision is not None:
+            memo_key = (model.__tablename__, _query_hash(tenant_pk, f or common_pb2.Filter(), None))
+            memo = _TOTALS.get(memo_key)
+            if memo is not None and memo[0] == revision:
+                return memo[1]
         stmt = select(func.count()).select_from(model).where(cond)
-        return int(session.execute(stmt).scalar_one())
+        total = int(session.execute(stmt).scalar_one())
+        if revision is not None:
+            if len(_TOTALS) >= 4096:
+                _TOTALS.clear()
+            _TOTALS[memo_key] = (revision, total)
+        return total
 
     key: ColumnElement[Any] | None = None
     key_type: str | None = None
@@ -169,7 +187,15 @@ def page_of(
         start = max(page.start_index, 1)
         if count == 0:
             return PageResult([], exact_total(), start, "")
-        rows = list(session.execute(stmt.offset(start - 1).limit(count)))
+        if start > 1:
+            # Deep pages: find the page's keys on the (tenant_pk, pk) index first,
+            # then read only those rows, instead of reading and skipping every row
+            # before them (OFFSET 999,000 read whole rows, bodies included).
+            keys = select(model.pk).where(cond).order_by(*order).offset(start - 1).limit(count)
+            stmt = stmt.where(model.pk.in_(keys.scalar_subquery()))
+            rows = list(session.execute(stmt))
+        else:
+            rows = list(session.execute(stmt.limit(count)))
         # A short, non-empty page ends the list, so it gives the total without a COUNT:
         # the common IdP lookup (`userName eq ...`) is then a single index read.
         if 0 < len(rows) < count or (not rows and start == 1):

@@ -131,6 +131,8 @@ class UserRow(Base):
         UniqueConstraint("tenant_pk", "user_name_key", name="uq_users_tenant_user_name"),
         Index("ix_users_tenant_external_id", "tenant_pk", "external_id"),
         Index("ix_users_tenant_display_name", "tenant_pk", "display_name_key"),
+        # Paging: the keys of a deep page come from this index alone (0004).
+        Index("ix_users_tenant_pk", "tenant_pk", "pk"),
     )
 
     pk: Mapped[int] = mapped_column(BigPk, primary_key=True, autoincrement=True)
@@ -180,6 +182,7 @@ class GroupRow(Base):
     __table_args__ = (
         Index("ix_groups_tenant_display_name", "tenant_pk", "display_name_key"),
         Index("ix_groups_tenant_external_id", "tenant_pk", "external_id"),
+        Index("ix_groups_tenant_pk", "tenant_pk", "pk"),
     )
 
     pk: Mapped[int] = mapped_column(BigPk, primary_key=True, autoincrement=True)

@@ -459,6 +459,7 @@ def list_users(
         sort=req.sort if req.HasField("sort") else None,
         page=req.page,
         settings=settings,
+        revision=tenant.revision,
     )
     return users_pb2.ListUsersResponse(
         users=load(session, tenant, page.rows),

@@ -4,6 +4,8 @@ each hold one keep-alive `http.client.HTTPConnection`.
 Standard library only, so the spawned generator processes start fast and carry none of
 the service's imports. Every connection sends its next request as soon as the previous
 answer has been read, for a fixed duration; all processes start together on one event.
+`run_jobs` sends a fixed list of requests instead (each once, the same way), for the
+initial-sync benchmark.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ class Workload:
     port: int
     prefix: str = ""  # SCIM base path, e.g. /scim/v2/bench
     token: str = ""
-    user_count: int = 0  # seeded users are user000000 .. user{n-1}
+    user_count: int = 0  # seeded users are user000000 .. user{n-1}, ext-0 .. ext-{n-1}
     user_ids: tuple[str, ...] = ()  # for PATCH
     seconds: float = 2.0
 
@@ -65,6 +67,11 @@ def user_name(i: int) -> str:
     return f"user{i:06d}"
 
 
+def external_id(i: int) -> str:
+    """The externalId of seeded user i (its IdP-side id)."""
+    return f"ext-{i}"
+
+
 def _request(w: Workload, rng: random.Random, tag: str, seq: int) -> tuple[str, str, bytes | None]:
     """(method, path, body) of the next request."""
     if w.op == "healthz":
@@ -74,6 +81,9 @@ def _request(w: Workload, rng: random.Random, tag: str, seq: int) -> tuple[str, 
     if w.op == "filter":
         name = user_name(rng.randrange(w.user_count))
         q = f"filter=userName%20eq%20%22{name}%22"
+        return "GET", f"{w.prefix}/Users?{q}", None
+    if w.op == "filter_ext":
+        q = f"filter=externalId%20eq%20%22{external_id(rng.randrange(w.user_count))}%22"
         return "GET", f"{w.prefix}/Users?{q}", None
     if w.op == "post":
         body = {
@@ -88,6 +98,7 @@ def _request(w: Workload, rng: random.Random, tag: str, seq: int) -> tuple[str, 
         uid = w.user_ids[rng.randrange(len(w.user_ids))]
         # Half the writes change `title` (always a new value), half set `active` at random
         # (a no-op when it already has that value, as a real IdP's resends often are).
+        op: dict[str, object]
         if seq % 2:
             op = {"op": "replace", "path": "title", "value": f"Title {tag}-{seq}"}
         else:
@@ -97,7 +108,14 @@ def _request(w: Workload, rng: random.Random, tag: str, seq: int) -> tuple[str, 
     raise ValueError(f"unknown op {w.op!r}")
 
 
-EXPECTED = {"healthz": 200, "readyz": 200, "filter": 200, "post": 201, "patch": 200}
+EXPECTED = {
+    "healthz": 200,
+    "readyz": 200,
+    "filter": 200,
+    "filter_ext": 200,
+    "post": 201,
+    "patch": 200,
+}
 
 
 def _connection_loop(
@@ -211,3 +229,165 @@ def run_load(w: Workload, processes: int, connections: int) -> Outcome:
             if p.is_alive():
                 p.kill()
                 p.join(5)
+
+
+# -- a fixed list of requests (an IdP's initial sync) ----------------------------------------
+
+
+@dataclass(frozen=True)
+class Job:
+    """One request of a fixed list. Jobs of the same lane go over the same connection,
+    in list order (an IdP sends one group's membership batches one after another)."""
+
+    lane: int
+    method: str
+    path: str
+    body: bytes | None
+    expect: int
+
+
+@dataclass(frozen=True)
+class JobList:
+    host: str
+    port: int
+    token: str
+    #: (job number, job) pairs this connection sends, in order.
+    jobs: tuple[tuple[int, Job], ...]
+    #: Return the `id` of each JSON answer (POST: the created resource's id).
+    want_ids: bool = False
+
+
+def _job_loop(
+    batches: list[JobList], go: Any, out: list[Any], lock: threading.Lock, k: int
+) -> None:
+    jl = batches[k]
+    headers = {"Content-Type": "application/scim+json", "Accept": "application/scim+json"}
+    if jl.token:
+        headers["Authorization"] = f"Bearer {jl.token}"
+    conn = http.client.HTTPConnection(jl.host, jl.port, timeout=120)
+    latencies: list[float] = []
+    ids: list[tuple[int, str]] = []
+    errors = 0
+    sample = ""
+    go.wait()
+    start = time.perf_counter()
+    try:
+        for number, job in jl.jobs:
+            t0 = time.perf_counter()
+            try:
+                conn.request(job.method, job.path, body=job.body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                status = resp.status
+            except (OSError, http.client.HTTPException) as exc:
+                errors += 1
+                sample = sample or f"{type(exc).__name__}: {exc}"
+                conn.close()
+                conn = http.client.HTTPConnection(jl.host, jl.port, timeout=120)
+                continue
+            latencies.append(time.perf_counter() - t0)
+            if status != job.expect:
+                errors += 1
+                sample = sample or f"{job.method} {job.path} -> {status} {data[:200]!r}"
+            elif jl.want_ids:
+                try:
+                    ids.append((number, str(json.loads(data)["id"])))
+                except (ValueError, KeyError, TypeError):
+                    errors += 1
+                    sample = sample or f"{job.method} {job.path}: no id in {data[:200]!r}"
+    finally:
+        conn.close()
+    with lock:
+        out.append((latencies, errors, sample, time.perf_counter() - start, ids))
+
+
+def _jobs_process_main(batches: list[JobList], ready_q: Any, go: Any, result_q: Any) -> None:
+    out: list[Any] = []
+    lock = threading.Lock()
+    threads = [
+        threading.Thread(target=_job_loop, args=(batches, go, out, lock, k))
+        for k in range(len(batches))
+    ]
+    for t in threads:
+        t.start()
+    ready_q.put(True)
+    go.wait()
+    cpu0 = time.process_time()
+    for t in threads:
+        t.join()
+    cpu = time.process_time() - cpu0
+    lat: list[float] = []
+    ids: list[tuple[int, str]] = []
+    errors = 0
+    sample = ""
+    elapsed = 0.0
+    for latencies, err, smp, el, got in out:
+        lat.extend(latencies)
+        ids.extend(got)
+        errors += err
+        sample = sample or smp
+        elapsed = max(elapsed, el)
+    result_q.put((lat, errors, sample, elapsed, cpu, ids))
+
+
+def run_jobs(
+    host: str,
+    port: int,
+    token: str,
+    jobs: list[Job],
+    *,
+    processes: int,
+    connections: int,
+    want_ids: bool = False,
+    timeout: float = 3600.0,
+) -> tuple[Outcome, list[str]]:
+    """Sends every job once, over `processes` x `connections` keep-alive connections
+    (job lane modulo the number of connections picks the connection), all starting
+    together; returns the merged outcome and, with want_ids, the `id` each job's answer
+    carried ("" where it failed), by job number. Elapsed is until the last job answered."""
+    total = processes * connections
+    lists: list[list[tuple[int, Job]]] = [[] for _ in range(total)]
+    for number, job in enumerate(jobs):
+        lists[job.lane % total].append((number, job))
+    ctx = mp.get_context("spawn")
+    ready_q = ctx.Queue()
+    result_q = ctx.Queue()
+    go = ctx.Event()
+    procs = []
+    for p in range(processes):
+        batches = [
+            JobList(host, port, token, tuple(lists[p * connections + c]), want_ids)
+            for c in range(connections)
+        ]
+        procs.append(
+            ctx.Process(
+                target=_jobs_process_main, args=(batches, ready_q, go, result_q), daemon=True
+            )
+        )
+    started: list[Any] = []
+    ids = [""] * len(jobs)
+    try:
+        for proc in procs:
+            proc.start()
+            started.append(proc)
+        for _ in procs:
+            ready_q.get(timeout=60)
+        go.set()
+        outcome = Outcome()
+        for _ in procs:
+            lat, errors, sample, elapsed, cpu, got = result_q.get(timeout=timeout)
+            outcome.cpu_seconds += cpu
+            outcome.latencies.extend(lat)
+            outcome.errors += errors
+            outcome.error_sample = outcome.error_sample or sample
+            outcome.elapsed = max(outcome.elapsed, elapsed)
+            for number, rid in got:
+                ids[number] = rid
+        outcome.requests = len(outcome.latencies)
+        return outcome, ids
+    finally:
+        for proc in started:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)

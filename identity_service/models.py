@@ -206,6 +206,8 @@ class MemberRow(Base):
     __table_args__ = (
         UniqueConstraint("group_pk", "member_id", name="uq_group_members_group_member"),
         Index("ix_group_members_member", "member_id"),
+        # ListMembers pages through a group in pk (insertion) order from here (0004).
+        Index("ix_group_members_group_pk_pk", "group_pk", "pk"),
     )
 
     pk: Mapped[int] = mapped_column(BigPk, primary_key=True, autoincrement=True)

@@ -153,3 +153,21 @@ def test_a_deep_page_finds_its_keys_in_the_paging_index(
         # PostgreSQL walks an index in pk order (the paging index or, while one
         # tenant holds every row, the primary key): never a sort of the table.
         assert "Index" in p and "Seq Scan" not in p and "Sort" not in p, p
+
+
+def test_a_member_page_reads_the_group_in_index_order(seeded: tuple[Engine, int]) -> None:
+    """ListMembers' page statement walks (group_pk, pk): no read-and-sort of the
+    group's remaining members for every page."""
+    from identity_service.groups import _members_query
+
+    engine, tpk = seeded
+    with engine.connect() as conn:
+        gpk = conn.execute(select(GroupRow.pk).where(GroupRow.tenant_pk == tpk)).scalars().first()
+    stmt = _members_query(gpk).where(MemberRow.pk > 5).limit(101)
+    p = plan(engine, stmt)
+    if engine.dialect.name == "sqlite":
+        assert "ix_group_members_group_pk_pk" in p and "TEMP B-TREE" not in p, p
+    else:
+        # PostgreSQL picks by its statistics: for these ten-member groups it reads
+        # the group's members by an index and sorts ten rows. Never the whole table.
+        assert "Seq Scan on group_members" not in p, p

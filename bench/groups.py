@@ -2,9 +2,9 @@
 
     .venv/bin/python -m bench --only groups [--quick] [--backend sqlite|postgresql|both]
 
-For each backend, in a fresh database and before any service starts (in-process, with
-the core's own domain code, like `bench.gateway`): seed N + PAIRS users with
-`identity_service.users.create`, then create a SMALL-member group and an N-member group
+For each backend, in a fresh database and before any service starts (in-process, like
+`bench.gateway`): seed N + PAIRS users with the bulk seeder (`bench.seed`: the rows
+`identity_service.users.create` writes), then create a SMALL-member group and an N-member group
 with `identity_service.groups.create` + `groups.update_group(add_members=...)` in
 transactions of BUILD_CHUNK members (events written). Then start the real
 `identity-service` and `scim-gateway` (gunicorn gthread, 2 workers) and, through the
@@ -16,7 +16,11 @@ gateway over HTTP:
   connection, with a fresh (non-member) user per pair, alternating small and big group
   so both see the same machine noise. Target (issue): big within 2x of small;
 * `GET /Groups/{id}` with members and with `excludedAttributes=members`, for both
-  groups (a new connection per request, so both gateway workers may serve some);
+  groups (a new connection per request, so both gateway workers may serve some). The
+  gateway answers a group of more than one page of members by streaming: GetGroup
+  without members, then ListMembers pages, each encoded and sent as a chunk before the
+  next is read (`scim_gateway/resources/groups.py`); a smaller group in one piece.
+  Its workers cap glibc malloc at 2 arenas unless MALLOC_ARENA_MAX is set;
 * memory: VmRSS of the identity-service process and of each gateway worker, sampled
   every 100 ms from /proc/<pid>/status, plus the kernel's exact peak (VmHWM, reset
   through /proc/<pid>/clear_refs before each phase), while walking the big group's
@@ -231,13 +235,22 @@ class Sampler:
 def _request(
     conn: http.client.HTTPConnection, method: str, path: str, token: str, body: object = None
 ) -> tuple[int, bytes, float]:
+    status, raw, took, _ = _exchange(conn, method, path, token, body)
+    return status, raw, took
+
+
+def _exchange(
+    conn: http.client.HTTPConnection, method: str, path: str, token: str, body: object = None
+) -> tuple[int, bytes, float, bool]:
+    """status, body, seconds, and whether the body came chunked (streamed)."""
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"}
     data = json.dumps(body).encode() if body is not None else None
     t0 = time.perf_counter()
     conn.request(method, path, body=data, headers=headers)
     resp = conn.getresponse()
     raw = resp.read()
-    return resp.status, raw, time.perf_counter() - t0
+    chunked = (resp.getheader("Transfer-Encoding") or "").lower() == "chunked"
+    return resp.status, raw, time.perf_counter() - t0, chunked
 
 
 def _add(uid: str) -> dict[str, object]:
@@ -301,15 +314,17 @@ class GetResult:
     latencies: list[float]
     size: int  # bytes of the response body
     members: int
+    chunked: bool  # sent with Transfer-Encoding: chunked (streamed), not Content-Length
 
 
 def measure_get(port: int, path: str, token: str, reps: int) -> GetResult:
     latencies: list[float] = []
     size = members = 0
+    chunked = False
     for _ in range(reps):
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
         try:
-            status, raw, took = _request(conn, "GET", path, token)
+            status, raw, took, chunked = _exchange(conn, "GET", path, token)
         finally:
             conn.close()
         if status != 200:
@@ -317,7 +332,7 @@ def measure_get(port: int, path: str, token: str, reps: int) -> GetResult:
         latencies.append(took)
         size = len(raw)
         members = len(json.loads(raw).get("members", []))
-    return GetResult(latencies, size, members)
+    return GetResult(latencies, size, members, chunked)
 
 
 # -- one backend -------------------------------------------------------------------------------
@@ -457,8 +472,8 @@ def _section(r: BackendResult, quick: bool, started: str) -> list[str]:
         "",
         "`GET /Groups/{id}` through the gateway (new connection per request):",
         "",
-        "| group | query | requests | p50 ms | max ms | body bytes | members shown |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| group | query | requests | p50 ms | max ms | body bytes | members shown | sent |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for key, res in r.gets.items():
         group, label = key.split("/")
@@ -467,7 +482,7 @@ def _section(r: BackendResult, quick: bool, started: str) -> list[str]:
         lines.append(
             f"| {size} | {query or '(none)'} | {len(res.latencies)} | "
             f"{_pct(res.latencies, 50):.1f} | {max(res.latencies) * 1000:.1f} | {res.size:,} | "
-            f"{res.members:,} |"
+            f"{res.members:,} | {'chunked' if res.chunked else 'Content-Length'} |"
         )
     lines += [
         "",
@@ -525,6 +540,8 @@ def run(quick: bool, backends: list[str]) -> str:
     """Runs the benchmark on each backend; returns a Markdown section."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
+    from scim_gateway.resources.groups import MEMBER_PAGE_SIZE
+
     n = USERS_QUICK if quick else USERS_FULL
     pairs = PAIRS_QUICK if quick else PAIRS_FULL
     out = [
@@ -538,7 +555,8 @@ def run(quick: bool, backends: list[str]) -> str:
         f"memory flat (here: identity-service peak during the walk <= {FLAT_MB} MB above its "
         "RSS before it).",
         "",
-        f"Setup: users seeded with `identity_service.users.create`, groups built with "
+        f"Setup: users bulk-seeded (`bench/seed.py`: the rows `identity_service.users.create` "
+        "writes), groups built with "
         f"`groups.create` + `groups.update_group(add_members=...)` in transactions of "
         f"{BUILD_CHUNK:,} members, in-process before the services start (so idle RSS is a "
         f"fresh process's). Real `identity-service` and `scim-gateway` (gunicorn gthread, "
@@ -547,7 +565,12 @@ def run(quick: bool, backends: list[str]) -> str:
         '`{"op":"remove","path":"members[value eq \\"id\\"]"}`; each pair uses a user in '
         "neither group; sequential on one keep-alive connection, small and big group "
         f"alternating, after {WARMUP_PAIRS} warm-up pairs. Ratios are big over small from the "
-        f"same run. All on the same {os.cpu_count()}-CPU machine.",
+        f"same run. The gateway streams a group of more than {MEMBER_PAGE_SIZE:,} members: "
+        "GetGroup without members, then ListMembers pages of "
+        f"{MEMBER_PAGE_SIZE:,}, each encoded and sent as one chunk (`Transfer-Encoding: "
+        "chunked`) before the next is read; a smaller group is sent in one piece. Gateway "
+        "workers cap glibc malloc at 2 arenas (MALLOC_ARENA_MAX, unless set). "
+        f"All on the same {os.cpu_count()}-CPU machine.",
         "",
     ]
     kept = _kept(backends)

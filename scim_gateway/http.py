@@ -4,7 +4,7 @@ the per-request call facts, and the result type resources return."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,11 @@ MAX_REQUEST_ID = 128
 # as protobuf Structs, which cost up to three message levels per JSON level, and
 # protobuf refuses to decode messages nested over 100 levels.
 MAX_JSON_DEPTH = 24
+
+
+#: Call.memo key: the endpoint sends what the service answers, so the answer may be
+#: a stream (resource endpoints; /Bulk reads the documents and never streams).
+STREAMABLE = "streamable"
 
 
 class Call:
@@ -119,6 +124,9 @@ class Result:
     body: dict[str, Any] | None = None
     headers: dict[str, str] = field(default_factory=dict)
     resource_id: str = ""
+    #: A body sent in pieces instead of `body` (a large group's members); only
+    #: where the request allows it (`STREAMABLE`).
+    stream: Iterable[bytes] | None = None
 
 
 def request_id(req: falcon.Request) -> str:
@@ -189,7 +197,10 @@ def send(resp: falcon.Response, result: Result) -> None:
     resp.status = result.status
     for k, v in result.headers.items():
         resp.set_header(k, v)
-    if result.body is not None:
+    if result.stream is not None:
+        resp.content_type = SCIM_MEDIA_TYPE
+        resp.stream = result.stream
+    elif result.body is not None:
         resp.content_type = SCIM_MEDIA_TYPE
         resp.data = orjson.dumps(result.body)
 

@@ -13,8 +13,9 @@ by schema URN. The normalized document ("doc") is what PATCH edits and what
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
+from itertools import islice
 from typing import Any
 
 import orjson
@@ -623,16 +624,69 @@ def member_to_scim(m: groups_pb2.Member, base_url: str) -> dict[str, Any]:
     return out
 
 
+def members_json_chunks(
+    members: Iterable[groups_pb2.Member], base_url: str, chunk: int
+) -> Iterator[bytes]:
+    """The JSON members array in pieces, pulling `members` only as the pieces are
+    taken: `[` and the first `chunk` members, then `,` and the next `chunk`, ...,
+    and `]` last (`[]` alone when there are none). Joined, the pieces are the array
+    of `member_to_scim` objects.
+
+    Members are encoded one at a time into the piece: no dict per member is kept,
+    nor the bytes orjson returns, which are over-allocated (about 4 KB for a
+    200-byte member: a list of them would cost 40 MB per 10,000 members)."""
+    it = iter(members)
+    sep = b"["
+    while True:
+        buf = bytearray()
+        for m in islice(it, chunk):
+            buf += sep
+            buf += orjson.dumps(member_to_scim(m, base_url))
+            sep = b","
+        if not buf:
+            break
+        yield bytes(buf)
+    yield b"[]" if sep == b"[" else b"]"
+
+
 def members_json(members: Iterable[groups_pb2.Member], base_url: str) -> orjson.Fragment:
     """The members array, encoded one member at a time: a large group never holds a
     dict per member (measured at 100k members: peak +35 MB instead of +66 MB)."""
-    buf = bytearray(b"[")
-    for i, m in enumerate(members):
-        if i:
-            buf += b","
-        buf += orjson.dumps(member_to_scim(m, base_url))
-    buf += b"]"
-    return orjson.Fragment(bytes(buf))
+    return orjson.Fragment(b"".join(members_json_chunks(members, base_url, 1000)))
+
+
+class _MembersSlot:
+    """Stands for a members array that is streamed: it goes into a group document
+    where the array belongs, and `split_at_members` cuts the document's JSON there.
+    Projections deep-copy documents; the slot stays itself."""
+
+    __slots__ = ()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _MembersSlot:
+        return self
+
+    def __repr__(self) -> str:
+        return "MEMBERS_SLOT"
+
+
+MEMBERS_SLOT = _MembersSlot()
+# Written raw where the slot is: orjson escapes control characters inside strings
+# (as \u0000), so this byte occurs nowhere else in the JSON.
+_SLOT_MARK = b"\x00"
+
+
+def _slot_json(obj: Any) -> orjson.Fragment:
+    if obj is MEMBERS_SLOT:
+        return orjson.Fragment(_SLOT_MARK)
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+def split_at_members(doc: dict[str, Any]) -> tuple[bytes, bytes] | None:
+    """The JSON of `doc` before and after its `MEMBERS_SLOT` (head + members array +
+    tail is the document); None when the slot is not in `doc`."""
+    raw = orjson.dumps(doc, default=_slot_json)
+    head, mark, tail = raw.partition(_SLOT_MARK)
+    return (head, tail) if mark else None
 
 
 def group_to_scim(
@@ -673,6 +727,7 @@ def writable_doc(full: dict[str, Any], rtype: ResourceType) -> dict[str, Any]:
 __all__ = [
     "GROUP",
     "GROUP_TYPE",
+    "MEMBERS_SLOT",
     "USER",
     "USER_TYPE",
     "coerce",
@@ -680,7 +735,9 @@ __all__ = [
     "group_to_proto",
     "group_to_scim",
     "member_to_proto",
+    "members_json_chunks",
     "normalize",
+    "split_at_members",
     "user_to_proto",
     "user_to_scim",
     "writable_doc",

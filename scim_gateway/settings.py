@@ -76,6 +76,9 @@ class Settings:
     rate_limit_per_second: float = 0.0
     #: Requests a tenant may make at once; 0: the rate rounded up (at least 1).
     rate_limit_burst: int = 0
+    #: A group with more members than this is sent streamed, this many members per
+    #: ListMembers page (the worker holds one page); 0: never stream.
+    member_page_size: int = 5000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -97,6 +100,7 @@ class Settings:
             identity_tls_key_file=key,
             rate_limit_per_second=_float(environ, "SCIM_RATE_LIMIT_PER_SECOND"),
             rate_limit_burst=_int(environ, "SCIM_RATE_LIMIT_BURST", 0, 0),
+            member_page_size=_int(environ, "SCIM_MEMBER_PAGE_SIZE", 5000, 0),
             identity_target=environ.get("SCIM_IDENTITY_TARGET", "").strip() or "127.0.0.1:50051",
             log_format=_log_format(environ),
             listen=environ.get("SCIM_LISTEN", "").strip() or "127.0.0.1:8080",

@@ -23,6 +23,7 @@ from identity_client import CallContext, IdentityClient, IdentityError
 from ..errors import INVALID_FILTER, ScimError, invalid_value
 from ..filter import AttrPath, Node, parse_attr_path, parse_filter, to_proto
 from ..http import (
+    STREAMABLE,
     Call,
     Result,
     etag_versions,
@@ -192,8 +193,9 @@ class Recorder:
             try:
                 self._client.record_operations(batch, ctx=CallContext(timeout=10.0))
             except Exception as err:
-                if isinstance(err, IdentityError) and err.code not in _RETRYABLE:
-                    # The core refuses the batch itself: sending it again cannot help.
+                if not isinstance(err, IdentityError) or err.code not in _RETRYABLE:
+                    # The core refuses the batch itself, or the client cannot send at
+                    # all (its channel was closed): sending it again cannot help.
                     log.error("history: the core refused %d records: %s", n, err)
                     with self._cond:
                         self._sending = 0
@@ -383,6 +385,7 @@ def call_of(req: falcon.Request) -> Call:
 def _mark(req: falcon.Request, kind: int, rtype: ResourceType) -> OpInfo:
     info = OpInfo(kind, rtype.name)
     req.context.op = info
+    call_of(req).memo[STREAMABLE] = True  # these endpoints send the service's answer
     return info
 
 

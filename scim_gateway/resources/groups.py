@@ -3,10 +3,39 @@
 Membership changes never read or rewrite the whole member list: a PATCH is one
 `UpdateGroup` carrying the attribute changes and the members to add, remove or
 clear (see `patch.plan_group_patch`).
+
+A response that shows a group's members streams them when the group has more
+than one page of them (`GroupService.member_page_size`): the group is read
+without members (`GetGroup`), then its members page by page (`ListMembers`),
+each page encoded and written out before the next is read, so the gateway holds
+one page at a time however large the group (the body is sent chunked, without a
+Content-Length). The first pages are read before the response starts, so the
+errors a request commonly meets (404, 401, 403) are still proper SCIM errors; a
+core failure on a later page can only cut the response short (the connection is
+closed without the final chunk, so the client sees an incomplete body, never a
+shorter member list). The JSON is byte for byte what the unstreamed response
+gives, members in the same order (the order they were added).
+
+Consistency: a streamed group is read in several transactions. Its attributes
+and `meta.version` (the ETag) are those of the `GetGroup` read; each member page
+is read afterwards on its own. A membership change committed while the pages are
+read may or may not show in the list although the version shown predates it (a
+member removed meanwhile may still be listed, one added may already be; one
+removed and added back can be listed twice). Every such change raises the
+version, so a client that needs the exact list at a version compares the ETag of
+a later read (a weak validator, RFC 7644 §3.14). A group that fits in one page
+is answered whole from the same two calls: its members come from one
+transaction, read just after the version shown.
+
+Only the resource endpoints stream (`http.STREAMABLE`); /Bulk reads the
+documents and always gets them whole.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable, Iterator
+from itertools import chain, islice
 from typing import Any
 
 from identity.v1 import groups_pb2
@@ -14,13 +43,16 @@ from identity_client import IdentityClient, IdentityError, VersionMismatch
 
 from ..errors import ScimError, core_errors, from_identity_error
 from ..filter import CORE_GROUP
-from ..http import Call, Result, matches_version, version_of
+from ..http import STREAMABLE, Call, Result, matches_version, version_of
 from ..mapping import (
+    MEMBERS_SLOT,
     custom_extensions,
     etag,
     group_to_proto,
     group_to_scim,
+    members_json_chunks,
     normalize,
+    split_at_members,
     struct_from,
 )
 from ..patch import parse_operations, plan_group_patch
@@ -30,6 +62,54 @@ from ..settings import Settings
 from .common import Page, SearchQuery
 from .users import PATCH_ATTEMPTS, precondition_failed
 
+log = logging.getLogger("scim_gateway")
+
+#: Members per `ListMembers` call (and per chunk of a streamed body) when a group's
+#: members are streamed; a group with at most this many is answered in one piece.
+MEMBER_PAGE_SIZE = 5000
+
+
+class MemberStream:
+    """A group body sent in pieces: an iterable of bytes for Falcon's `resp.stream`
+    (WSGI closes it when the response ends, or it is closed when not sent)."""
+
+    __slots__ = ("_chunks", "status")
+
+    def __init__(self, status: int, chunks: Iterator[bytes]) -> None:
+        #: The status of the Result it belongs with.
+        self.status = status
+        self._chunks = chunks
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._chunks
+
+    def close(self) -> None:
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
+
+
+def _members_whole(projection: Projection) -> bool:
+    """Whether the projection shows members whole (no `members.x` path), so that
+    each member's JSON is the same whatever the others are."""
+    core = GROUP_TYPE.schema.id.lower()
+    return not any(
+        p.sub_attribute
+        and p.attribute.lower() == "members"
+        and (not p.schema or p.schema.lower() == core)
+        for p in (*projection.attributes, *projection.excluded)
+    )
+
+
+def _framed(head: bytes, pieces: Iterable[bytes], tail: bytes) -> Iterator[bytes]:
+    """`pieces` with `head` joined to the first and `tail` to the last (fewer writes)."""
+    it = iter(pieces)
+    prev = head + next(it, b"")
+    for piece in it:
+        yield prev
+        prev = piece
+    yield prev + tail
+
 
 class GroupService:
     rtype = GROUP_TYPE
@@ -37,6 +117,9 @@ class GroupService:
     def __init__(self, client: IdentityClient, settings: Settings) -> None:
         self._client = client
         self._settings = settings
+        #: Members per ListMembers page when members are streamed; 0: never stream
+        #: (members come inline with GetGroup, the response is built whole).
+        self.member_page_size = settings.member_page_size
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -57,19 +140,98 @@ class GroupService:
             else projection.returns(GROUP_TYPE, "members")
         )
         if wants and not members_loaded and group.member_count > 0:
+            if self._can_stream(call, projection):
+                return self._streamed(status, group, call, projection)
             with core_errors():
                 group = self._client.get_group(
                     call.tenant_id, group.meta.id, include_members=True, ctx=call.ctx
                 )
+        return self._whole(status, group, call, projection, wants=wants)
+
+    def _whole(
+        self,
+        status: int,
+        group: groups_pb2.Group,
+        call: Call,
+        projection: Projection,
+        *,
+        wants: bool,
+    ) -> Result:
+        """The response built in one piece (members as `group` has them)."""
         full = group_to_scim(
             group, call.base_url, with_members=wants, encoded_members=projection.is_identity
         )
+        return Result(
+            status,
+            projection.apply(full, GROUP_TYPE),
+            self._headers(status, group, full),
+            resource_id=group.meta.id,
+        )
+
+    @staticmethod
+    def _headers(status: int, group: groups_pb2.Group, full: dict[str, Any]) -> dict[str, str]:
         headers = {"ETag": etag(group.meta.version)}
         if status == 201:
             headers["Location"] = full["meta"]["location"]
-        return Result(
-            status, projection.apply(full, GROUP_TYPE), headers, resource_id=group.meta.id
+        return headers
+
+    def _can_stream(self, call: Call, projection: Projection) -> bool:
+        """Members may be streamed: the endpoint allows it, and the projection shows
+        them whole."""
+        return (
+            self.member_page_size > 0
+            and bool(call.memo.get(STREAMABLE))
+            and projection.returns(GROUP_TYPE, "members")
+            and _members_whole(projection)
         )
+
+    def _streamed(
+        self, status: int, group: groups_pb2.Group, call: Call, projection: Projection
+    ) -> Result:
+        """The response with `group`'s members read page by page from ListMembers.
+
+        The first page (and the next page's first member, which tells whether there
+        are more) is read here, before anything is sent: a group that fits in a
+        page is answered whole; for a larger one the rest is read while the body
+        is sent."""
+        page = self.member_page_size
+        with core_errors():
+            members = self._client.list_members(
+                call.tenant_id, group.meta.id, page_size=page, ctx=call.ctx
+            )
+            first = list(islice(members, page + 1))
+        del group.members[:]
+        if len(first) <= page:
+            group.members.extend(first)
+            return self._whole(status, group, call, projection, wants=True)
+        full = group_to_scim(group, call.base_url, with_members=True)
+        full["members"] = MEMBERS_SLOT
+        shown = projection.apply(full, GROUP_TYPE)
+        headers = self._headers(status, group, full)
+        parts = split_at_members(shown)
+        if parts is None:  # pragma: no cover - _can_stream: the projection shows members
+            return Result(status, shown, headers, resource_id=group.meta.id)
+        head, tail = parts
+        pieces = members_json_chunks(chain(first, members), call.base_url, page)
+        stream = MemberStream(status, self._sent(_framed(head, pieces, tail), call, group.meta.id))
+        return Result(status, None, headers, resource_id=group.meta.id, stream=stream)
+
+    @staticmethod
+    def _sent(chunks: Iterator[bytes], call: Call, gid: str) -> Iterator[bytes]:
+        """`chunks`, logging a core failure that cuts the streamed body short."""
+        try:
+            yield from chunks
+        except IdentityError as err:
+            # The status is sent: the WSGI server closes the connection without the
+            # last chunk, so the client sees an incomplete response.
+            log.error(
+                "group %s: reading its members failed after the response started "
+                "(request %s); the response is cut short: %s",
+                gid,
+                call.request_id,
+                err,
+            )
+            raise
 
     def _expected(self, call: Call, rid: str, if_match: set[str] | None) -> int:
         if if_match is None or "*" in if_match:
@@ -99,13 +261,15 @@ class GroupService:
         # Members are loaded only when the response shows them (Entra ID asks
         # with excludedAttributes=members).
         include = projection.returns(GROUP_TYPE, "members")
+        # Large member lists are streamed from ListMembers (see _streamed).
+        loaded = include and not self._can_stream(call, projection)
         with core_errors():
             group = self._client.get_group(
-                call.tenant_id, rid, include_members=include, ctx=call.ctx
+                call.tenant_id, rid, include_members=loaded, ctx=call.ctx
             )
         if if_none_match is not None and matches_version(if_none_match, group.meta.version):
             return Result(304, None, {"ETag": etag(group.meta.version)}, resource_id=rid)
-        return self._result(200, group, call, projection, members_loaded=include)
+        return self._result(200, group, call, projection, members_loaded=loaded)
 
     def replace(
         self,

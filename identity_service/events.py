@@ -9,6 +9,7 @@ their commit order is their order (docs/architecture.md, "Event log").
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from google.protobuf import timestamp_pb2
 from sqlalchemy import insert, text, update
@@ -50,6 +51,12 @@ NOTIFY_CHANNEL = "identity_events"
 WRITTEN = "identity_written_revisions"
 
 
+#: The events that create or delete a user or group: every such write emits one, in
+#: its transaction, so the tenant's counts move with them.
+_COUNTED_USERS = {E.EVENT_TYPE_USER_CREATED: 1, E.EVENT_TYPE_USER_DELETED: -1}
+_COUNTED_GROUPS = {E.EVENT_TYPE_GROUP_CREATED: 1, E.EVENT_TYPE_GROUP_DELETED: -1}
+
+
 def emit(
     session: Session,
     tenant: TenantRow,
@@ -61,10 +68,17 @@ def emit(
     if not events:
         return tenant.revision
     n = len(events)
+    values: dict[str, Any] = {"revision": TenantRow.revision + n}
+    users = sum(_COUNTED_USERS.get(ev.type, 0) for ev in events)
+    groups = sum(_COUNTED_GROUPS.get(ev.type, 0) for ev in events)
+    if users:
+        values["user_count"] = TenantRow.user_count + users
+    if groups:
+        values["group_count"] = TenantRow.group_count + groups
     last = session.execute(
         update(table(TenantRow))
         .where(TenantRow.pk == tenant.pk)
-        .values(revision=TenantRow.revision + n)
+        .values(**values)
         .returning(TenantRow.revision)
     ).scalar_one()
     first = last - n + 1
@@ -99,8 +113,14 @@ def emit(
         )
     if "_sa_instance_state" in tenant.__dict__:
         set_committed_value(tenant, "revision", last)
+        if users:
+            set_committed_value(tenant, "user_count", tenant.user_count + users)
+        if groups:
+            set_committed_value(tenant, "group_count", tenant.group_count + groups)
     else:  # a detached snapshot (models.detached)
         tenant.__dict__["revision"] = last
+        tenant.__dict__["user_count"] = tenant.user_count + users
+        tenant.__dict__["group_count"] = tenant.group_count + groups
     return last
 
 

@@ -152,6 +152,7 @@ def list_groups(
         page=req.page,
         settings=settings,
         revision=tenant.revision,
+        count_all=tenant.group_count,
     )
     out = [_proto(r, tenant.id) for r in page.rows]
     if req.include_members and out:

@@ -113,11 +113,14 @@ def page_of(
     page: common_pb2.Page,
     settings: Settings,
     revision: int | None = None,
+    count_all: int | None = None,
 ) -> PageResult:
     """One page of `columns` (a select over `model`) for the tenant, plus the exact total.
     `columns` should be a long-lived (module-level) select: simple lookups cache
     their statement by it. `revision`: the tenant's revision read in the same
-    snapshot, which lets an exact total be reused until the tenant changes."""
+    snapshot, which lets an exact total be reused until the tenant changes.
+    `count_all`: how many rows of `model` the tenant has (read in the same snapshot),
+    the total of an unfiltered list."""
     if page.HasField("count"):
         count = page.count
         if count < 0:
@@ -151,7 +154,11 @@ def page_of(
 
     cond = and_(model.tenant_pk == tenant_pk, compile_filter(catalog, f, tenant_pk))
 
+    unfiltered = f is None or f.WhichOneof("node") is None
+
     def exact_total() -> int:
+        if unfiltered and count_all is not None:
+            return count_all
         # Every write to a tenant moves its revision, so a count taken at the same
         # revision (in this snapshot) is still exact: a walk through a quiet
         # directory counts it once, not on every page.
@@ -191,7 +198,10 @@ def page_of(
             # Deep pages: find the page's keys on the (tenant_pk, pk) index first,
             # then read only those rows, instead of reading and skipping every row
             # before them (OFFSET 999,000 read whole rows, bodies included).
-            keys = select(model.pk).where(cond).order_by(*order).offset(start - 1).limit(count)
+            # Unsorted, the order is spelled as the index's, (tenant_pk, pk): the same
+            # order within one tenant, and PostgreSQL then reads the index alone too.
+            key_order = order if key is not None else [model.tenant_pk.asc(), model.pk.asc()]
+            keys = select(model.pk).where(cond).order_by(*key_order).offset(start - 1).limit(count)
             stmt = stmt.where(model.pk.in_(keys.scalar_subquery()))
             rows = list(session.execute(stmt))
         else:

@@ -102,6 +102,11 @@ class TenantRow(Base):
     revision: Mapped[int] = mapped_column(BigInteger, default=0)
     #: Events with revision <= compacted_through were compacted away.
     compacted_through: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: How many users and groups the tenant has, kept by events.emit from the
+    #: created/deleted events of each write (0004): an unfiltered list's total
+    #: without a COUNT over every row.
+    user_count: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    group_count: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     #: Per-tenant policy and settings (issue-specific keys), as JSON.
     settings: Mapped[dict[str, Any]] = mapped_column(Doc, default=dict)
     created: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -460,6 +460,7 @@ def list_users(
         page=req.page,
         settings=settings,
         revision=tenant.revision,
+        count_all=tenant.user_count,
     )
     return users_pb2.ListUsersResponse(
         users=load(session, tenant, page.rows),

@@ -30,3 +30,41 @@ def test_deep_pages_and_totals_follow_every_write(client: IdentityClient, tenant
     page = client.list_users(tenant.id, start_index=6, count=5)
     assert page.total_results == 23
     assert [u.user_name for u in page.users] == names[5:10]
+
+
+def test_the_tenant_counts_follow_every_create_and_delete(
+    client: IdentityClient, tenant: Tenant, database_url: str
+) -> None:
+    """tenants.user_count / group_count (the unfiltered totals) equal COUNT(*) after
+    creates, deletes, JIT sign-ins, group deletes and a purging connector reset."""
+    from sqlalchemy import create_engine, text
+
+    from identity_client.types import Group
+    from identity_service.db import normalise_url
+
+    def stored() -> tuple[int, int, int, int]:
+        engine = create_engine(normalise_url(database_url))
+        with engine.connect() as conn:
+            row = conn.execute(
+                text(
+                    "SELECT t.user_count, t.group_count, "
+                    "(SELECT COUNT(*) FROM users u WHERE u.tenant_pk = t.pk), "
+                    "(SELECT COUNT(*) FROM groups g WHERE g.tenant_pk = t.pk) "
+                    "FROM tenants t WHERE t.id = :id"
+                ),
+                {"id": tenant.id},
+            ).one()
+        engine.dispose()
+        return tuple(row)  # type: ignore[return-value]
+
+    ids = [client.create_user(tenant.id, User(user_name=f"c{i}")).meta.id for i in range(5)]
+    gids = [client.create_group(tenant.id, Group(display_name=f"g{i}")).meta.id for i in range(3)]
+    client.delete_user(tenant.id, ids[0])
+    client.delete_group(tenant.id, gids[0])
+    client.jit_provision(tenant.id, user_name="jit@example.com")
+    assert stored() == (5, 2, 5, 2)
+    page = client.list_users(tenant.id, count=2)
+    assert page.total_results == 5 and len(page.users) == 2
+    assert client.list_groups(tenant.id, count=1).total_results == 2
+    client.reset_connector(tenant.id, purge=True)
+    assert stored() == (0, 0, 0, 0)

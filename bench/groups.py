@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .gateway import GATEWAY_WORKERS, TENANT, Seeded, _children, database, seed, services
+from .seed import vacuum_analyze
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -130,6 +131,9 @@ def prepare(url: str, n: int, pairs: int) -> Prepared:
             ids.append(gid)
     finally:
         db.close()
+    # As autovacuum would after such a load (it is off on this machine): without
+    # statistics PostgreSQL plans each ListMembers page as if the group were tiny.
+    vacuum_analyze(url, ("groups", "group_members", "events", "tenants"))
     build = time.perf_counter() - t0
     return Prepared(seeded, ids[0], ids[1], n, tuple(fresh), seed_seconds, build)
 
@@ -559,7 +563,9 @@ def run(quick: bool, backends: list[str]) -> str:
         "writes), groups built with "
         f"`groups.create` + `groups.update_group(add_members=...)` in transactions of "
         f"{BUILD_CHUNK:,} members, in-process before the services start (so idle RSS is a "
-        f"fresh process's). Real `identity-service` and `scim-gateway` (gunicorn gthread, "
+        f"fresh process's); PostgreSQL then gets a VACUUM ANALYZE of the group tables, as "
+        f"autovacuum would (it is off on this machine). Real `identity-service` and "
+        f"`scim-gateway` (gunicorn gthread, "
         f"{GATEWAY_WORKERS} workers). PATCH bodies as Okta / Entra ID send them: "
         '`{"op":"add","path":"members","value":[{"value":id}]}`, then '
         '`{"op":"remove","path":"members[value eq \\"id\\"]"}`; each pair uses a user in '

@@ -118,16 +118,39 @@ EXPECTED = {
 }
 
 
+class _Conn:
+    """One keep-alive connection that sends a request and reads the whole answer;
+    a broken connection is replaced, and the failure described, for the next."""
+
+    def __init__(self, host: str, port: int, token: str, timeout: float) -> None:
+        self._host, self._port, self._timeout = host, port, timeout
+        self.headers = {"Content-Type": "application/scim+json", "Accept": "application/scim+json"}
+        if token:
+            self.headers["Authorization"] = f"Bearer {token}"
+        self.conn = http.client.HTTPConnection(host, port, timeout=timeout)
+
+    def exchange(self, method: str, path: str, body: bytes | None) -> tuple[int, bytes] | str:
+        """(status, body), or the description of a failed exchange."""
+        try:
+            self.conn.request(method, path, body=body, headers=self.headers)
+            resp = self.conn.getresponse()
+            return resp.status, resp.read()
+        except (OSError, http.client.HTTPException) as exc:
+            self.conn.close()
+            self.conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+            return f"{type(exc).__name__}: {exc}"
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 def _connection_loop(
     w: Workload, go: Any, out: list[Any], lock: threading.Lock, ready: threading.Barrier
 ) -> None:
     rng = random.Random()
     tag = uuid.uuid4().hex[:12]
-    headers = {"Content-Type": "application/scim+json", "Accept": "application/scim+json"}
-    if w.token:
-        headers["Authorization"] = f"Bearer {w.token}"
-    conn = http.client.HTTPConnection(w.host, w.port, timeout=30)
-    conn.connect()
+    conn = _Conn(w.host, w.port, w.token, 30)
+    conn.conn.connect()
     latencies: list[float] = []
     errors = 0
     sample = ""
@@ -143,17 +166,12 @@ def _connection_loop(
                 break
             seq += 1
             method, path, body = _request(w, rng, tag, seq)
-            try:
-                conn.request(method, path, body=body, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
-                status = resp.status
-            except (OSError, http.client.HTTPException) as exc:
+            answer = conn.exchange(method, path, body)
+            if isinstance(answer, str):
                 errors += 1
-                sample = sample or f"{type(exc).__name__}: {exc}"
-                conn.close()
-                conn = http.client.HTTPConnection(w.host, w.port, timeout=30)
+                sample = sample or answer
                 continue
+            status, data = answer
             latencies.append(time.perf_counter() - t0)
             if status != expected:
                 errors += 1
@@ -261,10 +279,7 @@ def _job_loop(
     batches: list[JobList], go: Any, out: list[Any], lock: threading.Lock, k: int
 ) -> None:
     jl = batches[k]
-    headers = {"Content-Type": "application/scim+json", "Accept": "application/scim+json"}
-    if jl.token:
-        headers["Authorization"] = f"Bearer {jl.token}"
-    conn = http.client.HTTPConnection(jl.host, jl.port, timeout=120)
+    conn = _Conn(jl.host, jl.port, jl.token, 120)
     latencies: list[float] = []
     ids: list[tuple[int, str]] = []
     errors = 0
@@ -274,17 +289,12 @@ def _job_loop(
     try:
         for number, job in jl.jobs:
             t0 = time.perf_counter()
-            try:
-                conn.request(job.method, job.path, body=job.body, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
-                status = resp.status
-            except (OSError, http.client.HTTPException) as exc:
+            answer = conn.exchange(job.method, job.path, job.body)
+            if isinstance(answer, str):
                 errors += 1
-                sample = sample or f"{type(exc).__name__}: {exc}"
-                conn.close()
-                conn = http.client.HTTPConnection(jl.host, jl.port, timeout=120)
+                sample = sample or answer
                 continue
+            status, data = answer
             latencies.append(time.perf_counter() - t0)
             if status != job.expect:
                 errors += 1

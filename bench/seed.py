@@ -287,7 +287,9 @@ def _write(db: Database, batch: _Batch, tenant_pk: int, last_revision: int) -> N
             if rows:
                 _insert_rows(conn, table, rows)
         conn.execute(
-            update(TenantRow).where(TenantRow.pk == tenant_pk).values(revision=last_revision)
+            update(TenantRow)
+            .where(TenantRow.pk == tenant_pk)
+            .values(revision=last_revision, user_count=TenantRow.user_count + len(batch.users))
         )
 
 
@@ -309,7 +311,9 @@ def _fix_sequences(db: Database) -> None:
             s.execute(text(_SETVAL.format(table=table)))
 
 
-def vacuum_analyze(url: str) -> None:
+def vacuum_analyze(
+    url: str, tables: tuple[str, ...] = ("users", "user_values", "events", "tenants", "operations")
+) -> None:
     """PostgreSQL: VACUUM ANALYZE the seeded tables, as autovacuum would after a bulk
     load (it is off on the benchmark machine): planner statistics and the visibility map
     a fresh 1M-row table otherwise lacks. SQLite: nothing (the service runs no ANALYZE)."""
@@ -318,7 +322,7 @@ def vacuum_analyze(url: str) -> None:
     if not url.startswith("postgresql"):
         return
     with psycopg.connect(url, autocommit=True) as conn:
-        for table in ("users", "user_values", "events", "tenants", "operations"):
+        for table in tables:
             conn.execute(f"VACUUM ANALYZE {table}")
 
 

@@ -76,6 +76,9 @@ def _decode_cursor(cursor: str, qh: str, key_type: str | None) -> tuple[Any, int
     return key, pk
 
 
+#: (table, query hash, rows before the next page) -> (tenant revision, (sort key, pk) of
+#: the last row so far): where a startIndex walk's previous page ended.
+_POSITIONS: dict[tuple[str, str, int], tuple[int, tuple[Any, int]]] = {}
 #: (table, query hash) -> (tenant revision, COUNT(*)) of recent exact totals.
 _TOTALS: dict[tuple[str, str], tuple[int, int]] = {}
 _LOOKUPS: dict[tuple[int, str], tuple[Select[*tuple[Any, ...]], Prepared]] = {}
@@ -190,11 +193,30 @@ def page_of(
     if key is not None:
         stmt = stmt.add_columns(key.label("_sort_key"))
 
+    def after(last_key: Any, last_pk: int) -> ColumnElement[bool]:
+        """Rows after (last_key, last_pk) in this order: a keyset condition."""
+        pk_cmp: ColumnElement[bool] = model.pk < last_pk if desc else model.pk > last_pk
+        if key is None:
+            return pk_cmp
+        key_cmp = key < last_key if desc else key > last_key
+        return or_(key_cmp, and_(key == last_key, pk_cmp))
+
     if not page.use_cursor:
         start = max(page.start_index, 1)
         if count == 0:
             return PageResult([], exact_total(), start, "")
-        if start > 1:
+        # IdPs import by walking startIndex 1, 1+n, 1+2n, ...: where the previous page
+        # of this query ended at this same revision (nothing changed since), the next
+        # one starts after its last row, a keyset read instead of an OFFSET.
+        position = (
+            (model.__tablename__, _query_hash(tenant_pk, f or common_pb2.Filter(), sort))
+            if revision is not None
+            else None
+        )
+        resume = _POSITIONS.get((*position, start - 1)) if position is not None else None
+        if resume is not None and resume[0] == revision:
+            rows = list(session.execute(stmt.where(after(*resume[1])).limit(count)))
+        elif start > 1:
             # Deep pages: find the page's keys on the (tenant_pk, pk) index first,
             # then read only those rows, instead of reading and skipping every row
             # before them (OFFSET 999,000 read whole rows, bodies included).
@@ -206,6 +228,14 @@ def page_of(
             rows = list(session.execute(stmt))
         else:
             rows = list(session.execute(stmt.limit(count)))
+        if position is not None and revision is not None and len(rows) == count:
+            last = rows[-1]
+            if len(_POSITIONS) >= 4096:
+                _POSITIONS.clear()
+            _POSITIONS[(*position, start - 1 + count)] = (
+                revision,
+                (last._sort_key if key is not None else None, last.pk),
+            )
         # A short, non-empty page ends the list, so it gives the total without a COUNT:
         # the common IdP lookup (`userName eq ...`) is then a single index read.
         if 0 < len(rows) < count or (not rows and start == 1):
@@ -214,13 +244,7 @@ def page_of(
 
     qh = _query_hash(tenant_pk, f or common_pb2.Filter(), sort)
     if page.cursor:
-        last_key, last_pk = _decode_cursor(page.cursor, qh, key_type)
-        pk_cmp = model.pk < last_pk if desc else model.pk > last_pk
-        if key is None:
-            stmt = stmt.where(pk_cmp)
-        else:
-            key_cmp = key < last_key if desc else key > last_key
-            stmt = stmt.where(or_(key_cmp, and_(key == last_key, pk_cmp)))
+        stmt = stmt.where(after(*_decode_cursor(page.cursor, qh, key_type)))
     if count == 0:
         return PageResult([], exact_total(), 1, page.cursor)
     rows = list(session.execute(stmt.limit(count + 1)))

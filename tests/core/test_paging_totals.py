@@ -68,3 +68,39 @@ def test_the_tenant_counts_follow_every_create_and_delete(
     assert client.list_groups(tenant.id, count=1).total_results == 2
     client.reset_connector(tenant.id, purge=True)
     assert stored() == (0, 0, 0, 0)
+
+
+def test_a_sequential_start_index_walk_resumes_where_the_last_page_ended(
+    client: IdentityClient, tenant: Tenant
+) -> None:
+    """A walk by startIndex (what IdPs do) continues after the previous page's last
+    row while nothing changed, and falls back to the offset after a write: sorted
+    and unsorted, both orders, the pages are exactly the OFFSET pages."""
+    from identity_client.types import Sort
+
+    names = [f"w{(i * 7) % 17:02d}-{i}" for i in range(17)]
+    for n in names:
+        client.create_user(tenant.id, User(user_name=n, display_name=n[::-1]))
+
+    def walk(sort: Sort | None, write_at: int | None = None) -> list[str]:
+        seen: list[str] = []
+        start = 1
+        while True:
+            if write_at is not None and start == write_at:
+                extra = client.create_user(tenant.id, User(user_name="zz-extra"))
+                client.delete_user(tenant.id, extra.meta.id)
+            page = client.list_users(tenant.id, start_index=start, count=4, sort=sort)
+            seen += [u.user_name for u in page.users]
+            if len(page.users) < 4:
+                return seen
+            start += 4
+
+    by_pk = walk(None)
+    assert by_pk == names
+    assert walk(None) == names  # again: every page resumed from memory
+    assert walk(None, write_at=9) == names  # a write in between: offsets again
+    asc = Sort(path={"attribute": "displayName"})
+    desc = Sort(path={"attribute": "displayName"}, descending=True)
+    assert walk(asc) == sorted(names, key=lambda n: n[::-1])
+    assert walk(desc) == sorted(names, key=lambda n: n[::-1], reverse=True)
+    assert walk(desc, write_at=5) == walk(desc)

@@ -152,6 +152,20 @@ def _bearer(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
     return ""
 
 
+def _tenants_named(request: Any, metadata: Iterable[tuple[str, str | bytes]] | None) -> list[str]:
+    """The tenants a request names (ids or names), lower-cased; [] when none. A call
+    that carries a SCIM bearer may name its tenant only in `identity-tenant` (the
+    core then checks the bearer belongs to it); a history batch names one per record."""
+    ops = getattr(request, "operations", None)
+    if ops is not None and not isinstance(ops, (str, bytes)):
+        named = [str(getattr(op, "tenant_id", "") or "").strip().lower() for op in ops]
+        return named if named and all(named) else []
+    one = _tenant_named(request)
+    if not one:
+        one = RequestContext.from_metadata(tuple(metadata or ())).tenant_ref.strip().lower()
+    return [one] if one else []
+
+
 def _tenant_named(request: Any) -> str:
     """The tenant a request names (id or name), lower-cased; "" when none."""
     tenant_id = getattr(request, "tenant_id", "")
@@ -194,10 +208,18 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             row = s.execute(select(TenantRow.id, TenantRow.name).where(cond)).first()
         return (str(row[0]), str(row[1])) if row else None
 
-    async def _tenant_allowed(self, cred: Credential, request: Any) -> bool:
-        ref = _tenant_named(request)
-        if not ref:
+    async def _tenant_allowed(
+        self, cred: Credential, request: Any, metadata: Iterable[tuple[str, str | bytes]] | None
+    ) -> bool:
+        refs = _tenants_named(request, metadata)
+        if not refs:
             return False
+        for ref in set(refs):
+            if not await self._one_allowed(cred, ref):
+                return False
+        return True
+
+    async def _one_allowed(self, cred: Credential, ref: str) -> bool:
         if ref in cred.tenants:
             return True
         known = self._resolved.get(ref)
@@ -260,7 +282,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             inner_uu: Any = handler.unary_unary
 
             async def unary_unary(request: Any, context: Context) -> Any:
-                if not await self._tenant_allowed(cred, request):
+                if not await self._tenant_allowed(cred, request, context.invocation_metadata()):
                     log.warning("refused %s to credential %r: tenant", short, cred.name)
                     await _abort(context, denied, method)
                 return await inner_uu(request, context)
@@ -274,7 +296,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             inner_us: Any = handler.unary_stream
 
             async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
-                if not await self._tenant_allowed(cred, request):
+                if not await self._tenant_allowed(cred, request, context.invocation_metadata()):
                     log.warning("refused %s to credential %r: tenant", short, cred.name)
                     await _abort(context, denied, method)
                 async for item in inner_us(request, context):

@@ -34,8 +34,15 @@ def normalise_url(url: str) -> str:
     return u.render_as_string(hide_password=False)
 
 
-def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+def _sqlite_engine(url: str, *, immediate: bool, connections: int) -> Engine:
+    # As many connections as threads that may read at once (and the event loop),
+    # so a quick read on the loop never waits for a connection.
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": 30},
+        pool_size=connections,
+        max_overflow=connections,
+    )
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -67,8 +74,9 @@ class Database:
         if self.dialect == "sqlite":
             if u.database and u.database != ":memory:":
                 Path(u.database).parent.mkdir(parents=True, exist_ok=True)
-            self.engine = _sqlite_engine(self.url, immediate=True)
-            self._read_engine = _sqlite_engine(self.url, immediate=False)
+            threads = settings.db_threads + settings.watch_db_threads + 2
+            self.engine = _sqlite_engine(self.url, immediate=True, connections=threads)
+            self._read_engine = _sqlite_engine(self.url, immediate=False, connections=threads)
         else:
             self.engine = create_engine(
                 self.url,

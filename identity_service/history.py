@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import UTC
 from typing import Any
@@ -12,11 +13,12 @@ from sqlalchemy.orm import Session
 from identity.v1 import history_pb2
 
 from .convert import new_id, ts
-from .errors import InvalidValue, TooMany
+from .errors import DomainError, InvalidValue, TooMany
 from .models import OperationRow, TenantRow, table, utcnow
 from .rows import chunks
 from .validate import check_message
 
+log = logging.getLogger("identity_service.history")
 #: Most records one RecordOperations call may carry.
 MAX_BATCH = 5000
 
@@ -74,12 +76,21 @@ def record(session: Session, tenant: TenantRow, op: history_pb2.Operation) -> hi
 def record_many(
     session: Session, ops: Sequence[history_pb2.Operation]
 ) -> history_pb2.RecordOperationsResponse:
-    """Writes a batch of records (any tenants) with one INSERT per chunk. All are
-    checked first; records of tenants that do not exist are dropped and counted."""
+    """Writes a batch of records (any tenants) with one INSERT per chunk. Records
+    that are invalid or name a tenant that does not exist are dropped and counted:
+    one bad record must not cost the other tenants theirs."""
     if len(ops) > MAX_BATCH:
         raise TooMany(f"at most {MAX_BATCH} records per call", field="operations")
+    valid = []
     for op in ops:
-        _checked(op)
+        try:
+            _checked(op)
+        except DomainError as err:
+            log.warning("dropped a history record of tenant %s: %s", op.tenant_id, err.message)
+            continue
+        valid.append(op)
+    ops_in = len(ops)
+    ops = valid
     wanted = {op.tenant_id.lower() for op in ops}
     known: dict[str, int] = {}
     for part in chunks(sorted(wanted)):
@@ -90,9 +101,7 @@ def record_many(
     ]
     for batch in chunks(values):
         session.execute(insert(table(OperationRow)), batch)
-    return history_pb2.RecordOperationsResponse(
-        recorded=len(values), dropped=len(ops) - len(values)
-    )
+    return history_pb2.RecordOperationsResponse(recorded=len(values), dropped=ops_in - len(values))
 
 
 def list_operations(

@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy import Select
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 
@@ -65,6 +66,12 @@ class Prepared:
         try:
             cursor.execute(c.sql, args)
             raw = cursor.fetchall()
+        except conn.dialect.loaded_dbapi.Error as err:
+            # As SQLAlchemy would wrap it (a lost or busy database is then an
+            # OperationalError: UNAVAILABLE at the RPC boundary, not INTERNAL).
+            raise DBAPIError.instance(
+                c.sql, args, err, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect
+            ) from err
         finally:
             cursor.close()
         procs = c.processors

@@ -341,7 +341,8 @@ class GroupServicer(_Base, groups_pb2_grpc.GroupServiceServicer):
             lambda s, c: groups.list_groups(
                 s, c.tenant(s, request.tenant_id), request, self.settings
             ),
-            quick=_is_lookup(GROUPS, request),
+            # With members, a matched group may have any number of them: the pool.
+            quick=not request.include_members and _is_lookup(GROUPS, request),
         )
 
     async def ReplaceGroup(

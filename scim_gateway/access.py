@@ -98,7 +98,9 @@ class ScopedService:
         if_match: set[str] | None,
     ) -> Result:
         self._check(call, True)
-        return self._inner.replace(call, rid, body, projection, if_match)
+        result = self._inner.replace(call, rid, body, projection, if_match)
+        self._check(call, True)  # the scope may be known only now (see below)
+        return result
 
     def patch(
         self,
@@ -109,11 +111,17 @@ class ScopedService:
         if_match: set[str] | None,
     ) -> Result:
         self._check(call, True)
-        return self._inner.patch(call, rid, body, projection, if_match)
+        result = self._inner.patch(call, rid, body, projection, if_match)
+        # A PATCH that changes nothing makes only reads, which a read-only token may:
+        # refuse it now that the core said what the token is (it changed nothing).
+        self._check(call, True)
+        return result
 
     def delete(self, call: Call, rid: str, if_match: set[str] | None) -> Result:
         self._check(call, True)
-        return self._inner.delete(call, rid, if_match)
+        result = self._inner.delete(call, rid, if_match)
+        self._check(call, True)
+        return result
 
     def query(self, call: Call, q: SearchQuery) -> Page:
         self._check(call, False)

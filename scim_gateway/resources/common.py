@@ -69,6 +69,10 @@ _RETRYABLE = frozenset(
 )
 
 
+def _field(text: str, limit: int) -> str:
+    return text[:limit].replace("\x00", "\ufffd")
+
+
 class Recorder:
     """Keeps one history record per SCIM operation, off the request path.
 
@@ -120,11 +124,14 @@ class Recorder:
             token_id=call.token_id,
             method=method,
             kind=info.kind,  # type: ignore[arg-type]
-            resource_type=info.resource_type,
-            resource_id=info.resource_id,
+            resource_type=_field(info.resource_type, 32),
+            # What the client sent (a path segment may hold anything, even NUL):
+            # kept printable and within what the core stores, so that a record is
+            # always valid and a batch stays small.
+            resource_id=_field(info.resource_id, 64),
             status=status,
-            scim_type=(error.scim_type or "") if error else "",
-            detail=error.detail if error else "",
+            scim_type=_field((error.scim_type or "") if error else "", 32),
+            detail=_field(error.detail if error else "", 2000),
             duration_ms=duration_ms,
             request_id=call.request_id,
         )

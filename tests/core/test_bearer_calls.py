@@ -17,7 +17,6 @@ from identity_client import (
     CallContext,
     FailedPrecondition,
     IdentityClient,
-    InvalidArgument,
     PermissionDenied,
     Unauthenticated,
 )
@@ -161,20 +160,19 @@ def test_record_operations_batches(client: IdentityClient, tenant: Tenant) -> No
         o.time.GetCurrentTime()
         return o
 
-    # One bad record refuses the whole batch: nothing is written.
-    with pytest.raises(InvalidArgument):
-        client.record_operations([op(tenant.id, 200, "a"), op(tenant.id, 99, "b")])
-    assert client.list_operations(tenant.id).operations == []
-
+    nul = op(other.id, 404, "r5")
+    nul.resource_id = "x\x00y"
     answer = client.record_operations(
         [
             op(tenant.id, 200, "r1"),
             op(other.id, 404, "r2"),
             op(str(uuid.uuid4()), 200, "r3"),  # no such tenant: dropped, not an error
+            op(tenant.id, 99, "bad"),  # invalid: dropped, never the batch
+            nul,  # invalid too (NUL)
             op(tenant.id, 201, "r4"),
         ]
     )
-    assert (answer.recorded, answer.dropped) == (3, 1)
+    assert (answer.recorded, answer.dropped) == (3, 3)
     mine = client.list_operations(tenant.id).operations
     assert sorted(o.request_id for o in mine) == ["r1", "r4"]
     assert all(o.method == "GET" and o.id for o in mine)

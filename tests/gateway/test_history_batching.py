@@ -127,3 +127,35 @@ def test_records_wait_for_an_unreachable_core(database_url: str, tmp_path: Path)
                 assert [(o.request_id, o.status) for o in ops] == [("while-down", 200)]
         finally:
             core.stop()
+
+
+def test_a_request_with_a_nul_in_its_path_costs_no_one_their_history(
+    client: IdentityClient,
+) -> None:
+    """What the gateway queues is cleaned (NUL, lengths), so every record of a
+    batch is valid; the core would drop an invalid one, not the batch."""
+    a = client.create_tenant(f"nul-a-{free_port()}")
+    b = client.create_tenant(f"nul-b-{free_port()}")
+
+    class _Call:
+        def __init__(self, tenant_id: str, rid: str) -> None:
+            self.tenant_id, self.token_id, self.request_id = tenant_id, "t", rid
+
+    recorder = Recorder(client, linger=5.0)  # one batch for all three
+    for tenant_id, rid, resource in (
+        (b.id, "b1", "u1"),
+        (a.id, "a1", "x\x00y" * 50),
+        (b.id, "b2", "u2"),
+    ):
+        recorder.record(
+            _Call(tenant_id, rid),  # type: ignore[arg-type]
+            method="GET",
+            info=OpInfo(history_pb2.OPERATION_KIND_READ, "User", resource),
+            status=404,
+            error=None,
+            duration_ms=1.0,
+        )
+    assert recorder.flush(timeout=20)
+    assert sorted(o.request_id for o in client.list_operations(b.id).operations) == ["b1", "b2"]
+    (kept,) = client.list_operations(a.id).operations
+    assert kept.request_id == "a1" and "\x00" not in kept.resource_id

@@ -51,7 +51,17 @@ def test_read_only_token_may_read_and_search_only(client: IdentityClient) -> Non
         "schemas": [PATCH_OP],
         "Operations": [{"op": "replace", "path": "active", "value": False}],
     }
+    unchanged = {  # changes nothing: makes only reads, still a write request
+        "schemas": [PATCH_OP],
+        "Operations": [{"op": "replace", "path": "active", "value": True}],
+    }
+    same_name = {
+        "schemas": [PATCH_OP],
+        "Operations": [{"op": "replace", "path": "displayName", "value": "g"}],
+    }
     for r in (
+        ro.patch(f"/Users/{uid}", unchanged),
+        ro.patch(f"/Groups/{gid}", same_name),
         ro.post("/Users", {"schemas": [USER_SCHEMA], "userName": "new@example.com"}),
         ro.put(f"/Users/{uid}", {"schemas": [USER_SCHEMA], "userName": "u@example.com"}),
         ro.patch(f"/Users/{uid}", patch),

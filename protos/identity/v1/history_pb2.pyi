@@ -174,7 +174,8 @@ Global___RecordOperationResponse: _TypeAlias = RecordOperationResponse  # noqa: 
 @_typing.final
 class RecordOperationsRequest(_message.Message):
     """Many records at once, of any tenants (the gateway sends its records in
-    batches, off the request path). All are checked before any is written.
+    batches, off the request path). A record that is invalid is dropped (and
+    counted), never the batch: one tenant's bad record costs no other its own.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -205,7 +206,9 @@ class RecordOperationsResponse(_message.Message):
     DROPPED_FIELD_NUMBER: _builtins.int
     recorded: _builtins.int
     dropped: _builtins.int
-    """Records naming a tenant that does not exist (any more): dropped, not an error."""
+    """Records that are invalid or name a tenant that does not exist (any more):
+    dropped, not an error.
+    """
     def __init__(
         self,
         *,

@@ -544,7 +544,7 @@ def run(quick: bool, backends: list[str]) -> str:
     """Runs the benchmark on each backend; returns a Markdown section."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    from scim_gateway.resources.groups import MEMBER_PAGE_SIZE
+    from scim_gateway.settings import MEMBER_PAGE_SIZE
 
     n = USERS_QUICK if quick else USERS_FULL
     pairs = PAIRS_QUICK if quick else PAIRS_FULL

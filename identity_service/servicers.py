@@ -68,9 +68,7 @@ class Caller:
         # which changes the tenant's settings, loads the ORM row itself.
         if not self.ctx.bearer:
             return tenants.snapshot_by_id(s, tenant_id)
-        b = tenants.check_bearer(
-            s, self.ctx.bearer, self.ctx.tenant_ref, allow_inactive=True, snapshot=True
-        )
+        b = tenants.check_bearer(s, self.ctx.bearer, self.ctx.tenant_ref, allow_inactive=True)
         if tenant_id and tenant_id.lower() != b.tenant.id:
             raise Unauthenticated("invalid bearer token")
         # Known from here on, so the caller can record even a refusal in the
@@ -83,8 +81,8 @@ class Caller:
             raise tenants.inactive(b.tenant, b.token)
         if self._write and b.token.scope == READ_ONLY:
             raise TokenScope(
-                "This token's scope is read-only: it may only read (GET) and search "
-                "(POST .search). Use a token with full scope to make changes."
+                "This token's scope is read-only: it may read and search, not make "
+                "changes. Use a token with full scope to make changes."
             )
         if self._groups and b.token.scope == USERS_ONLY:
             raise TokenScope(

@@ -370,32 +370,21 @@ def check_bearer(
     tenant: str = "",
     *,
     allow_inactive: bool = False,
-    snapshot: bool = False,
 ) -> Bearer:
     """Checks an API token's secret, and that it belongs to `tenant` (an id or a
     name) when one is given. Unknown, revoked, expired and other tenants' tokens
     get the same Unauthenticated; a deactivated connector gets TenantInactive
     (unless `allow_inactive`: then the caller raises `inactive(...)` itself).
-    `snapshot`: the rows are detached copies (see snapshot_by_id), for reads."""
+    The rows are detached copies (see snapshot_by_id): read them, never change them."""
     secret = secret.strip()
     if not secret.startswith(TOKEN_PREFIX) or len(secret) > 256 or "\x00" in secret:
         raise Unauthenticated("invalid bearer token")
-    if snapshot:
-        hit = _BY_SECRET.first(session, {"h": _hash(secret)})
-        if hit is None:
-            raise Unauthenticated("invalid bearer token")
-        values = hit._asdict()
-        token = detached(TokenRow, {k: values[f"k_{k}"] for k in _TOKEN_KEYS})
-        row = detached(TenantRow, {k: values[f"t_{k}"] for k in _TENANT_KEYS})
-    else:
-        found = session.execute(
-            select(TokenRow, TenantRow)
-            .join(TenantRow, TenantRow.pk == TokenRow.tenant_pk)
-            .where(TokenRow.secret_hash == _hash(secret))
-        ).first()
-        if found is None:
-            raise Unauthenticated("invalid bearer token")
-        token, row = found
+    hit = _BY_SECRET.first(session, {"h": _hash(secret)})
+    if hit is None:
+        raise Unauthenticated("invalid bearer token")
+    values = hit._asdict()
+    token = detached(TokenRow, {k: values[f"k_{k}"] for k in _TOKEN_KEYS})
+    row = detached(TenantRow, {k: values[f"t_{k}"] for k in _TENANT_KEYS})
     now = utcnow()
     if token.revoked is not None:
         raise Unauthenticated("this token was revoked")

@@ -45,6 +45,10 @@ def _log_format(environ: Mapping[str, str]) -> str:
     return raw
 
 
+#: Members per ListMembers page of a streamed group (SCIM_MEMBER_PAGE_SIZE).
+MEMBER_PAGE_SIZE = 5000
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     #: host:port of the identity service.
@@ -78,7 +82,7 @@ class Settings:
     rate_limit_burst: int = 0
     #: A group with more members than this is sent streamed, this many members per
     #: ListMembers page (the worker holds one page); 0: never stream.
-    member_page_size: int = 5000
+    member_page_size: int = MEMBER_PAGE_SIZE
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -100,7 +104,7 @@ class Settings:
             identity_tls_key_file=key,
             rate_limit_per_second=_float(environ, "SCIM_RATE_LIMIT_PER_SECOND"),
             rate_limit_burst=_int(environ, "SCIM_RATE_LIMIT_BURST", 0, 0),
-            member_page_size=_int(environ, "SCIM_MEMBER_PAGE_SIZE", 5000, 0),
+            member_page_size=_int(environ, "SCIM_MEMBER_PAGE_SIZE", MEMBER_PAGE_SIZE, 0),
             identity_target=environ.get("SCIM_IDENTITY_TARGET", "").strip() or "127.0.0.1:50051",
             log_format=_log_format(environ),
             listen=environ.get("SCIM_LISTEN", "").strip() or "127.0.0.1:8080",

@@ -64,30 +64,6 @@ from .users import PATCH_ATTEMPTS, precondition_failed
 
 log = logging.getLogger("scim_gateway")
 
-#: Members per `ListMembers` call (and per chunk of a streamed body) when a group's
-#: members are streamed; a group with at most this many is answered in one piece.
-MEMBER_PAGE_SIZE = 5000
-
-
-class MemberStream:
-    """A group body sent in pieces: an iterable of bytes for Falcon's `resp.stream`
-    (WSGI closes it when the response ends, or it is closed when not sent)."""
-
-    __slots__ = ("_chunks", "status")
-
-    def __init__(self, status: int, chunks: Iterator[bytes]) -> None:
-        #: The status of the Result it belongs with.
-        self.status = status
-        self._chunks = chunks
-
-    def __iter__(self) -> Iterator[bytes]:
-        return self._chunks
-
-    def close(self) -> None:
-        close = getattr(self._chunks, "close", None)
-        if close is not None:
-            close()
-
 
 def _members_whole(projection: Projection) -> bool:
     """Whether the projection shows members whole (no `members.x` path), so that
@@ -213,7 +189,8 @@ class GroupService:
             return Result(status, shown, headers, resource_id=group.meta.id)
         head, tail = parts
         pieces = members_json_chunks(chain(first, members), call.base_url, page)
-        stream = MemberStream(status, self._sent(_framed(head, pieces, tail), call, group.meta.id))
+        # A generator: the WSGI server closes it when the response ends (or fails).
+        stream = self._sent(_framed(head, pieces, tail), call, group.meta.id)
         return Result(status, None, headers, resource_id=group.meta.id, stream=stream)
 
     @staticmethod

@@ -20,6 +20,7 @@ from .filters import GROUPS
 from .listing import page_of
 from .models import GroupRow, MemberRow, TenantRow, UserRow, table, utcnow
 from .policy_apply import resync_users
+from .prepared import Prepared
 from .rows import check_version, chunks, leave_all_groups
 from .settings import Settings
 from .validate import check_message
@@ -42,8 +43,11 @@ _ROW_COLUMNS = (
     GroupRow.doc,
 )
 _ROW_SELECT = select(*_ROW_COLUMNS)
-_BY_ID = _ROW_SELECT.where(GroupRow.tenant_pk == bindparam("t"), GroupRow.id == bindparam("id"))
-_BY_ID_FOR_UPDATE = _BY_ID.with_for_update()
+_BY_ID_SELECT = _ROW_SELECT.where(
+    GroupRow.tenant_pk == bindparam("t"), GroupRow.id == bindparam("id")
+)
+_BY_ID = Prepared(_BY_ID_SELECT)
+_BY_ID_FOR_UPDATE = _BY_ID_SELECT.with_for_update()
 
 
 def _proto(row: Any, tenant_id: str) -> groups_pb2.Group:
@@ -67,7 +71,7 @@ def _row(session: Session, tenant: TenantRow, group_id: str, *, lock: bool = Fal
     if lock:  # writes: through the session, which flushes pending changes first
         row = session.execute(_BY_ID_FOR_UPDATE, params).first()
     else:
-        row = session.connection().execute(_BY_ID, params).first()
+        row = _BY_ID.first(session, params)
     if row is None:
         raise NotFound(f"no group with id {group_id!r} in this tenant", field="id")
     return row

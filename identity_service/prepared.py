@@ -24,6 +24,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from .db import CONNECTION
+
 
 class _Compiled:
     __slots__ = ("defaults", "names", "positional", "processors", "row", "sql")
@@ -58,7 +60,7 @@ class Prepared:
     def run(self, session: Session, params: Mapping[str, Any]) -> list[Any]:
         # What session.execute does first: pending ORM changes must be visible.
         session.flush()
-        conn = session.connection()
+        conn = session.info.get(CONNECTION) or session.connection()
         c = self._for(conn.dialect)
         values = {**c.defaults, **params} if c.defaults else params
         args: Any = tuple(values[n] for n in c.names) if c.positional else values

@@ -123,7 +123,7 @@ class _Base:
         caller = Caller(ctx_of(context), write=write, groups=self.groups)
         try:
             if quick and self.db.inline_quick_reads:
-                result = self._read(fn, caller)
+                result = self.db.read_quick(lambda s: fn(s, caller))
             else:
                 result = await self.db.run(self._write if write else self._read, fn, caller)
         finally:

@@ -231,8 +231,8 @@ def load(session: Session, tenant: TenantRow, rows: Sequence[Any]) -> list[users
             roles[user_pk].append(
                 users_pb2.RoleAssignment(role=name, source=users_pb2.RoleSource.ValueType(source))
             )
-    conn = session.connection()
     for chunk in chunks(rows if len(rows) > 1 else ()):
+        conn = session.connection()
         ids = [r.id for r in chunk]
         for member_id, gid, gname in conn.execute(_GROUPS_OF, {"ids": ids}):
             groups[member_id].append(users_pb2.GroupRef(id=gid, display_name=gname))

@@ -62,12 +62,18 @@ async def _abort(context: Context, exc: BaseException, method: str) -> None:
     )
 
 
-def _tenant_of(request: Any, context: Context) -> str:
-    # Requests name their tenant as tenant_id or (admin calls) a TenantRef, or leave it
-    # to the bearer they pass (then the trailer says which); never log more.
+def _authenticated(context: Context) -> tuple[str, str]:
+    """(tenant id, token id) a call authenticated (its trailer, see servicers.Caller)."""
     for key, value in context.trailing_metadata() or ():
         if key == AUTHENTICATED_KEY:
-            return str(value).split(" ", 1)[0]
+            tenant, _, rest = str(value).partition(" ")
+            return tenant, rest.partition(" ")[0]
+    return "", ""
+
+
+def _tenant_of(request: Any) -> str:
+    # Requests name their tenant as tenant_id or (admin calls) a TenantRef, or leave it
+    # to the bearer they pass (then the trailer says which); never log more.
     tenant_id = getattr(request, "tenant_id", "")
     if tenant_id:
         return str(tenant_id)
@@ -83,15 +89,35 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, metrics: Metrics | None = None) -> None:
         self.metrics = metrics or Metrics()
+        # Per-call work kept small (it runs on every call of the event loop): the
+        # wrapped handler of each method and the labelled metric series are made once.
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
+        self._counters: dict[tuple[str, str], Any] = {}
+        self._histograms: dict[str, Any] = {}
 
     def _done(self, method: str, request: Any, context: Context, started: float) -> None:
         code = context.code() or grpc.StatusCode.OK
         code_name = code.name if isinstance(code, grpc.StatusCode) else str(code)
         elapsed = time.perf_counter() - started
         short = method.rsplit("/", 1)[-1]
-        self.metrics.requests.labels(short, code_name).inc()
-        self.metrics.latency.labels(short).observe(elapsed)
-        ctx = RequestContext.from_metadata(tuple(context.invocation_metadata() or ()))
+        counter = self._counters.get((short, code_name))
+        if counter is None:
+            counter = self._counters[short, code_name] = self.metrics.requests.labels(
+                short, code_name
+            )
+        counter.inc()
+        histogram = self._histograms.get(short)
+        if histogram is None:
+            histogram = self._histograms[short] = self.metrics.latency.labels(short)
+        histogram.observe(elapsed)
+        if not access.isEnabledFor(logging.INFO):
+            return
+        ctx = RequestContext.from_metadata(context.invocation_metadata())
+        tenant, token = _authenticated(context)
+        if token:
+            actor = f"token:{token}"  # what the call was attributed to (see Caller)
+        else:
+            actor = f"{ctx.actor_kind}:{ctx.actor_id}" if ctx.actor_id else ctx.actor_kind
         access.info(
             "%s %s",
             short,
@@ -101,8 +127,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 "status": code_name,
                 "duration_ms": round(elapsed * 1000, 3),
                 "request_id": ctx.request_id,
-                "tenant": _tenant_of(request, context),
-                "actor": f"{ctx.actor_kind}:{ctx.actor_id}" if ctx.actor_id else ctx.actor_kind,
+                "tenant": tenant or _tenant_of(request),
+                "actor": actor,
             },
         )
 
@@ -117,6 +143,14 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         method = details.method
         if method.startswith("/grpc."):
             return handler  # health and reflection: not the service's own calls
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(method, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, method: str, handler: Handler) -> Handler:
         # On the aio server, behaviours are coroutines / async generators.
         if handler.unary_unary is not None:
             inner_uu: Any = handler.unary_unary

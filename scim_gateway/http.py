@@ -3,7 +3,7 @@ the per-request call facts, and the result type resources return."""
 
 from __future__ import annotations
 
-import uuid
+import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -133,7 +133,7 @@ def request_id(req: falcon.Request) -> str:
     given = (req.get_header(REQUEST_ID_HEADER) or "").strip()
     if given and len(given) <= MAX_REQUEST_ID and given.isprintable() and given.isascii():
         return given
-    return uuid.uuid4().hex
+    return secrets.token_hex(16)
 
 
 def read_json(req: falcon.Request, max_bytes: int) -> Any:

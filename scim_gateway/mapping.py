@@ -557,7 +557,7 @@ def user_to_scim(user: users_pb2.User, base_url: str) -> dict[str, Any]:
     if ent:
         schemas.append(ENTERPRISE_USER)
         doc[ENTERPRISE_USER] = ent
-    for urn, value in struct_to_dict(user.extensions).items():
+    for urn, value in (struct_to_dict(user.extensions) if user.extensions.fields else {}).items():
         if urn.lower() == CORE_USER.lower() and isinstance(value, dict):
             # Tenant-declared attributes of the core schema are top-level attributes.
             for key, sub_value in value.items():

@@ -8,8 +8,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scim_gateway.errors import ScimError
-from scim_gateway.filter import filter_to_proto, parse_filter
+from scim_gateway.errors import ScimError, invalid_filter
+from scim_gateway.filter import _SIMPLE_EQ, Parser, filter_to_proto, parse_filter
 from scim_gateway.mapping import normalize
 from scim_gateway.patch import apply_patch, parse_operations, parse_path
 from scim_gateway.projection import Projection
@@ -83,6 +83,39 @@ def _only_scim_400(fn: Any, text: str, scim_types: set[str]) -> None:
 @given(GRAMMARISH | ANY_TEXT)
 def test_filter_parser_never_fails_otherwise(text: str) -> None:
     _only_scim_400(filter_to_proto, text, {"invalidFilter"})
+
+
+WS = st.sampled_from(["", " ", "  ", "\t", "\r\n", "\n "])
+# The shape of the IdPs' lookups, and shapes close to it the shortcut must leave alone.
+EQ_LIKE = st.builds(
+    lambda w1, name, w2, op, w3, value, w4: f"{w1}{name}{w2}{op}{w3}{value}{w4}",
+    WS,
+    st.sampled_from(["userName", "externalId", "x", "not", "and", "a-b_1", "$ref", "name.x"])
+    | st.from_regex(r"[A-Za-z][A-Za-z0-9_\-]{0,12}", fullmatch=True),
+    WS,
+    st.sampled_from(["eq", "EQ", "Eq", "ne", "eq\x00"]),
+    WS,
+    st.text(max_size=20).map(lambda t: '"' + t + '"')
+    | st.sampled_from(['"a\\"b"', '"\\u0041"', '"x', 'x"', "1", "true"]),
+    WS,
+)
+
+
+@FAST
+@given(EQ_LIKE | GRAMMARISH)
+def test_the_lookup_shortcut_answers_what_the_parser_answers(text: str) -> None:
+    try:
+        expected: Any = Parser(text, invalid_filter).parse_filter()
+    except ScimError as err:
+        expected = err.detail
+    if _SIMPLE_EQ.match(text) is not None and text.strip():
+        assert parse_filter(text) == expected
+    try:
+        got: Any = parse_filter(text)
+    except ScimError as err:
+        got = err.detail
+    if text.strip() and len(text) <= 8192:
+        assert got == expected
 
 
 @FAST

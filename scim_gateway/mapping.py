@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from itertools import islice
 from typing import Any
 
 import orjson
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from identity.v1 import groups_pb2, users_pb2
 
@@ -497,12 +497,31 @@ def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
 def _meta(meta: Any, resource_type: str, location: str) -> dict[str, Any]:
     out: dict[str, Any] = {"resourceType": resource_type}
     if meta.HasField("created"):
-        out["created"] = meta.created.ToJsonString()
+        out["created"] = timestamp_json(meta.created)
     if meta.HasField("last_modified"):
-        out["lastModified"] = meta.last_modified.ToJsonString()
+        out["lastModified"] = timestamp_json(meta.last_modified)
     out["location"] = location
     out["version"] = etag(meta.version)
     return out
+
+
+_EPOCH = datetime(1970, 1, 1)
+
+
+def timestamp_json(t: timestamp_pb2.Timestamp) -> str:
+    """`t.ToJsonString()` (RFC 3339, UTC, 0/3/6/9 fraction digits), in a third of
+    the time: every resource in every answer has two."""
+    nanos = t.nanos
+    if not 0 <= nanos < 1_000_000_000 or not 0 <= t.seconds < 253_402_300_800:
+        return t.ToJsonString()  # outside what the core writes: protobuf decides
+    base = (_EPOCH + timedelta(seconds=t.seconds)).isoformat()
+    if nanos == 0:
+        return base + "Z"
+    if nanos % 1_000_000 == 0:
+        return f"{base}.{nanos // 1_000_000:03d}Z"
+    if nanos % 1000 == 0:
+        return f"{base}.{nanos // 1000:06d}Z"
+    return f"{base}.{nanos:09d}Z"
 
 
 def etag(version: int) -> str:
@@ -514,26 +533,26 @@ def user_to_scim(user: users_pb2.User, base_url: str) -> dict[str, Any]:
     """The full SCIM representation of a user."""
     schemas = [CORE_USER]
     doc: dict[str, Any] = {"schemas": schemas, "id": user.meta.id}
-    if user.external_id:
+    # The fields that hold a value, asked once: a user sets a handful of the ~30.
+    present = {fd.name for fd, _ in user.ListFields()}
+    if "external_id" in present:
         doc["externalId"] = user.external_id
     for scim, field in _USER_SIMPLE.items():
-        v = getattr(user, field)
-        if v:
-            doc[scim] = v
-    name = {scim: getattr(user.name, f) for scim, f in _NAME.items() if getattr(user.name, f)}
-    if name:
-        doc["name"] = name
-    doc["active"] = user.active if user.HasField("active") else True
+        if field in present:
+            doc[scim] = getattr(user, field)
+    if "name" in present:
+        name = {scim: getattr(user.name, f) for scim, f in _NAME.items() if getattr(user.name, f)}
+        if name:
+            doc["name"] = name
+    doc["active"] = user.active if "active" in present else True
     for scim, field in _MULTI.items():
-        items = [_mv_json(mv) for mv in getattr(user, field)]
-        if items:
-            doc[scim] = items
-    addresses = []
-    for addr in user.addresses:
-        a: dict[str, Any] = {s: getattr(addr, f) for s, f in _ADDRESS.items() if getattr(addr, f)}
-        addresses.append(a)
-    if addresses:
-        doc["addresses"] = addresses
+        if field in present:
+            doc[scim] = [_mv_json(mv) for mv in getattr(user, field)]
+    if "addresses" in present:
+        doc["addresses"] = [
+            {s: getattr(addr, f) for s, f in _ADDRESS.items() if getattr(addr, f)}
+            for addr in user.addresses
+        ]
     if user.groups:
         doc["groups"] = [
             {
@@ -544,12 +563,16 @@ def user_to_scim(user: users_pb2.User, base_url: str) -> dict[str, Any]:
             }
             for g in user.groups
         ]
-    ent: dict[str, Any] = {
-        s: getattr(user.enterprise, f)
-        for s, f in _ENTERPRISE.items()
-        if getattr(user.enterprise, f)
-    }
-    if user.enterprise.manager.value:
+    ent: dict[str, Any] = (
+        {
+            s: getattr(user.enterprise, f)
+            for s, f in _ENTERPRISE.items()
+            if getattr(user.enterprise, f)
+        }
+        if "enterprise" in present
+        else {}
+    )
+    if "enterprise" in present and user.enterprise.manager.value:
         mgr = user.enterprise.manager
         ent["manager"] = {"value": mgr.value, "$ref": f"{base_url}/Users/{mgr.value}"}
         if mgr.display_name:

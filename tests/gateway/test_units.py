@@ -6,6 +6,9 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import timestamp_pb2
+from hypothesis import given
+from hypothesis import strategies as st
 
 from identity.v1 import common_pb2, groups_pb2, users_pb2
 from identity_client.errors import IdentityError
@@ -14,6 +17,7 @@ from scim_gateway.mapping import (
     group_to_proto,
     group_to_scim,
     normalize,
+    timestamp_json,
     user_to_proto,
     user_to_scim,
 )
@@ -248,3 +252,22 @@ def test_user_proto_unchanged_by_normalize_round_trip() -> None:
     assert user_to_proto(doc) == users_pb2.User(
         user_name="a", title="t", emails=user.emails, active=True
     )
+
+
+@given(
+    st.integers(min_value=-(2**40), max_value=2**40),
+    st.just(0)
+    | st.integers(min_value=0, max_value=999).map(lambda n: n * 10**6)
+    | st.integers(min_value=0, max_value=999_999).map(lambda n: n * 1000)
+    | st.integers(min_value=-5, max_value=10**9 + 5)
+    | st.integers(min_value=-(2**31), max_value=2**31 - 1),
+)
+def test_timestamps_print_as_protobuf_prints_them(seconds: int, nanos: int) -> None:
+    t = timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos)
+    try:
+        expected = t.ToJsonString()
+    except ValueError:
+        with pytest.raises(ValueError):
+            timestamp_json(t)
+        return
+    assert timestamp_json(t) == expected

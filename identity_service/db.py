@@ -190,25 +190,11 @@ class Database:
 
     @contextlib.contextmanager
     def quick(self) -> Iterator[Session]:
-        """A read without a Session, for the quick reads (a few rows by index). A
-        Session's bookkeeping costs ~90 µs a call, ten times what SQLite takes to
-        answer the call's indexed reads. It runs prepared statements only; anything
-        else raises NeedsSession (see read_quick).
-
-        SQLite (`inline_quick_reads`): on the event loop's thread only, on one
-        connection held for it, between a plain BEGIN and COMMIT (one snapshot).
-        PostgreSQL: on a pool thread, on a connection checked out for the call, in
-        one READ COMMITTED transaction (psycopg begins it; returning the connection
-        ends it): every statement sees what was committed when it started. Quick
-        reads are of one resource and its groups and roles; lists, whose pages and
-        totals must agree, read in a REPEATABLE READ Session."""
-        if not self.inline_quick_reads:
-            fairy = self._read_engine.raw_connection()
-            try:
-                yield cast(Session, QuickRead(_QuickConnection(fairy, self._read_engine.dialect)))
-            finally:
-                fairy.close()  # back to the pool, which rolls the transaction back
-            return
+        """A read transaction for the quick reads (`inline_quick_reads`), on the
+        event loop's thread only: one connection held for it, a plain BEGIN and
+        COMMIT, no Session. A Session's bookkeeping costs ~90 µs a call, ten times
+        what SQLite takes to answer the call's few indexed reads. It runs only
+        prepared statements; anything else raises NeedsSession (see read_quick)."""
         conn = self._quick
         if conn is None:
             conn = self._quick = _QuickConnection(

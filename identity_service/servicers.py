@@ -124,8 +124,6 @@ class _Base:
         try:
             if quick and self.db.inline_quick_reads:
                 result = self.db.read_quick(lambda s: fn(s, caller))
-            elif quick:
-                result = await self.db.run(self.db.read_quick, lambda s: fn(s, caller))
             else:
                 result = await self.db.run(self._write if write else self._read, fn, caller)
         finally:

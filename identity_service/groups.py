@@ -112,10 +112,18 @@ def _member(row: Any) -> groups_pb2.Member:
 
 
 def get(
-    session: Session, tenant: TenantRow, group_id: str, include_members: bool, settings: Settings
+    session: Session,
+    tenant: TenantRow,
+    group_id: str,
+    include_members: bool,
+    settings: Settings,
+    *,
+    member_limit: int = 0,
 ) -> groups_pb2.Group:
     row = _row(session, tenant, group_id)
     g = _proto(row, tenant.id)
+    if member_limit > 0 and row.member_count > member_limit:
+        include_members = False  # the caller pages through them (ListMembers)
     if include_members:
         g.members.extend(
             _member(m)

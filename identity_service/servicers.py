@@ -327,6 +327,7 @@ class GroupServicer(_Base, groups_pb2_grpc.GroupServiceServicer):
                 request.id,
                 request.include_members,
                 self.settings,
+                member_limit=request.member_limit,
             ),
             quick=not request.include_members,
         )

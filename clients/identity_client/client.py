@@ -368,10 +368,16 @@ class IdentityClient:
         group_id: str,
         *,
         include_members: bool = True,
+        member_limit: int = 0,
         ctx: CallContext | None = None,
     ) -> groups_pb2.Group:
+        """`member_limit`: with members, leave them out when there are more than
+        that many (then `member_count` > len(members))."""
         req = groups_pb2.GetGroupRequest(
-            tenant_id=tenant_id, id=group_id, include_members=include_members
+            tenant_id=tenant_id,
+            id=group_id,
+            include_members=include_members,
+            member_limit=member_limit,
         )
         return self._call(self._groups.GetGroup, req, ctx)
 

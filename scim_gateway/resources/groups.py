@@ -238,15 +238,22 @@ class GroupService:
         # Members are loaded only when the response shows them (Entra ID asks
         # with excludedAttributes=members).
         include = projection.returns(GROUP_TYPE, "members")
-        # Large member lists are streamed from ListMembers (see _streamed).
-        loaded = include and not self._can_stream(call, projection)
+        # A group of up to a page of members comes whole in this one call; a larger
+        # one without them, and its members are streamed from ListMembers.
+        streamable = include and self._can_stream(call, projection)
         with core_errors():
             group = self._client.get_group(
-                call.tenant_id, rid, include_members=loaded, ctx=call.ctx
+                call.tenant_id,
+                rid,
+                include_members=include,
+                member_limit=self.member_page_size if streamable else 0,
+                ctx=call.ctx,
             )
         if if_none_match is not None and matches_version(if_none_match, group.meta.version):
             return Result(304, None, {"ETag": etag(group.meta.version)}, resource_id=rid)
-        return self._result(200, group, call, projection, members_loaded=loaded)
+        if streamable and len(group.members) < group.member_count:
+            return self._streamed(200, group, call, projection)
+        return self._result(200, group, call, projection, members_loaded=include)
 
     def replace(
         self,

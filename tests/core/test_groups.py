@@ -31,6 +31,13 @@ def test_create_with_members_and_get(client: IdentityClient, tenant: Tenant) -> 
     assert not bare.members and bare.member_count == 3
     u = client.get_user(tenant.id, ids[0])
     assert [(r.id, r.display_name) for r in u.groups] == [(g.meta.id, "Engineering")]
+    # member_limit: a group of up to that many members comes whole, a larger one bare.
+    for limit in (3, 4):
+        whole = client.get_group(tenant.id, g.meta.id, member_limit=limit)
+        assert [m.value for m in whole.members] == ids and whole == got
+    over = client.get_group(tenant.id, g.meta.id, member_limit=2)
+    assert not over.members and over.member_count == 3 and over.meta == got.meta
+    assert client.get_group(tenant.id, g.meta.id, include_members=False, member_limit=9) == bare
 
 
 def test_add_and_remove_members(client: IdentityClient, tenant: Tenant) -> None:

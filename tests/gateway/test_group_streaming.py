@@ -43,16 +43,19 @@ class Spy:
     """Records the client calls the gateway makes (and can make ListMembers fail)."""
 
     def __init__(self, client: IdentityClient, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.get_group: list[bool] = []  # include_members of each GetGroup
+        #: (include_members, member_limit) of each GetGroup
+        self.get_group: list[tuple[bool, int]] = []
         self.list_members: list[int] = []  # page_size of each ListMembers walk
         self.fail_after: int | None = None  # members yielded before a failure
         self.fail_with: Exception = Unavailable("the core went away")
         self.before_list: Callable[[], object] | None = None  # runs before ListMembers
         real_get, real_list = client.get_group, client.list_members
 
-        def get_group(*args: Any, include_members: bool = True, **kw: Any) -> Any:
-            self.get_group.append(include_members)
-            return real_get(*args, include_members=include_members, **kw)
+        def get_group(
+            *args: Any, include_members: bool = True, member_limit: int = 0, **kw: Any
+        ) -> Any:
+            self.get_group.append((include_members, member_limit))
+            return real_get(*args, include_members=include_members, member_limit=member_limit, **kw)
 
         def list_members(*args: Any, page_size: int = 1000, **kw: Any) -> Iterator[Any]:
             self.list_members.append(page_size)
@@ -170,7 +173,8 @@ def test_streamed_get_is_the_whole_document(
     shows_whole_members = "members" in doc and "members." not in query
     assert _streamed(got) == shows_whole_members
     if shows_whole_members:
-        assert spy.get_group == [False]  # the group without members...
+        # Members asked for up to a page: the group came without them...
+        assert spy.get_group == [(True, PAGE)]
         assert spy.list_members == [PAGE]  # ...then its members page by page
         assert [m["value"] for m in doc["members"]] == [m["value"] for m in group["members"]]
         assert len(doc["members"]) == MEMBERS
@@ -208,9 +212,11 @@ def test_page_boundaries(streaming: ScimClient, whole: ScimClient, spy: Spy, mem
     assert got.status_code == 200
     assert got.content == expected.content
     assert [m["value"] for m in got.json["members"]] == ids
-    # Only a group with more than one page is streamed; an empty one is not listed.
+    # Only a group with more than one page is streamed; one of up to a page came
+    # whole with the one GetGroup.
     assert _streamed(got) == (members > PAGE)
-    assert spy.list_members == ([] if members == 0 else [PAGE])
+    assert spy.get_group == [(True, PAGE)]
+    assert spy.list_members == ([] if members <= PAGE else [PAGE])
 
 
 def test_create_replace_and_patch_responses_stream_too(

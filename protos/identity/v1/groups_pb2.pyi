@@ -155,11 +155,18 @@ class GetGroupRequest(_message.Message):
     TENANT_ID_FIELD_NUMBER: _builtins.int
     ID_FIELD_NUMBER: _builtins.int
     INCLUDE_MEMBERS_FIELD_NUMBER: _builtins.int
+    MEMBER_LIMIT_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     id: _builtins.str
     include_members: _builtins.bool
     """Include the member list (at most the server's member limit; use
     ListMembers to page through larger groups).
+    """
+    member_limit: _builtins.int
+    """With include_members: when the group has more than this many members, leave
+    them all out (member_count tells how many there are; page through them with
+    ListMembers). 0: no such limit. Lets a caller read a small group whole in one
+    call and a large one page by page.
     """
     def __init__(
         self,
@@ -167,10 +174,11 @@ class GetGroupRequest(_message.Message):
         tenant_id: _builtins.str = ...,
         id: _builtins.str = ...,
         include_members: _builtins.bool = ...,
+        member_limit: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "include_members", b"include_members", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "include_members", b"include_members", "member_limit", b"member_limit", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

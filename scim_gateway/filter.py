@@ -360,7 +360,7 @@ def parse_filter(text: str) -> Node:
     _check_text(text, "filter", invalid_filter)
     simple = _SIMPLE_EQ.match(text)
     if simple is not None:
-        # What the parser answers for this shape (tests/gateway/test_filter.py checks
+        # What the parser answers for this shape (tests/gateway/test_fuzz.py checks
         # that they agree), without tokenizing.
         return Compare(AttrPath("", simple.group(1)), "eq", simple.group(2))
     return Parser(text, invalid_filter).parse_filter()

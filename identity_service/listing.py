@@ -76,11 +76,13 @@ def _decode_cursor(cursor: str, qh: str, key_type: str | None) -> tuple[Any, int
     return key, pk
 
 
-#: (table, query hash, rows before the next page) -> (tenant revision, (sort key, pk) of
-#: the last row so far): where a startIndex walk's previous page ended.
-_POSITIONS: dict[tuple[str, str, int], tuple[int, tuple[Any, int]]] = {}
-#: (table, query hash) -> (tenant revision, COUNT(*)) of recent exact totals.
-_TOTALS: dict[tuple[str, str], tuple[int, int]] = {}
+#: (database, table, query hash, rows before the next page) -> (tenant revision,
+#: (sort key, pk) of the last row so far): where a startIndex walk's previous page ended.
+#: The database is part of every key: tenant pks and revisions are per database, and a
+#: process may serve more than one (the tests do).
+_POSITIONS: dict[tuple[Any, str, str, int], tuple[int, tuple[Any, int]]] = {}
+#: (database, table, query hash) -> (tenant revision, COUNT(*)) of recent exact totals.
+_TOTALS: dict[tuple[Any, str, str], tuple[int, int]] = {}
 _LOOKUPS: dict[tuple[int, str], tuple[Select[*tuple[Any, ...]], Prepared]] = {}
 
 
@@ -159,24 +161,33 @@ def page_of(
 
     unfiltered = f is None or f.WhichOneof("node") is None
 
-    def exact_total() -> int:
+    def known_total() -> int | None:
+        """The exact total when it costs no COUNT, else None."""
         if unfiltered and count_all is not None:
             return count_all
         # Every write to a tenant moves its revision, so a count taken at the same
         # revision (in this snapshot) is still exact: a walk through a quiet
         # directory counts it once, not on every page.
-        memo = None
         if revision is not None:
-            memo_key = (model.__tablename__, _query_hash(tenant_pk, f or common_pb2.Filter(), None))
-            memo = _TOTALS.get(memo_key)
+            memo = _TOTALS.get(memo_key())
             if memo is not None and memo[0] == revision:
                 return memo[1]
+        return None
+
+    def memo_key() -> tuple[Any, str, str]:
+        qh = _query_hash(tenant_pk, f or common_pb2.Filter(), None)
+        return (session.get_bind().engine.url, model.__tablename__, qh)
+
+    def exact_total() -> int:
+        known = known_total()
+        if known is not None:
+            return known
         stmt = select(func.count()).select_from(model).where(cond)
         total = int(session.execute(stmt).scalar_one())
         if revision is not None:
             if len(_TOTALS) >= 4096:
                 _TOTALS.clear()
-            _TOTALS[memo_key] = (revision, total)
+            _TOTALS[memo_key()] = (revision, total)
         return total
 
     key: ColumnElement[Any] | None = None
@@ -209,13 +220,37 @@ def page_of(
         # of this query ended at this same revision (nothing changed since), the next
         # one starts after its last row, a keyset read instead of an OFFSET.
         position = (
-            (model.__tablename__, _query_hash(tenant_pk, f or common_pb2.Filter(), sort))
+            (
+                session.get_bind().engine.url,
+                model.__tablename__,
+                _query_hash(tenant_pk, f or common_pb2.Filter(), sort),
+            )
             if revision is not None
             else None
         )
         resume = _POSITIONS.get((*position, start - 1)) if position is not None else None
         if resume is not None and resume[0] == revision:
             rows = list(session.execute(stmt.where(after(*resume[1])).limit(count)))
+        elif (
+            start > 1
+            and key is None
+            and (total := known_total()) is not None
+            and (start - 1 > total // 2)
+        ):
+            # A deep page in the second half of an unsorted list whose exact total is
+            # known: its keys are counted from the end of the (tenant_pk, pk) index,
+            # so the last page costs what the first does, not a walk past every row.
+            after_page = total - (start - 1) - count  # rows after this page
+            size = count + min(after_page, 0)
+            keys = (
+                select(model.pk)
+                .where(cond)
+                .order_by(model.tenant_pk.desc(), model.pk.desc())
+                .offset(max(after_page, 0))
+                .limit(size)
+            )
+            stmt = stmt.where(model.pk.in_(keys.scalar_subquery()))
+            rows = list(session.execute(stmt)) if size > 0 else []
         elif start > 1:
             # Deep pages: find the page's keys on the (tenant_pk, pk) index first,
             # then read only those rows, instead of reading and skipping every row

@@ -104,3 +104,31 @@ def test_a_sequential_start_index_walk_resumes_where_the_last_page_ended(
     assert walk(asc) == sorted(names, key=lambda n: n[::-1])
     assert walk(desc) == sorted(names, key=lambda n: n[::-1], reverse=True)
     assert walk(desc, write_at=5) == walk(desc)
+
+
+def test_every_page_from_either_end_is_the_offset_page(
+    client: IdentityClient, tenant: Tenant
+) -> None:
+    """Deep pages in the second half of an unsorted list are counted from its end
+    when the total is known (the tenant's count, or a COUNT at this revision): at
+    every start, in any order, every page is exactly the slice an OFFSET gives."""
+    import random
+
+    from .test_filters import cmp
+
+    names = [f"e{i:02d}" for i in range(23)]
+    for i, n in enumerate(names):
+        client.create_user(tenant.id, User(user_name=n, title="odd" if i % 2 else "even"))
+    odd = names[1::2]
+    starts = list(range(1, 27))
+    random.Random(7).shuffle(starts)  # jumps, not a walk (a walk resumes instead)
+    for count in (1, 4, 7):
+        for start in starts:
+            page = client.list_users(tenant.id, start_index=start, count=count)
+            assert [u.user_name for u in page.users] == names[start - 1 : start - 1 + count]
+            assert page.total_results == 23 and page.start_index == start
+            filtered = client.list_users(
+                tenant.id, filter=cmp("title", "eq", "odd"), start_index=start, count=count
+            )
+            assert [u.user_name for u in filtered.users] == odd[start - 1 : start - 1 + count]
+            assert filtered.total_results == len(odd)

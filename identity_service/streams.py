@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import timestamp_pb2
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.engine import make_url
 
 from identity.v1 import changes_pb2, common_pb2
@@ -48,6 +48,7 @@ from .db import Database
 from .errors import Compacted, DomainError, InvalidValue, NotFound, Unavailable
 from .events import EVENT_NAMES, NOTIFY_CHANNEL
 from .models import EventRow, TenantRow
+from .prepared import Prepared
 from .settings import Settings
 
 log = logging.getLogger("identity_service.streams")
@@ -117,24 +118,29 @@ def _load_tenant(db: Database, tenant_id: str) -> _Tenant:
         return _Tenant(row.pk, row.id, row.revision, row.compacted_through)
 
 
+# Every wake-up of a feed runs these (once per write with a subscriber): prepared.
+_COUNTERS = Prepared(
+    select(TenantRow.revision, TenantRow.compacted_through).where(TenantRow.pk == bindparam("t"))
+)
+_EVENTS = Prepared(
+    select(EventRow.revision, EventRow.type, EventRow.resource_type, EventRow.payload)
+    .where(EventRow.tenant_pk == bindparam("t"), EventRow.revision > bindparam("after"))
+    .order_by(EventRow.revision)
+    .limit(bindparam("n"))
+)
+
+
 def _read_page(db: Database, tenant_pk: int, after: int, limit: int) -> _Page:
     """Events with revision > `after`, at most `limit`, read in one snapshot with the
     tenant's counters (REPEATABLE READ on PostgreSQL, a read transaction on SQLite)."""
     with db.read() as s:
-        t = s.execute(
-            select(TenantRow.revision, TenantRow.compacted_through).where(TenantRow.pk == tenant_pk)
-        ).one_or_none()
+        t = _COUNTERS.first(s, {"t": tenant_pk})
         if t is None:
             raise NotFound("the tenant no longer exists", field="tenant_id")
         revision, compacted_through = int(t[0]), int(t[1])
         if after < compacted_through:
             raise _compacted(after, compacted_through)
-        result = s.execute(
-            select(EventRow.revision, EventRow.type, EventRow.resource_type, EventRow.payload)
-            .where(EventRow.tenant_pk == tenant_pk, EventRow.revision > after)
-            .order_by(EventRow.revision)
-            .limit(limit)
-        ).all()
+        result = _EVENTS.run(s, {"t": tenant_pk, "after": after, "n": limit})
     rows: list[_Row] = []
     expected = after + 1
     for r in result:

@@ -21,7 +21,7 @@ from identity_client import (
     Unauthenticated,
 )
 from identity_client.types import ErrorReason, Tenant
-from identity_service import groups, tenants, users
+from identity_service import groups, streams, tenants, users
 from identity_service.db import Database
 from identity_service.filters import USERS, equality
 from identity_service.listing import _lookup_statement
@@ -199,6 +199,8 @@ def test_prepared_statements_answer_what_sqlalchemy_answers(
             (tenants._BY_SECRET, {"h": tenants._hash(token)}),
             (users._BY_ID, {"t": tpk, "id": created.meta.id}),
             (groups._BY_ID, {"t": tpk, "id": group.meta.id}),
+            (streams._COUNTERS, {"t": tpk}),
+            (streams._EVENTS, {"t": tpk, "after": 1, "n": 3}),
             (users._GROUPS_OF_ONE, {"id": created.meta.id}),
             (users._ROLES_OF_ONE, {"pk": upk}),
             (

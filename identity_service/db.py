@@ -220,15 +220,15 @@ class Database:
             raise DBAPIError.instance("COMMIT", (), err, dbapi.Error, dialect=conn.dialect) from err
 
     def read_quick(self, fn: Callable[[Session], T]) -> T:
-        """`fn` in a quick read when it runs only prepared statements, else (it
-        raised NeedsSession) again in a read Session."""
+        """`fn` in a quick read. When it needs more than prepared statements it
+        raises NeedsSession (counted in `quick_fallbacks`): the caller runs it again
+        in a read Session, off the event loop."""
         try:
             with self.quick() as q:
                 return fn(q)
         except NeedsSession:
             self.quick_fallbacks += 1
-        with self.read() as s:
-            return fn(s)
+            raise
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Runs blocking database work on the pool, off the event loop."""

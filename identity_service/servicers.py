@@ -28,7 +28,7 @@ from identity.v1 import (
 
 from . import connector, groups, history, policy, roles, tenants, users
 from .context import AUTHENTICATED_KEY, RequestContext
-from .db import Database
+from .db import Database, NeedsSession
 from .errors import TokenScope, Unauthenticated, Unavailable
 from .filters import GROUPS, USERS, Catalog, equality
 from .models import TenantRow
@@ -120,10 +120,18 @@ class _Base:
         write: bool,
         quick: bool = False,
     ) -> T:
-        caller = Caller(ctx_of(context), write=write, groups=self.groups)
+        ctx = ctx_of(context)
+        caller = Caller(ctx, write=write, groups=self.groups)
         try:
             if quick and self.db.inline_quick_reads:
-                result = self.db.read_quick(lambda s: fn(s, caller))
+                try:
+                    result = self.db.read_quick(lambda s: fn(s, caller))
+                except NeedsSession:
+                    # Not a quick read after all (e.g. its page needs a COUNT): again,
+                    # in a Session on the pool, by a caller that knows nothing of the
+                    # first try (its token may have been revoked since).
+                    caller = Caller(ctx, write=write, groups=self.groups)
+                    result = await self.db.run(self._read, fn, caller)
             else:
                 result = await self.db.run(self._write if write else self._read, fn, caller)
         finally:

@@ -47,6 +47,8 @@ def _log_format(environ: Mapping[str, str]) -> str:
 
 #: Members per ListMembers page of a streamed group (SCIM_MEMBER_PAGE_SIZE).
 MEMBER_PAGE_SIZE = 5000
+#: Largest member page: the core's page sizes are int32.
+MAX_MEMBER_PAGE_SIZE = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +106,9 @@ class Settings:
             identity_tls_key_file=key,
             rate_limit_per_second=_float(environ, "SCIM_RATE_LIMIT_PER_SECOND"),
             rate_limit_burst=_int(environ, "SCIM_RATE_LIMIT_BURST", 0, 0),
-            member_page_size=_int(environ, "SCIM_MEMBER_PAGE_SIZE", MEMBER_PAGE_SIZE, 0),
+            member_page_size=min(
+                _int(environ, "SCIM_MEMBER_PAGE_SIZE", MEMBER_PAGE_SIZE, 0), MAX_MEMBER_PAGE_SIZE
+            ),
             identity_target=environ.get("SCIM_IDENTITY_TARGET", "").strip() or "127.0.0.1:50051",
             log_format=_log_format(environ),
             listen=environ.get("SCIM_LISTEN", "").strip() or "127.0.0.1:8080",

@@ -5,8 +5,9 @@ Membership changes never read or rewrite the whole member list: a PATCH is one
 clear (see `patch.plan_group_patch`).
 
 A response that shows a group's members streams them when the group has more
-than one page of them (`GroupService.member_page_size`): the group is read
-without members (`GetGroup`), then its members page by page (`ListMembers`),
+than one page of them (`GroupService.member_page_size`): `GetGroup` asks for the
+members up to a page (`member_limit`), so a smaller group comes whole in that one
+call; a larger one comes without them, then its members page by page (`ListMembers`),
 each page encoded and written out before the next is read, so the gateway holds
 one page at a time however large the group (the body is sent chunked, without a
 Content-Length). The first pages are read before the response starts, so the
@@ -23,9 +24,8 @@ read may or may not show in the list although the version shown predates it (a
 member removed meanwhile may still be listed, one added may already be; one
 removed and added back can be listed twice). Every such change raises the
 version, so a client that needs the exact list at a version compares the ETag of
-a later read (a weak validator, RFC 7644 §3.14). A group that fits in one page
-is answered whole from the same two calls: its members come from one
-transaction, read just after the version shown.
+a later read (a weak validator, RFC 7644 §3.14). A group GET that fits in one
+page is one read: its members and version from one transaction.
 
 Only the resource endpoints stream (`http.STREAMABLE`); /Bulk reads the
 documents and always gets them whole.
@@ -237,9 +237,10 @@ class GroupService:
     ) -> Result:
         # Members are loaded only when the response shows them (Entra ID asks
         # with excludedAttributes=members).
-        include = projection.returns(GROUP_TYPE, "members")
         # A group of up to a page of members comes whole in this one call; a larger
-        # one without them, and its members are streamed from ListMembers.
+        # one without them, and its members are streamed from ListMembers. With
+        # If-None-Match, members are read only once the version did not match.
+        include = projection.returns(GROUP_TYPE, "members") and if_none_match is None
         streamable = include and self._can_stream(call, projection)
         with core_errors():
             group = self._client.get_group(

@@ -6,13 +6,16 @@ Also: new ids are time-ordered UUIDv7s."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from identity.v1 import groups_pb2, users_pb2
-from identity_client import CallContext, IdentityClient, NotFound, Unauthenticated
+from identity_client import Authenticated, CallContext, IdentityClient, NotFound, Unauthenticated
 from identity_client.types import Tenant
 from identity_service.convert import new_id
 from identity_service.db import Database
@@ -72,6 +75,39 @@ def test_a_quick_read_that_needs_more_runs_again_in_a_session(
     assert page.total_results == 1 and [u.meta.id for u in page.users] == [user.meta.id]
     if _quick_on(identity_service_db):
         assert _fallbacks(identity_service_db) == before + 1
+
+
+def test_a_rerun_read_checks_the_token_again_and_reports_only_what_it_checked(
+    client: IdentityClient,
+    tenant: Tenant,
+    identity_service_db: object,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Between the quick try and its re-run in a Session the token is revoked: the
+    call is refused, and names no token as authenticated (nor attributes the
+    refusal to it)."""
+    db = identity_service_db
+    assert isinstance(db, Database)
+    issued = client.issue_token(tenant.id, description="revoked mid-call")
+    for name in ("bob", "bob2"):  # count=1 and two matches: the page needs a COUNT
+        client.create_user(tenant.id, users_pb2.User(user_name=name, external_id="same"))
+    real_read = db.read
+
+    @contextlib.contextmanager
+    def revoked_first() -> Iterator[Any]:
+        client.revoke_token(tenant.id, issued.token.id)
+        monkeypatch.setattr(db, "read", real_read)
+        with real_read() as s:
+            yield s
+
+    monkeypatch.setattr(db, "read", revoked_first)
+    seen: list[Authenticated] = []
+    ctx = CallContext(bearer=issued.secret, tenant=tenant.name, on_authenticated=seen.append)
+    with pytest.raises(Unauthenticated):
+        client.list_users("", filter=cmp("externalId", "eq", "same"), count=1, ctx=ctx)
+    if db.inline_quick_reads:  # SQLite: the quick try authenticated it, the re-run refused
+        assert db.read is real_read
+    assert seen == []
 
 
 def test_quick_read_errors_leave_no_transaction_open(

@@ -269,6 +269,7 @@ def test_if_none_match_reads_no_members(streaming: ScimClient, whole: ScimClient
     assert r.status_code == 304
     assert r.headers["etag"] == group["meta"]["version"]
     assert spy.list_members == []
+    assert spy.get_group == [(False, 0)]  # the version alone decided it
 
 
 def test_errors_before_the_body_are_scim_errors(

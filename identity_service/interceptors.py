@@ -19,12 +19,14 @@ from google.rpc import status_pb2
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from identity_client.jsonlog import AccessLog
+
 from .context import AUTHENTICATED_KEY, RequestContext
 from .errors import DomainError, Unavailable
 from .observability import Metrics
 
 log = logging.getLogger("identity_service.rpc")
-access = logging.getLogger("identity_service.access")
+access = AccessLog("identity_service.access")
 
 
 def _as_domain(exc: BaseException) -> DomainError | None:
@@ -110,7 +112,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         if histogram is None:
             histogram = self._histograms[short] = self.metrics.latency.labels(short)
         histogram.observe(elapsed)
-        if not access.isEnabledFor(logging.INFO):
+        if not access.enabled():
             return
         ctx = RequestContext.from_metadata(context.invocation_metadata())
         tenant, token = _authenticated(context)
@@ -118,11 +120,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             actor = f"token:{token}"  # what the call was attributed to (see Caller)
         else:
             actor = f"{ctx.actor_kind}:{ctx.actor_id}" if ctx.actor_id else ctx.actor_kind
-        access.info(
-            "%s %s",
-            short,
-            code_name,
-            extra={
+        access.write(
+            f"{short} {code_name}",
+            {
                 "operation": short,
                 "status": code_name,
                 "duration_ms": round(elapsed * 1000, 3),

@@ -11,11 +11,7 @@ Metrics are Prometheus, served on IDENTITY_METRICS_LISTEN (host:port; empty = of
 from __future__ import annotations
 
 import logging
-import sys
-from datetime import UTC, datetime
-from typing import Any
 
-import orjson
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -25,52 +21,16 @@ from prometheus_client import (
     start_http_server,
 )
 
+from identity_client import jsonlog
+
 # `*_created` series double the output and no dashboard reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
-#: LogRecord attributes that are not the caller's structured fields.
-_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
-
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        out.update(
-            (k, v)
-            for k, v in record.__dict__.items()
-            if k not in _STANDARD and not k.startswith("_")
-        )
-        if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(out, default=str).decode()
-
 
 def configure_logging(fmt: str, level: str = "INFO") -> None:
-    lean_records()
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    jsonlog.configure(fmt, level)
     # The health probe checks the schema every few seconds: keep Alembic quiet.
     logging.getLogger("alembic").setLevel(logging.WARNING)
-
-
-def lean_records() -> None:
-    """Every call writes an access line: skip what building a LogRecord would
-    gather that no line shows (the caller's file and line, the thread's name),
-    as the logging documentation's "Optimization" section describes."""
-    logging._srcfile = None
-    logging.logThreads = False
-    logging.logMultiprocessing = False
 
 
 class Metrics:

@@ -12,14 +12,10 @@ any worker, adds them up.
 
 from __future__ import annotations
 
-import logging
 import os
-import sys
-from datetime import UTC, datetime
 from typing import Any
 
 import falcon
-import orjson
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -29,44 +25,15 @@ from prometheus_client import (
     multiprocess,
 )
 
-_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
-access = logging.getLogger("scim_gateway.access")
+from identity_client import jsonlog
+from identity_client.jsonlog import AccessLog
+
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        out.update(
-            (k, v)
-            for k, v in record.__dict__.items()
-            if k not in _STANDARD and not k.startswith("_")
-        )
-        if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(out, default=str).decode()
+access = AccessLog("scim_gateway.access")
 
 
 def configure_logging(fmt: str) -> None:
-    # Every request writes an access line: skip what building a LogRecord would
-    # gather that no line shows (the caller's file and line, the thread's name),
-    # as the logging documentation's "Optimization" section describes.
-    logging._srcfile = None
-    logging.logThreads = False
-    logging.logMultiprocessing = False
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
+    jsonlog.configure(fmt)
 
 
 class Metrics:
@@ -126,11 +93,11 @@ class MetricsResource:
 def log_request(
     *, request_id: str, tenant: str, operation: str, status: int, duration_ms: float, token_id: str
 ) -> None:
-    access.info(
-        "%s %d",
-        operation,
-        status,
-        extra={
+    if not access.enabled():
+        return
+    access.write(
+        f"{operation} {status}",
+        {
             "request_id": request_id,
             "tenant": tenant,
             "operation": operation,

@@ -16,10 +16,10 @@ Only plain bound parameters (`bindparam("name")`), no expanding IN lists.
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Select
+from sqlalchemy import Select, Table, bindparam, insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -28,7 +28,7 @@ from .db import CONNECTION
 
 
 class _Compiled:
-    __slots__ = ("defaults", "names", "positional", "processors", "row", "sql")
+    __slots__ = ("converted", "defaults", "names", "positional", "row", "sql")
 
     def __init__(self, stmt: Select[*tuple[Any, ...]], dialect: Dialect) -> None:
         compiled = stmt.compile(dialect=dialect)
@@ -38,9 +38,11 @@ class _Compiled:
         self.positional = dialect.paramstyle in ("qmark", "format", "numeric")
         self.names = tuple(compiled.positiontup or ()) if self.positional else ()
         columns = list(stmt.selected_columns)
-        self.processors: list[Callable[[Any], Any] | None] = [
+        processors: list[Callable[[Any], Any] | None] = [
             c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
         ]
+        #: (position, processor) of the columns that have one (most have none).
+        self.converted = tuple((i, p) for i, p in enumerate(processors) if p is not None)
         self.row = namedtuple("Row", [c.key for c in columns])  # type: ignore[misc]
 
 
@@ -76,13 +78,79 @@ class Prepared:
             ) from err
         finally:
             cursor.close()
-        procs = c.processors
-        make = c.row
-        return [
-            make(*(v if p is None or v is None else p(v) for p, v in zip(procs, r, strict=True)))
-            for r in raw
-        ]
+        make = c.row._make  # type: ignore[attr-defined]  # a namedtuple class
+        converted = c.converted
+        if not converted:
+            return [make(r) for r in raw]
+        rows = []
+        for r in raw:
+            row = list(r)
+            for i, p in converted:
+                v = row[i]
+                if v is not None:
+                    row[i] = p(v)
+            rows.append(make(row))
+        return rows
 
     def first(self, session: Session, params: Mapping[str, Any]) -> Any | None:
         rows = self.run(session, params)
         return rows[0] if rows else None
+
+
+class _CompiledInsert:
+    __slots__ = ("order", "processors", "sql")
+
+    def __init__(self, table: Table, columns: tuple[str, ...], dialect: Dialect) -> None:
+        stmt = insert(table).values({c: bindparam(c) for c in columns})
+        compiled = stmt.compile(dialect=dialect)
+        self.sql = compiled.string
+        positional = dialect.paramstyle in ("qmark", "format", "numeric")
+        names = tuple(compiled.positiontup or ()) if positional else columns
+        # Parameters by position in the statement (pyformat dialects take a dict).
+        self.order = tuple(columns.index(n) for n in names) if positional else ()
+        self.processors = tuple(
+            table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns
+        )
+
+
+class PreparedInsert:
+    """One INSERT of `columns`, compiled once per dialect, run as one executemany of
+    value tuples on the session's DBAPI connection. The values go through the bind
+    processors SQLAlchemy would apply (so a stored datetime reads back the same).
+    For the history's batches: SQLAlchemy's executemany builds a parameter dict per
+    row and processes it, several times the cost of the insert itself."""
+
+    def __init__(self, table: Table, columns: Sequence[str]) -> None:
+        self.table = table
+        self.columns = tuple(columns)
+        self._compiled: dict[str, _CompiledInsert] = {}
+
+    def run(self, session: Session, rows: Sequence[Sequence[Any]]) -> None:
+        """Inserts `rows`, each a value per column, in `columns` order."""
+        if not rows:
+            return
+        session.flush()
+        conn = session.info.get(CONNECTION) or session.connection()
+        dialect = conn.dialect
+        c = self._compiled.get(dialect.name)
+        if c is None:
+            c = self._compiled[dialect.name] = _CompiledInsert(self.table, self.columns, dialect)
+        procs = c.processors
+        processed = [
+            tuple(v if p is None or v is None else p(v) for p, v in zip(procs, r, strict=True))
+            for r in rows
+        ]
+        if c.order:
+            order = c.order
+            args: list[Any] = [tuple(r[i] for i in order) for r in processed]
+        else:
+            args = [dict(zip(self.columns, r, strict=True)) for r in processed]
+        cursor = conn.connection.cursor()
+        try:
+            cursor.executemany(c.sql, args)
+        except dialect.loaded_dbapi.Error as err:
+            raise DBAPIError.instance(
+                c.sql, args, err, dialect.loaded_dbapi.Error, dialect=dialect
+            ) from err
+        finally:
+            cursor.close()

@@ -113,3 +113,48 @@ def test_history_bad_input(client: IdentityClient, tenant: Tenant) -> None:
         client.record_operation(_op(tenant, tenant_id=str(uuid.uuid4())))
     with pytest.raises(InvalidArgument):
         client.list_operations(tenant.id, page_token="nope")
+
+
+def test_history_batch_round_trip(client: IdentityClient, tenant: Tenant) -> None:
+    """RecordOperations writes with its own prepared INSERT: what it stores reads back
+    as sent (times to the microsecond), and only the invalid records are dropped."""
+    when = timestamp_pb2.Timestamp(seconds=1_700_000_000, nanos=123_456_000)
+    sent = [
+        _op(
+            tenant,
+            time=when,
+            method="patch",
+            kind=OperationKind.OPERATION_KIND_UPDATE,
+            resource_id=f"u-{i}",
+            status=412,
+            scim_type="invalidVers",
+            detail="ünïcode détail",
+            duration_ms=1.5 + i,
+            request_id=f"req-{i}",
+        )
+        for i in range(3)
+    ]
+    bad = [
+        _op(tenant, detail="nul \x00 inside"),
+        _op(tenant, status=42),
+        _op(tenant, tenant_id=str(uuid.uuid4())),
+    ]
+    answer = client.record_operations([sent[0], *bad, sent[1], sent[2]])
+    assert (answer.recorded, answer.dropped) == (3, 3)
+    got = sorted(client.list_operations(tenant.id).operations, key=lambda o: o.request_id)
+    assert [o.request_id for o in got] == ["req-0", "req-1", "req-2"]
+    for want, have in zip(sent, got, strict=True):
+        assert have.time == when
+        assert have.method == "PATCH"  # stored upper-cased
+        assert (have.kind, have.resource_type, have.resource_id) == (
+            want.kind,
+            want.resource_type,
+            want.resource_id,
+        )
+        assert (have.status, have.scim_type, have.detail) == (412, "invalidVers", want.detail)
+        assert (have.duration_ms, have.token_id, have.tenant_id) == (
+            want.duration_ms,
+            "t1",
+            tenant.id,
+        )
+        assert uuid.UUID(have.id).version == 7

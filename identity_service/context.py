@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from identity.v1 import changes_pb2
@@ -54,3 +55,18 @@ class RequestContext:
 
 
 SYSTEM = RequestContext()
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """One unary call as its access line tells it: its context, parsed once from the
+    metadata, and the tenant and token it authenticated (once known)."""
+
+    ctx: RequestContext
+    tenant: str = ""
+    token: str = ""
+
+
+#: The unary call the current task answers (set around the servicer by
+#: interceptors.ErrorInterceptor; None outside one, e.g. servicers called directly).
+CURRENT_CALL: ContextVar[CallRecord | None] = ContextVar("identity_call", default=None)

@@ -21,7 +21,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from identity_client.jsonlog import AccessLog
 
-from .context import AUTHENTICATED_KEY, RequestContext
+from .context import AUTHENTICATED_KEY, CURRENT_CALL, CallRecord, RequestContext
 from .errors import DomainError, Unavailable
 from .observability import Metrics
 
@@ -97,9 +97,23 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         self._counters: dict[tuple[str, str], Any] = {}
         self._histograms: dict[str, Any] = {}
 
-    def _done(self, method: str, request: Any, context: Context, started: float) -> None:
-        code = context.code() or grpc.StatusCode.OK
-        code_name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+    def _done(
+        self,
+        method: str,
+        request: Any,
+        context: Context,
+        started: float,
+        *,
+        record: CallRecord | None = None,
+        ok: bool = False,
+    ) -> None:
+        """`record`: what the call told of itself (unary calls); `ok`: it returned an
+        answer (our servicers set no status but by raising, so that is OK)."""
+        if ok:
+            code_name = "OK"
+        else:
+            code = context.code() or grpc.StatusCode.OK
+            code_name = code.name if isinstance(code, grpc.StatusCode) else str(code)
         elapsed = time.perf_counter() - started
         short = method.rsplit("/", 1)[-1]
         counter = self._counters.get((short, code_name))
@@ -114,8 +128,11 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         histogram.observe(elapsed)
         if not access.enabled():
             return
-        ctx = RequestContext.from_metadata(context.invocation_metadata())
-        tenant, token = _authenticated(context)
+        if record is not None:
+            ctx, tenant, token = record.ctx, record.tenant, record.token
+        else:
+            ctx = RequestContext.from_metadata(context.invocation_metadata())
+            tenant, token = _authenticated(context)
         if token:
             actor = f"token:{token}"  # what the call was attributed to (see Caller)
         else:
@@ -157,14 +174,21 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
             async def unary_unary(request: Any, context: Context) -> Any:
                 started = time.perf_counter()
+                # The metadata, parsed once for the servicer and the access line.
+                record = CallRecord(RequestContext.from_metadata(context.invocation_metadata()))
+                token = CURRENT_CALL.set(record)
+                ok = False
                 try:
-                    return await inner_uu(request, context)
+                    answer = await inner_uu(request, context)
+                    ok = True
+                    return answer
                 except Exception as exc:
                     if isinstance(exc, grpc.aio.AbortError):
                         raise
                     await _abort(context, exc, method)
                 finally:
-                    self._done(method, request, context, started)
+                    CURRENT_CALL.reset(token)
+                    self._done(method, request, context, started, record=record, ok=ok)
 
             return grpc.unary_unary_rpc_method_handler(
                 unary_unary,

@@ -27,7 +27,7 @@ from identity.v1 import (
 )
 
 from . import connector, groups, history, policy, roles, tenants, users
-from .context import AUTHENTICATED_KEY, RequestContext
+from .context import AUTHENTICATED_KEY, CURRENT_CALL, RequestContext
 from .db import Database, NeedsSession
 from .errors import TokenScope, Unauthenticated, Unavailable
 from .filters import GROUPS, USERS, Catalog, equality
@@ -137,6 +137,9 @@ class _Base:
         finally:
             if caller.bearer is not None:
                 context.set_trailing_metadata(caller.trailer())
+                record = CURRENT_CALL.get()
+                if record is not None:  # for the access line
+                    record.tenant, record.token = caller.bearer.tenant.id, caller.bearer.token.id
         if caller.touch is not None:
             await self._touch(caller.touch)
         return result
@@ -173,6 +176,9 @@ def _is_lookup(
 
 
 def ctx_of(context: grpc.aio.ServicerContext[Any, Any]) -> RequestContext:
+    record = CURRENT_CALL.get()
+    if record is not None:  # parsed already, by the interceptor
+        return record.ctx
     return RequestContext.from_metadata(tuple(context.invocation_metadata() or ()))
 
 

@@ -3,6 +3,7 @@ health, and `identityctl` as a person would use it."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 import uuid
@@ -12,7 +13,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from identity_client import IdentityClient
+from identity.v1 import tenants_pb2, users_pb2
+from identity_client import CallContext, IdentityClient, PermissionDenied, Unauthenticated
 
 from ..support import VENV_BIN, Proc, free_port, start_identity_process
 
@@ -94,3 +96,57 @@ def test_health_is_not_serving_without_a_database(tmp_path: Path) -> None:
         assert status == health_pb2.HealthCheckResponse.NOT_SERVING, proc.output()
     finally:
         proc.stop()
+
+
+def test_access_lines_name_the_call_its_tenant_and_token(database_url: str, tmp_path: Path) -> None:
+    """Every call gets one JSON access line: the request id, the status, and for a
+    bearer call the tenant and the token it authenticated (on a refusal too)."""
+    proc, target = start_identity_process(database_url, tmp_path)
+    try:
+        with IdentityClient(target) as client:
+            tenant = client.create_tenant(f"log-{uuid.uuid4().hex[:6]}")
+            issued = client.issue_token(tenant.id, scope=tenants_pb2.TOKEN_SCOPE_READ_ONLY)
+            ok = CallContext(request_id="req-ok", bearer=issued.secret)
+            client.list_users("", count=1, ctx=ok)
+            refused = CallContext(request_id="req-refused", bearer=issued.secret)
+            with pytest.raises(PermissionDenied, match="read-only"):
+                client.create_user("", users_pb2.User(user_name="x"), ctx=refused)
+            unknown = CallContext(request_id="req-unknown", bearer="scim_nope")
+            with pytest.raises(Unauthenticated):
+                client.list_users("", ctx=unknown)
+        deadline = time.monotonic() + 10
+        while True:
+            lines = [json.loads(x) for x in proc.output().splitlines() if x.startswith("{")]
+            by_id = {
+                x.get("request_id"): x for x in lines if x.get("logger", "").endswith("access")
+            }
+            if {"req-ok", "req-refused", "req-unknown"} <= set(
+                by_id
+            ) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    finally:
+        proc.stop()
+    token = f"token:{issued.token.id}"
+    assert by_id["req-ok"] | {"duration_ms": 0} == {
+        "time": by_id["req-ok"]["time"],
+        "level": "info",
+        "logger": "identity_service.access",
+        "message": "ListUsers OK",
+        "operation": "ListUsers",
+        "status": "OK",
+        "duration_ms": 0,
+        "request_id": "req-ok",
+        "tenant": tenant.id,
+        "actor": token,
+    }
+    refusal = by_id["req-refused"]
+    assert (refusal["status"], refusal["tenant"], refusal["actor"]) == (
+        "PERMISSION_DENIED",
+        tenant.id,
+        token,
+    )
+    assert (by_id["req-unknown"]["status"], by_id["req-unknown"]["actor"]) == (
+        "UNAUTHENTICATED",
+        "system",
+    )

@@ -14,11 +14,12 @@ The policy is stored in tenants.settings["policy"] as the message's JSON form.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
+import orjson
 from google.protobuf import json_format
 from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
@@ -38,12 +39,58 @@ _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 ATTRIBUTE_TYPES = {"string", "boolean", "integer", "decimal", "dateTime", "reference"}
 
 
-def load(tenant: TenantRow) -> policy_pb2.TenantPolicy:
-    policy = policy_pb2.TenantPolicy()
+T = TypeVar("T")
+
+
+class _Parsed:
+    """One stored policy, parsed once, and what calls derive from it."""
+
+    __slots__ = ("derived", "policy")
+
+    def __init__(self, policy: policy_pb2.TenantPolicy) -> None:
+        self.policy = policy
+        self.derived: dict[str, Any] = {}
+
+
+#: Stored policies by their JSON (keys sorted). Every read of a user of a tenant with
+#: a policy needs it, often twice (its filter catalog, its mappings): parsing the
+#: JSON form each time cost as much as the rest of an IdP lookup.
+_PARSED: dict[bytes, _Parsed] = {}
+_MAX_PARSED = 512
+
+
+def _parsed(tenant: TenantRow) -> _Parsed | None:
     raw = (tenant.settings or {}).get("policy")
-    if raw:
+    if not raw:
+        return None
+    key = orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)
+    hit = _PARSED.get(key)
+    if hit is None:
+        policy = policy_pb2.TenantPolicy()
         json_format.ParseDict(raw, policy)
-    return policy
+        if len(_PARSED) >= _MAX_PARSED:
+            _PARSED.clear()
+        hit = _PARSED[key] = _Parsed(policy)
+    return hit
+
+
+def load(tenant: TenantRow) -> policy_pb2.TenantPolicy:
+    """The tenant's policy. Shared by every call that reads the same stored policy:
+    read it, never change it (copy it first, as `store` callers do)."""
+    parsed = _parsed(tenant)
+    return parsed.policy if parsed is not None else policy_pb2.TenantPolicy()
+
+
+def derived(tenant: TenantRow, name: str, make: Callable[[policy_pb2.TenantPolicy], T]) -> T | None:
+    """make(policy), computed once per stored policy and `name` (read-only as well);
+    None when the tenant has no policy."""
+    parsed = _parsed(tenant)
+    if parsed is None:
+        return None
+    if name not in parsed.derived:
+        parsed.derived[name] = make(parsed.policy)
+    value: T = parsed.derived[name]
+    return value
 
 
 def store(tenant: TenantRow, policy: policy_pb2.TenantPolicy) -> None:

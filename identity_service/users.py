@@ -17,7 +17,7 @@ from . import events, policy
 from .context import RequestContext
 from .convert import check_id, new_id
 from .errors import Conflict, InvalidValue, ManagedElsewhere, NotFound
-from .filters import USERS
+from .filters import USERS, Catalog
 from .listing import page_of
 from .models import (
     AssignmentRow,
@@ -443,12 +443,16 @@ def jit_provision(
     return users_pb2.JitProvisionResponse(user=user, created=True)
 
 
+def _user_catalog(pol: policy_pb2.TenantPolicy) -> Catalog:
+    return USERS.extended(policy.user_extension_attributes(pol))
+
+
 def list_users(
     session: Session, tenant: TenantRow, req: users_pb2.ListUsersRequest, settings: Settings
 ) -> users_pb2.ListUsersResponse:
     catalog = USERS
     if tenant.settings:
-        catalog = USERS.extended(policy.user_extension_attributes(policy.load(tenant)))
+        catalog = policy.derived(tenant, "user_catalog", _user_catalog) or USERS
     page = page_of(
         session,
         catalog=catalog,

@@ -523,3 +523,36 @@ def test_required_tenant_attributes_are_enforced(client: IdentityClient, tenant:
         client.create_user(tenant.id, u2, ctx=SCIM)
     assert hr.value.field == "badge"
     assert client.jit_provision(tenant.id, email="first@sign.in").created  # before the IdP knows
+
+
+def test_each_read_sees_its_tenants_current_policy(client: IdentityClient, tenant: Tenant) -> None:
+    """A parsed policy (and the filter catalog made from it) is kept per stored policy
+    and shared by tenants that store the same one: a change is seen by the next
+    read, and only in its own tenant."""
+    from ..core.test_filters import cmp
+
+    other = client.create_tenant(f"{tenant.name}-twin")
+    for t in (tenant, other):
+        client.set_policy(t.id, LEVEL)
+        u = User(user_name=f"{t.name}-u")
+        u.extensions.update({"urn:acme:ext": {"level": 2}})
+        client.create_user(t.id, u, ctx=SCIM)
+        assert (
+            len(client.list_users(t.id, filter=cmp("level", "eq", 2, schema="urn:acme:ext")).users)
+            == 1
+        )
+    ranked = TenantPolicy()
+    ranked.CopyFrom(LEVEL)
+    ranked.extension_schemas[0].attributes.add(name="rank", type="string")
+    client.set_policy(tenant.id, ranked)
+    by_rank = cmp("rank", "eq", "x", schema="urn:acme:ext")
+    assert client.list_users(tenant.id, filter=by_rank).users == []  # known at once
+    with pytest.raises(InvalidArgument):
+        client.list_users(other.id, filter=by_rank)  # not in the other tenant
+    assert [a.name for a in client.get_policy(other.id).extension_schemas[0].attributes] == [
+        "level"
+    ]
+    assert [a.name for a in client.get_policy(tenant.id).extension_schemas[0].attributes] == [
+        "level",
+        "rank",
+    ]

@@ -19,18 +19,20 @@ from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Select, Table, bindparam, insert
+from sqlalchemy import CompoundSelect, Select, Table, bindparam, insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from .db import CONNECTION
 
+Statement = Select[*tuple[Any, ...]] | CompoundSelect[*tuple[Any, ...]]
+
 
 class _Compiled:
     __slots__ = ("converted", "defaults", "names", "positional", "row", "sql")
 
-    def __init__(self, stmt: Select[*tuple[Any, ...]], dialect: Dialect) -> None:
+    def __init__(self, stmt: Statement, dialect: Dialect) -> None:
         compiled = stmt.compile(dialect=dialect)
         self.sql = compiled.string
         # Parameters the compiler added itself (e.g. SQLite's OFFSET 0 after a LIMIT).
@@ -49,7 +51,7 @@ class _Compiled:
 class Prepared:
     """One select; `run(session, **params)` answers its rows as named tuples."""
 
-    def __init__(self, stmt: Select[*tuple[Any, ...]]) -> None:
+    def __init__(self, stmt: Statement) -> None:
         self.stmt = stmt
         self._compiled: dict[str, _Compiled] = {}
 

@@ -7,7 +7,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from google.protobuf import json_format
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import (
+    Integer,
+    String,
+    bindparam,
+    delete,
+    insert,
+    literal_column,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -85,17 +95,33 @@ _ROLES_OF = (
 )
 
 
-_GROUPS_OF_ONE = Prepared(
-    select(MemberRow.member_id, GroupRow.id, GroupRow.display_name)
-    .join(GroupRow, GroupRow.pk == MemberRow.group_pk)
-    .where(MemberRow.member_id == bindparam("id"))
-    .order_by(GroupRow.pk)
-)
-_ROLES_OF_ONE = Prepared(
-    select(AssignmentRow.user_pk, RoleRow.name, AssignmentRow.source)
-    .join(RoleRow, RoleRow.pk == AssignmentRow.role_pk)
-    .where(AssignmentRow.user_pk == bindparam("pk"))
-    .order_by(RoleRow.name, AssignmentRow.source)
+#: One user's groups, then its roles, in one statement (a lookup or a read by id
+#: reads both: one round trip instead of two): kind 0 rows are (group pk, group id,
+#: display name), kind 1 rows (role name, source), each in the order of _GROUPS_OF
+#: and _ROLES_OF.
+_GROUPS_AND_ROLES_OF_ONE = Prepared(
+    union_all(
+        select(
+            literal_column("0", Integer).label("kind"),
+            GroupRow.pk.label("ordinal"),
+            GroupRow.id.label("name"),
+            GroupRow.display_name.label("display"),
+            literal_column("0", Integer).label("source"),
+        )
+        .select_from(MemberRow)
+        .join(GroupRow, GroupRow.pk == MemberRow.group_pk)
+        .where(MemberRow.member_id == bindparam("id")),
+        select(
+            literal_column("1", Integer),
+            literal_column("0", Integer),
+            RoleRow.name,
+            literal_column("''", String),
+            AssignmentRow.source,
+        )
+        .select_from(AssignmentRow)
+        .join(RoleRow, RoleRow.pk == AssignmentRow.role_pk)
+        .where(AssignmentRow.user_pk == bindparam("pk")),
+    ).order_by("kind", "ordinal", "name", "source")
 )
 
 
@@ -225,12 +251,17 @@ def load(session: Session, tenant: TenantRow, rows: Sequence[Any]) -> list[users
     roles: dict[int, list[users_pb2.RoleAssignment]] = defaultdict(list)
     if len(rows) == 1:  # a lookup or a read by id: the common case
         r = rows[0]
-        for member_id, gid, gname in _GROUPS_OF_ONE.run(session, {"id": r.id}):
-            groups[member_id].append(users_pb2.GroupRef(id=gid, display_name=gname))
-        for user_pk, name, source in _ROLES_OF_ONE.run(session, {"pk": r.pk}):
-            roles[user_pk].append(
-                users_pb2.RoleAssignment(role=name, source=users_pb2.RoleSource.ValueType(source))
-            )
+        for kind, _, name, display, source in _GROUPS_AND_ROLES_OF_ONE.run(
+            session, {"id": r.id, "pk": r.pk}
+        ):
+            if kind == 0:
+                groups[r.id].append(users_pb2.GroupRef(id=name, display_name=display))
+            else:
+                roles[r.pk].append(
+                    users_pb2.RoleAssignment(
+                        role=name, source=users_pb2.RoleSource.ValueType(source)
+                    )
+                )
     for chunk in chunks(rows if len(rows) > 1 else ()):
         conn = session.connection()
         ids = [r.id for r in chunk]

@@ -201,8 +201,7 @@ def test_prepared_statements_answer_what_sqlalchemy_answers(
             (groups._BY_ID, {"t": tpk, "id": group.meta.id}),
             (streams._COUNTERS, {"t": tpk}),
             (streams._EVENTS, {"t": tpk, "after": 1, "n": 3}),
-            (users._GROUPS_OF_ONE, {"id": created.meta.id}),
-            (users._ROLES_OF_ONE, {"pk": upk}),
+            (users._GROUPS_AND_ROLES_OF_ONE, {"id": created.meta.id, "pk": upk}),
             (
                 _lookup_statement(users._ROW_SELECT, UserRow, lookup),
                 {"t": tpk, "v": lookup.value, "n": 10},

@@ -20,13 +20,40 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import CompoundSelect, Select, Table, bindparam, insert
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from .db import CONNECTION
 
 Statement = Select[*tuple[Any, ...]] | CompoundSelect[*tuple[Any, ...]]
+
+
+def _connection(session: Session) -> Connection:
+    # What session.execute does first: pending ORM changes must be visible.
+    session.flush()
+    conn: Connection = session.info.get(CONNECTION) or session.connection()
+    return conn
+
+
+def _on_cursor(conn: Connection, sql: str, args: Any, *, many: bool = False) -> list[Any]:
+    """Runs `sql` on the connection's DBAPI cursor (executemany when `many`); the rows
+    it answers (none for `many`)."""
+    cursor = conn.connection.cursor()
+    try:
+        if many:
+            cursor.executemany(sql, args)
+            return []
+        cursor.execute(sql, args)
+        return cursor.fetchall()  # type: ignore[return-value]  # a list, on both drivers
+    except conn.dialect.loaded_dbapi.Error as err:
+        # As SQLAlchemy would wrap it (a lost or busy database is then an
+        # OperationalError: UNAVAILABLE at the RPC boundary, not INTERNAL).
+        raise DBAPIError.instance(
+            sql, args, err, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect
+        ) from err
+    finally:
+        cursor.close()
 
 
 class _Compiled:
@@ -62,24 +89,11 @@ class Prepared:
         return c
 
     def run(self, session: Session, params: Mapping[str, Any]) -> list[Any]:
-        # What session.execute does first: pending ORM changes must be visible.
-        session.flush()
-        conn = session.info.get(CONNECTION) or session.connection()
+        conn = _connection(session)
         c = self._for(conn.dialect)
         values = {**c.defaults, **params} if c.defaults else params
         args: Any = tuple(values[n] for n in c.names) if c.positional else values
-        cursor = conn.connection.cursor()
-        try:
-            cursor.execute(c.sql, args)
-            raw = cursor.fetchall()
-        except conn.dialect.loaded_dbapi.Error as err:
-            # As SQLAlchemy would wrap it (a lost or busy database is then an
-            # OperationalError: UNAVAILABLE at the RPC boundary, not INTERNAL).
-            raise DBAPIError.instance(
-                c.sql, args, err, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect
-            ) from err
-        finally:
-            cursor.close()
+        raw = _on_cursor(conn, c.sql, args)
         make = c.row._make  # type: ignore[attr-defined]  # a namedtuple class
         converted = c.converted
         if not converted:
@@ -131,8 +145,7 @@ class PreparedInsert:
         """Inserts `rows`, each a value per column, in `columns` order."""
         if not rows:
             return
-        session.flush()
-        conn = session.info.get(CONNECTION) or session.connection()
+        conn = _connection(session)
         dialect = conn.dialect
         c = self._compiled.get(dialect.name)
         if c is None:
@@ -147,12 +160,4 @@ class PreparedInsert:
             args: list[Any] = [tuple(r[i] for i in order) for r in processed]
         else:
             args = [dict(zip(self.columns, r, strict=True)) for r in processed]
-        cursor = conn.connection.cursor()
-        try:
-            cursor.executemany(c.sql, args)
-        except dialect.loaded_dbapi.Error as err:
-            raise DBAPIError.instance(
-                c.sql, args, err, dialect.loaded_dbapi.Error, dialect=dialect
-            ) from err
-        finally:
-            cursor.close()
+        _on_cursor(conn, c.sql, args, many=True)

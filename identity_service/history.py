@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from datetime import UTC
 from typing import Any
@@ -56,13 +57,27 @@ _ONLY_TEXT_AND_TIME = all(
 )
 
 
+_KINDS = frozenset(history_pb2.OperationKind.values())
+#: What a Timestamp (and a datetime) can hold: 0001-01-01 to 9999-12-31 23:59:59.
+_MIN_SECONDS, _MAX_SECONDS = -62_135_596_800, 253_402_300_799
+
+
 def _checked(op: history_pb2.Operation) -> None:
+    """Refuses what no row can hold (so a batch drops it instead of failing whole)."""
     # The generic walk costs more than the insert; one search over the joined text
     # fields answers the same for a record (which field, when one holds a NUL).
     if not _ONLY_TEXT_AND_TIME or "\x00" in "".join([getattr(op, f) for f in _TEXT]):
         check_message(op)
     if not 100 <= op.status <= 599:
         raise InvalidValue("status must be an HTTP status code", field="status")
+    if op.kind not in _KINDS:
+        raise InvalidValue(f"kind {op.kind} is not an OperationKind", field="kind")
+    if not math.isfinite(op.duration_ms):
+        raise InvalidValue("duration_ms must be a finite number", field="duration_ms")
+    if op.HasField("time") and not (
+        _MIN_SECONDS <= op.time.seconds <= _MAX_SECONDS and 0 <= op.time.nanos < 1_000_000_000
+    ):
+        raise InvalidValue("time must be within the years 1 to 9999", field="time")
 
 
 _COLUMNS = (

@@ -138,9 +138,17 @@ def test_history_batch_round_trip(client: IdentityClient, tenant: Tenant) -> Non
         _op(tenant, detail="nul \x00 inside"),
         _op(tenant, status=42),
         _op(tenant, tenant_id=str(uuid.uuid4())),
+        # Review finding: these failed the whole batch with INTERNAL (NaN is NULL in
+        # SQLite, 40000 overflows PostgreSQL's smallint, a datetime stops at 9999).
+        _op(tenant, duration_ms=float("nan")),
+        _op(tenant, kind=40000),
+        _op(tenant, time=timestamp_pb2.Timestamp(seconds=10**12)),
     ]
     answer = client.record_operations([sent[0], *bad, sent[1], sent[2]])
-    assert (answer.recorded, answer.dropped) == (3, 3)
+    assert (answer.recorded, answer.dropped) == (3, 6)
+    for one in bad[3:]:
+        with pytest.raises(InvalidArgument):
+            client.record_operation(one)
     got = sorted(client.list_operations(tenant.id).operations, key=lambda o: o.request_id)
     assert [o.request_id for o in got] == ["req-0", "req-1", "req-2"]
     for want, have in zip(sent, got, strict=True):

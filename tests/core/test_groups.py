@@ -204,21 +204,26 @@ def test_deleting_a_member_of_many_groups_costs_the_same_statements(
 ) -> None:
     from .test_events import read_events
 
-    few, many = users(client, tenant, 2, "d")
-    for i in range(20):
-        members = [Member(value=many)] + ([Member(value=few)] if i < 2 else [])
-        client.create_group(tenant.id, Group(display_name=f"g{i}", members=members))
-
     def cost(user_id: str) -> int:
         statements.clear()
         client.delete_user(tenant.id, user_id)
         return len(statements)
 
-    assert cost(few) == cost(many)
+    # The fewest of three pairs: a background statement of the shared service (a change
+    # stream's poll) can land in one measurement, never take one away.
+    costs: dict[str, list[int]] = {"few": [], "many": []}
+    for attempt in range(3):
+        few, many = users(client, tenant, 2, f"d{attempt}-")
+        for i in range(20):
+            members = [Member(value=many)] + ([Member(value=few)] if i < 2 else [])
+            client.create_group(tenant.id, Group(display_name=f"g{attempt}-{i}", members=members))
+        costs["few"].append(cost(few))
+        costs["many"].append(cost(many))
+    assert min(costs["few"]) == min(costs["many"])
     removed = [
         e
         for e in read_events(database_url, tenant.id)
         if e.type == EventType.EVENT_TYPE_GROUP_MEMBER_REMOVED
     ]
-    assert len(removed) == 2 + 20
+    assert len(removed) == 3 * (2 + 20)
     assert all(g.member_count == 0 for g in client.list_groups(tenant.id, count=100).groups)

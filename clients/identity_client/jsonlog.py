@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,18 +23,32 @@ import orjson
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
+def _line(
+    when: datetime, level: str, logger: str, message: str, fields: Iterable[tuple[str, Any]]
+) -> dict[str, Any]:
+    """One line's object: the same keys, in the same order, for both ways of writing."""
+    out: dict[str, Any] = {
+        "time": when.isoformat(timespec="milliseconds"),
+        "level": level,
+        "logger": logger,
+        "message": message,
+    }
+    out.update(fields)
+    return out
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        out.update(
-            (k, v)
-            for k, v in record.__dict__.items()
-            if k not in _STANDARD and not k.startswith("_")
+        out = _line(
+            datetime.fromtimestamp(record.created, UTC),
+            record.levelname.lower(),
+            record.name,
+            record.getMessage(),
+            (
+                (k, v)
+                for k, v in record.__dict__.items()
+                if k not in _STANDARD and not k.startswith("_")
+            ),
         )
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
@@ -51,13 +66,7 @@ class JsonHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def write_info(self, logger: str, message: str, fields: dict[str, Any]) -> None:
         """The line JsonFormatter makes of an INFO record of `logger` whose message is
         `message` and whose extra is `fields`, written as emit() writes it."""
-        out: dict[str, Any] = {
-            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            "level": "info",
-            "logger": logger,
-            "message": message,
-        }
-        out.update(fields)
+        out = _line(datetime.now(UTC), "info", logger, message, fields.items())
         line = orjson.dumps(out, default=str).decode() + self.terminator
         with self.lock:  # type: ignore[union-attr]  # made by Handler.__init__
             try:

@@ -548,6 +548,8 @@ class SizeResult:
     sync_error: str = ""
     #: Per round of the interleaved measurement: (B before, filter, B after) req/s.
     rounds: list[tuple[float, float, float]] = field(default_factory=list)
+    #: Seconds per window of the interleaved measurement.
+    round_seconds: float = 0.0
 
     @property
     def interleaved_ratio(self) -> float:
@@ -575,10 +577,6 @@ def interleaved(
         rounds.append((b, f, b_next))
         b = b_next
     return rounds
-
-
-def _round_seconds(r: SizeResult) -> float:
-    return ROUND_SECONDS_QUICK if len(r.rounds) <= ROUNDS_QUICK else ROUND_SECONDS_FULL
 
 
 def _round_ratios(rounds: list[tuple[float, float, float]]) -> list[float]:
@@ -750,6 +748,7 @@ def measure_size(
         synced,
         sync_error,
         rounds,
+        ROUND_SECONDS_QUICK if quick else ROUND_SECONDS_FULL,
     )
 
 
@@ -836,7 +835,7 @@ def _ops_table(r: SizeResult) -> list[str]:
     if r.rounds:
         lines += [
             f"Interleaved (B and the userName filter in alternating "
-            f"{_round_seconds(r):.0f} s windows, {len(r.rounds)} rounds): filter / B "
+            f"{r.round_seconds:.0f} s windows, {len(r.rounds)} rounds): filter / B "
             f"{_ratios(r.rounds)}.",
             "",
         ]

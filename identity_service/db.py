@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import functools
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,8 +18,10 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, StatementError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.util import greenlet_spawn
 
 from .events import WRITTEN
 from .settings import Settings
@@ -63,6 +66,43 @@ def _sqlite_engine(url: str, *, immediate: bool, connections: int) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+#: A pooled PostgreSQL connection that sat idle this long is pinged before it is used.
+PING_IDLE_SECONDS = 1.0
+_IDLE_SINCE = "identity.idle_since"
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Pessimistic disconnect handling, only for connections that sat idle in the pool
+    (a restarted server, a proxy's or firewall's idle timeout). SQLAlchemy's
+    `pool_pre_ping` pings before every checkout: a round trip per call, ~10 % of a
+    PostgreSQL lookup's cost in the core. A connection used within the last second
+    goes out unpinged; if the server went away in that second, the call's own
+    statement fails (UNAVAILABLE, as any call during an outage) and the pool drops the
+    connection when its reset fails."""
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.pop(_IDLE_SINCE, None)
+        if since is None or time.monotonic() - since < PING_IDLE_SECONDS:
+            return  # new, or in use a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except engine.dialect.loaded_dbapi.Error as err:
+            # The pool replaces the connection and tries again (up to three times).
+            raise DisconnectionError(f"idle connection is gone: {err}") from err
+
+
+def _dbapi_error(statement: str, err: Exception, dialect: Any) -> StatementError:
+    """A driver error as SQLAlchemy would wrap it (a lost or busy database is then an
+    OperationalError: UNAVAILABLE at the RPC boundary, not INTERNAL)."""
+    dbapi = dialect.loaded_dbapi
+    return DBAPIError.instance(statement, (), err, dbapi.Error, dialect=dialect)
 
 
 #: session.info key: the Connection of the session's transaction (see prepared.py).
@@ -133,22 +173,24 @@ class Database:
                 pool_timeout=10,
                 pool_size=settings.db_pool_size,
                 max_overflow=settings.db_pool_size,
-                pool_pre_ping=True,
                 pool_recycle=1800,
             )
+            _ping_when_idle(self.engine)
             # Lists read their rows and the tenant revision from one snapshot.
             self._read_engine = self.engine.execution_options(isolation_level="REPEATABLE READ")
+        self._pool_size = settings.db_pool_size
         self._write_lock = threading.Lock() if self.dialect == "sqlite" else None
         self._writer = sessionmaker(self.engine, expire_on_commit=False)
         self._reader = sessionmaker(self._read_engine, expire_on_commit=False)
         self._pool = ThreadPoolExecutor(settings.db_threads, thread_name_prefix="db")
         #: Reads of a few rows by index (a user by id, the IdP's `userName eq`) run on
-        #: the event loop itself on SQLite: a WAL reader never waits for a lock and the
-        #: read takes microseconds, while the hand-off to a pool thread and back (and
-        #: the threads' contention for the interpreter lock) cost 0.2-0.5 ms of CPU per
-        #: call. On PostgreSQL every read is a network round trip: always the pool.
+        #: the event loop itself, without a Session (see read_quick). On SQLite they
+        #: block it for the microseconds a WAL reader takes (it never waits for a
+        #: lock); on PostgreSQL they await the server's answers on the loop through
+        #: psycopg's asyncio connection, and other calls go on meanwhile.
         self.inline_quick_reads = self.dialect == "sqlite"
         self._quick: _QuickConnection | None = None
+        self._quick_engine: AsyncEngine | None = None
         #: Quick reads that needed a real Session after all (see quick()).
         self.quick_fallbacks = 0
         #: Called (on a database thread) after each commit that wrote events,
@@ -207,7 +249,7 @@ class Database:
                 raw.execute("ROLLBACK")
             raw.execute("BEGIN")
         except dbapi.Error as err:
-            raise DBAPIError.instance("BEGIN", (), err, dbapi.Error, dialect=conn.dialect) from err
+            raise _dbapi_error("BEGIN", err, conn.dialect) from err
         try:
             yield cast(Session, QuickRead(conn))
         except BaseException:
@@ -217,18 +259,60 @@ class Database:
         try:
             raw.execute("COMMIT")
         except dbapi.Error as err:
-            raise DBAPIError.instance("COMMIT", (), err, dbapi.Error, dialect=conn.dialect) from err
+            raise _dbapi_error("COMMIT", err, conn.dialect) from err
 
-    def read_quick(self, fn: Callable[[Session], T]) -> T:
-        """`fn` in a quick read. When it needs more than prepared statements it
-        raises NeedsSession (counted in `quick_fallbacks`): the caller runs it again
-        in a read Session, off the event loop."""
+    async def read_quick(self, fn: Callable[[Session], T]) -> T:
+        """`fn` in a quick read: prepared statements (prepared.py) between a BEGIN and a
+        COMMIT (one snapshot), on the event loop, no Session and no pool thread. A
+        Session's bookkeeping costs ~90 µs a call, and the hand-off to a pool thread
+        and back, with the threads' contention for the interpreter lock, 0.2-0.5 ms of
+        CPU. When `fn` needs more than prepared statements it raises NeedsSession
+        (counted in `quick_fallbacks`): the caller runs it again in a read Session,
+        on the pool."""
         try:
-            with self.quick() as q:
-                return fn(q)
+            if self.inline_quick_reads:
+                with self.quick() as q:
+                    return fn(q)
+            return cast(T, await greenlet_spawn(self._read_awaiting, self._quick_pool(), fn))
         except NeedsSession:
             self.quick_fallbacks += 1
             raise
+
+    def _quick_pool(self) -> Engine:
+        """PostgreSQL: the engine of the quick reads' asyncio connections (psycopg's
+        AsyncConnection), made on first use on the server's event loop. Half the
+        pool size (and as many overflow): a quick read holds its connection only
+        while the loop awaits a few indexed answers."""
+        if self._quick_engine is None:
+            url = make_url(self.url).set(drivername="postgresql+psycopg_async")
+            half = max(1, self._pool_size // 2)
+            self._quick_engine = create_async_engine(
+                url,
+                connect_args={"connect_timeout": 5},
+                pool_timeout=10,
+                pool_size=half,
+                max_overflow=half,
+                pool_recycle=1800,
+                isolation_level="REPEATABLE READ",
+            )
+            _ping_when_idle(self._quick_engine.sync_engine)
+        return self._quick_engine.sync_engine
+
+    @staticmethod
+    def _read_awaiting(engine: Engine, fn: Callable[[Session], T]) -> T:
+        """Runs in a greenlet (greenlet_spawn): the adapted connection's calls look
+        blocking to `fn` and the prepared statements, and await on the event loop."""
+        fairy = engine.raw_connection()
+        try:
+            conn = _QuickConnection(fairy, engine.dialect)
+            result = fn(cast(Session, QuickRead(conn)))
+            try:
+                conn.connection.commit()
+            except engine.dialect.loaded_dbapi.Error as err:
+                raise _dbapi_error("COMMIT", err, engine.dialect) from err
+            return result
+        finally:
+            fairy.close()  # back to the pool, whose reset rolls back what is left open
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Runs blocking database work on the pool, off the event loop."""
@@ -238,6 +322,25 @@ class Database:
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
+
+    def _pools(self) -> list[Any]:
+        pools: list[Any] = [self.engine.pool]
+        if self._quick_engine is not None:
+            pools.append(self._quick_engine.sync_engine.pool)
+        return pools
+
+    def connections_in_use(self) -> int:
+        """Connections checked out of the pools (the quick reads' included)."""
+        return sum(p.checkedout() for p in self._pools())
+
+    def pool_size(self) -> int:
+        return sum(p.size() for p in self._pools())
+
+    async def close_quick(self) -> None:
+        """Closes the quick reads' asyncio connections (on the loop that made them)."""
+        if self._quick_engine is not None:
+            engine, self._quick_engine = self._quick_engine, None
+            await engine.dispose()
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

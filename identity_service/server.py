@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import logging
 from pathlib import Path
-from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -75,9 +74,8 @@ class IdentityService:
         self.settings = settings
         self.db = db or Database(settings)
         self.metrics = Metrics()
-        pool: Any = self.db.engine.pool
-        self.metrics.pool_in_use.set_function(pool.checkedout)
-        self.metrics.pool_size.set_function(pool.size)
+        self.metrics.pool_in_use.set_function(self.db.connections_in_use)
+        self.metrics.pool_size.set_function(self.db.pool_size)
         self.metrics_port = 0
         self.health = health.aio.HealthServicer()
         interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor(self.metrics)]
@@ -205,6 +203,7 @@ class IdentityService:
         await self.server.stop(self.settings.shutdown_grace if grace is None else grace)
         if self._health_task is not None:
             await self._health_task
+        await self.db.close_quick()
         self.db.close()
 
     async def wait(self) -> None:

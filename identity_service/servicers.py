@@ -109,7 +109,7 @@ class _Base:
     async def read(
         self, context: Any, fn: Callable[[Session, Caller], T], *, quick: bool = False
     ) -> T:
-        """`quick`: a read of a few rows by index (see Database.inline_quick_reads)."""
+        """`quick`: a read of a few rows by index (see Database.read_quick)."""
         return await self._run(context, fn, write=False, quick=quick)
 
     async def _run(
@@ -123,9 +123,9 @@ class _Base:
         ctx = ctx_of(context)
         caller = Caller(ctx, write=write, groups=self.groups)
         try:
-            if quick and self.db.inline_quick_reads:
+            if quick:
                 try:
-                    result = self.db.read_quick(lambda s: fn(s, caller))
+                    result = await self.db.read_quick(lambda s: fn(s, caller))
                 except NeedsSession:
                     # Not a quick read after all (e.g. its page needs a COUNT): again,
                     # in a Session on the pool, by a caller that knows nothing of the

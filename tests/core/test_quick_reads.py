@@ -1,8 +1,9 @@
-"""Quick reads: the IdPs' lookups and reads by id, which on SQLite run on the
-event loop in a plain read transaction without a Session (`Database.quick`). They
-answer what any read answers, on both databases; on SQLite they need no Session
-unless the read goes beyond prepared statements, and then they run again in one.
-Also: new ids are time-ordered UUIDv7s."""
+"""Quick reads: the IdPs' lookups and reads by id, which run on the event loop in a
+plain read transaction without a Session (`Database.read_quick`: on SQLite blocking,
+on PostgreSQL awaiting psycopg's asyncio connection). They answer what any read
+answers, on both databases, and need no Session unless the read goes beyond
+prepared statements; then they run again in one. Also: new ids are time-ordered
+UUIDv7s."""
 
 from __future__ import annotations
 
@@ -29,11 +30,6 @@ def _fallbacks(db: object) -> int:
     return db.quick_fallbacks
 
 
-def _quick_on(db: object) -> bool:
-    assert isinstance(db, Database)
-    return db.inline_quick_reads
-
-
 def test_quick_reads_answer_what_reads_answer_without_a_session(
     client: IdentityClient, tenant: Tenant, token: str, identity_service_db: object
 ) -> None:
@@ -58,8 +54,7 @@ def test_quick_reads_answer_what_reads_answer_without_a_session(
     assert [g.meta.id for g in found.groups] == [group.meta.id]
     assert client.get_revision(tenant.id).revision >= 5
 
-    if _quick_on(identity_service_db):  # SQLite: none of these needed a Session
-        assert _fallbacks(identity_service_db) == before
+    assert _fallbacks(identity_service_db) == before  # none of these needed a Session
 
 
 def test_a_quick_read_that_needs_more_runs_again_in_a_session(
@@ -73,8 +68,7 @@ def test_a_quick_read_that_needs_more_runs_again_in_a_session(
         "", filter=_by_name("rory"), count=1, ctx=CallContext(bearer=token, tenant=tenant.name)
     )
     assert page.total_results == 1 and [u.meta.id for u in page.users] == [user.meta.id]
-    if _quick_on(identity_service_db):
-        assert _fallbacks(identity_service_db) == before + 1
+    assert _fallbacks(identity_service_db) == before + 1
 
 
 def test_a_rerun_read_checks_the_token_again_and_reports_only_what_it_checked(
@@ -105,8 +99,7 @@ def test_a_rerun_read_checks_the_token_again_and_reports_only_what_it_checked(
     ctx = CallContext(bearer=issued.secret, tenant=tenant.name, on_authenticated=seen.append)
     with pytest.raises(Unauthenticated):
         client.list_users("", filter=cmp("externalId", "eq", "same"), count=1, ctx=ctx)
-    if db.inline_quick_reads:  # SQLite: the quick try authenticated it, the re-run refused
-        assert db.read is real_read
+    assert db.read is real_read  # the quick try authenticated it, the re-run refused
     assert seen == []
 
 

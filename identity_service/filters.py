@@ -604,4 +604,32 @@ def sort_key(
     return col, sub.type  # dateTime: meta.created / lastModified are never NULL
 
 
-__all__ = ["GROUPS", "USERS", "Catalog", "compile_filter", "sort_key"]
+def names_attribute(f: common_pb2.Filter, schema: str, attribute: str) -> bool:
+    """Whether filter `f` names `attribute` of `schema` (or of no schema) anywhere, a
+    value filter's path included. Iterative, and gives up (False) past
+    MAX_FILTER_NODES nodes: compile_filter refuses such a filter anyway."""
+    attribute, schema = attribute.lower(), schema.lower()
+
+    def named(path: common_pb2.AttributePath) -> bool:
+        return path.attribute.lower() == attribute and path.schema.lower() in ("", schema)
+
+    todo = [f]
+    seen = 0
+    while todo and seen <= MAX_FILTER_NODES:
+        node = todo.pop()
+        seen += 1
+        which = node.WhichOneof("node")
+        if which == "compare":
+            if named(node.compare.path):
+                return True
+        elif which in ("and", "or"):
+            todo.extend(getattr(node, which).filters)
+        elif which == "not":
+            todo.append(node.__getattribute__("not"))
+        elif which == "value_filter" and named(node.value_filter.path):
+            # (Paths inside name the element's sub-attributes, not the resource's.)
+            return True
+    return False
+
+
+__all__ = ["GROUPS", "USERS", "Catalog", "compile_filter", "names_attribute", "sort_key"]

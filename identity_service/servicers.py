@@ -30,7 +30,7 @@ from . import connector, groups, history, policy, roles, tenants, users
 from .context import AUTHENTICATED_KEY, CURRENT_CALL, RequestContext
 from .db import Database, NeedsSession
 from .errors import TokenScope, Unauthenticated, Unavailable
-from .filters import GROUPS, USERS, Catalog, equality
+from .filters import GROUPS, USER_SCHEMA, USERS, Catalog, equality, names_attribute
 from .models import TenantRow
 from .policy_apply import apply_policy
 from .settings import Settings
@@ -39,6 +39,14 @@ from .streams import StreamHub
 T = TypeVar("T")
 
 
+#: Answers that carry users (see Caller.users_view).
+_Answer = TypeVar(
+    "_Answer",
+    users_pb2.User,
+    users_pb2.ListUsersResponse,
+    users_pb2.JitProvisionResponse,
+    users_pb2.DeleteUserResponse,
+)
 READ_ONLY = tenants_pb2.TOKEN_SCOPE_READ_ONLY
 USERS_ONLY = tenants_pb2.TOKEN_SCOPE_USERS_ONLY
 
@@ -93,6 +101,36 @@ class Caller:
 
     def trailer(self) -> tuple[tuple[str, str], ...]:
         return self._trailer
+
+    @property
+    def users_only(self) -> bool:
+        return self.bearer is not None and self.bearer.token.scope == USERS_ONLY
+
+    def check_user_filter(self, request: users_pb2.ListUsersRequest) -> None:
+        """A users-only token may not learn memberships through a filter on `groups`."""
+        if (
+            self.users_only
+            and request.HasField("filter")
+            and names_attribute(request.filter, USER_SCHEMA, "groups")
+        ):
+            raise TokenScope(
+                "This token's scope is users-only: it may not filter users by their "
+                "groups. Use a token with full scope for groups."
+            )
+
+    def users_view(self, answer: _Answer) -> _Answer:
+        """What the caller may see of the users in `answer`. A users-only token sees
+        them without `groups` (the groups a user belongs to: their ids and names),
+        as it may not read Groups by any route."""
+        if self.users_only:
+            if isinstance(answer, users_pb2.User):
+                answer.ClearField("groups")
+            elif isinstance(answer, users_pb2.ListUsersResponse):
+                for u in answer.users:
+                    u.ClearField("groups")
+            elif answer.HasField("user"):  # JitProvisionResponse, DeleteUserResponse
+                answer.user.ClearField("groups")
+        return answer
 
 
 class _Base:
@@ -249,34 +287,37 @@ class UserServicer(_Base, users_pb2_grpc.UserServiceServicer):
     ) -> users_pb2.User:
         return await self.write(
             context,
-            lambda s, c: users.create(s, c.tenant(s, request.tenant_id), request.user, c.ctx),
+            lambda s, c: c.users_view(
+                users.create(s, c.tenant(s, request.tenant_id), request.user, c.ctx)
+            ),
         )
 
     async def GetUser(self, request: users_pb2.GetUserRequest, context: Any) -> users_pb2.User:
         return await self.read(
             context,
-            lambda s, c: users.get(s, c.tenant(s, request.tenant_id), request.id),
+            lambda s, c: c.users_view(users.get(s, c.tenant(s, request.tenant_id), request.id)),
             quick=True,
         )
 
     async def ListUsers(
         self, request: users_pb2.ListUsersRequest, context: Any
     ) -> users_pb2.ListUsersResponse:
-        return await self.read(
-            context,
-            lambda s, c: users.list_users(
-                s, c.tenant(s, request.tenant_id), request, self.settings
-            ),
-            quick=_is_lookup(USERS, request),
-        )
+        def list_users(s: Session, c: Caller) -> users_pb2.ListUsersResponse:
+            tenant = c.tenant(s, request.tenant_id)
+            c.check_user_filter(request)
+            return c.users_view(users.list_users(s, tenant, request, self.settings))
+
+        return await self.read(context, list_users, quick=_is_lookup(USERS, request))
 
     async def ReplaceUser(
         self, request: users_pb2.ReplaceUserRequest, context: Any
     ) -> users_pb2.User:
         return await self.write(
             context,
-            lambda s, c: users.replace(
-                s, c.tenant(s, request.tenant_id), request.user, request.expected_version, c.ctx
+            lambda s, c: c.users_view(
+                users.replace(
+                    s, c.tenant(s, request.tenant_id), request.user, request.expected_version, c.ctx
+                )
             ),
         )
 
@@ -285,13 +326,15 @@ class UserServicer(_Base, users_pb2_grpc.UserServiceServicer):
     ) -> users_pb2.DeleteUserResponse:
         return await self.write(
             context,
-            lambda s, c: users.remove(
-                s,
-                c.tenant(s, request.tenant_id),
-                request.id,
-                request.expected_version,
-                c.ctx,
-                mode=request.mode,
+            lambda s, c: c.users_view(
+                users.remove(
+                    s,
+                    c.tenant(s, request.tenant_id),
+                    request.id,
+                    request.expected_version,
+                    c.ctx,
+                    mode=request.mode,
+                )
             ),
         )
 
@@ -300,7 +343,9 @@ class UserServicer(_Base, users_pb2_grpc.UserServiceServicer):
     ) -> users_pb2.JitProvisionResponse:
         return await self.write(
             context,
-            lambda s, c: users.jit_provision(s, c.tenant(s, request.tenant_id), request, c.ctx),
+            lambda s, c: c.users_view(
+                users.jit_provision(s, c.tenant(s, request.tenant_id), request, c.ctx)
+            ),
         )
 
 

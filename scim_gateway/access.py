@@ -2,7 +2,8 @@
 
 Scopes (identity.v1.TokenScope): `read-only` may only read (GET) and search
 (POST .search); `users-only` may not touch Groups, by any route (/Groups, a
-/Bulk operation on /Groups, or the root /.search that would list groups).
+/Bulk operation on /Groups, or the root /.search that would list groups; the core
+answers its user reads without `groups` and refuses its filters on them).
 Refusals are 403 with a SCIM error naming the scope.
 
 Rate limits are a token bucket per tenant in each gunicorn worker (not shared

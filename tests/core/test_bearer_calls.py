@@ -28,7 +28,7 @@ from identity_service.listing import _lookup_statement
 from identity_service.models import UserRow
 
 from .test_events import read_events
-from .test_filters import cmp
+from .test_filters import cmp, not_, or_, vf
 
 
 def _user(name: str) -> users_pb2.User:
@@ -121,6 +121,50 @@ def test_scope_is_enforced_by_the_core(client: IdentityClient, tenant: Tenant) -
     with pytest.raises(PermissionDenied) as refused:
         client.list_groups("", ctx=Seen().ctx(users_only))
     assert "users-only" in refused.value.message
+
+
+def test_a_users_only_token_sees_users_without_their_groups(
+    client: IdentityClient, tenant: Tenant, token: str
+) -> None:
+    """The groups a user belongs to (ids and names) are Groups data, which a
+    users-only token may not read by any route: not in User.groups, nor by filtering
+    users on their groups. A full-scope token sees them."""
+    user = client.create_user(tenant.id, _user("erin"))
+    group = client.create_group(tenant.id, groups_pb2.Group(display_name="admins"))
+    client.update_group(tenant.id, group.meta.id, add_members=[user.meta.id])
+    full = Seen().ctx(token)
+    assert [g.id for g in client.get_user("", user.meta.id, ctx=full).groups] == [group.meta.id]
+    by_group = cmp("groups", "eq", group.meta.id)
+    assert client.list_users("", filter=by_group, ctx=full).total_results == 1
+
+    client.revoke_token(tenant.id, client.list_tokens(tenant.id)[0].id)  # room for one more
+    users_only = Seen().ctx(
+        client.issue_token(tenant.id, scope=tenants_pb2.TOKEN_SCOPE_USERS_ONLY).secret
+    )
+    got = client.get_user("", user.meta.id, ctx=users_only)  # a quick read
+    assert got.user_name == "erin" and not got.groups
+    for page in (
+        client.list_users("", filter=_by_name("erin"), ctx=users_only),  # quick lookup
+        client.list_users("", ctx=users_only),  # a list, in a Session
+    ):
+        assert [u.user_name for u in page.users] == ["erin"] and not page.users[0].groups
+    renamed = users_pb2.User()
+    renamed.CopyFrom(got)
+    renamed.title = "Ops"
+    assert not client.replace_user("", renamed, ctx=users_only).groups
+    for f in (
+        by_group,
+        cmp("groups", "eq", group.meta.id, schema="urn:ietf:params:scim:schemas:core:2.0:User"),
+        cmp("GROUPS.display", "eq", "admins"),
+        vf("groups", cmp("value", "eq", group.meta.id)),
+        or_(_by_name("erin"), not_(cmp("groups", "pr"))),
+    ):
+        with pytest.raises(PermissionDenied) as refused:
+            client.list_users("", filter=f, ctx=users_only)
+        assert refused.value.reason == ErrorReason.ERROR_REASON_TOKEN_SCOPE
+        assert "users-only" in refused.value.message
+    # Nothing changed for the membership, and an admin still sees it.
+    assert [g.id for g in client.get_user(tenant.id, user.meta.id).groups] == [group.meta.id]
 
 
 def test_an_inactive_connector_is_refused_after_authentication(

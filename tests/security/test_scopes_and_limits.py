@@ -78,9 +78,21 @@ def test_read_only_token_may_read_and_search_only(client: IdentityClient) -> Non
 
 
 def test_users_only_token_cannot_reach_groups_by_any_route(client: IdentityClient) -> None:
-    app, tenant, uid, gid, _ = _setup(client)
+    app, tenant, uid, gid, full = _setup(client)
+    assert [
+        g["value"]
+        for g in ScimClient(app, f"/scim/v2/{tenant}", full).get(f"/Users/{uid}").json["groups"]
+    ] == [gid]
     uo = _scoped(client, app, tenant, tenants_pb2.TOKEN_SCOPE_USERS_ONLY)
-    assert uo.get(f"/Users/{uid}").status_code == 200
+    # Not even a user's groups (their ids and names), nor a filter on them.
+    got = uo.get(f"/Users/{uid}")
+    assert got.status_code == 200 and "groups" not in got.json
+    found = uo.get("/Users", params={"filter": 'userName eq "u@example.com"'})
+    assert found.json["totalResults"] == 1 and "groups" not in found.json["Resources"][0]
+    for f in (f'groups eq "{gid}"', f'groups[value eq "{gid}"]', 'groups.display eq "g"'):
+        r = uo.get("/Users", params={"filter": f})
+        assert_scim_error(r, 403)
+        assert "users-only" in r.json["detail"]
     created = uo.post("/Users", {"schemas": [USER_SCHEMA], "userName": "x@example.com"})
     assert created.status_code == 201
     for r in (

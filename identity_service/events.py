@@ -9,10 +9,9 @@ their commit order is their order (docs/architecture.md, "Event log").
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from google.protobuf import timestamp_pb2
-from sqlalchemy import insert, text, update
+from sqlalchemy import bindparam, insert, text, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -22,6 +21,21 @@ from .context import RequestContext
 from .models import EventRow, TenantRow, table, utcnow
 
 E = changes_pb2
+
+# Built once, values as parameters (see users._INSERT_USER): every write runs them.
+_tenants = table(TenantRow)
+_BUMP = (
+    update(_tenants)
+    .where(_tenants.c.pk == bindparam("tenant"))
+    .values(
+        revision=_tenants.c.revision + bindparam("n"),
+        user_count=_tenants.c.user_count + bindparam("users"),
+        group_count=_tenants.c.group_count + bindparam("groups"),
+    )
+    .returning(_tenants.c.revision)
+)
+_INSERT_EVENTS = insert(table(EventRow))
+_NOTIFY = text("SELECT pg_notify(:channel, :payload)")
 
 #: The one table of event names: `resource.action`.
 EVENT_NAMES: dict[int, str] = {
@@ -68,18 +82,10 @@ def emit(
     if not events:
         return tenant.revision
     n = len(events)
-    values: dict[str, Any] = {"revision": TenantRow.revision + n}
     users = sum(_COUNTED_USERS.get(ev.type, 0) for ev in events)
     groups = sum(_COUNTED_GROUPS.get(ev.type, 0) for ev in events)
-    if users:
-        values["user_count"] = TenantRow.user_count + users
-    if groups:
-        values["group_count"] = TenantRow.group_count + groups
-    last = session.execute(
-        update(table(TenantRow))
-        .where(TenantRow.pk == tenant.pk)
-        .values(**values)
-        .returning(TenantRow.revision)
+    last: int = session.execute(
+        _BUMP, {"tenant": tenant.pk, "n": n, "users": users, "groups": groups}
     ).scalar_one()
     first = last - n + 1
     now = utcnow()
@@ -103,14 +109,11 @@ def emit(
                 "payload": ev.SerializeToString(),
             }
         )
-    session.execute(insert(table(EventRow)), rows)
+    session.execute(_INSERT_EVENTS, rows)
     session.info.setdefault(WRITTEN, {})[tenant.id] = last
     if session.get_bind().dialect.name == "postgresql":
         # Delivered to listeners on commit, never for a rolled-back transaction.
-        session.execute(
-            text("SELECT pg_notify(:channel, :payload)"),
-            {"channel": NOTIFY_CHANNEL, "payload": f"{tenant.id}:{last}"},
-        )
+        session.execute(_NOTIFY, {"channel": NOTIFY_CHANNEL, "payload": f"{tenant.id}:{last}"})
     if "_sa_instance_state" in tenant.__dict__:
         set_committed_value(tenant, "revision", last)
         if users:

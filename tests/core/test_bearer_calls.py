@@ -246,6 +246,8 @@ def test_prepared_statements_answer_what_sqlalchemy_answers(
             (streams._COUNTERS, {"t": tpk}),
             (streams._EVENTS, {"t": tpk, "after": 1, "n": 3}),
             (users._GROUPS_AND_ROLES_OF_ONE, {"id": created.meta.id, "pk": upk}),
+            (users._BY_NAME_KEY, {"t": tpk, "key": "erin"}),
+            (users._NAME_TAKEN, {"t": tpk, "key": "erin", "pk": 0}),
             (
                 _lookup_statement(users._ROW_SELECT, UserRow, lookup),
                 {"t": tpk, "v": lookup.value, "n": 10},

@@ -47,7 +47,7 @@ _BY_ID_SELECT = _ROW_SELECT.where(
     GroupRow.tenant_pk == bindparam("t"), GroupRow.id == bindparam("id")
 )
 _BY_ID = Prepared(_BY_ID_SELECT)
-_BY_ID_FOR_UPDATE = _BY_ID_SELECT.with_for_update()
+_BY_ID_FOR_UPDATE = Prepared(_BY_ID_SELECT.with_for_update())
 
 
 def _proto(row: Any, tenant_id: str) -> groups_pb2.Group:
@@ -68,10 +68,8 @@ def _proto(row: Any, tenant_id: str) -> groups_pb2.Group:
 
 def _row(session: Session, tenant: TenantRow, group_id: str, *, lock: bool = False) -> Any:
     params = {"t": tenant.pk, "id": check_id(group_id, "group")}
-    if lock:  # writes: through the session, which flushes pending changes first
-        row = session.execute(_BY_ID_FOR_UPDATE, params).first()
-    else:
-        row = _BY_ID.first(session, params)
+    # Writes lock the row until commit (FOR UPDATE on PostgreSQL).
+    row = (_BY_ID_FOR_UPDATE if lock else _BY_ID).first(session, params)
     if row is None:
         raise NotFound(f"no group with id {group_id!r} in this tenant", field="id")
     return row

@@ -79,7 +79,7 @@ _BY_ID_SELECT = _ROW_SELECT.where(
     UserRow.tenant_pk == bindparam("t"), UserRow.id == bindparam("id")
 )
 _BY_ID = Prepared(_BY_ID_SELECT)
-_BY_ID_FOR_UPDATE = _BY_ID_SELECT.with_for_update()
+_BY_ID_FOR_UPDATE = Prepared(_BY_ID_SELECT.with_for_update())
 # The write path's statements, built once with their values as parameters. A
 # statement built per call with the values inside costs SQLAlchemy a cache-key walk
 # over every value: that was about half of users.create's time.
@@ -333,10 +333,8 @@ def _existing_ids(session: Session, tenant: TenantRow, ids: set[str]) -> set[str
 
 def _row(session: Session, tenant: TenantRow, user_id: str, *, lock: bool = False) -> Any:
     params = {"t": tenant.pk, "id": check_id(user_id, "user")}
-    if lock:  # writes: through the session, which flushes pending changes first
-        row = session.execute(_BY_ID_FOR_UPDATE, params).first()
-    else:
-        row = _BY_ID.first(session, params)
+    # Writes lock the row until commit (FOR UPDATE on PostgreSQL).
+    row = (_BY_ID_FOR_UPDATE if lock else _BY_ID).first(session, params)
     if row is None:
         raise NotFound(f"no user with id {user_id!r} in this tenant", field="id")
     return row

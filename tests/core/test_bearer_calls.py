@@ -247,6 +247,8 @@ def test_prepared_statements_answer_what_sqlalchemy_answers(
             (streams._EVENTS, {"t": tpk, "after": 1, "n": 3}),
             (users._GROUPS_AND_ROLES_OF_ONE, {"id": created.meta.id, "pk": upk}),
             (users._BY_NAME_KEY, {"t": tpk, "key": "erin"}),
+            (users._BY_ID_FOR_UPDATE, {"t": tpk, "id": created.meta.id}),
+            (groups._BY_ID_FOR_UPDATE, {"t": tpk, "id": group.meta.id}),
             (users._NAME_TAKEN, {"t": tpk, "key": "erin", "pk": 0}),
             (
                 _lookup_statement(users._ROW_SELECT, UserRow, lookup),

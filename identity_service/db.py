@@ -18,7 +18,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, DisconnectionError, StatementError
+from sqlalchemy.exc import DBAPIError, InvalidatePoolError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.util import greenlet_spawn
@@ -94,8 +94,9 @@ def _ping_when_idle(engine: Engine) -> None:
         try:
             engine.dialect.do_ping(dbapi_conn)
         except engine.dialect.loaded_dbapi.Error as err:
-            # The pool replaces the connection and tries again (up to three times).
-            raise DisconnectionError(f"idle connection is gone: {err}") from err
+            # As pool_pre_ping does: the pool replaces this connection and every
+            # other one as old (the server most likely restarted) and tries again.
+            raise InvalidatePoolError(f"idle connection is gone: {err}") from err
 
 
 def _dbapi_error(statement: str, err: Exception, dialect: Any) -> StatementError:
@@ -103,6 +104,16 @@ def _dbapi_error(statement: str, err: Exception, dialect: Any) -> StatementError
     OperationalError: UNAVAILABLE at the RPC boundary, not INTERNAL)."""
     dbapi = dialect.loaded_dbapi
     return DBAPIError.instance(statement, (), err, dbapi.Error, dialect=dialect)
+
+
+def _checkout(engine: Engine) -> Any:
+    """A pooled DBAPI connection. Unlike Engine.connect, raw_connection does not wrap
+    the driver's errors: an unreachable server must still be an OperationalError
+    (UNAVAILABLE at the RPC boundary), not INTERNAL."""
+    try:
+        return engine.raw_connection()
+    except engine.dialect.loaded_dbapi.Error as err:
+        raise _dbapi_error("connect", err, engine.dialect) from err
 
 
 #: session.info key: the Connection of the session's transaction (see prepared.py).
@@ -191,6 +202,8 @@ class Database:
         self.inline_quick_reads = self.dialect == "sqlite"
         self._quick: _QuickConnection | None = None
         self._quick_engine: AsyncEngine | None = None
+        #: Quick reads awaiting PostgreSQL now (close_quick lets them end first).
+        self._awaiting = 0
         #: Quick reads that needed a real Session after all (see quick()).
         self.quick_fallbacks = 0
         #: Called (on a database thread) after each commit that wrote events,
@@ -240,7 +253,7 @@ class Database:
         conn = self._quick
         if conn is None:
             conn = self._quick = _QuickConnection(
-                self._read_engine.raw_connection(), self._read_engine.dialect
+                _checkout(self._read_engine), self._read_engine.dialect
             )
         raw = conn.connection
         dbapi = conn.dialect.loaded_dbapi
@@ -273,7 +286,11 @@ class Database:
             if self.inline_quick_reads:
                 with self.quick() as q:
                     return fn(q)
-            return cast(T, await greenlet_spawn(self._read_awaiting, self._quick_pool(), fn))
+            self._awaiting += 1
+            try:
+                return cast(T, await greenlet_spawn(self._read_awaiting, self._quick_pool(), fn))
+            finally:
+                self._awaiting -= 1
         except NeedsSession:
             self.quick_fallbacks += 1
             raise
@@ -302,7 +319,7 @@ class Database:
     def _read_awaiting(engine: Engine, fn: Callable[[Session], T]) -> T:
         """Runs in a greenlet (greenlet_spawn): the adapted connection's calls look
         blocking to `fn` and the prepared statements, and await on the event loop."""
-        fairy = engine.raw_connection()
+        fairy = _checkout(engine)
         try:
             conn = _QuickConnection(fairy, engine.dialect)
             result = fn(cast(Session, QuickRead(conn)))
@@ -311,6 +328,11 @@ class Database:
             except engine.dialect.loaded_dbapi.Error as err:
                 raise _dbapi_error("COMMIT", err, engine.dialect) from err
             return result
+        except DBAPIError as err:
+            orig: Any = err.orig
+            if engine.dialect.is_disconnect(orig, fairy.dbapi_connection, None):
+                fairy.invalidate(orig)  # dropped, not reset (a reset would fail)
+            raise
         finally:
             fairy.close()  # back to the pool, whose reset rolls back what is left open
 
@@ -336,11 +358,18 @@ class Database:
     def pool_size(self) -> int:
         return sum(p.size() for p in self._pools())
 
-    async def close_quick(self) -> None:
-        """Closes the quick reads' asyncio connections (on the loop that made them)."""
-        if self._quick_engine is not None:
-            engine, self._quick_engine = self._quick_engine, None
-            await engine.dispose()
+    async def close_quick(self, timeout: float = 5.0) -> None:
+        """Closes the quick reads' asyncio connections (on the loop that made them),
+        once the reads in flight have ended (at most `timeout` seconds): a
+        connection still checked out would be left in its transaction."""
+        if self._quick_engine is None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._awaiting and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        engine, self._quick_engine = self._quick_engine, None
+        await engine.dispose()
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

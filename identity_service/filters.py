@@ -611,7 +611,9 @@ def names_attribute(f: common_pb2.Filter, schema: str, attribute: str) -> bool:
     attribute, schema = attribute.lower(), schema.lower()
 
     def named(path: common_pb2.AttributePath) -> bool:
-        return path.attribute.lower() == attribute and path.schema.lower() in ("", schema)
+        # As Catalog.resolve reads a path: stripped, and case-insensitively.
+        name, urn = path.attribute.strip().lower(), path.schema.strip().lower()
+        return name == attribute and urn in ("", schema)
 
     todo = [f]
     seen = 0

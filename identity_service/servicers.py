@@ -121,15 +121,28 @@ class Caller:
     def users_view(self, answer: _Answer) -> _Answer:
         """What the caller may see of the users in `answer`. A users-only token sees
         them without `groups` (the groups a user belongs to: their ids and names),
-        as it may not read Groups by any route."""
-        if self.users_only:
-            if isinstance(answer, users_pb2.User):
-                answer.ClearField("groups")
-            elif isinstance(answer, users_pb2.ListUsersResponse):
-                for u in answer.users:
-                    u.ClearField("groups")
-            elif answer.HasField("user"):  # JitProvisionResponse, DeleteUserResponse
-                answer.user.ClearField("groups")
+        nor the tenant's mapped fields taken from them, as it may not read Groups by
+        any route."""
+        if not self.users_only:
+            return answer
+        if isinstance(answer, users_pb2.User):
+            shown = [answer]
+        elif isinstance(answer, users_pb2.ListUsersResponse):
+            shown = list(answer.users)
+        else:  # JitProvisionResponse, DeleteUserResponse
+            shown = [answer.user] if answer.HasField("user") else []
+        assert self.bearer is not None
+        from_groups = [
+            m.field
+            for m in policy.load(self.bearer.tenant).user_mappings
+            if m.source.attribute.strip().lower() == "groups"
+            and m.source.schema.strip().lower() in ("", USER_SCHEMA.lower())
+        ]
+        for u in shown:
+            u.ClearField("groups")
+            for name in from_groups:
+                if name in u.mapped.fields:
+                    del u.mapped[name]
         return answer
 
 

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from identity.v1 import common_pb2, groups_pb2, history_pb2, tenants_pb2, users_pb2
+from identity.v1 import common_pb2, groups_pb2, history_pb2, policy_pb2, tenants_pb2, users_pb2
 from identity_client import (
     Authenticated,
     CallContext,
@@ -129,11 +129,28 @@ def test_a_users_only_token_sees_users_without_their_groups(
     """The groups a user belongs to (ids and names) are Groups data, which a
     users-only token may not read by any route: not in User.groups, nor by filtering
     users on their groups. A full-scope token sees them."""
+    client.set_policy(  # the tenant's own fields, one of them taken from the groups
+        tenant.id,
+        policy_pb2.TenantPolicy(
+            user_mappings=[
+                policy_pb2.AttributeMapping(
+                    field="login", source=common_pb2.AttributePath(attribute="userName")
+                ),
+                policy_pb2.AttributeMapping(
+                    field="teams",
+                    source=common_pb2.AttributePath(attribute="groups"),
+                    kind=policy_pb2.MAPPING_KIND_LIST_OF_REFERENCES,
+                ),
+            ]
+        ),
+    )
     user = client.create_user(tenant.id, _user("erin"))
     group = client.create_group(tenant.id, groups_pb2.Group(display_name="admins"))
     client.update_group(tenant.id, group.meta.id, add_members=[user.meta.id])
     full = Seen().ctx(token)
-    assert [g.id for g in client.get_user("", user.meta.id, ctx=full).groups] == [group.meta.id]
+    seen_fully = client.get_user("", user.meta.id, ctx=full)
+    assert [g.id for g in seen_fully.groups] == [group.meta.id]
+    assert dict(seen_fully.mapped) == {"login": "erin", "teams": [group.meta.id]}
     by_group = cmp("groups", "eq", group.meta.id)
     assert client.list_users("", filter=by_group, ctx=full).total_results == 1
 
@@ -141,21 +158,24 @@ def test_a_users_only_token_sees_users_without_their_groups(
     users_only = Seen().ctx(
         client.issue_token(tenant.id, scope=tenants_pb2.TOKEN_SCOPE_USERS_ONLY).secret
     )
-    got = client.get_user("", user.meta.id, ctx=users_only)  # a quick read
-    assert got.user_name == "erin" and not got.groups
+    got = client.get_user("", user.meta.id, ctx=users_only)
+    assert got.user_name == "erin" and not got.groups and dict(got.mapped) == {"login": "erin"}
     for page in (
         client.list_users("", filter=_by_name("erin"), ctx=users_only),  # quick lookup
         client.list_users("", ctx=users_only),  # a list, in a Session
     ):
         assert [u.user_name for u in page.users] == ["erin"] and not page.users[0].groups
+        assert dict(page.users[0].mapped) == {"login": "erin"}
+    core = "urn:ietf:params:scim:schemas:core:2.0:User"
     renamed = users_pb2.User()
     renamed.CopyFrom(got)
     renamed.title = "Ops"
     assert not client.replace_user("", renamed, ctx=users_only).groups
     for f in (
         by_group,
-        cmp("groups", "eq", group.meta.id, schema="urn:ietf:params:scim:schemas:core:2.0:User"),
+        cmp("groups", "eq", group.meta.id, schema=core),
         cmp("GROUPS.display", "eq", "admins"),
+        cmp(" groups .value", "eq", group.meta.id, schema=f" {core.upper()} "),  # as resolved
         vf("groups", cmp("value", "eq", group.meta.id)),
         or_(_by_name("erin"), not_(cmp("groups", "pr"))),
     ):

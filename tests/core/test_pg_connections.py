@@ -69,7 +69,7 @@ def test_an_idle_connection_is_pinged_and_replaced(
 
 
 def test_a_connection_used_a_moment_ago_is_not_pinged(
-    database: Database, monkeypatch: pytest.MonkeyPatch
+    database: Database, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(db_module, "PING_IDLE_SECONDS", 3600.0)
     first = _session_pid(database)
@@ -90,3 +90,78 @@ def test_a_connection_used_a_moment_ago_is_not_pinged(
 
     a, b = asyncio.run(quick())
     assert b != a
+    # The dead quick-read connection was dropped, not reset (which fails, and logs).
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+
+
+def test_an_unreachable_server_is_an_operational_error_for_quick_reads_too() -> None:
+    """UNAVAILABLE at the RPC boundary (not INTERNAL): the pool's checkout does not
+    wrap the driver's error by itself."""
+    from tests.support import free_port
+
+    db = Database(Settings(database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere"))
+
+    async def quick() -> None:
+        try:
+            await db.read_quick(_quick_pid)
+        finally:
+            await db.close_quick()
+
+    try:
+        with pytest.raises(OperationalError):
+            asyncio.run(quick())
+        with pytest.raises(OperationalError):
+            _session_pid(db)
+    finally:
+        db.close()
+
+
+def test_stopping_the_service_lets_a_quick_read_in_flight_end(pg_database: str) -> None:
+    """A quick read waits on a lock while the service stops: the stop closes the
+    quick reads' connections only after it ended, so none is left in its transaction."""
+    import threading
+    import time
+
+    from identity.v1 import users_pb2
+    from identity_client import IdentityClient, IdentityError
+    from tests.support import ServiceThread
+
+    service = ServiceThread(Settings(database_url=pg_database, listen="127.0.0.1:0"))
+    target = service.start()
+    url = make_url(pg_database).set(drivername="postgresql").render_as_string(False)
+    blocker = psycopg.connect(url)
+    try:
+        with IdentityClient(target) as client:
+            tenant = client.create_tenant("shutdown-" + str(time.monotonic_ns()))
+            user = client.create_user(tenant.id, users_pb2.User(user_name="held"))
+            client.get_user(tenant.id, user.meta.id)  # the quick pool exists
+            blocker.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+            ended: list[object] = []
+
+            def read() -> None:
+                try:  # answered after the lock goes, or cut off by the stop
+                    ended.append(client.get_user(tenant.id, user.meta.id))
+                except IdentityError as exc:
+                    ended.append(exc)
+
+            reader = threading.Thread(target=read)
+            reader.start()
+            time.sleep(0.5)  # the read waits on the lock
+            stopper = threading.Thread(target=service.stop)
+            stopper.start()
+            time.sleep(0.5)
+            blocker.rollback()  # the read can end now
+            stopper.join(30)
+            reader.join(30)
+            assert ended
+        with psycopg.connect(url, autocommit=True) as probe:
+            left = probe.execute(
+                "SELECT state, query FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                " AND state LIKE 'idle in transaction%'"
+            ).fetchall()
+        assert left == []
+    finally:
+        blocker.close()
+        if service.thread.is_alive():
+            service.stop()

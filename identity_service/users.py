@@ -379,6 +379,15 @@ def _find_identity(
     ).first()
 
 
+def _refuse_taken_name(
+    session: Session, tenant: TenantRow, user_name: str, key: str, *, but: int = 0
+) -> None:
+    """409 when another user of the tenant (any but pk `but`; pks start at 1) has
+    this userName (case-insensitively)."""
+    if _NAME_TAKEN.first(session, {"t": tenant.pk, "key": key, "pk": but}):
+        raise _uniqueness(user_name)
+
+
 def _emails(u: users_pb2.User) -> list[str]:
     primary = [e.value for e in u.emails if e.primary]
     return primary + [e.value for e in u.emails if not e.primary]
@@ -406,9 +415,7 @@ def create(
                 field="userName",
             )
     cols = _columns(u)
-    # pk 0: no row is exempt (pks start at 1).
-    if _NAME_TAKEN.first(session, {"t": tenant.pk, "key": cols["user_name_key"], "pk": 0}):
-        raise _uniqueness(u.user_name)
+    _refuse_taken_name(session, tenant, u.user_name, cols["user_name_key"])
     managed_by = "local" if ctx.actor_kind == "admin" else "scim"
     return _insert(session, tenant, u=u, cols=cols, managed_by=managed_by, pol=pol, ctx=ctx)
 
@@ -480,9 +487,7 @@ def jit_provision(
         u.emails.add(value=req.email.strip(), type="work", primary=True)
     u = stored_form(u)
     cols = _columns(u)
-    # pk 0: no row is exempt (pks start at 1).
-    if _NAME_TAKEN.first(session, {"t": tenant.pk, "key": cols["user_name_key"], "pk": 0}):
-        raise _uniqueness(u.user_name)
+    _refuse_taken_name(session, tenant, u.user_name, cols["user_name_key"])
     user = _insert(session, tenant, u=u, cols=cols, managed_by="jit", pol=pol, ctx=ctx)
     return users_pb2.JitProvisionResponse(user=user, created=True)
 
@@ -588,10 +593,8 @@ def _replace_row(
     cols = _columns(new)
     if adopt:
         cols["managed_by"] = "scim"
-    if cols["user_name_key"] != old.user_name.lower() and _NAME_TAKEN.first(
-        session, {"t": tenant.pk, "key": cols["user_name_key"], "pk": row.pk}
-    ):
-        raise _uniqueness(new.user_name)
+    if cols["user_name_key"] != old.user_name.lower():
+        _refuse_taken_name(session, tenant, new.user_name, cols["user_name_key"], but=row.pk)
     try:
         session.execute(
             _UPDATE_USER,

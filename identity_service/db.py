@@ -99,11 +99,11 @@ def _ping_when_idle(engine: Engine) -> None:
             raise InvalidatePoolError(f"idle connection is gone: {err}") from err
 
 
-def _dbapi_error(statement: str, err: Exception, dialect: Any) -> StatementError:
+def dbapi_error(statement: str, err: Exception, dialect: Any, params: Any = ()) -> StatementError:
     """A driver error as SQLAlchemy would wrap it (a lost or busy database is then an
     OperationalError: UNAVAILABLE at the RPC boundary, not INTERNAL)."""
     dbapi = dialect.loaded_dbapi
-    return DBAPIError.instance(statement, (), err, dbapi.Error, dialect=dialect)
+    return DBAPIError.instance(statement, params, err, dbapi.Error, dialect=dialect)
 
 
 def _checkout(engine: Engine) -> Any:
@@ -113,7 +113,7 @@ def _checkout(engine: Engine) -> Any:
     try:
         return engine.raw_connection()
     except engine.dialect.loaded_dbapi.Error as err:
-        raise _dbapi_error("connect", err, engine.dialect) from err
+        raise dbapi_error("connect", err, engine.dialect) from err
 
 
 #: session.info key: the Connection of the session's transaction (see prepared.py).
@@ -262,7 +262,7 @@ class Database:
                 raw.execute("ROLLBACK")
             raw.execute("BEGIN")
         except dbapi.Error as err:
-            raise _dbapi_error("BEGIN", err, conn.dialect) from err
+            raise dbapi_error("BEGIN", err, conn.dialect) from err
         try:
             yield cast(Session, QuickRead(conn))
         except BaseException:
@@ -272,7 +272,7 @@ class Database:
         try:
             raw.execute("COMMIT")
         except dbapi.Error as err:
-            raise _dbapi_error("COMMIT", err, conn.dialect) from err
+            raise dbapi_error("COMMIT", err, conn.dialect) from err
 
     async def read_quick(self, fn: Callable[[Session], T]) -> T:
         """`fn` in a quick read: prepared statements (prepared.py) between a BEGIN and a
@@ -326,7 +326,7 @@ class Database:
             try:
                 conn.connection.commit()
             except engine.dialect.loaded_dbapi.Error as err:
-                raise _dbapi_error("COMMIT", err, engine.dialect) from err
+                raise dbapi_error("COMMIT", err, engine.dialect) from err
             return result
         except DBAPIError as err:
             orig: Any = err.orig

@@ -604,16 +604,20 @@ def sort_key(
     return col, sub.type  # dateTime: meta.created / lastModified are never NULL
 
 
+def path_is(path: common_pb2.AttributePath, schema: str, attribute: str) -> bool:
+    """Whether `path` names `attribute` of `schema` (or of no schema), read as
+    Catalog.resolve reads it: stripped, and case-insensitively."""
+    urn = path.schema.strip().lower()
+    return path.attribute.strip().lower() == attribute.lower() and urn in ("", schema.lower())
+
+
 def names_attribute(f: common_pb2.Filter, schema: str, attribute: str) -> bool:
     """Whether filter `f` names `attribute` of `schema` (or of no schema) anywhere, a
     value filter's path included. Iterative, and gives up (False) past
     MAX_FILTER_NODES nodes: compile_filter refuses such a filter anyway."""
-    attribute, schema = attribute.lower(), schema.lower()
 
     def named(path: common_pb2.AttributePath) -> bool:
-        # As Catalog.resolve reads a path: stripped, and case-insensitively.
-        name, urn = path.attribute.strip().lower(), path.schema.strip().lower()
-        return name == attribute and urn in ("", schema)
+        return path_is(path, schema, attribute)
 
     todo = [f]
     seen = 0
@@ -634,4 +638,4 @@ def names_attribute(f: common_pb2.Filter, schema: str, attribute: str) -> bool:
     return False
 
 
-__all__ = ["GROUPS", "USERS", "Catalog", "compile_filter", "names_attribute", "sort_key"]
+__all__ = ["GROUPS", "USERS", "Catalog", "compile_filter", "names_attribute", "path_is", "sort_key"]

@@ -21,10 +21,9 @@ from typing import Any
 
 from sqlalchemy import CompoundSelect, Select, Table, bindparam, insert
 from sqlalchemy.engine import Connection, Dialect
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from .db import CONNECTION
+from .db import CONNECTION, dbapi_error
 
 Statement = Select[*tuple[Any, ...]] | CompoundSelect[*tuple[Any, ...]]
 
@@ -47,11 +46,7 @@ def _on_cursor(conn: Connection, sql: str, args: Any, *, many: bool = False) -> 
         cursor.execute(sql, args)
         return cursor.fetchall()  # type: ignore[return-value]  # a list, on both drivers
     except conn.dialect.loaded_dbapi.Error as err:
-        # As SQLAlchemy would wrap it (a lost or busy database is then an
-        # OperationalError: UNAVAILABLE at the RPC boundary, not INTERNAL).
-        raise DBAPIError.instance(
-            sql, args, err, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect
-        ) from err
+        raise dbapi_error(sql, err, conn.dialect, args) from err
     finally:
         cursor.close()
 

@@ -30,7 +30,7 @@ from . import connector, groups, history, policy, roles, tenants, users
 from .context import AUTHENTICATED_KEY, CURRENT_CALL, RequestContext
 from .db import Database, NeedsSession
 from .errors import TokenScope, Unauthenticated, Unavailable
-from .filters import GROUPS, USER_SCHEMA, USERS, Catalog, equality, names_attribute
+from .filters import GROUPS, USER_SCHEMA, USERS, Catalog, equality, names_attribute, path_is
 from .models import TenantRow
 from .policy_apply import apply_policy
 from .settings import Settings
@@ -135,8 +135,7 @@ class Caller:
         from_groups = [
             m.field
             for m in policy.load(self.bearer.tenant).user_mappings
-            if m.source.attribute.strip().lower() == "groups"
-            and m.source.schema.strip().lower() in ("", USER_SCHEMA.lower())
+            if path_is(m.source, USER_SCHEMA, "groups")
         ]
         for u in shown:
             u.ClearField("groups")

@@ -15,8 +15,14 @@ RUN useradd --create-home --uid 10001 app
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 COPY --chown=app clients/examples /app/examples
+# Mount points of the generated secrets (docker-compose.yml): a new named volume takes
+# its owner from the image's directory, so the non-root init service can write them.
+RUN mkdir -p /run/scim-identity/database /run/scim-identity/core /run/scim-identity/admin \
+        /run/scim-identity/gateway /run/scim-identity/subscriber \
+    && chown -R app /run/scim-identity
 USER app
 WORKDIR /app
 ENV PYTHONUNBUFFERED=1
-EXPOSE 50051 8080 9464 9465
+# The core's gRPC port, the gateway's SCIM port, the core's metrics port.
+EXPOSE 50051 8080 9464
 CMD ["identity-service"]

@@ -6,6 +6,9 @@ an advisory lock so exactly one applies it and the others wait.
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
@@ -13,12 +16,15 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
+from sqlalchemy.exc import OperationalError
 
 from .db import Database
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: Arbitrary constant naming this service's advisory lock.
 ADVISORY_LOCK_KEY = 0x1D_5C1A
+
+log = logging.getLogger("identity_service.migrate")
 
 
 def config(connection: Connection | None = None) -> Config:
@@ -53,3 +59,35 @@ def upgrade(db: Database, target: str = "head") -> None:
             if db.dialect == "postgresql":
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_LOCK_KEY})
                 conn.commit()
+
+
+def wait_for_database(
+    db: Database,
+    seconds: float,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> int:
+    """Connects until the database answers, waiting between attempts with exponential
+    backoff (0.25 s doubling to 5 s) for at most `seconds` in all; returns the attempts
+    made. A first start of PostgreSQL's image restarts its server once after
+    initialising, so "healthy once" does not mean "reachable now"; the last error is
+    raised when time runs out. Only connection failures are retried."""
+    deadline = clock() + seconds
+    delay = 0.25
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            with db.engine.connect():
+                return attempt
+        except OperationalError as exc:
+            left = deadline - clock()
+            if left <= 0:
+                raise
+            reason = str(exc.orig or exc).strip().splitlines()[0][:200]
+            log.warning(
+                "waiting for the database (attempt %d, %.0f s left): %s", attempt, left, reason
+            )
+            sleep(min(delay, left))
+            delay = min(delay * 2, 5.0)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from identity.env import SecretSettingError, secret
 
 
 def _int(env: Mapping[str, str], key: str, default: int) -> int:
@@ -40,12 +43,15 @@ def _choice(env: Mapping[str, str], key: str, choices: tuple[str, ...], default:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    #: SQLAlchemy URL: sqlite:///identity.db (default) or postgresql://...
-    database_url: str = "sqlite:///identity.db"
+    #: SQLAlchemy URL: sqlite:///identity.db (default) or postgresql://...; it may hold
+    #: the database password, so it is never shown in repr.
+    database_url: str = field(default="sqlite:///identity.db", repr=False)
     #: host:port the gRPC server binds; port 0 picks a free one.
     listen: str = "127.0.0.1:50051"
     #: Apply Alembic migrations at start (else run `identity-service migrate` first).
     migrate_on_start: bool = True
+    #: Seconds `identity-service migrate` waits for the database to answer.
+    migrate_wait_seconds: int = 60
     #: Threads that run database work for the asyncio server.
     db_threads: int = 16
     #: Connection pool size (PostgreSQL).
@@ -89,16 +95,27 @@ class Settings:
     #: JSON list of service credentials; when set every call (but health and
     #: reflection) must present one as `authorization: Bearer <secret>`.
     credentials_file: str = ""
+    #: `identity-service healthcheck` over TLS: the CA to verify the server with
+    #: (default: the server's own certificate file, right for a self-signed one), the
+    #: name to expect in its certificate, and a client certificate when mTLS is on.
+    healthcheck_ca_file: str = ""
+    healthcheck_server_name: str = "localhost"
+    healthcheck_cert_file: str = ""
+    healthcheck_key_file: str = ""
     #: Extra fields for subsystems that read their own keys.
-    extra: Mapping[str, str] = field(default_factory=dict)
+    extra: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         d = cls()
         cert, key, client_ca, creds = _security(env)
+        try:
+            database_url = _database_url(env) or d.database_url
+        except SecretSettingError as exc:
+            raise SystemExit(str(exc)) from None
         return cls(
-            database_url=env.get("IDENTITY_DATABASE_URL", "").strip() or d.database_url,
+            database_url=database_url,
             listen=env.get("IDENTITY_LISTEN", "").strip() or d.listen,
             log_format=_choice(env, "IDENTITY_LOG_FORMAT", ("json", "text"), d.log_format),
             log_level=_choice(
@@ -106,6 +123,7 @@ class Settings:
             ),
             metrics_listen=env.get("IDENTITY_METRICS_LISTEN", "").strip(),
             migrate_on_start=_bool(env, "IDENTITY_MIGRATE_ON_START", True),
+            migrate_wait_seconds=_int(env, "IDENTITY_MIGRATE_WAIT_SECONDS", d.migrate_wait_seconds),
             db_threads=_int(env, "IDENTITY_DB_THREADS", d.db_threads),
             db_pool_size=_int(env, "IDENTITY_DB_POOL_SIZE", d.db_pool_size),
             max_page_size=_int(env, "IDENTITY_MAX_PAGE_SIZE", d.max_page_size),
@@ -133,8 +151,33 @@ class Settings:
             tls_key_file=key,
             tls_client_ca_file=client_ca,
             credentials_file=creds,
+            healthcheck_ca_file=env.get("IDENTITY_HEALTHCHECK_CA_FILE", "").strip(),
+            healthcheck_server_name=env.get("IDENTITY_HEALTHCHECK_SERVER_NAME", "").strip()
+            or d.healthcheck_server_name,
+            healthcheck_cert_file=env.get("IDENTITY_HEALTHCHECK_CERT_FILE", "").strip(),
+            healthcheck_key_file=env.get("IDENTITY_HEALTHCHECK_KEY_FILE", "").strip(),
             extra={k: v for k, v in env.items() if k.startswith("IDENTITY_")},
         )
+
+
+def _database_url(env: Mapping[str, str]) -> str:
+    """IDENTITY_DATABASE_URL (or _FILE), with IDENTITY_DATABASE_PASSWORD (or _FILE) put
+    in as its password: compose keeps the URL in plain sight and the password in the
+    file PostgreSQL itself reads (POSTGRES_PASSWORD_FILE)."""
+    url = secret(env, "IDENTITY_DATABASE_URL")
+    password = secret(env, "IDENTITY_DATABASE_PASSWORD")
+    if not password:
+        return url
+    parts = urlsplit(url)
+    if not url or not parts.scheme.startswith("postgresql") or not parts.hostname:
+        raise SystemExit("IDENTITY_DATABASE_PASSWORD needs a postgresql:// IDENTITY_DATABASE_URL")
+    user, _, host = parts.netloc.rpartition("@")
+    if not user or ":" in user:
+        raise SystemExit(
+            "IDENTITY_DATABASE_PASSWORD needs IDENTITY_DATABASE_URL with a user and no password"
+        )
+    netloc = f"{user}:{quote(password, safe='')}@{host}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _security(env: Mapping[str, str]) -> tuple[str, str, str, str]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from identity.env import SecretSettingError, secret
+
 _MIB = 1024 * 1024
 
 
@@ -99,8 +101,12 @@ class Settings:
             raise SettingsError(
                 "SCIM_IDENTITY_TLS_CERT_FILE and SCIM_IDENTITY_TLS_KEY_FILE must be set together"
             )
+        try:
+            token = secret(environ, "SCIM_IDENTITY_TOKEN")
+        except SecretSettingError as exc:
+            raise SettingsError(str(exc)) from None
         return cls(
-            identity_token=environ.get("SCIM_IDENTITY_TOKEN", "").strip(),
+            identity_token=token,
             identity_tls_ca_file=environ.get("SCIM_IDENTITY_TLS_CA_FILE", "").strip(),
             identity_tls_cert_file=cert,
             identity_tls_key_file=key,

@@ -4,8 +4,10 @@
     python clients/examples/audit_log.py --tenant demo --from 0 --checkpoint audit.rev
 
 Each line: time, revision, event, resource, who did it, request id, and the
-attributes that changed. With --checkpoint FILE the last revision printed is
-kept in FILE (replaced atomically), and the next run continues after it.
+attributes that changed. A tenant that does not exist yet is waited for (said once
+on stderr), so the subscriber may start before anyone creates its tenant. With
+--checkpoint FILE the last revision printed is kept in FILE (replaced atomically),
+and the next run continues after it.
 The stream resumes by itself when the identity service restarts.
 Stops cleanly on Ctrl-C or SIGTERM.
 """
@@ -16,10 +18,14 @@ import argparse
 import os
 import signal
 import sys
+import threading
 from datetime import UTC
 
-from identity_client import FileCheckpoint, IdentityClient, OutOfRange, event_name
-from identity_client.types import ChangeEvent
+from identity_client import FileCheckpoint, IdentityClient, NotFound, OutOfRange, event_name
+from identity_client.types import ChangeEvent, Tenant
+
+#: Seconds between looks for a tenant that does not exist yet, growing to the last.
+TENANT_WAIT_SECONDS = (0.5, 1.0, 2.0, 5.0)
 
 
 def audit_line(ev: ChangeEvent) -> str:
@@ -47,6 +53,25 @@ def audit_line(ev: ChangeEvent) -> str:
     )
 
 
+def wait_for_tenant(client: IdentityClient, ref: str, stop: threading.Event) -> Tenant | None:
+    """The tenant `ref`, looked up until it exists (None when `stop` is set first)."""
+    attempt = 0
+    while not stop.is_set():
+        try:
+            return client.get_tenant(ref)
+        except NotFound:
+            if attempt == 0:
+                print(
+                    f"audit_log: tenant {ref} does not exist yet; waiting for it "
+                    f"(identityctl tenant create {ref})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            stop.wait(TENANT_WAIT_SECONDS[min(attempt, len(TENANT_WAIT_SECONDS) - 1)])
+            attempt += 1
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--target", default=os.environ.get("IDENTITY_TARGET", "127.0.0.1:50051"))
@@ -56,17 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     options = [("grpc.max_reconnect_backoff_ms", 5000), ("grpc.initial_reconnect_backoff_ms", 200)]
-    # A secured core: the same variables as identityctl (IDENTITY_TOKEN, IDENTITY_TLS_*).
-    env = os.environ
-    with IdentityClient(
-        args.target,
-        options=options,
-        token=env.get("IDENTITY_TOKEN") or None,
-        tls_ca_file=env.get("IDENTITY_TLS_CA_FILE") or None,
-        tls_cert_file=env.get("IDENTITY_TLS_CERT_FILE") or None,
-        tls_key_file=env.get("IDENTITY_TLS_KEY_FILE") or None,
-    ) as client:
-        tenant = client.get_tenant(args.tenant)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    # A secured core: the same variables as identityctl (IDENTITY_TOKEN or
+    # IDENTITY_TOKEN_FILE, IDENTITY_TLS_*).
+    with IdentityClient.from_env(target=args.target, options=options) as client:
+        tenant = wait_for_tenant(client, args.tenant, stop)
+        if tenant is None:
+            return 0
         checkpoint = FileCheckpoint(args.checkpoint) if args.checkpoint else None
         since = args.since
         if since is None and (checkpoint is None or checkpoint.load() is None):
@@ -78,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         signal.signal(signal.SIGTERM, lambda *_: watch.close())
         signal.signal(signal.SIGINT, lambda *_: watch.close())
+        if stop.is_set():
+            watch.close()
         try:
             for ev in watch:
                 print(audit_line(ev), flush=True)

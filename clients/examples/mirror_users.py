@@ -120,16 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     options = [("grpc.max_reconnect_backoff_ms", 5000), ("grpc.initial_reconnect_backoff_ms", 200)]
-    # A secured core: the same variables as identityctl (IDENTITY_TOKEN, IDENTITY_TLS_*).
-    env = os.environ
-    with IdentityClient(
-        args.target,
-        options=options,
-        token=env.get("IDENTITY_TOKEN") or None,
-        tls_ca_file=env.get("IDENTITY_TLS_CA_FILE") or None,
-        tls_cert_file=env.get("IDENTITY_TLS_CERT_FILE") or None,
-        tls_key_file=env.get("IDENTITY_TLS_KEY_FILE") or None,
-    ) as client:
+    # A secured core: the same variables as identityctl (IDENTITY_TOKEN or
+    # IDENTITY_TOKEN_FILE, IDENTITY_TLS_*).
+    with IdentityClient.from_env(target=args.target, options=options) as client:
         tenant_id = client.get_tenant(args.tenant).id
         checkpoint = SqliteCheckpoint(conn, f"mirror_users:{tenant_id}")
         while not stop:

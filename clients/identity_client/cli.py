@@ -4,9 +4,10 @@
     identityctl token issue acme            # prints the secret alone on its last line
 
 The target is --target or IDENTITY_TARGET (default 127.0.0.1:50051). When the
-core is secured: IDENTITY_TOKEN (a service credential), IDENTITY_TLS_CA_FILE,
-IDENTITY_TLS_CERT_FILE and IDENTITY_TLS_KEY_FILE (or the matching flags). Errors
-are one readable line on stderr and exit status 1; never a traceback.
+core is secured: IDENTITY_TOKEN or IDENTITY_TOKEN_FILE (a service credential),
+IDENTITY_TLS_CA_FILE, IDENTITY_TLS_CERT_FILE and IDENTITY_TLS_KEY_FILE (or the
+matching flags). Errors are one readable line on stderr and exit status 1; never a
+traceback.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from google.protobuf import json_format, timestamp_pb2
 
+from identity.env import SecretSettingError, secret
 from identity.v1 import changes_pb2, history_pb2, policy_pb2, tenants_pb2, users_pb2
 
 from ._common import RECONNECT_OPTIONS, CallContext
@@ -313,8 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     env = os.environ
     p.add_argument(
         "--token",
-        default=env.get("IDENTITY_TOKEN") or None,
-        help="service credential secret (env IDENTITY_TOKEN; prefer the variable)",
+        default=None,
+        help="service credential secret (env IDENTITY_TOKEN or IDENTITY_TOKEN_FILE; "
+        "prefer those: a flag shows in the process list)",
     )
     p.add_argument(
         "--tls-ca-file",
@@ -464,14 +467,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     func: Callable[[IdentityClient, argparse.Namespace], int] = args.func
     try:
+        token = args.token or secret(os.environ, "IDENTITY_TOKEN") or None
         client = IdentityClient(
             args.target,
             timeout=args.timeout,
-            token=args.token,
+            token=token,
             tls_ca_file=args.tls_ca_file,
             tls_cert_file=args.tls_cert_file,
             tls_key_file=args.tls_key_file,
         )
+    except SecretSettingError as exc:
+        print(f"identityctl: {exc}", file=sys.stderr)
+        return 1
     except (OSError, ValueError) as exc:
         print(f"identityctl: TLS settings: {exc}", file=sys.stderr)
         return 1

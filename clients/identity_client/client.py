@@ -11,12 +11,14 @@ failure. Messages are the contract's types, re-exported by `identity_client.type
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import struct_pb2, timestamp_pb2
 
+from identity.env import secret
 from identity.v1 import (
     changes_pb2,
     changes_pb2_grpc,
@@ -94,6 +96,26 @@ class IdentityClient:
         self._changes = changes_pb2_grpc.ChangeServiceStub(self._channel)
         self._history = history_pb2_grpc.HistoryServiceStub(self._channel)
         self._policy = policy_pb2_grpc.PolicyServiceStub(self._channel)
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, target: str | None = None, **kwargs: Any
+    ) -> IdentityClient:
+        """A client configured as identityctl and the example subscribers are:
+        IDENTITY_TARGET (default 127.0.0.1:50051), IDENTITY_TOKEN or IDENTITY_TOKEN_FILE,
+        IDENTITY_TLS_CA_FILE, IDENTITY_TLS_CERT_FILE, IDENTITY_TLS_KEY_FILE. `target` and
+        other keyword arguments override. ValueError names a setting that cannot work."""
+        env = os.environ if env is None else env
+        return cls(
+            target or env.get("IDENTITY_TARGET", "").strip() or "127.0.0.1:50051",
+            **{
+                "token": secret(env, "IDENTITY_TOKEN") or None,
+                "tls_ca_file": env.get("IDENTITY_TLS_CA_FILE", "").strip() or None,
+                "tls_cert_file": env.get("IDENTITY_TLS_CERT_FILE", "").strip() or None,
+                "tls_key_file": env.get("IDENTITY_TLS_KEY_FILE", "").strip() or None,
+                **kwargs,
+            },
+        )
 
     # -- plumbing ---------------------------------------------------------------
 

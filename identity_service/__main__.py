@@ -73,9 +73,9 @@ def _migrate(settings: Settings, wait_seconds: float) -> int:
         migrate.wait_for_database(db, wait_seconds)
         migrate.upgrade(db)
     except OperationalError as exc:
-        reason = str(exc.orig or exc).strip().splitlines()[0][:200]
         print(
-            f"identity-service migrate: database unreachable after {wait_seconds:.0f} s: {reason}",
+            f"identity-service migrate: database unreachable after {wait_seconds:.0f} s: "
+            f"{migrate.unreachable_reason(exc)}",
             file=sys.stderr,
         )
         return 1

@@ -85,9 +85,17 @@ def wait_for_database(
             left = deadline - clock()
             if left <= 0:
                 raise
-            reason = str(exc.orig or exc).strip().splitlines()[0][:200]
             log.warning(
-                "waiting for the database (attempt %d, %.0f s left): %s", attempt, left, reason
+                "waiting for the database (attempt %d, %.0f s left): %s",
+                attempt,
+                left,
+                unreachable_reason(exc),
             )
             sleep(min(delay, left))
             delay = min(delay * 2, 5.0)
+
+
+def unreachable_reason(exc: OperationalError) -> str:
+    """The driver's first line about a failed connection (no traceback, no URL)."""
+    lines = str(exc.orig or exc).strip().splitlines()
+    return lines[0][:200] if lines else type(exc).__name__

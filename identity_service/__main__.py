@@ -74,8 +74,8 @@ def _migrate(settings: Settings, wait_seconds: float) -> int:
         migrate.upgrade(db)
     except OperationalError as exc:
         print(
-            f"identity-service migrate: database unreachable after {wait_seconds:.0f} s: "
-            f"{migrate.unreachable_reason(exc)}",
+            f"identity-service migrate: database unreachable after {wait_seconds:.0f} s "
+            f"(OperationalError: {migrate.unreachable_reason(exc)})",
             file=sys.stderr,
         )
         return 1
@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         metavar="SECONDS",
-        help="how long to wait for the database (default: IDENTITY_MIGRATE_WAIT_SECONDS, 60)",
+        help="how long to wait for the database (default: IDENTITY_MIGRATE_WAIT_SECONDS, 0)",
     )
     sub.add_parser(
         "healthcheck",

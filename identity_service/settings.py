@@ -50,8 +50,9 @@ class Settings:
     listen: str = "127.0.0.1:50051"
     #: Apply Alembic migrations at start (else run `identity-service migrate` first).
     migrate_on_start: bool = True
-    #: Seconds `identity-service migrate` waits for the database to answer.
-    migrate_wait_seconds: int = 60
+    #: Seconds `identity-service migrate` waits for the database to answer (0: fail at
+    #: once, as before; docker-compose.yml sets 120).
+    migrate_wait_seconds: int = 0
     #: Threads that run database work for the asyncio server.
     db_threads: int = 16
     #: Connection pool size (PostgreSQL).

@@ -4,7 +4,7 @@ PostgreSQL: throughput, latency growth with size, paging, memory, an IdP's initi
     .venv/bin/python -m bench --only gateway [--quick] [--backend sqlite|postgresql|both]
 
 First, on every backend, `bench.seed.check_equivalence`: a few users seeded both through
-`identity_service.users.create` and through the bulk seeder must give the same rows,
+`identity_service.domain.users.create` and through the bulk seeder must give the same rows,
 reads and events. Then, for each size in SIZES (full: 100,000 then 1,000,000 users):
 every backend's database is seeded up to that size with the bulk seeder (`bench.seed`,
 the rows `users.create` writes, events included; the second size adds the difference to
@@ -375,7 +375,7 @@ def raw_sql(url: str, seeded: Seeded, n: int, seconds: float) -> Outcome:
     one connection: the floor the database sets for the filter GET."""
     from sqlalchemy import create_engine, text
 
-    from identity_service.db import normalise_url
+    from identity_service.storage.db import normalise_url
 
     stmt = text(
         "SELECT pk, id, version, created, last_modified, active, body FROM users "
@@ -1066,7 +1066,7 @@ def run(quick: bool, backends: list[str]) -> str:
         f"users keeps memory flat (here: no process's peak during a walk more than "
         f"{FLAT_MB} MB above its RSS at the walk's start).",
         "",
-        f"Setup: users bulk-seeded (`bench/seed.py`: the rows `identity_service.users.create` "
+        f"Setup: users bulk-seeded (`bench/seed.py`: the rows `domain.users.create` "
         "writes, events included, checked against `users.create` on every backend first), "
         "each with an externalId and one email; the second size adds users to the first's "
         "database; PostgreSQL is VACUUM ANALYZEd after each seeding (autovacuum is off on "

@@ -4,11 +4,11 @@
 
 For each backend, in a fresh database and before any service starts (in-process, like
 `bench.gateway`): seed N + PAIRS users with the bulk seeder (`bench.seed`: the rows
-`identity_service.users.create` writes), then create a SMALL-member group and an N-member group
-with `identity_service.groups.create` + `groups.update_group(add_members=...)` in
-transactions of BUILD_CHUNK members (events written). Then start the real
-`identity-service` and `scim-gateway` (gunicorn gthread, 2 workers) and, through the
-gateway over HTTP:
+`identity_service.domain.users.create` writes), then create a SMALL-member group and an
+N-member group with `identity_service.domain.groups.create` +
+`groups.update_group(add_members=...)` in transactions of BUILD_CHUNK members (events
+written). Then start the real `identity-service` and `scim-gateway` (gunicorn gthread,
+2 workers) and, through the gateway over HTTP:
 
 * membership PATCH exactly as Okta / Entra ID send it: add one member
   (`{"op":"add","path":"members","value":[{"value":id}]}`), then remove it
@@ -95,10 +95,10 @@ def prepare(url: str, n: int, pairs: int) -> Prepared:
     """Seeds n + pairs users, then builds the small and the big group with the core's
     domain code (the same functions CreateGroup and UpdateGroup run)."""
     from identity.v1 import groups_pb2
-    from identity_service import groups, tenants
     from identity_service.context import SYSTEM
-    from identity_service.db import Database
+    from identity_service.domain import groups, tenants
     from identity_service.settings import Settings
+    from identity_service.storage.db import Database
 
     t0 = time.perf_counter()
     seeded = seed(url, n + pairs)
@@ -559,7 +559,7 @@ def run(quick: bool, backends: list[str]) -> str:
         f"memory flat (here: identity-service peak during the walk <= {FLAT_MB} MB above its "
         "RSS before it).",
         "",
-        f"Setup: users bulk-seeded (`bench/seed.py`: the rows `identity_service.users.create` "
+        f"Setup: users bulk-seeded (`bench/seed.py`: the rows `domain.users.create` "
         "writes), groups built with "
         f"`groups.create` + `groups.update_group(add_members=...)` in transactions of "
         f"{BUILD_CHUNK:,} members, in-process before the services start (so idle RSS is a "

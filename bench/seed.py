@@ -1,4 +1,4 @@
-"""Bulk seeding of benchmark users: the rows `identity_service.users.create` writes, in bulk.
+"""Bulk seeding of benchmark users: the rows `identity_service.domain.users.create` writes, in bulk.
 
     .venv/bin/python -m bench.seed [--backend sqlite|postgresql|both]   # the equivalence check
 
@@ -42,7 +42,7 @@ from .loadgen import external_id, user_name
 
 if TYPE_CHECKING:
     from identity.v1 import users_pb2
-    from identity_service.db import Database
+    from identity_service.storage.db import Database
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Users per transaction.
@@ -117,8 +117,9 @@ def create_tenant(url: str, name: str) -> Tenant:
     """Migrates the database (idempotent), creates the tenant and one API token, both
     with the core's own code (events written)."""
     from identity.v1 import tenants_pb2
-    from identity_service import migrate, tenants
     from identity_service.context import SYSTEM
+    from identity_service.domain import tenants
+    from identity_service.storage import migrate
 
     db = _database(url)
     try:
@@ -136,8 +137,8 @@ def create_tenant(url: str, name: str) -> Tenant:
 
 
 def _database(url: str) -> Database:
-    from identity_service.db import Database
     from identity_service.settings import Settings
+    from identity_service.storage.db import Database
 
     return Database(Settings(database_url=url))
 
@@ -162,10 +163,11 @@ def _build(
     from google.protobuf import timestamp_pb2
 
     from identity.v1 import changes_pb2
-    from identity_service import events, users
     from identity_service.context import SYSTEM
-    from identity_service.convert import new_id
-    from identity_service.models import utcnow
+    from identity_service.domain import users
+    from identity_service.domain.convert import new_id
+    from identity_service.storage import events
+    from identity_service.storage.models import utcnow
 
     now = utcnow()
     ts = timestamp_pb2.Timestamp()
@@ -275,7 +277,7 @@ def _quote(col: str) -> str:
 def _write(db: Database, batch: _Batch, tenant_pk: int, last_revision: int) -> None:
     from sqlalchemy import update
 
-    from identity_service.models import EventRow, TenantRow, UserRow, UserValueRow
+    from identity_service.storage.models import EventRow, TenantRow, UserRow, UserValueRow
 
     with db.write() as s:
         conn = s.connection()
@@ -339,7 +341,7 @@ def add_users(
     (pks and revisions are taken as max + 1)."""
     from sqlalchemy import func, select
 
-    from identity_service.models import TenantRow, UserRow
+    from identity_service.storage.models import TenantRow, UserRow
 
     db = _database(url)
     ids = UserIds()
@@ -427,9 +429,9 @@ def _snapshot(db: Database, tenant: Tenant) -> dict[str, list[Any]]:
     from sqlalchemy import select, text
 
     from identity.v1 import common_pb2, users_pb2
-    from identity_service import tenants, users
-    from identity_service.models import EventRow, TenantRow, UserRow, UserValueRow
+    from identity_service.domain import tenants, users
     from identity_service.settings import Settings
+    from identity_service.storage.models import EventRow, TenantRow, UserRow, UserValueRow
 
     skip = {"pk", "id", "tenant_pk", "created", "last_modified"}
     with db.read() as s:
@@ -516,8 +518,8 @@ def _snapshot(db: Database, tenant: Tenant) -> dict[str, list[Any]]:
 def check_equivalence(url: str, n: int = 5) -> None:
     """Seeds users 0..n-1 with `users.create` into one tenant and with `add_users` into
     another; raises unless every row, read and event matches (ids and times aside)."""
-    from identity_service import tenants, users
     from identity_service.context import SYSTEM
+    from identity_service.domain import tenants, users
 
     slow = create_tenant(url, "seedcheck-create")
     fast = create_tenant(url, "seedcheck-bulk")
@@ -552,8 +554,8 @@ def check_seeded(url: str, tenant: Tenant, ids: UserIds, numbers: Sequence[int])
     and users.get of the given seeded users against seed_user(i)."""
     from sqlalchemy import func, select
 
-    from identity_service import tenants, users
-    from identity_service.models import EventRow, UserRow
+    from identity_service.domain import tenants, users
+    from identity_service.storage.models import EventRow, UserRow
 
     db = _database(url)
     try:

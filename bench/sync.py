@@ -140,7 +140,7 @@ def stored(url: str, tenant_pk: int) -> tuple[int, int, int]:
     """Users, groups and memberships the tenant has, read from the database."""
     from sqlalchemy import create_engine, text
 
-    from identity_service.db import normalise_url
+    from identity_service.storage.db import normalise_url
 
     engine = create_engine(normalise_url(url))
     try:

@@ -42,8 +42,8 @@ def _serve(settings: Settings) -> int:
     import asyncio  # noqa: PLC0415 - the server's imports stay out of the other commands
     import signal  # noqa: PLC0415
 
-    from .observability import configure_logging  # noqa: PLC0415
-    from .server import create_server  # noqa: PLC0415
+    from .edge.observability import configure_logging  # noqa: PLC0415
+    from .edge.server import create_server  # noqa: PLC0415
 
     configure_logging(settings.log_format, settings.log_level)
 
@@ -63,9 +63,9 @@ def _serve(settings: Settings) -> int:
 def _migrate(settings: Settings, wait_seconds: float) -> int:
     from sqlalchemy.exc import OperationalError  # noqa: PLC0415
 
-    from . import migrate  # noqa: PLC0415
-    from .db import Database  # noqa: PLC0415
-    from .observability import configure_logging  # noqa: PLC0415
+    from .edge.observability import configure_logging  # noqa: PLC0415
+    from .storage import migrate  # noqa: PLC0415
+    from .storage.db import Database  # noqa: PLC0415
 
     configure_logging(settings.log_format, settings.log_level)
     db = Database(settings)

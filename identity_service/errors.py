@@ -1,5 +1,5 @@
 """Domain errors. Each carries its gRPC status code and an ErrorDetail reason;
-one server interceptor (identity_service.interceptors) turns them into statuses."""
+one server interceptor (identity_service.edge.interceptors) turns them into statuses."""
 
 from __future__ import annotations
 

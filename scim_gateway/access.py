@@ -23,9 +23,9 @@ from identity.v1 import tenants_pb2
 
 from .errors import ScimError
 from .http import Call, Result
-from .projection import Projection
 from .resources.common import Page, ResourceService, SearchQuery
-from .schemas import ResourceType
+from .scim.projection import Projection
+from .scim.schemas import ResourceType
 
 READ_ONLY = tenants_pb2.TOKEN_SCOPE_READ_ONLY
 USERS_ONLY = tenants_pb2.TOKEN_SCOPE_USERS_ONLY

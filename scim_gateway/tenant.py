@@ -12,7 +12,7 @@ from identity_client import IdentityClient
 
 from .errors import core_errors
 from .http import Call
-from .schemas import SchemaSet, schema_set
+from .scim.schemas import SchemaSet, schema_set
 
 _MEMO_KEY = "schema_set"
 

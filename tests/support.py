@@ -20,7 +20,7 @@ import grpc
 import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from identity_service.server import IdentityService, create_server
+from identity_service.edge.server import IdentityService, create_server
 from identity_service.settings import Settings
 
 T = TypeVar("T")

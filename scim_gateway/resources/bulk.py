@@ -11,8 +11,8 @@ import falcon
 
 from ..errors import ScimError, invalid_syntax, invalid_value
 from ..http import Call, Result, json_object, read_json, send
-from ..projection import Projection
-from ..schemas import BULK_REQUEST, BULK_RESPONSE
+from ..scim.projection import Projection
+from ..scim.schemas import BULK_REQUEST, BULK_RESPONSE
 from ..settings import Settings
 from .common import (
     KIND_BULK,

@@ -21,7 +21,6 @@ from identity.v1 import common_pb2, history_pb2
 from identity_client import CallContext, IdentityClient, IdentityError
 
 from ..errors import INVALID_FILTER, ScimError, invalid_value
-from ..filter import AttrPath, Node, parse_attr_path, parse_filter, to_proto
 from ..http import (
     STREAMABLE,
     Call,
@@ -31,8 +30,9 @@ from ..http import (
     read_json,
     send,
 )
-from ..projection import Projection
-from ..schemas import LIST_RESPONSE, SEARCH_REQUEST, ResourceType
+from ..scim.filter import AttrPath, Node, parse_attr_path, parse_filter, to_proto
+from ..scim.projection import Projection
+from ..scim.schemas import LIST_RESPONSE, SEARCH_REQUEST, ResourceType
 from ..settings import Settings
 
 log = logging.getLogger("scim_gateway")

@@ -10,7 +10,7 @@ from identity_client import IdentityClient
 
 from ..errors import ScimError, not_found
 from ..http import Result, send
-from ..schemas import LIST_RESPONSE, service_provider_config
+from ..scim.schemas import LIST_RESPONSE, service_provider_config
 from ..settings import Settings
 from ..tenant import tenant_schemas
 from .common import call_of

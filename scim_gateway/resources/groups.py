@@ -42,9 +42,9 @@ from identity.v1 import groups_pb2
 from identity_client import IdentityClient, IdentityError, VersionMismatch
 
 from ..errors import ScimError, core_errors, from_identity_error
-from ..filter import CORE_GROUP
 from ..http import STREAMABLE, Call, Result, matches_version, version_of
-from ..mapping import (
+from ..scim.filter import CORE_GROUP
+from ..scim.mapping import (
     MEMBERS_SLOT,
     custom_extensions,
     etag,
@@ -55,9 +55,9 @@ from ..mapping import (
     split_at_members,
     struct_from,
 )
-from ..patch import parse_operations, plan_group_patch
-from ..projection import Projection
-from ..schemas import GROUP_TYPE
+from ..scim.patch import parse_operations, plan_group_patch
+from ..scim.projection import Projection
+from ..scim.schemas import GROUP_TYPE
 from ..settings import Settings
 from .common import Page, SearchQuery
 from .users import PATCH_ATTEMPTS, precondition_failed

@@ -9,10 +9,10 @@ from identity_client import IdentityClient, IdentityError, VersionMismatch
 
 from ..errors import ScimError, core_errors, from_identity_error
 from ..http import Call, Result, matches_version, version_of
-from ..mapping import etag, mentions_custom, normalize, user_doc, user_to_proto, user_to_scim
-from ..patch import apply_patch, ops_mention_custom, parse_operations
-from ..projection import Projection
-from ..schemas import USER_TYPE, ResourceType
+from ..scim.mapping import etag, mentions_custom, normalize, user_doc, user_to_proto, user_to_scim
+from ..scim.patch import apply_patch, ops_mention_custom, parse_operations
+from ..scim.projection import Projection
+from ..scim.schemas import USER_TYPE, ResourceType
 from ..settings import Settings
 from ..tenant import tenant_schemas
 from .common import Page, SearchQuery

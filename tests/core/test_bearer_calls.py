@@ -21,11 +21,12 @@ from identity_client import (
     Unauthenticated,
 )
 from identity_client.types import ErrorReason, Tenant
-from identity_service import groups, streams, tenants, users
-from identity_service.db import Database
-from identity_service.filters import USERS, equality
-from identity_service.listing import _lookup_statement
-from identity_service.models import UserRow
+from identity_service.changes import streams
+from identity_service.domain import groups, tenants, users
+from identity_service.storage.db import Database
+from identity_service.storage.filters import USERS, equality
+from identity_service.storage.listing import _lookup_statement
+from identity_service.storage.models import UserRow
 
 from .test_events import read_events
 from .test_filters import cmp, not_, or_, vf

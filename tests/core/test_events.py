@@ -10,7 +10,7 @@ from sqlalchemy import create_engine, text
 
 from identity_client import AlreadyExists, IdentityClient
 from identity_client.types import ChangeEvent, EventType, Group, Member, Tenant, User
-from identity_service.db import normalise_url
+from identity_service.storage.db import normalise_url
 
 
 def read_events(database_url: str, tenant_id: str) -> list[ChangeEvent]:

@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy import Engine, create_engine, insert, select, text
 
 from identity_client import IdentityClient
-from identity_service.db import normalise_url
-from identity_service.filters import GROUPS, USERS, compile_filter
-from identity_service.models import GroupRow, MemberRow, TenantRow, UserRow, UserValueRow
+from identity_service.storage.db import normalise_url
+from identity_service.storage.filters import GROUPS, USERS, compile_filter
+from identity_service.storage.models import GroupRow, MemberRow, TenantRow, UserRow, UserValueRow
 
 from .test_filters import cmp
 
@@ -158,7 +158,7 @@ def test_a_deep_page_finds_its_keys_in_the_paging_index(
 def test_a_member_page_reads_the_group_in_index_order(seeded: tuple[Engine, int]) -> None:
     """ListMembers' page statement walks (group_pk, pk): no read-and-sort of the
     group's remaining members for every page."""
-    from identity_service.groups import _members_query
+    from identity_service.domain.groups import _members_query
 
     engine, tpk = seeded
     with engine.connect() as conn:

@@ -9,9 +9,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, text
 
-from identity_service import migrate
-from identity_service.db import normalise_url
-from identity_service.models import Base
+from identity_service.storage import migrate
+from identity_service.storage.db import normalise_url
+from identity_service.storage.models import Base
 
 from ..support import VENV_BIN, throwaway_pg_database
 

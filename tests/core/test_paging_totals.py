@@ -40,7 +40,7 @@ def test_the_tenant_counts_follow_every_create_and_delete(
     from sqlalchemy import create_engine, text
 
     from identity_client.types import Group
-    from identity_service.db import normalise_url
+    from identity_service.storage.db import normalise_url
 
     def stored() -> tuple[int, int, int, int]:
         engine = create_engine(normalise_url(database_url))

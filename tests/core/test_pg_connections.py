@@ -15,10 +15,10 @@ from sqlalchemy import func, make_url, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from identity_service import db as db_module
-from identity_service.db import Database
-from identity_service.prepared import Prepared
 from identity_service.settings import Settings
+from identity_service.storage import db as db_module
+from identity_service.storage.db import Database
+from identity_service.storage.prepared import Prepared
 
 _PID = Prepared(select(func.pg_backend_pid().label("pid")))
 

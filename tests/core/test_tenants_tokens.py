@@ -19,7 +19,7 @@ from identity_client import (
     Unauthenticated,
 )
 from identity_client.types import ErrorReason, Tenant
-from identity_service.db import normalise_url
+from identity_service.storage.db import normalise_url
 
 
 def _name() -> str:

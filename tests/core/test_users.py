@@ -25,7 +25,7 @@ from identity_client.types import (
     Tenant,
     User,
 )
-from identity_service.db import normalise_url
+from identity_service.storage.db import normalise_url
 
 
 def ada(**kw: object) -> User:

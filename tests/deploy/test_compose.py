@@ -225,7 +225,7 @@ def test_credentials_survive_a_restart_and_a_removed_one_is_rotated(tmp_path: Pa
         rotated = (stack.volumes / "gateway-credentials" / "token").read_text()
         assert rotated != tokens["gateway-credentials"]
         creds = json.loads((stack.volumes / "core-credentials" / "credentials.json").read_text())
-        from identity_service.auth import hash_secret
+        from identity_service.edge.auth import hash_secret
 
         gateway_hash = next(c for c in creds if c["role"] == "gateway")["secret_sha256"]
         assert gateway_hash == hash_secret(rotated)
@@ -275,7 +275,7 @@ def test_healthcheck_imports_only_what_it_needs() -> None:
         "import sys\n"
         "from identity_service.__main__ import main\n"
         "rc = main(['healthcheck'])\n"
-        "heavy = [m for m in ('sqlalchemy', 'alembic', 'psycopg', 'identity_service.server')"
+        "heavy = [m for m in ('sqlalchemy', 'alembic', 'psycopg', 'identity_service.edge.server')"
         " if m in sys.modules]\n"
         "print(rc, heavy)\n"
     )
@@ -321,9 +321,9 @@ def test_image_contains_what_the_services_run(tmp_path: Path) -> None:
         "identity/v1/users_pb2.py",
         "identity/v1/changes_pb2_grpc.py",
         "identity/v1/users_pb2.pyi",
-        "identity_service/migrations/env.py",
-        "identity_service/migrations/script.py.mako",
-        "identity_service/migrations/versions/0001_initial_schema.py",
+        "identity_service/storage/migrations/env.py",
+        "identity_service/storage/migrations/script.py.mako",
+        "identity_service/storage/migrations/versions/0001_initial_schema.py",
         "scim_gateway/resources/users.py",
         "identity_client/cli.py",
     ):

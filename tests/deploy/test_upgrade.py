@@ -16,9 +16,9 @@ from sqlalchemy import text
 
 from identity.v1 import users_pb2
 from identity_client import IdentityClient
-from identity_service import migrate
-from identity_service.db import Database
 from identity_service.settings import Settings
+from identity_service.storage import migrate
+from identity_service.storage.db import Database
 
 from ..support import start_identity_process, throwaway_pg_database
 

@@ -7,7 +7,7 @@ import pytest
 
 from identity.v1 import common_pb2
 from scim_gateway.errors import ScimError
-from scim_gateway.filter import (
+from scim_gateway.scim.filter import (
     CORE_USER,
     And,
     AttrPath,

@@ -9,11 +9,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scim_gateway.errors import ScimError, invalid_filter
-from scim_gateway.filter import _SIMPLE_EQ, Parser, filter_to_proto, parse_filter
-from scim_gateway.mapping import normalize
-from scim_gateway.patch import apply_patch, parse_operations, parse_path
-from scim_gateway.projection import Projection
-from scim_gateway.schemas import USER_TYPE
+from scim_gateway.scim.filter import _SIMPLE_EQ, Parser, filter_to_proto, parse_filter
+from scim_gateway.scim.mapping import normalize
+from scim_gateway.scim.patch import apply_patch, parse_operations, parse_path
+from scim_gateway.scim.projection import Projection
+from scim_gateway.scim.schemas import USER_TYPE
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -20,7 +20,7 @@ from identity_client import IdentityClient
 from identity_client.errors import NotFound, Unavailable
 from identity_client.types import Tenant
 from scim_gateway.app import create_app
-from scim_gateway.mapping import (
+from scim_gateway.scim.mapping import (
     MEMBERS_SLOT,
     group_to_scim,
     member_to_scim,

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from scim_gateway.errors import ScimError
-from scim_gateway.filter import parse_filter
-from scim_gateway.patch import apply_patch, parse_operations
-from scim_gateway.schemas import USER_TYPE
+from scim_gateway.scim.filter import parse_filter
+from scim_gateway.scim.patch import apply_patch, parse_operations
+from scim_gateway.scim.schemas import USER_TYPE
 
 from .conftest import PATCH_OP, USER_SCHEMA, ScimClient, assert_scim_error
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import orjson
 
 from identity.v1 import groups_pb2
-from scim_gateway.mapping import group_to_scim
+from scim_gateway.scim.mapping import group_to_scim
 
 BASE = "https://scim.example.com/scim/v2/acme"
 

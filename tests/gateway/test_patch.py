@@ -7,16 +7,16 @@ from typing import Any
 import pytest
 
 from scim_gateway.errors import ScimError
-from scim_gateway.filter import AttrPath, Compare
-from scim_gateway.mapping import normalize
-from scim_gateway.patch import (
+from scim_gateway.scim.filter import AttrPath, Compare
+from scim_gateway.scim.mapping import normalize
+from scim_gateway.scim.patch import (
     PatchPath,
     apply_patch,
     parse_operations,
     parse_path,
     plan_group_patch,
 )
-from scim_gateway.schemas import GROUP_TYPE, USER_TYPE
+from scim_gateway.scim.schemas import GROUP_TYPE, USER_TYPE
 
 ENT = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"

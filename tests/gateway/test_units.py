@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from identity.v1 import common_pb2, groups_pb2, users_pb2
 from identity_client.errors import IdentityError
 from scim_gateway.errors import ScimError, classify, from_identity_error
-from scim_gateway.mapping import (
+from scim_gateway.scim.mapping import (
     group_to_proto,
     group_to_scim,
     normalize,
@@ -21,8 +21,8 @@ from scim_gateway.mapping import (
     user_to_proto,
     user_to_scim,
 )
-from scim_gateway.projection import Projection
-from scim_gateway.schemas import GROUP_TYPE, USER_TYPE
+from scim_gateway.scim.projection import Projection
+from scim_gateway.scim.schemas import GROUP_TYPE, USER_TYPE
 from scim_gateway.settings import Settings, SettingsError
 
 ENT = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from identity_client import IdentityClient
-from identity_service.auth import hash_secret
+from identity_service.edge.auth import hash_secret
 
 from ..support import VENV_BIN, Proc, free_port, wait_serving
 

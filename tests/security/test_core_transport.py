@@ -22,7 +22,7 @@ from identity_client import (
     Unavailable,
 )
 from identity_client.types import User
-from identity_service.auth import Credential, parse_credentials
+from identity_service.edge.auth import Credential, parse_credentials
 from identity_service.settings import Settings
 
 from ..support import ServiceThread

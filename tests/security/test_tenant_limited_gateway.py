@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from identity_client import IdentityClient
-from identity_service.auth import hash_secret
+from identity_service.edge.auth import hash_secret
 from identity_service.settings import Settings
 from scim_gateway.app import create_app
 from scim_gateway.settings import Settings as GatewaySettings

@@ -18,7 +18,7 @@ from identity_client import (
 )
 from identity_client.cli import main as identityctl
 from identity_client.types import Group, Tenant, User
-from identity_service.compaction import run_history_retention
+from identity_service.changes.compaction import run_history_retention
 
 H = history_pb2
 

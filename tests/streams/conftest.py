@@ -13,7 +13,7 @@ import pytest
 
 from identity_client import IdentityClient
 from identity_client.types import ChangeEvent, User
-from identity_service.server import IdentityService
+from identity_service.edge.server import IdentityService
 from identity_service.settings import Settings
 
 from ..support import ServiceThread

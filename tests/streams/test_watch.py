@@ -28,7 +28,7 @@ from identity_client import (
     event_type,
 )
 from identity_client.types import EventType, Group, Member, Name, Tenant
-from identity_service.server import IdentityService
+from identity_service.edge.server import IdentityService
 
 from .conftest import FAST_RECONNECT, Collector, new_user, wait_until
 

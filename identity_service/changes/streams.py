@@ -1,0 +1,599 @@
+"""Change streams: `Watch` replays a tenant's event log after a revision, then tails it.
+
+One `StreamHub` per process. For every tenant with live subscribers it runs one
+`_Feed`: a single task that reads new events from the log and hands them to
+each subscriber's bounded queue, so the database sees one query per tenant per
+wake-up however many subscribers there are. A feed wakes
+
+* in-process, from `Database.commit_listeners`, right after a local commit;
+* across replicas, from PostgreSQL `LISTEN identity_events` (emit() runs
+  pg_notify inside the writing transaction, so it arrives only on commit);
+* every `watch_poll_interval_ms` regardless, as the safety net for a lost
+  notification or a LISTEN connection that is reconnecting.
+
+Ordering: a writer holds the tenant row lock from its revision bump to its
+commit, so commit order is revision order and a snapshot that shows revision N
+shows every revision below it (docs/architecture.md, "Event log"). Readers
+still check that what they read is contiguous and re-read rather than skip.
+
+A subscriber goes through two phases. It first replays from the log on its own
+(pages by revision, never the whole log), until it has caught up with its
+tenant's feed; then it attaches to the feed, which delivers every later event.
+A subscriber whose queue overflows (it reads slower than the tenant writes) is
+detached and ends with RESOURCE_EXHAUSTED naming the revision to resume from;
+the feed never waits for it, so writers and other subscribers are unaffected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import timestamp_pb2
+from sqlalchemy import bindparam, select
+from sqlalchemy.engine import make_url
+
+from identity.v1 import changes_pb2, common_pb2
+
+from ..domain import tenants
+from ..errors import Compacted, DomainError, InvalidValue, NotFound, Unavailable
+from ..settings import Settings
+from ..storage.db import Database
+from ..storage.events import EVENT_NAMES, NOTIFY_CHANNEL
+from ..storage.models import EventRow, TenantRow
+from ..storage.prepared import Prepared
+
+log = logging.getLogger("identity_service.streams")
+
+T = TypeVar("T")
+
+#: The resource types events carry (ChangeEvent.resource_type), by lower-case name.
+RESOURCE_TYPES = {name.lower(): name for name in ("User", "Group", "Role", "Tenant", "Token")}
+#: Longest heartbeat interval a request may ask for.
+MAX_HEARTBEAT_SECONDS = 3600
+#: Pause before re-reading after a gap in the log, which the locking rules say
+#: cannot happen; if it does, the reader waits for the writer rather than skip.
+GAP_RETRY_SECONDS = 0.05
+#: Heartbeats are due at most this late.
+HEARTBEAT_TICK_SECONDS = 0.25
+
+
+class TooFarBehind(DomainError):
+    """The subscriber reads slower than its tenant changes; it should watch again."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = common_pb2.ERROR_REASON_TOO_MANY
+
+
+# -- reading the log --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    revision: int
+    type: int
+    resource_type: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Page:
+    #: Contiguous events after the requested revision, in revision order.
+    rows: Sequence[_Row]
+    #: The tenant's revision in the same snapshot.
+    tenant_revision: int
+    #: The log had a hole after the rows returned (defensive; see GAP_RETRY_SECONDS).
+    gap: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Tenant:
+    pk: int
+    id: str
+    revision: int
+    compacted_through: int
+
+
+def _compacted(after: int, compacted_through: int) -> Compacted:
+    return Compacted(
+        f"events after revision {after} were compacted; the oldest revision kept is "
+        f"{compacted_through + 1}: list the current state, then watch from the revision "
+        "the list reports",
+        field="from_revision",
+        oldest_revision=compacted_through + 1,
+    )
+
+
+def _load_tenant(db: Database, tenant_id: str) -> _Tenant:
+    with db.read() as s:
+        row = tenants.by_id(s, tenant_id)
+        return _Tenant(row.pk, row.id, row.revision, row.compacted_through)
+
+
+# Every wake-up of a feed runs these (once per write with a subscriber): prepared.
+_COUNTERS = Prepared(
+    select(TenantRow.revision, TenantRow.compacted_through).where(TenantRow.pk == bindparam("t"))
+)
+_EVENTS = Prepared(
+    select(EventRow.revision, EventRow.type, EventRow.resource_type, EventRow.payload)
+    .where(EventRow.tenant_pk == bindparam("t"), EventRow.revision > bindparam("after"))
+    .order_by(EventRow.revision)
+    .limit(bindparam("n"))
+)
+
+
+def _read_page(db: Database, tenant_pk: int, after: int, limit: int) -> _Page:
+    """Events with revision > `after`, at most `limit`, read in one snapshot with the
+    tenant's counters (REPEATABLE READ on PostgreSQL, a read transaction on SQLite)."""
+    with db.read() as s:
+        t = _COUNTERS.first(s, {"t": tenant_pk})
+        if t is None:
+            raise NotFound("the tenant no longer exists", field="tenant_id")
+        revision, compacted_through = int(t[0]), int(t[1])
+        if after < compacted_through:
+            raise _compacted(after, compacted_through)
+        result = _EVENTS.run(s, {"t": tenant_pk, "after": after, "n": limit})
+    rows: list[_Row] = []
+    expected = after + 1
+    for r in result:
+        if r[0] != expected:
+            break
+        rows.append(_Row(int(r[0]), int(r[1]), str(r[2]), bytes(r[3])))
+        expected += 1
+    last = rows[-1].revision if rows else after
+    # Short of a full page, the snapshot's counter says where the log ends.
+    gap = len(rows) < len(result) or (len(rows) < limit and last < revision)
+    return _Page(rows, revision, gap)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _event_response(payload: bytes) -> changes_pb2.WatchResponse:
+    """WatchResponse{event} from the stored ChangeEvent bytes, decoded once in C
+    (field 1, length-delimited) instead of parsing and copying the event."""
+    return changes_pb2.WatchResponse.FromString(b"\x0a" + _varint(len(payload)) + payload)
+
+
+def _heartbeat(revision: int) -> changes_pb2.WatchResponse:
+    now = timestamp_pb2.Timestamp()
+    now.GetCurrentTime()
+    return changes_pb2.WatchResponse(heartbeat=changes_pb2.Heartbeat(revision=revision, time=now))
+
+
+# -- subscribers ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Filter:
+    resource_types: frozenset[str]
+    event_types: frozenset[int]
+
+    def matches(self, row: _Row) -> bool:
+        # The log stores type and resource_type beside the payload: no decoding here.
+        return (not self.resource_types or row.resource_type in self.resource_types) and (
+            not self.event_types or row.type in self.event_types
+        )
+
+
+@dataclass(eq=False, slots=True)
+class _Watcher:
+    tenant_id: str
+    filter: _Filter
+    limit: int
+    #: Seconds of silence after which the stream gets a heartbeat.
+    heartbeat: float
+    #: Last revision handed to gRPC (the client's resume point as far as we know).
+    cursor: int
+    #: time.monotonic() of the last message sent.
+    last_sent: float = field(default_factory=time.monotonic)
+    #: Last revision examined: queued, or skipped by the filter or as already sent.
+    position: int = 0
+    pending: deque[tuple[int, changes_pb2.WatchResponse]] = field(default_factory=deque)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    error: DomainError | None = None
+
+    def fail(self, error: DomainError) -> None:
+        if self.error is None:
+            self.error = error
+        self.pending.clear()
+        self.wake.set()
+
+
+class _Feed:
+    """The one reader of a tenant's log for all its attached subscribers."""
+
+    def __init__(self, hub: StreamHub, tenant: _Tenant, head: int) -> None:
+        self.hub = hub
+        self.tenant_pk = tenant.pk
+        self.tenant_id = tenant.id
+        #: Every event <= head was handed to the attached watchers.
+        self.head = head
+        self.watchers: set[_Watcher] = set()
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    def attach(self, w: _Watcher) -> None:
+        w.position = max(w.position, w.cursor)
+        self.watchers.add(w)
+
+    def detach(self, w: _Watcher) -> None:
+        self.watchers.discard(w)
+        if not self.watchers:
+            self.hub._drop_feed(self)
+
+    async def run(self) -> None:
+        poll = self.hub.poll_interval
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(poll):
+                    await self.wake.wait()
+            self.wake.clear()
+            try:
+                await self._drain()
+            except DomainError as exc:
+                if isinstance(exc, (Compacted, NotFound)):
+                    # The tail itself is gone: every subscriber must start over.
+                    for w in list(self.watchers):
+                        w.fail(exc)
+                        self.detach(w)
+                    return
+                log.warning("event feed for tenant %s: %s", self.tenant_id, exc.message)
+            except Exception as exc:  # the database may come back; keep polling
+                log.warning(
+                    "event feed for tenant %s cannot read the log: %s",
+                    self.tenant_id,
+                    type(exc).__name__,
+                )
+
+    async def _drain(self) -> None:
+        limit = self.hub.page_size
+        while self.watchers:
+            page = await self.hub._run(_read_page, self.hub.db, self.tenant_pk, self.head, limit)
+            if page.rows:
+                self._deliver(page.rows)
+            if page.gap:
+                # Deliver the contiguous part only; the next wake-up or poll re-reads.
+                log.warning(
+                    "gap in the event log of tenant %s after revision %d; re-reading",
+                    self.tenant_id,
+                    self.head,
+                )
+                return
+            if len(page.rows) < limit:
+                return
+
+    def _deliver(self, rows: Sequence[_Row]) -> None:
+        # Runs on the event loop without awaiting: attach/detach cannot interleave.
+        responses: list[changes_pb2.WatchResponse | None] = [None] * len(rows)
+        last = rows[-1].revision
+        for w in list(self.watchers):
+            for i, row in enumerate(rows):
+                if row.revision <= w.position:
+                    continue
+                if w.filter.matches(row):
+                    resp = responses[i]
+                    if resp is None:
+                        resp = responses[i] = _event_response(row.payload)
+                    w.pending.append((row.revision, resp))
+                w.position = row.revision
+            w.position = max(w.position, last)
+            if len(w.pending) > w.limit:
+                w.fail(
+                    TooFarBehind(
+                        f"subscriber too far behind: more than {w.limit} events waiting; "
+                        f"watch again with from_revision={w.cursor}",
+                        field="from_revision",
+                    )
+                )
+                self.detach(w)
+            else:
+                w.wake.set()
+        self.head = last
+
+
+# -- the hub ----------------------------------------------------------------------------
+
+
+class StreamHub:
+    """Serves Watch for one process. `start()` on the server's loop, `stop()` at shutdown."""
+
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.settings = settings
+        self.poll_interval = max(settings.watch_poll_interval_ms, 10) / 1000
+        self.page_size = max(settings.watch_page_size, 1)
+        self.queue_limit = max(settings.watch_queue_events, 1)
+        self.default_heartbeat = min(
+            max(settings.watch_heartbeat_seconds, 1), MAX_HEARTBEAT_SECONDS
+        )
+        self._feeds: dict[str, _Feed] = {}
+        self._watchers: set[_Watcher] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._listen_task: asyncio.Task[None] | None = None
+        self._ticker_task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self.closed = False
+
+    # lifecycle
+
+    def active_streams(self) -> int:
+        return len(self._watchers)
+
+    def lag(self) -> int:
+        """Largest number of revisions a live subscriber is behind its tenant's feed
+        (subscribers still replaying are not counted: they are reading the log)."""
+        worst = 0
+        for feed in list(self._feeds.values()):
+            for w in list(feed.watchers):
+                worst = max(worst, feed.head - w.cursor)
+        return worst
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        # Stream reads get their own threads so replays never queue ahead of writes.
+        self._executor = ThreadPoolExecutor(
+            max(self.settings.watch_db_threads, 1), thread_name_prefix="watch"
+        )
+        self.db.commit_listeners.append(self._on_commit)
+        self._ticker_task = asyncio.create_task(self._tick(), name="watch-heartbeats")
+        if self.db.dialect == "postgresql":
+            self._listen_task = asyncio.create_task(self._listen(), name="watch-listen")
+
+    async def stop(self) -> None:
+        """Ends every stream with UNAVAILABLE naming its resume point, so subscribers
+        move to another replica at once instead of waiting for the shutdown grace."""
+        if self.closed:
+            return
+        self.closed = True
+        self._stopping.set()
+        with contextlib.suppress(ValueError):
+            self.db.commit_listeners.remove(self._on_commit)
+        for w in list(self._watchers):
+            w.fail(
+                Unavailable(
+                    "the identity service is shutting down; watch again with "
+                    f"from_revision={w.cursor}"
+                )
+            )
+        tasks = [f.task for f in self._feeds.values() if f.task is not None]
+        self._feeds.clear()
+        tasks += [t for t in (self._listen_task, self._ticker_task) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        assert self._loop is not None and self._executor is not None, "StreamHub not started"
+        return await self._loop.run_in_executor(self._executor, lambda: fn(*args))
+
+    # wake-ups
+
+    def _on_commit(self, written: dict[str, int]) -> None:
+        # Called on a database thread after a local commit.
+        loop = self._loop
+        if loop is None or self.closed:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
+            loop.call_soon_threadsafe(self._notify_many, written)
+
+    def _notify_many(self, written: dict[str, int]) -> None:
+        for tenant_id, revision in written.items():
+            self._notify(tenant_id, revision)
+
+    def _notify(self, tenant_id: str, revision: int) -> None:
+        feed = self._feeds.get(tenant_id)
+        if feed is not None and revision > feed.head:
+            feed.wake.set()
+
+    def _wake_all(self) -> None:
+        for feed in self._feeds.values():
+            feed.wake.set()
+
+    async def _tick(self) -> None:
+        """Wakes idle subscribers when their heartbeat is due. One timer for all
+        streams: a per-wait timeout would cost a timer per event per subscriber."""
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(HEARTBEAT_TICK_SECONDS):
+                    await self._stopping.wait()
+            now = time.monotonic()
+            for w in self._watchers:
+                if now - w.last_sent >= w.heartbeat:
+                    w.wake.set()
+
+    async def _listen(self) -> None:
+        """LISTEN for commits on other replicas; reconnects with backoff while the
+        polling safety net covers the gap."""
+        import psycopg  # noqa: PLC0415 - only PostgreSQL deployments need it
+
+        conninfo = (
+            make_url(self.db.url).set(drivername="postgresql").render_as_string(hide_password=False)
+        )
+        delay = 0.5
+        while not self._stopping.is_set():
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    conninfo, autocommit=True, keepalives=1, keepalives_idle=30
+                )
+                async with conn:
+                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    delay = 0.5
+                    # Notifications sent while we were not listening are lost: re-read.
+                    self._wake_all()
+                    while not self._stopping.is_set():
+                        async for note in conn.notifies(timeout=30):
+                            tenant_id, _, rev = note.payload.partition(":")
+                            with contextlib.suppress(ValueError):
+                                self._notify(tenant_id, int(rev))
+                        # A quiet half-hour is fine; a dead connection is not.
+                        await conn.execute("SELECT 1")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # reconnect; polling covers the gap
+                log.warning("LISTEN %s lost: %s; reconnecting", NOTIFY_CHANNEL, type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._stopping.wait()
+            delay = min(delay * 2, 10.0)
+
+    # feeds
+
+    def _drop_feed(self, feed: _Feed) -> None:
+        if self._feeds.get(feed.tenant_id) is feed:
+            del self._feeds[feed.tenant_id]
+        if feed.task is not None:
+            feed.task.cancel()
+
+    def _join(self, w: _Watcher, tenant: _Tenant) -> bool:
+        """Attaches `w` to its tenant's feed if the feed is not ahead of it (then the
+        feed delivers everything after w.cursor). False: replay further first."""
+        feed = self._feeds.get(tenant.id)
+        if feed is None:
+            feed = _Feed(self, tenant, w.cursor)
+            self._feeds[tenant.id] = feed
+            feed.attach(w)
+            feed.task = asyncio.create_task(feed.run(), name=f"watch-feed-{tenant.id}")
+            # Commits between our last read and now may have notified nobody.
+            feed.wake.set()
+            return True
+        if feed.head > w.cursor:
+            return False
+        feed.attach(w)
+        return True
+
+    def _leave(self, w: _Watcher) -> None:
+        self._watchers.discard(w)
+        feed = self._feeds.get(w.tenant_id)
+        if feed is not None and w in feed.watchers:
+            feed.detach(w)
+
+    # the RPC
+
+    def _validate(
+        self, request: changes_pb2.WatchRequest, tenant: _Tenant
+    ) -> tuple[_Filter, float]:
+        n = request.from_revision
+        if n < 0:
+            raise InvalidValue(f"from_revision must be 0 or more, got {n}", field="from_revision")
+        if n > tenant.revision:
+            raise InvalidValue(
+                f"from_revision {n} is ahead of the tenant's current revision {tenant.revision}",
+                field="from_revision",
+            )
+        if n < tenant.compacted_through:
+            raise _compacted(n, tenant.compacted_through)
+        kinds: set[str] = set()
+        for name in request.resource_types:
+            canonical = RESOURCE_TYPES.get(name.strip().lower())
+            if canonical is None:
+                raise InvalidValue(
+                    f"unknown resource type {name[:40]!r}; expected one of "
+                    + ", ".join(sorted(RESOURCE_TYPES.values())),
+                    field="resource_types",
+                )
+            kinds.add(canonical)
+        for t in request.event_types:
+            if t not in EVENT_NAMES:
+                raise InvalidValue(f"unknown event type {t}", field="event_types")
+        hb = request.heartbeat_seconds
+        if hb < 0 or hb > MAX_HEARTBEAT_SECONDS:
+            raise InvalidValue(
+                f"heartbeat_seconds must be between 1 and {MAX_HEARTBEAT_SECONDS} "
+                f"(0: the server's default of {self.default_heartbeat}), got {hb}",
+                field="heartbeat_seconds",
+            )
+        return _Filter(frozenset(kinds), frozenset(request.event_types)), float(
+            hb or self.default_heartbeat
+        )
+
+    async def watch(
+        self,
+        request: changes_pb2.WatchRequest,
+        context: grpc.aio.ServicerContext[changes_pb2.WatchRequest, changes_pb2.WatchResponse],
+    ) -> AsyncIterator[changes_pb2.WatchResponse]:
+        if self.closed:
+            raise Unavailable("the identity service is shutting down; watch another replica")
+        tenant = await self._run(_load_tenant, self.db, request.tenant_id)
+        filt, heartbeat = self._validate(request, tenant)
+        w = _Watcher(
+            tenant.id, filt, self.queue_limit, heartbeat=heartbeat, cursor=request.from_revision
+        )
+        w.position = w.cursor
+        self._watchers.add(w)
+        # A client that goes away cancels this generator; the callback also covers a
+        # stream that ends while we are parked between messages.
+        # (types-grpcio declares the callback as a class, not a callable.)
+        context.add_done_callback(lambda _ctx: w.wake.set())  # type: ignore[arg-type]
+        gaps = 0
+        try:
+            # Phase 1: replay from the log until the tenant's feed is not ahead of us.
+            while True:
+                page = await self._run(_read_page, self.db, tenant.pk, w.cursor, self.page_size)
+                for row in page.rows:
+                    if w.error is not None:
+                        raise w.error
+                    w.cursor = row.revision
+                    if filt.matches(row):
+                        yield _event_response(row.payload)
+                        w.last_sent = time.monotonic()
+                if w.error is not None:
+                    raise w.error
+                if time.monotonic() - w.last_sent >= heartbeat:
+                    # A long replay that matches nothing still lets the client checkpoint.
+                    yield _heartbeat(w.cursor)
+                    w.last_sent = time.monotonic()
+                if page.gap:
+                    gaps += 1
+                    await asyncio.sleep(min(GAP_RETRY_SECONDS * 2**gaps, self.poll_interval))
+                    continue
+                gaps = 0
+                if len(page.rows) < self.page_size and self._join(w, tenant):
+                    break
+            # Phase 2: send what the feed delivers; heartbeats when idle (see _tick).
+            while True:
+                if w.error is not None:
+                    raise w.error
+                if context.done():
+                    return
+                if w.pending:
+                    revision, resp = w.pending.popleft()
+                    if revision > w.cursor:
+                        w.cursor = revision
+                        yield resp
+                        w.last_sent = time.monotonic()
+                    continue
+                if time.monotonic() - w.last_sent >= heartbeat:
+                    # Nothing waits in the queue: everything up to position was handled.
+                    w.cursor = max(w.cursor, w.position)
+                    yield _heartbeat(w.cursor)
+                    w.last_sent = time.monotonic()
+                    continue
+                w.wake.clear()
+                if w.pending or w.error is not None:
+                    continue
+                await w.wake.wait()
+        finally:
+            self._leave(w)

@@ -1,0 +1,688 @@
+"""Users: create, read, list, replace, delete; each write emits its event."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from google.protobuf import json_format
+from sqlalchemy import (
+    Integer,
+    String,
+    bindparam,
+    delete,
+    insert,
+    literal_column,
+    select,
+    union_all,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from identity.v1 import changes_pb2, groups_pb2, policy_pb2, users_pb2
+
+from ..context import RequestContext
+from ..errors import Conflict, InvalidValue, ManagedElsewhere, NotFound
+from ..settings import Settings
+from ..storage import events
+from ..storage.filters import USERS, Catalog
+from ..storage.listing import page_of
+from ..storage.models import (
+    AssignmentRow,
+    GroupRow,
+    MemberRow,
+    RoleRow,
+    TenantRow,
+    UserRow,
+    UserValueRow,
+    table,
+    utcnow,
+)
+from ..storage.prepared import Prepared
+from . import policy
+from .convert import check_id, new_id
+from .rows import check_version, chunks, leave_all_groups
+from .validate import check_message
+
+E = changes_pb2
+#: proto field -> schema attribute name of the multi-valued attributes kept as rows.
+MULTI_VALUED = {
+    "emails": "emails",
+    "phone_numbers": "phoneNumbers",
+    "ims": "ims",
+    "photos": "photos",
+    "entitlements": "entitlements",
+    "roles": "roles",
+    "x509_certificates": "x509Certificates",
+}
+READ_ONLY = ("meta", "tenant_id", "groups", "role_assignments", "managed_by", "mapped")
+USER_FIELDS = users_pb2.User.DESCRIPTOR.fields
+#: Indexed string attributes: longer values are refused rather than truncated.
+MAX_KEY = 512
+MAX_TEXT = 4096
+
+_ROW_COLUMNS = (
+    UserRow.pk,
+    UserRow.id,
+    UserRow.version,
+    UserRow.created,
+    UserRow.last_modified,
+    UserRow.active,
+    UserRow.body,
+    UserRow.managed_by,
+)
+
+
+_ROW_SELECT = select(*_ROW_COLUMNS)
+_BY_ID_SELECT = _ROW_SELECT.where(
+    UserRow.tenant_pk == bindparam("t"), UserRow.id == bindparam("id")
+)
+_BY_ID = Prepared(_BY_ID_SELECT)
+_BY_ID_FOR_UPDATE = Prepared(_BY_ID_SELECT.with_for_update())
+# The write path's statements, built once with their values as parameters. A
+# statement built per call with the values inside costs SQLAlchemy a cache-key walk
+# over every value: that was about half of users.create's time.
+_BY_NAME_KEY = Prepared(
+    _ROW_SELECT.where(
+        UserRow.tenant_pk == bindparam("t"), UserRow.user_name_key == bindparam("key")
+    )
+)
+_NAME_TAKEN = Prepared(
+    select(UserRow.pk).where(
+        UserRow.tenant_pk == bindparam("t"),
+        UserRow.user_name_key == bindparam("key"),
+        UserRow.pk != bindparam("pk"),
+    )
+)
+_INSERT_USER = insert(table(UserRow)).returning(UserRow.pk)
+#: SET comes from the execute's parameters; `row_pk` names the row.
+_UPDATE_USER = update(table(UserRow)).where(UserRow.pk == bindparam("row_pk"))
+_INSERT_VALUES = insert(table(UserValueRow))
+_DELETE_VALUES = delete(table(UserValueRow)).where(UserValueRow.user_pk == bindparam("user_pk"))
+# Built once (reads run them on every call): the groups and roles of a page of users.
+_GROUPS_OF = (
+    select(MemberRow.member_id, GroupRow.id, GroupRow.display_name)
+    .join(GroupRow, GroupRow.pk == MemberRow.group_pk)
+    .where(MemberRow.member_id.in_(bindparam("ids", expanding=True)))
+    .order_by(GroupRow.pk)
+)
+_ROLES_OF = (
+    select(AssignmentRow.user_pk, RoleRow.name, AssignmentRow.source)
+    .join(RoleRow, RoleRow.pk == AssignmentRow.role_pk)
+    .where(AssignmentRow.user_pk.in_(bindparam("pks", expanding=True)))
+    .order_by(RoleRow.name, AssignmentRow.source)
+)
+
+
+#: One user's groups, then its roles, in one statement (a lookup or a read by id
+#: reads both: one round trip instead of two): kind 0 rows are (group pk, group id,
+#: display name), kind 1 rows (role name, source), each in the order of _GROUPS_OF
+#: and _ROLES_OF.
+_GROUPS_AND_ROLES_OF_ONE = Prepared(
+    union_all(
+        select(
+            literal_column("0", Integer).label("kind"),
+            GroupRow.pk.label("ordinal"),
+            GroupRow.id.label("name"),
+            GroupRow.display_name.label("display"),
+            literal_column("0", Integer).label("source"),
+        )
+        .select_from(MemberRow)
+        .join(GroupRow, GroupRow.pk == MemberRow.group_pk)
+        .where(MemberRow.member_id == bindparam("id")),
+        select(
+            literal_column("1", Integer),
+            literal_column("0", Integer),
+            RoleRow.name,
+            literal_column("''", String),
+            AssignmentRow.source,
+        )
+        .select_from(AssignmentRow)
+        .join(RoleRow, RoleRow.pk == AssignmentRow.role_pk)
+        .where(AssignmentRow.user_pk == bindparam("pk")),
+    ).order_by("kind", "ordinal", "name", "source")
+)
+
+
+def _check_len(value: str, field: str, limit: int) -> None:
+    if len(value) > limit:
+        raise InvalidValue(f"{field} is longer than {limit} characters", field=field)
+
+
+def stored_form(user: users_pb2.User) -> users_pb2.User:
+    """The writable part of a user, validated; read-only fields dropped."""
+    check_message(user)
+    u = users_pb2.User()
+    u.CopyFrom(user)
+    for f in READ_ONLY:
+        u.ClearField(f)  # type: ignore[arg-type]
+    if u.HasField("enterprise") and u.enterprise.HasField("manager"):
+        u.enterprise.manager.display_name = ""
+        if not u.enterprise.manager.value:
+            u.enterprise.ClearField("manager")
+    if not u.HasField("active"):
+        u.active = True  # RFC 7643 §4.1.1: absent means active
+    if not u.user_name.strip():
+        raise InvalidValue("userName is required and must not be blank", field="userName")
+    _check_len(u.user_name, "userName", MAX_KEY)
+    _check_len(u.external_id, "externalId", MAX_KEY)
+    _check_len(u.display_name, "displayName", MAX_KEY)
+    _check_len(u.name.given_name, "name.givenName", 256)
+    _check_len(u.name.family_name, "name.familyName", 256)
+    for field, attr in MULTI_VALUED.items():
+        for mv in getattr(u, field):
+            _check_len(
+                mv.value,
+                f"{attr}.value",
+                MAX_TEXT if attr in {"photos", "x509Certificates"} else MAX_KEY,
+            )
+            _check_len(mv.type, f"{attr}.type", 64)
+            _check_len(mv.display, f"{attr}.display", MAX_KEY)
+    for addr in u.addresses:
+        _check_len(addr.type, "addresses.type", 64)
+    return u
+
+
+def _columns(u: users_pb2.User) -> dict[str, Any]:
+    return {
+        "user_name": u.user_name,
+        "user_name_key": u.user_name.lower(),
+        "external_id": u.external_id or None,
+        "display_name": u.display_name or None,
+        "display_name_key": u.display_name.lower() or None,
+        "given_name": u.name.given_name or None,
+        "family_name": u.name.family_name or None,
+        "active": u.active,
+        "doc": json_format.MessageToDict(u),
+        "body": u.SerializeToString(deterministic=True),
+    }
+
+
+def _value_rows(u: users_pb2.User, user_pk: int, tenant_pk: int) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for field, attr in MULTI_VALUED.items():
+        for mv in getattr(u, field):
+            keyed = len(mv.value) <= MAX_KEY
+            rows.append(
+                {
+                    "user_pk": user_pk,
+                    "tenant_pk": tenant_pk,
+                    "attr": attr,
+                    "value": mv.value or None,
+                    "value_key": mv.value.lower() if mv.value and keyed else None,
+                    "type": mv.type.lower() or None,
+                    "primary": mv.primary,
+                    "display": mv.display or None,
+                    "extra": None,
+                }
+            )
+    for addr in u.addresses:
+        rows.append(
+            {
+                "user_pk": user_pk,
+                "tenant_pk": tenant_pk,
+                "attr": "addresses",
+                "value": addr.formatted or None,
+                "value_key": addr.formatted.lower()[:MAX_KEY] or None,
+                "type": addr.type.lower() or None,
+                "primary": addr.primary,
+                "display": None,
+                "extra": json_format.MessageToDict(addr),
+            }
+        )
+    return rows
+
+
+def _uniqueness(user_name: str) -> Conflict:
+    # RFC 7643 §4.1.1: userName is unique, case-insensitively.
+    return Conflict(f"userName {user_name!r} is already taken in this tenant", field="userName")
+
+
+def _assemble(
+    rows: Sequence[Any],
+    groups: dict[str, list[users_pb2.GroupRef]],
+    roles: dict[int, list[users_pb2.RoleAssignment]],
+    tenant_id: str,
+) -> list[users_pb2.User]:
+    out = []
+    for r in rows:
+        u = users_pb2.User.FromString(r.body)
+        u.meta.id = r.id
+        u.meta.version = r.version
+        u.meta.created.FromDatetime(r.created)
+        u.meta.last_modified.FromDatetime(r.last_modified)
+        u.tenant_id = tenant_id
+        u.active = r.active
+        u.managed_by = r.managed_by
+        u.groups.extend(groups.get(r.id, ()))
+        u.role_assignments.extend(roles.get(r.pk, ()))
+        out.append(u)
+    return out
+
+
+def load(session: Session, tenant: TenantRow, rows: Sequence[Any]) -> list[users_pb2.User]:
+    """Users from rows with _ROW_COLUMNS: two batched queries for groups and roles
+    (and one for the references of the tenant's attribute mappings, if it has any)."""
+    if not rows:
+        return []
+    tenant_id = tenant.id
+    groups: dict[str, list[users_pb2.GroupRef]] = defaultdict(list)
+    roles: dict[int, list[users_pb2.RoleAssignment]] = defaultdict(list)
+    if len(rows) == 1:  # a lookup or a read by id: the common case
+        r = rows[0]
+        for kind, _, name, display, source in _GROUPS_AND_ROLES_OF_ONE.run(
+            session, {"id": r.id, "pk": r.pk}
+        ):
+            if kind == 0:
+                groups[r.id].append(users_pb2.GroupRef(id=name, display_name=display))
+            else:
+                roles[r.pk].append(
+                    users_pb2.RoleAssignment(
+                        role=name, source=users_pb2.RoleSource.ValueType(source)
+                    )
+                )
+    for chunk in chunks(rows if len(rows) > 1 else ()):
+        conn = session.connection()
+        ids = [r.id for r in chunk]
+        for member_id, gid, gname in conn.execute(_GROUPS_OF, {"ids": ids}):
+            groups[member_id].append(users_pb2.GroupRef(id=gid, display_name=gname))
+        pks = [r.pk for r in chunk]
+        for user_pk, name, source in conn.execute(_ROLES_OF, {"pks": pks}):
+            roles[user_pk].append(
+                users_pb2.RoleAssignment(role=name, source=users_pb2.RoleSource.ValueType(source))
+            )
+    out = _assemble(rows, groups, roles, tenant_id)
+    mappings = policy.load(tenant).user_mappings if tenant.settings else ()
+    if mappings:
+        _map(session, tenant, mappings, out)
+    return out
+
+
+def _map(
+    session: Session,
+    tenant: TenantRow,
+    mappings: Sequence[policy_pb2.AttributeMapping],
+    out: list[users_pb2.User],
+) -> None:
+    docs = [json_format.MessageToDict(u) for u in out]
+    candidates: set[str] = set()
+    for d in docs:
+        candidates |= policy.reference_candidates(mappings, d)
+    exists = _existing_ids(session, tenant, candidates)
+    for u, d in zip(out, docs, strict=True):
+        u.mapped.update(policy.mapped_fields(mappings, d, exists))
+
+
+def _existing_ids(session: Session, tenant: TenantRow, ids: set[str]) -> set[str]:
+    found: set[str] = set()
+    wanted = sorted(ids)
+    for chunk in chunks(wanted):
+        found.update(
+            session.execute(
+                select(UserRow.id).where(UserRow.tenant_pk == tenant.pk, UserRow.id.in_(chunk))
+            ).scalars()
+        )
+        found.update(
+            session.execute(
+                select(GroupRow.id).where(GroupRow.tenant_pk == tenant.pk, GroupRow.id.in_(chunk))
+            ).scalars()
+        )
+    return found
+
+
+def _row(session: Session, tenant: TenantRow, user_id: str, *, lock: bool = False) -> Any:
+    params = {"t": tenant.pk, "id": check_id(user_id, "user")}
+    # Writes lock the row until commit (FOR UPDATE on PostgreSQL).
+    row = (_BY_ID_FOR_UPDATE if lock else _BY_ID).first(session, params)
+    if row is None:
+        raise NotFound(f"no user with id {user_id!r} in this tenant", field="id")
+    return row
+
+
+def get(session: Session, tenant: TenantRow, user_id: str) -> users_pb2.User:
+    return load(session, tenant, [_row(session, tenant, user_id)])[0]
+
+
+def _find_identity(
+    session: Session,
+    tenant: TenantRow,
+    pol: policy_pb2.TenantPolicy,
+    user_name: str,
+    emails: Sequence[str],
+) -> Any:
+    """The existing user the tenant's unique identifier points at (case-insensitively)."""
+    keys = {user_name.lower()} if user_name else set()
+    if pol.unique_identifier == policy_pb2.UNIQUE_IDENTIFIER_EMAIL:
+        keys |= {e.lower() for e in emails if e}
+        if keys:
+            by_email = session.execute(
+                select(*_ROW_COLUMNS)
+                .join(UserValueRow, UserValueRow.user_pk == UserRow.pk)
+                .where(
+                    UserValueRow.tenant_pk == tenant.pk,
+                    UserValueRow.attr == "emails",
+                    UserValueRow.value_key.in_(sorted(keys)),
+                )
+                .order_by(UserRow.pk)
+            ).first()
+            if by_email is not None:
+                return by_email
+    if not keys:
+        return None
+    if len(keys) == 1:  # the userName alone (user_name_key is unique in a tenant)
+        return _BY_NAME_KEY.first(session, {"t": tenant.pk, "key": next(iter(keys))})
+    return session.execute(
+        select(*_ROW_COLUMNS)
+        .where(UserRow.tenant_pk == tenant.pk, UserRow.user_name_key.in_(sorted(keys)))
+        .order_by(UserRow.pk)
+    ).first()
+
+
+def _refuse_taken_name(
+    session: Session, tenant: TenantRow, user_name: str, key: str, *, but: int = 0
+) -> None:
+    """409 when another user of the tenant (any but pk `but`; pks start at 1) has
+    this userName (case-insensitively)."""
+    if _NAME_TAKEN.first(session, {"t": tenant.pk, "key": key, "pk": but}):
+        raise _uniqueness(user_name)
+
+
+def _emails(u: users_pb2.User) -> list[str]:
+    primary = [e.value for e in u.emails if e.primary]
+    return primary + [e.value for e in u.emails if not e.primary]
+
+
+def create(
+    session: Session, tenant: TenantRow, user: users_pb2.User, ctx: RequestContext
+) -> users_pb2.User:
+    u = stored_form(user)
+    pol = policy.load(tenant)
+    policy.check_extension_values(pol, u)
+    policy.check_attribute_role(session, tenant, pol, u)
+    if ctx.actor_kind == "token":
+        # A SCIM create of someone who signed in first adopts that user (Banyan, Panther).
+        existing = _find_identity(session, tenant, pol, u.user_name, _emails(u))
+        if existing is not None and existing.managed_by == "jit":
+            # Lock and look again: of two racing creates, only one adopts.
+            existing = _row(session, tenant, existing.id, lock=True)
+        if existing is not None and existing.managed_by == "jit":
+            return _replace_row(session, tenant, row=existing, new=u, pol=pol, ctx=ctx, adopt=True)
+        if pol.scim_create_disabled:
+            raise ManagedElsewhere(
+                f"this tenant creates users at their first sign-in (JIT); SCIM may update "
+                f"them but not create {u.user_name!r}: the user must sign in first",
+                field="userName",
+            )
+    cols = _columns(u)
+    _refuse_taken_name(session, tenant, u.user_name, cols["user_name_key"])
+    managed_by = "local" if ctx.actor_kind == "admin" else "scim"
+    return _insert(session, tenant, u=u, cols=cols, managed_by=managed_by, pol=pol, ctx=ctx)
+
+
+def _insert(
+    session: Session,
+    tenant: TenantRow,
+    *,
+    u: users_pb2.User,
+    cols: dict[str, Any],
+    managed_by: str,
+    pol: policy_pb2.TenantPolicy,
+    ctx: RequestContext,
+) -> users_pb2.User:
+    now = utcnow()
+    uid = new_id()
+    try:
+        pk = session.execute(
+            _INSERT_USER,
+            {
+                "id": uid,
+                "tenant_pk": tenant.pk,
+                "version": 1,
+                "created": now,
+                "last_modified": now,
+                "managed_by": managed_by,
+                **cols,
+            },
+        ).scalar_one()
+    except IntegrityError:
+        # Two creates raced past the check above: the unique index decides.
+        raise _uniqueness(u.user_name) from None
+    values = _value_rows(u, pk, tenant.pk)
+    if values:
+        session.execute(_INSERT_VALUES, values)
+    role_events: list[changes_pb2.ChangeEvent] = []
+    if policy.has_role_rules(pol):
+        role_events, _ = policy.sync_roles(
+            session, tenant, pk, uid, policy.desired_roles(session, tenant, pol, uid, u)
+        )
+    result = get(session, tenant, uid)
+    events.emit(
+        session,
+        tenant,
+        ctx,
+        [events.event(E.EVENT_TYPE_USER_CREATED, "User", uid, user=result), *role_events],
+    )
+    return result
+
+
+def jit_provision(
+    session: Session, tenant: TenantRow, req: users_pb2.JitProvisionRequest, ctx: RequestContext
+) -> users_pb2.JitProvisionResponse:
+    """Finds or creates the user at first sign-in (managed_by "jit" until SCIM adopts it)."""
+    pol = policy.load(tenant)
+    user_name = req.user_name.strip() or req.email.strip()
+    if not user_name:
+        raise InvalidValue("give the user's userName or email", field="user_name")
+    existing = _find_identity(session, tenant, pol, user_name, [req.email.strip()])
+    if existing is not None:
+        return users_pb2.JitProvisionResponse(
+            user=load(session, tenant, [existing])[0], created=False
+        )
+    u = users_pb2.User(user_name=user_name, display_name=req.display_name, active=True)
+    if req.given_name or req.family_name:
+        u.name.given_name = req.given_name
+        u.name.family_name = req.family_name
+    if req.email.strip():
+        u.emails.add(value=req.email.strip(), type="work", primary=True)
+    u = stored_form(u)
+    cols = _columns(u)
+    _refuse_taken_name(session, tenant, u.user_name, cols["user_name_key"])
+    user = _insert(session, tenant, u=u, cols=cols, managed_by="jit", pol=pol, ctx=ctx)
+    return users_pb2.JitProvisionResponse(user=user, created=True)
+
+
+def _user_catalog(pol: policy_pb2.TenantPolicy) -> Catalog:
+    return USERS.extended(policy.user_extension_attributes(pol))
+
+
+def list_users(
+    session: Session, tenant: TenantRow, req: users_pb2.ListUsersRequest, settings: Settings
+) -> users_pb2.ListUsersResponse:
+    catalog = USERS
+    if tenant.settings:
+        catalog = policy.derived(tenant, "user_catalog", _user_catalog) or USERS
+    page = page_of(
+        session,
+        catalog=catalog,
+        model=UserRow,
+        columns=_ROW_SELECT,
+        tenant_pk=tenant.pk,
+        f=req.filter if req.HasField("filter") else None,
+        sort=req.sort if req.HasField("sort") else None,
+        page=req.page,
+        settings=settings,
+        revision=tenant.revision,
+        count_all=tenant.user_count,
+    )
+    return users_pb2.ListUsersResponse(
+        users=load(session, tenant, page.rows),
+        total_results=page.total,
+        start_index=page.start_index,
+        next_cursor=page.next_cursor,
+        revision=tenant.revision,
+    )
+
+
+def changed_attributes(old: users_pb2.User, new: users_pb2.User) -> list[str]:
+    """Schema names of the attributes that differ (name/enterprise sub-attributes spelled out)."""
+    out: list[str] = []
+    for fd in USER_FIELDS:
+        if fd.name in READ_ONLY:
+            continue
+        a, b = getattr(old, fd.name), getattr(new, fd.name)
+        if a == b:
+            continue
+        if fd.name in ("name", "enterprise"):
+            prefix = "name." if fd.name == "name" else ""
+            assert fd.message_type is not None
+            for sub in fd.message_type.fields:
+                if getattr(a, sub.name) != getattr(b, sub.name):
+                    out.append(prefix + sub.json_name)
+        else:
+            out.append(fd.json_name)
+    return out
+
+
+def _check_local_edit(pol: policy_pb2.TenantPolicy, row: Any, ctx: RequestContext) -> None:
+    if (
+        ctx.actor_kind == "admin"
+        and row.managed_by == "scim"
+        and pol.local_edits == policy_pb2.LOCAL_EDITS_REFUSED
+    ):
+        raise ManagedElsewhere(
+            "this user is managed by the tenant's identity provider (SCIM); "
+            "change it there (the tenant's policy refuses local edits)",
+            field="managed_by",
+        )
+
+
+def replace(
+    session: Session,
+    tenant: TenantRow,
+    user: users_pb2.User,
+    expected_version: int,
+    ctx: RequestContext,
+) -> users_pb2.User:
+    row = _row(session, tenant, user.meta.id, lock=True)
+    check_version(row, expected_version)
+    pol = policy.load(tenant)
+    _check_local_edit(pol, row, ctx)
+    new = stored_form(user)
+    policy.check_extension_values(pol, new)
+    policy.check_attribute_role(session, tenant, pol, new)
+    return _replace_row(session, tenant, row=row, new=new, pol=pol, ctx=ctx, adopt=False)
+
+
+def _replace_row(
+    session: Session,
+    tenant: TenantRow,
+    *,
+    row: Any,
+    new: users_pb2.User,
+    pol: policy_pb2.TenantPolicy,
+    ctx: RequestContext,
+    adopt: bool,
+) -> users_pb2.User:
+    old = users_pb2.User.FromString(row.body)
+    changed = changed_attributes(old, new)
+    if adopt:
+        changed.append("managedBy")
+    if not changed:
+        return get(session, tenant, row.id)
+    cols = _columns(new)
+    if adopt:
+        cols["managed_by"] = "scim"
+    if cols["user_name_key"] != old.user_name.lower():
+        _refuse_taken_name(session, tenant, new.user_name, cols["user_name_key"], but=row.pk)
+    try:
+        session.execute(
+            _UPDATE_USER,
+            {"row_pk": row.pk, "version": row.version + 1, "last_modified": utcnow(), **cols},
+        )
+    except IntegrityError:
+        raise _uniqueness(new.user_name) from None
+    session.execute(_DELETE_VALUES, {"user_pk": row.pk})
+    values = _value_rows(new, row.pk, tenant.pk)
+    if values:
+        session.execute(_INSERT_VALUES, values)
+    role_events: list[changes_pb2.ChangeEvent] = []
+    lost_last = False
+    if policy.has_role_rules(pol):
+        role_events, lost_last = policy.sync_roles(
+            session, tenant, row.pk, row.id, policy.desired_roles(session, tenant, pol, row.id, new)
+        )
+    result = get(session, tenant, row.id)
+    if old.active != new.active:
+        kind = E.EVENT_TYPE_USER_REACTIVATED if new.active else E.EVENT_TYPE_USER_DEACTIVATED
+    else:
+        kind = E.EVENT_TYPE_USER_UPDATED
+    events.emit(
+        session,
+        tenant,
+        ctx,
+        [events.event(kind, "User", row.id, user=result, changed_attributes=changed), *role_events],
+    )
+    if lost_last:
+        return apply_last_role_action(session, tenant, pol, row.id, ctx) or result
+    return result
+
+
+def apply_last_role_action(
+    session: Session,
+    tenant: TenantRow,
+    pol: policy_pb2.TenantPolicy,
+    user_id: str,
+    ctx: RequestContext,
+) -> users_pb2.User | None:
+    """The policy for a user who just lost their last SCIM-managed role. Returns the
+    user after a deactivation, None after a delete or when nothing happens."""
+    action = pol.on_last_scim_role_removed
+    if action == policy_pb2.LAST_ROLE_ACTION_DELETE:
+        # The policy deletes, not the caller: an admin's group change may trigger it
+        # even where the policy refuses admins' edits of SCIM-managed users.
+        remove(session, tenant, user_id, 0, ctx, mode=users_pb2.DELETE_MODE_HARD, by_policy=True)
+        return None
+    if action == policy_pb2.LAST_ROLE_ACTION_DEACTIVATE:
+        return _deactivate(session, tenant, _row(session, tenant, user_id, lock=True), pol, ctx)
+    return None
+
+
+def _deactivate(
+    session: Session, tenant: TenantRow, row: Any, pol: policy_pb2.TenantPolicy, ctx: RequestContext
+) -> users_pb2.User:
+    new = users_pb2.User.FromString(row.body)
+    new.active = False
+    return _replace_row(session, tenant, row=row, new=new, pol=pol, ctx=ctx, adopt=False)
+
+
+def remove(
+    session: Session,
+    tenant: TenantRow,
+    user_id: str,
+    expected_version: int,
+    ctx: RequestContext,
+    *,
+    mode: int = users_pb2.DELETE_MODE_POLICY,
+    by_policy: bool = False,
+) -> users_pb2.DeleteUserResponse:
+    row = _row(session, tenant, user_id, lock=True)
+    check_version(row, expected_version)
+    pol = policy.load(tenant)
+    if not by_policy:
+        _check_local_edit(pol, row, ctx)
+    if (
+        mode == users_pb2.DELETE_MODE_POLICY
+        and pol.on_scim_delete == policy_pb2.DELETE_ACTION_DEACTIVATE
+    ):
+        # Panther: "users can only be deactivated, never deleted".
+        return users_pb2.DeleteUserResponse(
+            deleted=False, user=_deactivate(session, tenant, row, pol, ctx)
+        )
+    before = load(session, tenant, [row])[0]
+    evs = leave_all_groups(session, row.id, groups_pb2.MEMBER_TYPE_USER)
+    session.execute(delete(UserRow).where(UserRow.pk == row.pk))
+    evs.append(events.event(E.EVENT_TYPE_USER_DELETED, "User", row.id, user=before))
+    events.emit(session, tenant, ctx, evs)
+    return users_pb2.DeleteUserResponse(deleted=True)

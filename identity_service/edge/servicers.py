@@ -1,0 +1,563 @@
+"""gRPC servicers: translate requests to domain calls inside one transaction, nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from typing import Any, TypeVar
+
+import grpc
+from sqlalchemy.orm import Session
+
+from identity.v1 import (
+    changes_pb2,
+    changes_pb2_grpc,
+    groups_pb2,
+    groups_pb2_grpc,
+    history_pb2,
+    history_pb2_grpc,
+    policy_pb2,
+    policy_pb2_grpc,
+    roles_pb2,
+    roles_pb2_grpc,
+    tenants_pb2,
+    tenants_pb2_grpc,
+    users_pb2,
+    users_pb2_grpc,
+)
+
+from ..changes.streams import StreamHub
+from ..context import AUTHENTICATED_KEY, CURRENT_CALL, RequestContext
+from ..domain import connector, groups, history, policy, roles, tenants, users
+from ..domain.policy_apply import apply_policy
+from ..errors import TokenScope, Unauthenticated, Unavailable
+from ..settings import Settings
+from ..storage.db import Database, NeedsSession
+from ..storage.filters import (
+    GROUPS,
+    USER_SCHEMA,
+    USERS,
+    Catalog,
+    equality,
+    names_attribute,
+    path_is,
+)
+from ..storage.models import TenantRow
+
+T = TypeVar("T")
+
+
+#: Answers that carry users (see Caller.users_view).
+_Answer = TypeVar(
+    "_Answer",
+    users_pb2.User,
+    users_pb2.ListUsersResponse,
+    users_pb2.JitProvisionResponse,
+    users_pb2.DeleteUserResponse,
+)
+READ_ONLY = tenants_pb2.TOKEN_SCOPE_READ_ONLY
+USERS_ONLY = tenants_pb2.TOKEN_SCOPE_USERS_ONLY
+
+
+class Caller:
+    """Who makes one call. A caller that passes a tenant's API token (the SCIM
+    bearer, in `identity-bearer` metadata) has it checked in the call's own
+    transaction, in place of the tenant lookup: the token must belong to the
+    call's tenant, its scope must allow the call, and the change is attributed
+    to it. The call then answers which tenant and token it authenticated in
+    `identity-authenticated` trailing metadata (on errors too)."""
+
+    __slots__ = ("_groups", "_trailer", "_write", "bearer", "ctx", "touch")
+
+    def __init__(self, ctx: RequestContext, *, write: bool, groups: bool) -> None:
+        self.ctx = ctx
+        self.bearer: tenants.Bearer | None = None
+        #: The token id to mark used after the call (its last_used is stale).
+        self.touch: str | None = None
+        self._trailer: tuple[tuple[str, str], ...] = ()
+        self._write = write
+        self._groups = groups
+
+    def tenant(self, s: Session, tenant_id: str) -> TenantRow:
+        # Detached snapshots, not ORM loads (much cheaper): calls read the tenant's
+        # columns and change its revision only through events.emit. SetPolicy,
+        # which changes the tenant's settings, loads the ORM row itself.
+        if not self.ctx.bearer:
+            return tenants.snapshot_by_id(s, tenant_id)
+        b = tenants.check_bearer(s, self.ctx.bearer, self.ctx.tenant_ref, allow_inactive=True)
+        if tenant_id and tenant_id.lower() != b.tenant.id:
+            raise Unauthenticated("invalid bearer token")
+        # Known from here on, so the caller can record even a refusal in the
+        # tenant's history (read now: a rollback expires the rows).
+        self.bearer = b
+        self.touch = b.touch
+        self._trailer = ((AUTHENTICATED_KEY, f"{b.tenant.id} {b.token.id} {b.token.scope}"),)
+        self.ctx = replace(self.ctx, actor_kind="token", actor_id=b.token.id)
+        if not b.tenant.active:
+            raise tenants.inactive(b.tenant, b.token)
+        if self._write and b.token.scope == READ_ONLY:
+            raise TokenScope(
+                "This token's scope is read-only: it may read and search, not make "
+                "changes. Use a token with full scope to make changes."
+            )
+        if self._groups and b.token.scope == USERS_ONLY:
+            raise TokenScope(
+                "This token's scope is users-only: it may not read or change Groups. "
+                "Use a token with full scope for groups."
+            )
+        return b.tenant
+
+    def trailer(self) -> tuple[tuple[str, str], ...]:
+        return self._trailer
+
+    @property
+    def users_only(self) -> bool:
+        return self.bearer is not None and self.bearer.token.scope == USERS_ONLY
+
+    def check_user_filter(self, request: users_pb2.ListUsersRequest) -> None:
+        """A users-only token may not learn memberships through a filter on `groups`."""
+        if (
+            self.users_only
+            and request.HasField("filter")
+            and names_attribute(request.filter, USER_SCHEMA, "groups")
+        ):
+            raise TokenScope(
+                "This token's scope is users-only: it may not filter users by their "
+                "groups. Use a token with full scope for groups."
+            )
+
+    def users_view(self, answer: _Answer) -> _Answer:
+        """What the caller may see of the users in `answer`. A users-only token sees
+        them without `groups` (the groups a user belongs to: their ids and names),
+        nor the tenant's mapped fields taken from them, as it may not read Groups by
+        any route."""
+        if not self.users_only:
+            return answer
+        if isinstance(answer, users_pb2.User):
+            shown = [answer]
+        elif isinstance(answer, users_pb2.ListUsersResponse):
+            shown = list(answer.users)
+        else:  # JitProvisionResponse, DeleteUserResponse
+            shown = [answer.user] if answer.HasField("user") else []
+        assert self.bearer is not None
+        from_groups = [
+            m.field
+            for m in policy.load(self.bearer.tenant).user_mappings
+            if path_is(m.source, USER_SCHEMA, "groups")
+        ]
+        for u in shown:
+            u.ClearField("groups")
+            for name in from_groups:
+                if name in u.mapped.fields:
+                    del u.mapped[name]
+        return answer
+
+
+class _Base:
+    #: Calls of this servicer touch groups (refused to users-only tokens).
+    groups = False
+
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.settings = settings
+
+    async def write(self, context: Any, fn: Callable[[Session, Caller], T]) -> T:
+        return await self._run(context, fn, write=True)
+
+    async def read(
+        self, context: Any, fn: Callable[[Session, Caller], T], *, quick: bool = False
+    ) -> T:
+        """`quick`: a read of a few rows by index (see Database.read_quick)."""
+        return await self._run(context, fn, write=False, quick=quick)
+
+    async def _run(
+        self,
+        context: Any,
+        fn: Callable[[Session, Caller], T],
+        *,
+        write: bool,
+        quick: bool = False,
+    ) -> T:
+        ctx = ctx_of(context)
+        caller = Caller(ctx, write=write, groups=self.groups)
+        try:
+            if quick:
+                try:
+                    result = await self.db.read_quick(lambda s: fn(s, caller))
+                except NeedsSession:
+                    # Not a quick read after all (e.g. its page needs a COUNT): again,
+                    # in a Session on the pool, by a caller that knows nothing of the
+                    # first try (its token may have been revoked since).
+                    caller = Caller(ctx, write=write, groups=self.groups)
+                    result = await self.db.run(self._read, fn, caller)
+            else:
+                result = await self.db.run(self._write if write else self._read, fn, caller)
+        finally:
+            if caller.bearer is not None:
+                context.set_trailing_metadata(caller.trailer())
+                record = CURRENT_CALL.get()
+                if record is not None:  # for the access line
+                    record.tenant, record.token = caller.bearer.tenant.id, caller.bearer.token.id
+        if caller.touch is not None:
+            await self._touch(caller.touch)
+        return result
+
+    async def _touch(self, token_id: str) -> None:
+        await self.db.run(self._write, lambda s, c: tenants.touch_token(s, token_id), None)
+
+    def _write(self, fn: Callable[[Session, Any], T], caller: Caller | None) -> T:
+        with self.db.write() as s:
+            return fn(s, caller)
+
+    def _read(self, fn: Callable[[Session, Any], T], caller: Caller | None) -> T:
+        with self.db.read() as s:
+            return fn(s, caller)
+
+
+#: Most rows a lookup may ask for and still count as a quick read.
+QUICK_COUNT = 100
+
+
+def _is_lookup(
+    catalog: Catalog, req: users_pb2.ListUsersRequest | groups_pb2.ListGroupsRequest
+) -> bool:
+    """The IdP lookup: `attr eq "text"` on an indexed column, first page, no sort."""
+    page = req.page
+    return (
+        req.HasField("filter")
+        and not (req.HasField("sort") and req.sort.path.attribute)
+        and not page.use_cursor
+        and page.start_index <= 1
+        and (not page.HasField("count") or page.count <= QUICK_COUNT)
+        and equality(catalog, req.filter) is not None
+    )
+
+
+def ctx_of(context: grpc.aio.ServicerContext[Any, Any]) -> RequestContext:
+    record = CURRENT_CALL.get()
+    if record is not None:  # parsed already, by the interceptor
+        return record.ctx
+    return RequestContext.from_metadata(tuple(context.invocation_metadata() or ()))
+
+
+class TenantServicer(_Base, tenants_pb2_grpc.TenantServiceServicer):
+    async def CreateTenant(
+        self, request: tenants_pb2.CreateTenantRequest, context: Any
+    ) -> tenants_pb2.Tenant:
+        return await self.write(
+            context, lambda s, c: tenants.create(s, request.name, request.display_name, c.ctx)
+        )
+
+    async def GetTenant(
+        self, request: tenants_pb2.GetTenantRequest, context: Any
+    ) -> tenants_pb2.Tenant:
+        return await self.read(
+            context, lambda s, c: tenants.to_proto(tenants.resolve(s, request.tenant))
+        )
+
+    async def ListTenants(
+        self, request: tenants_pb2.ListTenantsRequest, context: Any
+    ) -> tenants_pb2.ListTenantsResponse:
+        return await self.read(
+            context, lambda s, c: tenants.list_page(s, request.page_size, request.page_token)
+        )
+
+    async def UpdateTenant(
+        self, request: tenants_pb2.UpdateTenantRequest, context: Any
+    ) -> tenants_pb2.Tenant:
+        return await self.write(context, lambda s, c: tenants.update(s, request, c.ctx))
+
+    async def IssueToken(
+        self, request: tenants_pb2.IssueTokenRequest, context: Any
+    ) -> tenants_pb2.IssueTokenResponse:
+        return await self.write(context, lambda s, c: tenants.issue_token(s, request, c.ctx))
+
+    async def ListTokens(
+        self, request: tenants_pb2.ListTokensRequest, context: Any
+    ) -> tenants_pb2.ListTokensResponse:
+        return await self.read(context, lambda s, c: tenants.list_tokens(s, request))
+
+    async def RevokeToken(
+        self, request: tenants_pb2.RevokeTokenRequest, context: Any
+    ) -> tenants_pb2.Token:
+        return await self.write(context, lambda s, c: tenants.revoke_token(s, request, c.ctx))
+
+    async def RotateToken(
+        self, request: tenants_pb2.RotateTokenRequest, context: Any
+    ) -> tenants_pb2.RotateTokenResponse:
+        return await self.write(context, lambda s, c: tenants.rotate_token(s, request, c.ctx))
+
+    async def ResetConnector(
+        self, request: tenants_pb2.ResetConnectorRequest, context: Any
+    ) -> tenants_pb2.ResetConnectorResponse:
+        return await self.write(context, lambda s, c: connector.reset(s, request, c.ctx))
+
+    async def AuthenticateToken(
+        self, request: tenants_pb2.AuthenticateTokenRequest, context: Any
+    ) -> tenants_pb2.AuthenticateTokenResponse:
+        answer, touch = await self.read(context, lambda s, c: tenants.authenticate(s, request))
+        if touch is not None:
+            await self._touch(touch)
+        return answer
+
+
+class UserServicer(_Base, users_pb2_grpc.UserServiceServicer):
+    async def CreateUser(
+        self, request: users_pb2.CreateUserRequest, context: Any
+    ) -> users_pb2.User:
+        return await self.write(
+            context,
+            lambda s, c: c.users_view(
+                users.create(s, c.tenant(s, request.tenant_id), request.user, c.ctx)
+            ),
+        )
+
+    async def GetUser(self, request: users_pb2.GetUserRequest, context: Any) -> users_pb2.User:
+        return await self.read(
+            context,
+            lambda s, c: c.users_view(users.get(s, c.tenant(s, request.tenant_id), request.id)),
+            quick=True,
+        )
+
+    async def ListUsers(
+        self, request: users_pb2.ListUsersRequest, context: Any
+    ) -> users_pb2.ListUsersResponse:
+        def list_users(s: Session, c: Caller) -> users_pb2.ListUsersResponse:
+            tenant = c.tenant(s, request.tenant_id)
+            c.check_user_filter(request)
+            return c.users_view(users.list_users(s, tenant, request, self.settings))
+
+        return await self.read(context, list_users, quick=_is_lookup(USERS, request))
+
+    async def ReplaceUser(
+        self, request: users_pb2.ReplaceUserRequest, context: Any
+    ) -> users_pb2.User:
+        return await self.write(
+            context,
+            lambda s, c: c.users_view(
+                users.replace(
+                    s, c.tenant(s, request.tenant_id), request.user, request.expected_version, c.ctx
+                )
+            ),
+        )
+
+    async def DeleteUser(
+        self, request: users_pb2.DeleteUserRequest, context: Any
+    ) -> users_pb2.DeleteUserResponse:
+        return await self.write(
+            context,
+            lambda s, c: c.users_view(
+                users.remove(
+                    s,
+                    c.tenant(s, request.tenant_id),
+                    request.id,
+                    request.expected_version,
+                    c.ctx,
+                    mode=request.mode,
+                )
+            ),
+        )
+
+    async def JitProvision(
+        self, request: users_pb2.JitProvisionRequest, context: Any
+    ) -> users_pb2.JitProvisionResponse:
+        return await self.write(
+            context,
+            lambda s, c: c.users_view(
+                users.jit_provision(s, c.tenant(s, request.tenant_id), request, c.ctx)
+            ),
+        )
+
+
+class PolicyServicer(_Base, policy_pb2_grpc.PolicyServiceServicer):
+    async def GetPolicy(
+        self, request: policy_pb2.GetPolicyRequest, context: Any
+    ) -> policy_pb2.TenantPolicy:
+        return await self.read(context, lambda s, c: policy.load(c.tenant(s, request.tenant_id)))
+
+    async def SetPolicy(
+        self, request: policy_pb2.SetPolicyRequest, context: Any
+    ) -> policy_pb2.TenantPolicy:
+        return await self.write(
+            context,
+            lambda s, c: apply_policy(
+                s, tenants.by_id(s, c.tenant(s, request.tenant_id).id), request.policy, c.ctx
+            ),
+        )
+
+
+class GroupServicer(_Base, groups_pb2_grpc.GroupServiceServicer):
+    groups = True
+
+    async def CreateGroup(
+        self, request: groups_pb2.CreateGroupRequest, context: Any
+    ) -> groups_pb2.Group:
+        return await self.write(
+            context,
+            lambda s, c: groups.create(s, c.tenant(s, request.tenant_id), request.group, c.ctx),
+        )
+
+    async def GetGroup(self, request: groups_pb2.GetGroupRequest, context: Any) -> groups_pb2.Group:
+        return await self.read(
+            context,
+            lambda s, c: groups.get(
+                s,
+                c.tenant(s, request.tenant_id),
+                request.id,
+                request.include_members,
+                self.settings,
+                member_limit=request.member_limit,
+            ),
+            quick=not request.include_members,
+        )
+
+    async def ListGroups(
+        self, request: groups_pb2.ListGroupsRequest, context: Any
+    ) -> groups_pb2.ListGroupsResponse:
+        return await self.read(
+            context,
+            lambda s, c: groups.list_groups(
+                s, c.tenant(s, request.tenant_id), request, self.settings
+            ),
+            # With members, a matched group may have any number of them: the pool.
+            quick=not request.include_members and _is_lookup(GROUPS, request),
+        )
+
+    async def ReplaceGroup(
+        self, request: groups_pb2.ReplaceGroupRequest, context: Any
+    ) -> groups_pb2.Group:
+        return await self.write(
+            context,
+            lambda s, c: groups.replace(
+                s, c.tenant(s, request.tenant_id), request.group, request.expected_version, c.ctx
+            ),
+        )
+
+    async def UpdateGroup(
+        self, request: groups_pb2.UpdateGroupRequest, context: Any
+    ) -> groups_pb2.Group:
+        return await self.write(
+            context,
+            lambda s, c: groups.update_group(s, c.tenant(s, request.tenant_id), request, c.ctx),
+        )
+
+    async def DeleteGroup(
+        self, request: groups_pb2.DeleteGroupRequest, context: Any
+    ) -> groups_pb2.DeleteGroupResponse:
+        await self.write(
+            context,
+            lambda s, c: groups.remove(
+                s, c.tenant(s, request.tenant_id), request.id, request.expected_version, c.ctx
+            ),
+        )
+        return groups_pb2.DeleteGroupResponse()
+
+    async def ListMembers(
+        self, request: groups_pb2.ListMembersRequest, context: Any
+    ) -> groups_pb2.ListMembersResponse:
+        return await self.read(
+            context, lambda s, c: groups.list_members(s, c.tenant(s, request.tenant_id), request)
+        )
+
+
+class RoleServicer(_Base, roles_pb2_grpc.RoleServiceServicer):
+    async def CreateRole(
+        self, request: roles_pb2.CreateRoleRequest, context: Any
+    ) -> roles_pb2.Role:
+        return await self.write(
+            context,
+            lambda s, c: roles.create_role(
+                s, c.tenant(s, request.tenant_id), request.name, request.description, c.ctx
+            ),
+        )
+
+    async def ListRoles(
+        self, request: roles_pb2.ListRolesRequest, context: Any
+    ) -> roles_pb2.ListRolesResponse:
+        return await self.read(
+            context, lambda s, c: roles.list_roles(s, c.tenant(s, request.tenant_id))
+        )
+
+    async def DeleteRole(
+        self, request: roles_pb2.DeleteRoleRequest, context: Any
+    ) -> roles_pb2.DeleteRoleResponse:
+        await self.write(
+            context,
+            lambda s, c: roles.delete_role(s, c.tenant(s, request.tenant_id), request.name, c.ctx),
+        )
+        return roles_pb2.DeleteRoleResponse()
+
+    async def AssignRole(
+        self, request: roles_pb2.AssignRoleRequest, context: Any
+    ) -> roles_pb2.Assignment:
+        return await self.write(
+            context, lambda s, c: roles.assign(s, c.tenant(s, request.tenant_id), request, c.ctx)
+        )
+
+    async def RevokeRole(
+        self, request: roles_pb2.RevokeRoleRequest, context: Any
+    ) -> roles_pb2.Assignment:
+        return await self.write(
+            context, lambda s, c: roles.revoke(s, c.tenant(s, request.tenant_id), request, c.ctx)
+        )
+
+    async def ListAssignments(
+        self, request: roles_pb2.ListAssignmentsRequest, context: Any
+    ) -> roles_pb2.ListAssignmentsResponse:
+        return await self.read(
+            context, lambda s, c: roles.list_assignments(s, c.tenant(s, request.tenant_id), request)
+        )
+
+
+class HistoryServicer(_Base, history_pb2_grpc.HistoryServiceServicer):
+    async def RecordOperation(
+        self, request: history_pb2.RecordOperationRequest, context: Any
+    ) -> history_pb2.RecordOperationResponse:
+        op = request.operation
+        recorded = await self.write(
+            context, lambda s, c: history.record(s, c.tenant(s, op.tenant_id), op)
+        )
+        return history_pb2.RecordOperationResponse(operation=recorded)
+
+    async def RecordOperations(
+        self, request: history_pb2.RecordOperationsRequest, context: Any
+    ) -> history_pb2.RecordOperationsResponse:
+        return await self.write(context, lambda s, c: history.record_many(s, request.operations))
+
+    async def ListOperations(
+        self, request: history_pb2.ListOperationsRequest, context: Any
+    ) -> history_pb2.ListOperationsResponse:
+        return await self.read(
+            context,
+            lambda s, c: history.list_operations(s, c.tenant(s, request.tenant_id), request),
+        )
+
+
+class ChangeServicer(_Base, changes_pb2_grpc.ChangeServiceServicer):
+    """GetRevision here; Watch is served by identity_service.changes.streams."""
+
+    #: Set by IdentityService: the process's stream hub.
+    streams: StreamHub | None = None
+
+    async def Watch(
+        self,
+        request: changes_pb2.WatchRequest,
+        context: grpc.aio.ServicerContext[changes_pb2.WatchRequest, changes_pb2.WatchResponse],
+    ) -> AsyncIterator[changes_pb2.WatchResponse]:
+        if self.streams is None:
+            raise Unavailable("change streams are not running on this server")
+        async for item in self.streams.watch(request, context):
+            yield item
+
+    async def GetRevision(
+        self, request: changes_pb2.GetRevisionRequest, context: Any
+    ) -> changes_pb2.GetRevisionResponse:
+        def get(s: Session, c: Caller) -> changes_pb2.GetRevisionResponse:
+            t = c.tenant(s, request.tenant_id)
+            return changes_pb2.GetRevisionResponse(
+                revision=t.revision,
+                # The oldest revision still kept; 0 while nothing was compacted.
+                oldest_revision=t.compacted_through + 1 if t.compacted_through else 0,
+            )
+
+        return await self.read(context, get, quick=True)

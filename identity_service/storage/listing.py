@@ -1,0 +1,293 @@
+"""Filtered, sorted, paged lists over users or groups: index paging and keyset cursors."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, bindparam, func, or_, select
+from sqlalchemy.orm import Session
+
+from identity.v1 import common_pb2
+
+from ..errors import InvalidCursor, TooMany
+from ..settings import Settings
+from .filters import Catalog, Equality, compile_filter, equality, sort_key
+from .prepared import Prepared
+
+
+@dataclass
+class PageResult:
+    rows: list[Any]
+    total: int
+    start_index: int
+    next_cursor: str
+
+
+def _query_hash(tenant_pk: int, f: common_pb2.Filter, sort: common_pb2.Sort | None) -> str:
+    h = hashlib.sha256(str(tenant_pk).encode())
+    h.update(f.SerializeToString(deterministic=True))
+    if sort is not None:
+        h.update(sort.SerializeToString(deterministic=True))
+    return h.hexdigest()[:16]
+
+
+def _encode_cursor(key: Any, pk: int, qh: str) -> str:
+    if isinstance(key, datetime):
+        key = {"t": key.isoformat()}
+    raw = json.dumps({"k": key, "p": pk, "q": qh}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+_KEY_TYPES: dict[str | None, tuple[type, ...]] = {
+    None: (type(None),),
+    "string": (str,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "dateTime": (datetime,),
+}
+
+
+def _decode_cursor(cursor: str, qh: str, key_type: str | None) -> tuple[Any, int]:
+    bad = InvalidCursor("the cursor is not one this server issued", field="cursor")
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        data = json.loads(raw)
+        key, pk, q = data["k"], int(data["p"]), str(data["q"])
+        if isinstance(key, dict):
+            key = datetime.fromisoformat(key["t"])
+    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise bad from None
+    # Cursors are not signed: a key of the wrong type must not reach the SQL.
+    allowed = _KEY_TYPES.get(key_type, ())
+    if not isinstance(key, allowed) or (key_type == "number" and isinstance(key, bool)):
+        raise bad
+    if isinstance(key, datetime) and key.tzinfo is None:
+        raise bad
+    if q != qh:
+        raise InvalidCursor(
+            "the cursor belongs to a different query (filter or sort changed)", field="cursor"
+        )
+    return key, pk
+
+
+#: (database, table, query hash, rows before the next page) -> (tenant revision,
+#: (sort key, pk) of the last row so far): where a startIndex walk's previous page ended.
+#: The database is part of every key: tenant pks and revisions are per database, and a
+#: process may serve more than one (the tests do).
+_POSITIONS: dict[tuple[Any, str, str, int], tuple[int, tuple[Any, int]]] = {}
+#: (database, table, query hash) -> (tenant revision, COUNT(*)) of recent exact totals.
+_TOTALS: dict[tuple[Any, str, str], tuple[int, int]] = {}
+_LOOKUPS: dict[tuple[int, str], tuple[Select[*tuple[Any, ...]], Prepared]] = {}
+
+
+def _lookup_statement(columns: Select[*tuple[Any, ...]], model: Any, lookup: Equality) -> Prepared:
+    key = (id(columns), lookup.name)
+    hit = _LOOKUPS.get(key)
+    if hit is not None and hit[0] is columns:
+        return hit[1]
+    stmt = Prepared(
+        columns.where(
+            model.tenant_pk == bindparam("t"),
+            lookup.column.is_not(None),
+            lookup.column == bindparam("v"),
+        )
+        .order_by(model.pk.asc())
+        .limit(bindparam("n"))
+    )
+    if len(_LOOKUPS) > 256:  # callers passing fresh selects would grow it forever
+        _LOOKUPS.clear()
+    _LOOKUPS[key] = (columns, stmt)
+    return stmt
+
+
+def page_of(
+    session: Session,
+    *,
+    catalog: Catalog,
+    model: Any,
+    columns: Select[*tuple[Any, ...]],  # any row shape with a `pk` column
+    tenant_pk: int,
+    f: common_pb2.Filter | None,
+    sort: common_pb2.Sort | None,
+    page: common_pb2.Page,
+    settings: Settings,
+    revision: int | None = None,
+    count_all: int | None = None,
+) -> PageResult:
+    """One page of `columns` (a select over `model`) for the tenant, plus the exact total.
+    `columns` should be a long-lived (module-level) select: simple lookups cache
+    their statement by it. `revision`: the tenant's revision read in the same
+    snapshot, which lets an exact total be reused until the tenant changes.
+    `count_all`: how many rows of `model` the tenant has (read in the same snapshot),
+    the total of an unfiltered list."""
+    if page.HasField("count"):
+        count = page.count
+        if count < 0:
+            raise TooMany("count must not be negative", field="count")
+        if count > settings.max_page_size:
+            raise TooMany(
+                f"count {count} exceeds the largest page, {settings.max_page_size}",
+                field="count",
+            )
+    else:
+        count = settings.default_page_size
+    if page.start_index < 0:
+        raise TooMany("start_index is 1-based and must not be negative", field="start_index")
+    if page.start_index and page.use_cursor:
+        raise InvalidCursor("use either start_index or a cursor, not both", field="cursor")
+
+    lookup = equality(catalog, f)
+    if (
+        lookup is not None
+        and not (sort is not None and sort.path.attribute)
+        and not page.use_cursor
+        and page.start_index <= 1
+        and count > 0
+    ):
+        # The IdPs' `userName eq "..."`: a statement built once, one index read.
+        rows = _lookup_statement(columns, model, lookup).run(
+            session, {"t": tenant_pk, "v": lookup.value, "n": count}
+        )
+        if len(rows) < count:
+            return PageResult(rows, len(rows), 1, "")
+
+    cond = and_(model.tenant_pk == tenant_pk, compile_filter(catalog, f, tenant_pk))
+
+    unfiltered = f is None or f.WhichOneof("node") is None
+
+    def known_total() -> int | None:
+        """The exact total when it costs no COUNT, else None."""
+        if unfiltered and count_all is not None:
+            return count_all
+        # Every write to a tenant moves its revision, so a count taken at the same
+        # revision (in this snapshot) is still exact: a walk through a quiet
+        # directory counts it once, not on every page.
+        if revision is not None:
+            memo = _TOTALS.get(memo_key())
+            if memo is not None and memo[0] == revision:
+                return memo[1]
+        return None
+
+    def memo_key() -> tuple[Any, str, str]:
+        qh = _query_hash(tenant_pk, f or common_pb2.Filter(), None)
+        return (session.get_bind().engine.url, model.__tablename__, qh)
+
+    def exact_total() -> int:
+        known = known_total()
+        if known is not None:
+            return known
+        stmt = select(func.count()).select_from(model).where(cond)
+        total = int(session.execute(stmt).scalar_one())
+        if revision is not None:
+            if len(_TOTALS) >= 4096:
+                _TOTALS.clear()
+            _TOTALS[memo_key()] = (revision, total)
+        return total
+
+    key: ColumnElement[Any] | None = None
+    key_type: str | None = None
+    desc = False
+    if sort is not None and sort.path.attribute:
+        key, key_type = sort_key(catalog, sort.path)
+        desc = sort.descending
+    order = []
+    if key is not None:
+        order.append(key.desc() if desc else key.asc())
+    order.append(model.pk.desc() if desc else model.pk.asc())
+    stmt = columns.where(cond).order_by(*order)
+    if key is not None:
+        stmt = stmt.add_columns(key.label("_sort_key"))
+
+    def after(last_key: Any, last_pk: int) -> ColumnElement[bool]:
+        """Rows after (last_key, last_pk) in this order: a keyset condition."""
+        pk_cmp: ColumnElement[bool] = model.pk < last_pk if desc else model.pk > last_pk
+        if key is None:
+            return pk_cmp
+        key_cmp = key < last_key if desc else key > last_key
+        return or_(key_cmp, and_(key == last_key, pk_cmp))
+
+    if not page.use_cursor:
+        start = max(page.start_index, 1)
+        if count == 0:
+            return PageResult([], exact_total(), start, "")
+        # IdPs import by walking startIndex 1, 1+n, 1+2n, ...: where the previous page
+        # of this query ended at this same revision (nothing changed since), the next
+        # one starts after its last row, a keyset read instead of an OFFSET.
+        position = (
+            (
+                session.get_bind().engine.url,
+                model.__tablename__,
+                _query_hash(tenant_pk, f or common_pb2.Filter(), sort),
+            )
+            if revision is not None
+            else None
+        )
+        resume = _POSITIONS.get((*position, start - 1)) if position is not None else None
+        if resume is not None and resume[0] == revision:
+            rows = list(session.execute(stmt.where(after(*resume[1])).limit(count)))
+        elif (
+            start > 1
+            and key is None
+            and (total := known_total()) is not None
+            and (start - 1 > total // 2)
+        ):
+            # A deep page in the second half of an unsorted list whose exact total is
+            # known: its keys are counted from the end of the (tenant_pk, pk) index,
+            # so the last page costs what the first does, not a walk past every row.
+            after_page = total - (start - 1) - count  # rows after this page
+            size = count + min(after_page, 0)
+            keys = (
+                select(model.pk)
+                .where(cond)
+                .order_by(model.tenant_pk.desc(), model.pk.desc())
+                .offset(max(after_page, 0))
+                .limit(size)
+            )
+            stmt = stmt.where(model.pk.in_(keys.scalar_subquery()))
+            rows = list(session.execute(stmt)) if size > 0 else []
+        elif start > 1:
+            # Deep pages: find the page's keys on the (tenant_pk, pk) index first,
+            # then read only those rows, instead of reading and skipping every row
+            # before them (OFFSET 999,000 read whole rows, bodies included).
+            # Unsorted, the order is spelled as the index's, (tenant_pk, pk): the same
+            # order within one tenant, and PostgreSQL then reads the index alone too.
+            key_order = order if key is not None else [model.tenant_pk.asc(), model.pk.asc()]
+            keys = select(model.pk).where(cond).order_by(*key_order).offset(start - 1).limit(count)
+            stmt = stmt.where(model.pk.in_(keys.scalar_subquery()))
+            rows = list(session.execute(stmt))
+        else:
+            rows = list(session.execute(stmt.limit(count)))
+        if position is not None and revision is not None and len(rows) == count:
+            last = rows[-1]
+            if len(_POSITIONS) >= 4096:
+                _POSITIONS.clear()
+            _POSITIONS[(*position, start - 1 + count)] = (
+                revision,
+                (last._sort_key if key is not None else None, last.pk),
+            )
+        # A short, non-empty page ends the list, so it gives the total without a COUNT:
+        # the common IdP lookup (`userName eq ...`) is then a single index read.
+        if 0 < len(rows) < count or (not rows and start == 1):
+            return PageResult(rows, start - 1 + len(rows), start, "")
+        return PageResult(rows, exact_total(), start, "")
+
+    qh = _query_hash(tenant_pk, f or common_pb2.Filter(), sort)
+    if page.cursor:
+        stmt = stmt.where(after(*_decode_cursor(page.cursor, qh, key_type)))
+    if count == 0:
+        return PageResult([], exact_total(), 1, page.cursor)
+    rows = list(session.execute(stmt.limit(count + 1)))
+    more = len(rows) > count
+    rows = rows[:count]
+    total = len(rows) if not page.cursor and not more else exact_total()
+    nxt = ""
+    if more:
+        last = rows[-1]
+        nxt = _encode_cursor(last._sort_key if key is not None else None, last.pk, qh)
+    return PageResult(rows, total, 1, nxt)

@@ -279,7 +279,8 @@ class ErrorHandler:
             resp.set_header(name, value)
         resp.content_type = SCIM_MEDIA_TYPE
         resp.stream = None
-        resp.data = orjson.dumps(err.body())
+        call: Call | None = getattr(req.context, "call", None)
+        resp.data = orjson.dumps(err.body(call.secret if call else ""))
 
     def to_scim(self, req: falcon.Request, ex: Exception) -> ScimError:
         rid = getattr(req.context, "request_id", "")

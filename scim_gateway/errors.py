@@ -9,6 +9,7 @@ that knows how core failures look over HTTP.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -34,6 +35,23 @@ SENSITIVE = "sensitive"
 INVALID_CURSOR = "invalidCursor"
 
 
+# What a bearer secret looks like: the core issues tenant tokens as "scim_" and
+# 43 url-safe characters (identity_service TOKEN_PREFIX; tests/security checks
+# the two agree) and service credentials as "svc-<role>-...". Anything of that
+# shape in text the gateway echoes or records is a leaked credential, whoever's.
+_SECRET_SHAPE = re.compile(r"(?:scim_|svc-[a-z]+-)[A-Za-z0-9_\-]{8,}")
+REDACTED = "[redacted]"
+
+
+def redact(text: str, presented: str = "") -> str:
+    """`text` with the presented bearer secret and anything shaped like a bearer
+    secret replaced, for error details and history records (a filter or a path
+    segment may quote a token; RFC 6750 §5.3: bearer tokens must not leak)."""
+    if presented and presented in text:
+        text = text.replace(presented, REDACTED)
+    return _SECRET_SHAPE.sub(REDACTED, text)
+
+
 class ScimError(Exception):
     """A request the gateway answers with a SCIM error body."""
 
@@ -51,12 +69,14 @@ class ScimError(Exception):
         self.scim_type = scim_type
         self.headers = dict(headers or {})
 
-    def body(self) -> dict[str, Any]:
-        """The error JSON; `status` is a string (RFC 7644 §3.12)."""
+    def body(self, presented: str = "") -> dict[str, Any]:
+        """The error JSON; `status` is a string (RFC 7644 §3.12). The detail may
+        quote the request, so it never carries `presented` (the caller's bearer
+        secret) nor anything shaped like a secret."""
         doc: dict[str, Any] = {"schemas": [ERROR_SCHEMA], "status": str(self.status)}
         if self.scim_type:
             doc["scimType"] = self.scim_type
-        doc["detail"] = self.detail
+        doc["detail"] = redact(self.detail, presented)
         return doc
 
     def __repr__(self) -> str:

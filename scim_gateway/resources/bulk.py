@@ -153,6 +153,7 @@ class BulkResource:
                         waiting.append(op)
                         continue
                     outcome = self._error_entry(
+                        call,
                         op,
                         invalid_value(
                             f"bulkId {unresolved.bulk_id!r} does not name a resource created "
@@ -171,7 +172,7 @@ class BulkResource:
             if not progressed:
                 for op in waiting:  # a cycle of references
                     results[op.index] = self._error_entry(
-                        op, invalid_value("circular bulkId references cannot be resolved")
+                        call, op, invalid_value("circular bulkId references cannot be resolved")
                     )
                 break
             pending = waiting
@@ -181,12 +182,12 @@ class BulkResource:
         }
         send(resp, Result(200, doc))
 
-    def _error_entry(self, op: _Op, err: ScimError) -> dict[str, Any]:
+    def _error_entry(self, call: Call, op: _Op, err: ScimError) -> dict[str, Any]:
         entry: dict[str, Any] = {"method": op.method}
         if op.bulk_id is not None:
             entry["bulkId"] = op.bulk_id
         entry["status"] = str(err.status)
-        entry["response"] = err.body()
+        entry["response"] = err.body(call.secret)
         return entry
 
     def _run(
@@ -217,7 +218,7 @@ class BulkResource:
                 result = service.delete(call, rid, if_match)
         except ScimError as err:
             error = err
-            entry = self._error_entry(op, err)
+            entry = self._error_entry(call, op, err)
             status = err.status
         else:
             status = result.status

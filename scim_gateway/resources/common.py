@@ -20,7 +20,7 @@ import grpc
 from identity.v1 import common_pb2, history_pb2
 from identity_client import CallContext, IdentityClient, IdentityError
 
-from ..errors import INVALID_FILTER, ScimError, invalid_value
+from ..errors import INVALID_FILTER, ScimError, invalid_value, redact
 from ..http import (
     STREAMABLE,
     Call,
@@ -128,10 +128,11 @@ class Recorder:
             # What the client sent (a path segment may hold anything, even NUL):
             # kept printable and within what the core stores, so that a record is
             # always valid and a batch stays small.
-            resource_id=_field(info.resource_id, 64),
+            resource_id=_field(redact(info.resource_id, call.secret), 64),
             status=status,
             scim_type=_field((error.scim_type or "") if error else "", 32),
-            detail=_field(error.detail if error else "", 2000),
+            # The detail may quote the request (a filter, a value): never a secret.
+            detail=_field(redact(error.detail, call.secret) if error else "", 2000),
             duration_ms=duration_ms,
             request_id=call.request_id,
         )

@@ -11,13 +11,16 @@ from typing import Any
 import orjson
 from google.protobuf import json_format
 
-from identity.v1 import policy_pb2
+from identity.v1 import policy_pb2, tenants_pb2
 from identity_client import IdentityClient
 from identity_client.types import Tenant
+from identity_service.tenants import TOKEN_PREFIX
 from scim_gateway.app import create_app
+from scim_gateway.errors import REDACTED, redact
 from scim_gateway.settings import Settings
 
 from ..gateway.conftest import GROUP_SCHEMA, PATCH_OP, USER_SCHEMA, ScimClient, assert_scim_error
+from .helpers import ALL_SERVICE_SECRETS
 
 ACME = "urn:example:params:scim:schemas:extension:secret-a:2.0:User"
 BULK = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
@@ -178,16 +181,71 @@ def test_an_inactive_connector_refuses_every_endpoint(client: IdentityClient) ->
 
 
 def test_secrets_are_not_echoed_in_errors_or_history(client: IdentityClient) -> None:
+    """A bearer secret quoted anywhere in a request (a filter, a path segment, a
+    value, a bulk operation) never comes back in an error and never reaches the
+    operations history: neither the caller's own secret nor any other token."""
     app = _app(client)
     a, secret, scim = _tenant_with_data(client, app)
+    other = client.issue_token(a.id).secret  # token-shaped, not the one presented
+    assert secret.startswith(TOKEN_PREFIX) and other.startswith(TOKEN_PREFIX)
+    leaks = (secret, other, secret[len(TOKEN_PREFIX) :], other[len(TOKEN_PREFIX) :])
     r = scim.post("/Users", {"schemas": [USER_SCHEMA], "userName": secret})  # a hostile name
     assert r.status_code == 201
     bad = ScimClient(app, f"/scim/v2/{a.name}", secret + "x")
     r = bad.get("/Users")
     assert_scim_error(r, 401)
     assert secret not in r.text
-    r = scim.get("/Users", query_string=f"filter=bogus eq {secret}")
-    for op in client.list_operations(a.id).operations:
+
+    answers = [
+        # The gateway's own parser refuses these and quotes the filter.
+        scim.get("/Users", query_string=f"filter=bogus eq {secret}"),
+        scim.get("/Users", query_string=f'filter=userName eq "{other}" and'),
+        scim.post("/Users/.search", {"schemas": [SEARCH], "filter": f"nope eq {other}"}),
+        # The path segment is recorded as the resource id; the core refuses it.
+        scim.get(f"/Users/{secret}"),
+        scim.delete(f"/Groups/{other}"),
+        # A value the core refuses, quoting it.
+        scim.post("/Users", {"schemas": [USER_SCHEMA], "userName": secret}),
+        scim.post(
+            "/Bulk",
+            {
+                "schemas": [BULK],
+                "Operations": [{"method": "DELETE", "path": f"/Users/{other}"}],
+            },
+        ),
+    ]
+    for r in answers[:-1]:
+        assert 400 <= r.status_code < 500, r.text
+    assert [op["status"] for op in answers[-1].json["Operations"]] == ["404"], answers[-1].text
+    for r in answers:
+        for leak in leaks:
+            assert leak not in r.text, r.text
+    # The refusals still say what was wrong, with the secret blanked out.
+    assert REDACTED in answers[0].json["detail"], answers[0].text
+
+    ops = client.list_operations(a.id, page_size=100).operations
+    refused = [op for op in ops if op.status >= 400]
+    assert len(refused) >= len(answers), ops  # every refusal was recorded
+    assert any(REDACTED in op.detail for op in refused), refused
+    assert any(op.resource_id == REDACTED for op in refused), refused
+    for op in ops:
         blob = orjson.dumps(json_format.MessageToDict(op)).decode()
         assert "Bearer" not in blob and "authorization" not in blob.lower()
+        for leak in leaks:
+            assert leak not in blob, blob
         assert op.token_id and op.token_id not in secret
+
+
+def test_the_gateway_redacts_what_the_core_issues(client: IdentityClient) -> None:
+    """The gateway's notion of a secret's shape agrees with the tokens the core
+    issues (whatever their scope) and with the service credentials."""
+    t = client.create_tenant(f"shape-{uuid.uuid4().hex[:10]}")
+    for scope in (tenants_pb2.TOKEN_SCOPE_FULL, tenants_pb2.TOKEN_SCOPE_READ_ONLY):
+        secret = client.issue_token(t.id, scope=scope).secret
+        assert redact(f"x {secret} y") == f"x {REDACTED} y"
+    for svc in ALL_SERVICE_SECRETS:
+        assert redact(f"({svc})") == f"({REDACTED})"
+    assert redact("hunter2 and hunter2", "hunter2") == f"{REDACTED} and {REDACTED}"
+    # Ordinary text, ids and the public token prefix shown in listings stay.
+    uid = str(uuid.uuid4())
+    assert redact(f"user {uid} scim_ab12cd") == f"user {uid} scim_ab12cd"

@@ -102,6 +102,7 @@ def test_records_wait_for_an_unreachable_core(database_url: str, tmp_path: Path)
         tenant_id = tenant.id
         token_id = "t"
         request_id = "while-down"
+        secret = "scim_presented"
 
     # A recorder whose core is not there (yet).
     with IdentityClient(target, timeout=2) as gateway_client:
@@ -140,6 +141,7 @@ def test_a_request_with_a_nul_in_its_path_costs_no_one_their_history(
     class _Call:
         def __init__(self, tenant_id: str, rid: str) -> None:
             self.tenant_id, self.token_id, self.request_id = tenant_id, "t", rid
+            self.secret = "scim_presented"
 
     recorder = Recorder(client, linger=5.0)  # one batch for all three
     for tenant_id, rid, resource in (

@@ -5,14 +5,14 @@ data. Each step is checked from its predecessor (0001 -> 0002 -> ... -> head).""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
+from sqlalchemy import Connection, inspect, text
 
 from identity.v1 import users_pb2
 from identity_client import IdentityClient
@@ -39,17 +39,63 @@ def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
             yield url
 
 
+USERS = ("legacy@example.com", "older@example.com")
+
+
+def _check_0002(conn: Connection, tenant_pk: int) -> None:
+    # Existing users were written by SCIM: the new column says so.
+    managed = conn.execute(
+        text("SELECT managed_by FROM users WHERE tenant_pk = :t"), {"t": tenant_pk}
+    ).scalars()
+    assert list(managed) == ["scim"] * len(USERS)
+
+
+def _check_0003(conn: Connection, tenant_pk: int) -> None:
+    if conn.dialect.name != "postgresql":
+        return  # a PostgreSQL storage parameter; nothing to do on SQLite
+    options = conn.execute(
+        text("SELECT reloptions FROM pg_class WHERE relname = 'tenants'")
+    ).scalar_one()
+    assert "fillfactor=50" in (options or []), options
+
+
+def _check_0004(conn: Connection, tenant_pk: int) -> None:
+    # The counts an unfiltered list reports as totalResults are backfilled from
+    # the rows already there (without it an upgraded tenant reports 0).
+    counts = conn.execute(
+        text("SELECT user_count, group_count FROM tenants WHERE pk = :t"), {"t": tenant_pk}
+    ).one()
+    assert tuple(counts) == (len(USERS), 1), counts
+    indexes = {
+        table: {ix["name"] for ix in inspect(conn).get_indexes(table)}
+        for table in ("users", "groups", "group_members")
+    }
+    assert "ix_users_tenant_pk" in indexes["users"], indexes
+    assert "ix_groups_tenant_pk" in indexes["groups"], indexes
+    assert "ix_group_members_group_pk_pk" in indexes["group_members"], indexes
+
+
+#: What each step must have done to the data the previous release left. A new
+#: migration needs an entry here (the test refuses a step it cannot check).
+STEP_CHECKS: dict[str, Callable[[Connection, int], None]] = {
+    "0002": _check_0002,
+    "0003": _check_0003,
+    "0004": _check_0004,
+}
+
+
 def test_each_migration_upgrades_a_filled_database(empty_db: str, tmp_path: Path) -> None:
     revs = revisions()
     assert revs[0] == "0001" and len(revs) >= 2
+    assert set(revs[1:]) == set(STEP_CHECKS), "every migration step needs a check here"
     db = Database(Settings(database_url=empty_db))
-    tenant_id, user_id = str(uuid.uuid4()), str(uuid.uuid4())
+    tenant_id, user_ids, group_id = str(uuid.uuid4()), [], str(uuid.uuid4())
     try:
         with db.engine.connect() as conn:
             command.upgrade(migrate.config(conn), revs[0])
             conn.commit()
         # Data as the first release wrote it (no columns from later migrations).
-        now = datetime.now(UTC)
+        now = datetime.now(UTC).replace(tzinfo=None)
         with db.engine.begin() as conn:
             conn.execute(
                 text(
@@ -57,41 +103,64 @@ def test_each_migration_upgrades_a_filled_database(empty_db: str, tmp_path: Path
                     "compacted_through, settings, created, last_modified) VALUES "
                     "(:id, 'old', 'Old', :t, 0, 0, '{}', :now, :now)"
                 ),
-                {"id": tenant_id, "now": now.replace(tzinfo=None), "t": True},
+                {"id": tenant_id, "now": now, "t": True},
             )
             tpk = conn.execute(
                 text("SELECT pk FROM tenants WHERE id = :id"), {"id": tenant_id}
             ).scalar_one()
-            body = users_pb2.User(user_name="legacy@example.com", active=True).SerializeToString()
+            for name in USERS:
+                user_ids.append(str(uuid.uuid4()))
+                body = users_pb2.User(user_name=name, active=True).SerializeToString()
+                conn.execute(
+                    text(
+                        "INSERT INTO users (id, tenant_pk, version, created, last_modified, "
+                        "user_name, user_name_key, active, doc, body) VALUES (:id, :t, 1, :now, "
+                        ":now, :name, :name, :a, :doc, :body)"
+                    ),
+                    {
+                        "id": user_ids[-1],
+                        "t": tpk,
+                        "now": now,
+                        "a": True,
+                        "name": name,
+                        "doc": f'{{"userName": "{name}"}}',
+                        "body": body,
+                    },
+                )
             conn.execute(
                 text(
-                    "INSERT INTO users (id, tenant_pk, version, created, last_modified, user_name, "
-                    "user_name_key, active, doc, body) VALUES (:id, :t, 1, :now, :now, "
-                    ":name, :name, :a, :doc, :body)"
+                    "INSERT INTO groups (id, tenant_pk, version, created, last_modified, "
+                    "display_name, display_name_key, member_count, doc) VALUES "
+                    "(:id, :t, 1, :now, :now, 'Old team', 'old team', 0, '{}')"
                 ),
-                {
-                    "id": user_id,
-                    "t": tpk,
-                    "now": now.replace(tzinfo=None),
-                    "a": True,
-                    "name": "legacy@example.com",
-                    "doc": '{"userName": "legacy@example.com"}',
-                    "body": body,
-                },
+                {"id": group_id, "t": tpk, "now": now},
             )
+        # Each step from its predecessor, checked before the next one runs.
         for rev in revs[1:]:
             with db.engine.connect() as conn:
                 command.upgrade(migrate.config(conn), rev)
                 conn.commit()
+            with db.engine.connect() as conn:
+                STEP_CHECKS[rev](conn, tpk)
         assert migrate.is_current(db)
     finally:
         db.close()
     proc, target = start_identity_process(empty_db, tmp_path)
     try:
         with IdentityClient(target) as client:
-            user = client.get_user(tenant_id, user_id)
-            assert user.user_name == "legacy@example.com" and user.managed_by == "scim"
+            # The upgraded tenant's unfiltered lists report their real totals.
+            users = client.list_users(tenant_id)
+            assert users.total_results == len(USERS)
+            assert sorted(u.user_name for u in users.users) == sorted(USERS)
+            groups = client.list_groups(tenant_id)
+            assert groups.total_results == 1
+            assert [g.display_name for g in groups.groups] == ["Old team"]
+            user = client.get_user(tenant_id, user_ids[0])
+            assert user.user_name == USERS[0] and user.managed_by == "scim"
             user.title = "upgraded"
             assert client.replace_user(tenant_id, user).meta.version == 2
+            # Later writes keep the backfilled counts exact.
+            client.delete_user(tenant_id, user_ids[1])
+            assert client.list_users(tenant_id).total_results == len(USERS) - 1
     finally:
         proc.stop()

@@ -19,7 +19,6 @@ from identity_client import (
     IdentityClient,
     PermissionDenied,
     Unauthenticated,
-    Unavailable,
 )
 from identity_client.types import User
 from identity_service.edge.auth import Credential, parse_credentials
@@ -257,9 +256,12 @@ def test_watch_iterator_stops_on_permission_denied(
     secured: str, pki: Pki, tenants: dict[str, tenants_pb2.Tenant]
 ) -> None:
     with secure_client(secured, pki, SUBSCRIBER_SECRET) as sub:
+        # A refusal is final: the iterator raises it at once and never reconnects
+        # (were PERMISSION_DENIED resumable it would retry, then raise Unavailable).
         w = sub.watch(tenants["sec-b"].id, since=0, give_up_after=3)
-        with pytest.raises((PermissionDenied, Unavailable)):
+        with pytest.raises(PermissionDenied):
             next(iter(w))
+        assert w.reconnects == 0
 
 
 def test_plaintext_default_needs_nothing(client: IdentityClient) -> None:

@@ -40,8 +40,18 @@ def database_url(
 
 @pytest.fixture(scope="session")
 def identity_service(database_url: str) -> Iterator[ServiceThread]:
-    """A real identity service (in-process, port 0) on `backend`."""
-    service = ServiceThread(Settings(database_url=database_url, listen="127.0.0.1:0"))
+    """A real identity service (in-process, port 0) on `backend`. Its retention
+    is off: tests date history records and events in the past, and a pass landing
+    mid-test would delete them. Retention is tested on services of its own, with
+    a controlled clock (tests/security/test_tokens_connector_history.py)."""
+    service = ServiceThread(
+        Settings(
+            database_url=database_url,
+            listen="127.0.0.1:0",
+            event_retention_seconds=0,
+            history_retention_seconds=0,
+        )
+    )
     service.start()
     yield service
     service.stop()

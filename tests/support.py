@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -75,8 +76,9 @@ def free_port() -> int:
 class ServiceThread:
     """A real IdentityService on its own event loop in a background thread."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Callable[[], datetime] | None = None) -> None:
         self.settings = settings
+        self.clock = clock  # the compactor's clock (None: the real one)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.service: IdentityService | None = None
@@ -87,6 +89,8 @@ class ServiceThread:
 
         async def boot() -> int:
             self.service = create_server(self.settings)
+            if self.clock is not None:
+                self.service.compactor.clock = self.clock
             return await self.service.start()
 
         self.port = asyncio.run_coroutine_threadsafe(boot(), self.loop).result(60)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select, update
@@ -147,6 +148,11 @@ class Compactor:
         self.retention = settings.event_retention_seconds
         self.history_retention = settings.history_retention_seconds
         self.interval = max(settings.compaction_interval_seconds, 1)
+        #: The time retention is measured from; tests set it to control which
+        #: records are "old" instead of waiting (or dating records in the past).
+        self.clock: Callable[[], datetime] = utcnow
+        #: Passes completed (failed ones included): what a test waits for.
+        self.passes = 0
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -165,16 +171,18 @@ class Compactor:
     async def _loop(self) -> None:
         while not self._stopping.is_set():
             try:
-                removed = await self.db.run(run_retention, self.db, self.retention)
+                now = self.clock()
+                removed = await self.db.run(run_retention, self.db, self.retention, now)
                 if removed:
                     log.info(
                         "compacted %d events of %d tenants", sum(removed.values()), len(removed)
                     )
-                ops = await self.db.run(run_history_retention, self.db, self.history_retention)
+                ops = await self.db.run(run_history_retention, self.db, self.history_retention, now)
                 if ops:
                     log.info("deleted %d operations-history records past retention", ops)
             except Exception as exc:  # retried at the next interval
                 log.warning("compaction failed: %s", type(exc).__name__)
+            self.passes += 1
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.interval):
                     await self._stopping.wait()

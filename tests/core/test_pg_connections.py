@@ -7,18 +7,25 @@ Both for Session reads (on the pool threads) and for quick reads (asyncio)."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Iterator
 
+import grpc
 import psycopg
 import pytest
 from sqlalchemy import func, make_url, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from identity.v1 import users_pb2
+from identity_client import IdentityClient, IdentityError
 from identity_service.settings import Settings
 from identity_service.storage import db as db_module
 from identity_service.storage.db import Database
 from identity_service.storage.prepared import Prepared
+
+from ..support import ServiceThread, eventually, free_port, throwaway_pg_database
 
 _PID = Prepared(select(func.pg_backend_pid().label("pid")))
 
@@ -97,8 +104,6 @@ def test_a_connection_used_a_moment_ago_is_not_pinged(
 def test_an_unreachable_server_is_an_operational_error_for_quick_reads_too() -> None:
     """UNAVAILABLE at the RPC boundary (not INTERNAL): the pool's checkout does not
     wrap the driver's error by itself."""
-    from tests.support import free_port
-
     db = Database(Settings(database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere"))
 
     async def quick() -> None:
@@ -116,16 +121,26 @@ def test_an_unreachable_server_is_an_operational_error_for_quick_reads_too() -> 
         db.close()
 
 
-def test_stopping_the_service_lets_a_quick_read_in_flight_end(pg_database: str) -> None:
+def _waiting_on_a_lock(url: str) -> bool:
+    """Whether a backend of this database waits on a lock (PostgreSQL says so)."""
+    with psycopg.connect(url, autocommit=True) as probe:
+        row = probe.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def test_stopping_the_service_lets_a_quick_read_in_flight_end() -> None:
     """A quick read waits on a lock while the service stops: the stop closes the
     quick reads' connections only after it ended, so none is left in its transaction."""
-    import threading
-    import time
+    # A database of its own: the probes below look at every connection to it, and
+    # the shared test service's stream feeds read in transactions of their own.
+    with throwaway_pg_database("identity_stop") as pg_database:
+        _stop_with_a_read_in_flight(pg_database)
 
-    from identity.v1 import users_pb2
-    from identity_client import IdentityClient, IdentityError
-    from tests.support import ServiceThread
 
+def _stop_with_a_read_in_flight(pg_database: str) -> None:
     service = ServiceThread(Settings(database_url=pg_database, listen="127.0.0.1:0"))
     target = service.start()
     url = make_url(pg_database).set(drivername="postgresql").render_as_string(False)
@@ -146,20 +161,23 @@ def test_stopping_the_service_lets_a_quick_read_in_flight_end(pg_database: str) 
 
             reader = threading.Thread(target=read)
             reader.start()
-            time.sleep(0.5)  # the read waits on the lock
+            eventually(lambda: _waiting_on_a_lock(url), 30, "the read to wait on the lock")
             stopper = threading.Thread(target=service.stop)
             stopper.start()
-            time.sleep(0.5)
-            blocker.rollback()  # the read can end now
-            stopper.join(30)
+            # The stop (grace 0) cuts the call off at once...
             reader.join(30)
-            assert ended
+            assert len(ended) == 1 and isinstance(ended[0], IdentityError), ended
+            assert ended[0].code == grpc.StatusCode.UNAVAILABLE, ended
+            blocker.rollback()  # the read's query can end now, if it still runs
+            stopper.join(30)
+            assert not stopper.is_alive()
         with psycopg.connect(url, autocommit=True) as probe:
             left = probe.execute(
                 "SELECT state, query FROM pg_stat_activity"
                 " WHERE datname = current_database() AND pid <> pg_backend_pid()"
                 " AND state LIKE 'idle in transaction%'"
             ).fetchall()
+        # The stop closed the quick reads' connections only after the read ended.
         assert left == []
     finally:
         blocker.close()

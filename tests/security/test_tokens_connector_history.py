@@ -4,7 +4,9 @@ gRPC server on SQLite and PostgreSQL, and through `identityctl`."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from google.protobuf import json_format, timestamp_pb2
@@ -19,6 +21,9 @@ from identity_client import (
 from identity_client.cli import main as identityctl
 from identity_client.types import Group, Tenant, User
 from identity_service.changes.compaction import run_history_retention
+from identity_service.settings import Settings
+
+from ..support import ServiceThread, eventually, throwaway_pg_database
 
 H = history_pb2
 
@@ -267,26 +272,97 @@ def test_history_answers_each_filter(
     assert "req=req-4" in capsys.readouterr().out
 
 
-def test_history_retention_deletes_only_old_records(
-    client: IdentityClient, tenant: Tenant, identity_service_db: object
-) -> None:
-    now = datetime.now(UTC)
-    for age_days, rid in ((100, "old"), (1, "new")):
-        client.record_operation(
-            H.Operation(
-                tenant_id=tenant.id,
-                time=_ts(now - timedelta(days=age_days)),
-                method="GET",
-                kind=H.OPERATION_KIND_READ,
-                resource_type="User",
-                status=200,
-                request_id=rid,
+@pytest.fixture(params=["sqlite", "postgresql"])
+def history_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database of its own: retention deletes across tenants, so what it
+    deleted is only exactly known where no other test writes."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'history.db'}"
+    else:
+        with throwaway_pg_database("identity_history") as url:
+            yield url
+
+
+def _service(url: str, clock: Callable[[], datetime] | None = None, **kw: int) -> ServiceThread:
+    settings = Settings(
+        database_url=url,
+        listen="127.0.0.1:0",
+        event_retention_seconds=0,
+        history_retention_seconds=kw.get("history_retention_seconds", 0),
+        compaction_interval_seconds=3600,  # one pass at start, the next never in a test
+    )
+    service = ServiceThread(settings, clock=clock)
+    service.start()
+    return service
+
+
+def _record_ages(client: IdentityClient, now: datetime) -> dict[str, list[str]]:
+    """Records dated relative to `now` in three tenants; their ids newest first."""
+    ages = {"a": (100, 1), "b": (91, 0), "c": (89,)}  # days before now
+    out: dict[str, list[str]] = {}
+    for name, days in ages.items():
+        t = client.create_tenant(f"ret-{name}-{uuid.uuid4().hex[:8]}")
+        for age in days:
+            client.record_operation(
+                H.Operation(
+                    tenant_id=t.id,
+                    time=_ts(now - timedelta(days=age)),
+                    method="GET",
+                    kind=H.OPERATION_KIND_READ,
+                    resource_type="User",
+                    status=200,
+                    request_id=f"{name}-{age}d",
+                )
             )
-        )
-    db = identity_service_db
-    assert run_history_retention(db, 0) == 0  # type: ignore[arg-type]  # 0 keeps everything
-    assert run_history_retention(db, 90 * 24 * 3600, batch=1) >= 1  # type: ignore[arg-type]
-    assert [o.request_id for o in client.list_operations(tenant.id).operations] == ["new"]
+        out[t.id] = [f"{name}-{age}d" for age in sorted(days)]
+    return out
+
+
+def _remaining(client: IdentityClient, tenants: dict[str, list[str]]) -> dict[str, list[str]]:
+    return {tid: [o.request_id for o in client.list_operations(tid).operations] for tid in tenants}
+
+
+def test_history_retention_deletes_only_old_records(history_db_url: str) -> None:
+    service = _service(history_db_url)
+    try:
+        with IdentityClient(f"127.0.0.1:{service.port}") as client:
+            now = datetime.now(UTC)
+            tenants = _record_ages(client, now)
+            db = service.service.db  # type: ignore[union-attr]
+            assert run_history_retention(db, 0, now) == 0  # 0 keeps everything
+            assert _remaining(client, tenants) == tenants
+            # Exactly the two records past 90 days, one per tenant, in batches of one.
+            assert run_history_retention(db, 90 * 24 * 3600, now, batch=1) == 2
+            a, b, c = tenants
+            assert _remaining(client, tenants) == {a: ["a-1d"], b: ["b-0d"], c: ["c-89d"]}
+            assert run_history_retention(db, 90 * 24 * 3600, now) == 0  # nothing left to do
+    finally:
+        service.stop()
+
+
+def test_the_server_applies_history_retention_on_its_clock(history_db_url: str) -> None:
+    """The server's own compaction pass deletes what is past retention as of its
+    clock, not the wall clock: a server clock 5 days ahead."""
+    writer = _service(history_db_url)  # retention off: the records stay while written
+    try:
+        with IdentityClient(f"127.0.0.1:{writer.port}") as client:
+            now = datetime.now(UTC)
+            tenants = _record_ages(client, now)
+            later = now + timedelta(days=5)
+            compacting = _service(
+                history_db_url, clock=lambda: later, history_retention_seconds=90 * 24 * 3600
+            )
+            try:
+                compactor = compacting.service.compactor  # type: ignore[union-attr]
+                eventually(lambda: compactor.passes >= 1, 30, "the first retention pass")
+            finally:
+                compacting.stop()
+            # Cutoff: 85 days before the wall clock, so c-89d goes too (the wall
+            # clock would keep it); a-1d and b-0d stay.
+            a, b, c = tenants
+            assert _remaining(client, tenants) == {a: ["a-1d"], b: ["b-0d"], c: []}
+    finally:
+        writer.stop()
 
 
 def test_secrets_never_appear_in_events_or_history(client: IdentityClient, tenant: Tenant) -> None:

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -60,7 +61,8 @@ def test_run_prints_a_working_base_url_and_token(tmp_path: Path) -> None:
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(30) == 0, log.read_text()
     assert_closed(env)
-    # A second run reuses the tenant and still prints a working token.
+    # A second run reuses the tenant and still prints a working token: it reads
+    # what the first run wrote.
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "tools" / "run_local.py")],
         env=env,
@@ -70,9 +72,24 @@ def test_run_prints_a_working_base_url_and_token(tmp_path: Path) -> None:
     )
     try:
         assert proc.stdout is not None
+        printed = []
         for line in proc.stdout:
+            printed.append(line)
             if "bearer token" in line:
                 break
+        text = "".join(printed)
+        again = re.search(r"SCIM base URL\s+(\S+)", text).group(1)  # type: ignore[union-attr]
+        token = re.search(r"bearer token\s+(\S+)", text).group(1)  # type: ignore[union-attr]
+        assert again == base
+        req = urllib.request.Request(
+            f"{again}/Users?" + urllib.parse.urlencode({"filter": 'userName eq "try@example.com"'}),
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert resp.status == 200
+            found = json.loads(resp.read())
+        assert found["totalResults"] == 1, found
+        assert found["Resources"][0]["userName"] == "try@example.com"
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0

@@ -99,6 +99,12 @@ def test_sigterm_drains_and_a_restart_loses_nothing(
                 assert time.monotonic() < deadline, "subscriber did not catch up"
                 time.sleep(0.1)
             assert len(seen) == len(set(seen))
+            # In order: the one writer wrote user-0, user-1, ... one after another,
+            # so their events come in that order (writes refused while the service
+            # was down may still have been committed: they count, in their place).
+            numbers = [int(name.rsplit("-", 1)[1]) for name in seen]
+            assert numbers == sorted(numbers), seen
+            assert [name for name in seen if name in set(accepted)] == accepted
             assert watch.reconnects >= 1
             watch.close()
         finally:

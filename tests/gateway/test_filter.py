@@ -48,9 +48,58 @@ RFC7644_3_4_2_2_EXAMPLES = [
 ]
 
 
-@pytest.mark.parametrize("text", RFC7644_3_4_2_2_EXAMPLES)
-def test_rfc7644_3_4_2_2_examples_parse_and_convert(text: str) -> None:
-    parse_filter(text)
+def _p(name: str, schema: str = "") -> AttrPath:
+    attr, _, sub = name.partition(".")
+    return AttrPath(schema, attr, sub)
+
+
+def _c(name: str, op: str, value: object = None) -> Compare:
+    return Compare(_p(name), op, value)
+
+
+_WHEN = "2011-05-13T04:42:34Z"
+_EMAILS_WORK = ValuePath(
+    _p("emails"), And((_c("type", "eq", "work"), _c("value", "co", "@example.com")))
+)
+_EMAILS_CO = Or((_c("emails", "co", "example.com"), _c("emails.value", "co", "example.org")))
+
+#: The tree each example means (RFC 7644 §3.4.2.2: "and" binds tighter than "or",
+#: operators are case-insensitive, "[...]" filters the elements of a multi-valued
+#: attribute, a schema URN prefix names the attribute's schema).
+RFC7644_3_4_2_2_TREES = [
+    _c("userName", "eq", "john"),
+    _c("Username", "eq", "john"),  # attribute names resolve case-insensitively later
+    _c("userName", "eq", "bjensen"),
+    _c("name.familyName", "co", "O'Malley"),
+    _c("userName", "sw", "J"),
+    Compare(_p("userName", CORE_USER), "sw", "J"),
+    _c("title", "pr"),
+    _c("meta.lastModified", "gt", _WHEN),
+    _c("meta.lastModified", "ge", _WHEN),
+    _c("meta.lastModified", "lt", _WHEN),
+    _c("meta.lastModified", "le", _WHEN),
+    And((_c("title", "pr"), _c("userType", "eq", "Employee"))),
+    Or((_c("title", "pr"), _c("userType", "eq", "Intern"))),
+    _c("schemas", "eq", ENTERPRISE),
+    And((_c("userType", "eq", "Employee"), _EMAILS_CO)),
+    And((_c("userType", "ne", "Employee"), Not(_EMAILS_CO))),
+    And((_c("userType", "eq", "Employee"), _c("emails.type", "eq", "work"))),
+    And((_c("userType", "eq", "Employee"), _EMAILS_WORK)),
+    Or(
+        (
+            _EMAILS_WORK,
+            ValuePath(_p("ims"), And((_c("type", "eq", "xmpp"), _c("value", "co", "@foo.com")))),
+        )
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "tree"), list(zip(RFC7644_3_4_2_2_EXAMPLES, RFC7644_3_4_2_2_TREES, strict=True))
+)
+def test_rfc7644_3_4_2_2_examples_parse_to_their_meaning(text: str, tree: object) -> None:
+    assert len(RFC7644_3_4_2_2_EXAMPLES) == 19
+    assert parse_filter(text) == tree
     assert filter_to_proto(text, CORE_USER).WhichOneof("node")
 
 

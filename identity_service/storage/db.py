@@ -38,6 +38,10 @@ def normalise_url(url: str) -> str:
     return u.render_as_string(hide_password=False)
 
 
+def _unicode_lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
 def _sqlite_engine(url: str, *, immediate: bool, connections: int) -> Engine:
     # As many connections as threads that may read at once (and the event loop),
     # so a quick read on the loop never waits for a connection.
@@ -57,7 +61,15 @@ def _sqlite_engine(url: str, *, immediate: bool, connections: int) -> Engine:
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
+        # LIKE is case-sensitive, as on PostgreSQL: co/sw/ew on a caseExact attribute
+        # (RFC 7643 §2.2) must not match other case; the filter compiler lowers both
+        # sides itself where case does not matter (tests/core/test_filter_differential.py).
+        cur.execute("PRAGMA case_sensitive_like=ON")
         cur.close()
+        # SQLite's lower() folds ASCII only, so "É" never matched "é" in a filter on
+        # an attribute read from the document; Python's, as the stored *_key
+        # columns and PostgreSQL's lower() do (RFC 7644 §3.4.2.2, caseExact false).
+        dbapi_conn.create_function("lower", 1, _unicode_lower, deterministic=True)
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:

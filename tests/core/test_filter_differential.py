@@ -292,8 +292,6 @@ def test_the_core_answers_random_filters_as_the_rfc_says(
     _check(client, population, f)
 
 
-
-
 _BY_NAME = {repr(a): a for a in SINGLE + MULTI}
 
 

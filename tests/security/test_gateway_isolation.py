@@ -14,7 +14,7 @@ from google.protobuf import json_format
 from identity.v1 import policy_pb2, tenants_pb2
 from identity_client import IdentityClient
 from identity_client.types import Tenant
-from identity_service.tenants import TOKEN_PREFIX
+from identity_service.domain.tenants import TOKEN_PREFIX
 from scim_gateway.app import create_app
 from scim_gateway.errors import REDACTED, redact
 from scim_gateway.settings import Settings

@@ -80,7 +80,15 @@ def service_factory(database_url: str) -> Iterator[Callable[..., tuple[IdentityS
     started: list[ServiceThread] = []
 
     def start(**overrides: Any) -> tuple[IdentityService, str]:
-        settings = replace(Settings(database_url=database_url, listen="127.0.0.1:0"), **overrides)
+        # Retention off unless asked for: these services share the test database,
+        # where other tests keep records dated in the past.
+        base = Settings(
+            database_url=database_url,
+            listen="127.0.0.1:0",
+            event_retention_seconds=0,
+            history_retention_seconds=0,
+        )
+        settings = replace(base, **overrides)
         thread = ServiceThread(settings)
         started.append(thread)
         target = thread.start()

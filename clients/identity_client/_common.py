@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf import struct_pb2
 
-from identity.v1 import common_pb2, groups_pb2, tenants_pb2
+from identity.v1 import common_pb2, groups_pb2, tenants_pb2, users_pb2
 
 #: gRPC's default reconnect backoff grows to two minutes; a service that restarts
 #: should be found again within seconds (streams resume, the gateway recovers).
@@ -149,3 +150,76 @@ def page(start_index: int | None, count: int | None, cursor: str | None) -> comm
 
 def member(value: str | groups_pb2.Member) -> groups_pb2.Member:
     return value if isinstance(value, groups_pb2.Member) else groups_pb2.Member(value=value)
+
+
+# -- requests both clients send (built here once) -------------------------------------------------
+
+
+def authenticate_request(secret: str, tenant: str | None) -> tenants_pb2.AuthenticateTokenRequest:
+    req = tenants_pb2.AuthenticateTokenRequest(secret=secret)
+    if tenant:
+        req.tenant.CopyFrom(tenant_ref(tenant))
+    return req
+
+
+def delete_user_request(
+    tenant_id: str, user_id: str, expected_version: int, hard: bool
+) -> users_pb2.DeleteUserRequest:
+    return users_pb2.DeleteUserRequest(
+        tenant_id=tenant_id,
+        id=user_id,
+        expected_version=expected_version,
+        mode=users_pb2.DELETE_MODE_HARD if hard else users_pb2.DELETE_MODE_POLICY,
+    )
+
+
+def get_group_request(
+    tenant_id: str, group_id: str, include_members: bool, member_limit: int
+) -> groups_pb2.GetGroupRequest:
+    return groups_pb2.GetGroupRequest(
+        tenant_id=tenant_id,
+        id=group_id,
+        include_members=include_members,
+        member_limit=member_limit,
+    )
+
+
+def list_groups_request(
+    tenant_id: str,
+    filter: common_pb2.Filter | None,
+    sort: common_pb2.Sort | None,
+    page_: common_pb2.Page,
+    include_members: bool,
+) -> groups_pb2.ListGroupsRequest:
+    return groups_pb2.ListGroupsRequest(
+        tenant_id=tenant_id, filter=filter, sort=sort, page=page_, include_members=include_members
+    )
+
+
+def update_group_request(
+    tenant_id: str,
+    group_id: str,
+    *,
+    display_name: str | None,
+    external_id: str | None,
+    extensions: struct_pb2.Struct | None,
+    clear_members: bool,
+    add_members: Iterable[str | groups_pb2.Member],
+    remove_members: Iterable[str],
+    expected_version: int,
+) -> groups_pb2.UpdateGroupRequest:
+    req = groups_pb2.UpdateGroupRequest(
+        tenant_id=tenant_id,
+        id=group_id,
+        expected_version=expected_version,
+        clear_members=clear_members,
+        add_members=[member(m) for m in add_members],
+        remove_members=list(remove_members),
+    )
+    if display_name is not None:
+        req.display_name = display_name
+    if external_id is not None:
+        req.external_id = external_id
+    if extensions is not None:
+        req.extensions.CopyFrom(extensions)
+    return req

@@ -11,11 +11,12 @@ which world it runs in. Failures raise the same typed `identity_client.errors`.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
+from google.protobuf import struct_pb2
 
 from identity.v1 import (
     changes_pb2,
@@ -23,6 +24,10 @@ from identity.v1 import (
     common_pb2,
     groups_pb2,
     groups_pb2_grpc,
+    history_pb2,
+    history_pb2_grpc,
+    policy_pb2,
+    policy_pb2_grpc,
     tenants_pb2,
     tenants_pb2_grpc,
     users_pb2,
@@ -32,10 +37,15 @@ from identity.v1 import (
 from ._common import (
     CallContext,
     auth_metadata,
+    authenticate_request,
     channel_credentials,
     channel_options,
+    delete_user_request,
+    get_group_request,
+    list_groups_request,
     page,
     tenant_ref,
+    update_group_request,
 )
 from .checkpoint import Checkpoint
 from .errors import from_rpc_error
@@ -86,6 +96,12 @@ class AsyncIdentityClient:
         self._users = users_pb2_grpc.UserServiceStub(self._channel)
         self._groups = groups_pb2_grpc.GroupServiceStub(self._channel)
         self._changes = changes_pb2_grpc.ChangeServiceStub(self._channel)
+        self._history = history_pb2_grpc.HistoryServiceStub(self._channel)
+        self._policy = policy_pb2_grpc.PolicyServiceStub(self._channel)
+
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        return self._channel
 
     async def close(self) -> None:
         await self._channel.close()
@@ -106,12 +122,14 @@ class AsyncIdentityClient:
             metadata=ctx.metadata() + self._auth,
         )
         try:
-            return await call
+            answer = await call
         except grpc.RpcError as err:
+            if ctx.on_authenticated is not None and isinstance(err, grpc.aio.AioRpcError):
+                ctx.report(err.trailing_metadata())
             raise from_rpc_error(err) from None
-        finally:
-            if ctx.on_authenticated is not None:
-                ctx.report(await call.trailing_metadata())  # type: ignore[attr-defined]
+        if ctx.on_authenticated is not None:
+            ctx.report(await call.trailing_metadata())  # type: ignore[attr-defined]
+        return answer
 
     async def get_tenant(
         self, tenant: str, *, ctx: CallContext | None = None
@@ -119,6 +137,26 @@ class AsyncIdentityClient:
         """`tenant` is an id or a name."""
         req = tenants_pb2.GetTenantRequest(tenant=tenant_ref(tenant))
         return await self._call(self._tenants.GetTenant, req, ctx)
+
+    async def authenticate(
+        self, secret: str, *, tenant: str | None = None, ctx: CallContext | None = None
+    ) -> tenants_pb2.AuthenticateTokenResponse:
+        """Checks a bearer secret, optionally for one tenant (id or name)."""
+        req = authenticate_request(secret, tenant)
+        return await self._call(self._tenants.AuthenticateToken, req, ctx)
+
+    async def get_policy(
+        self, tenant_id: str, *, ctx: CallContext | None = None
+    ) -> policy_pb2.TenantPolicy:
+        req = policy_pb2.GetPolicyRequest(tenant_id=tenant_id)
+        return await self._call(self._policy.GetPolicy, req, ctx)
+
+    async def record_operations(
+        self, operations: Iterable[history_pb2.Operation], *, ctx: CallContext | None = None
+    ) -> history_pb2.RecordOperationsResponse:
+        """Records many operations (of any tenants) in one call."""
+        req = history_pb2.RecordOperationsRequest(operations=list(operations))
+        return await self._call(self._history.RecordOperations, req, ctx)
 
     async def get_revision(
         self, tenant_id: str, *, ctx: CallContext | None = None
@@ -131,6 +169,38 @@ class AsyncIdentityClient:
     ) -> users_pb2.User:
         req = users_pb2.GetUserRequest(tenant_id=tenant_id, id=user_id)
         return await self._call(self._users.GetUser, req, ctx)
+
+    async def create_user(
+        self, tenant_id: str, user: users_pb2.User, *, ctx: CallContext | None = None
+    ) -> users_pb2.User:
+        req = users_pb2.CreateUserRequest(tenant_id=tenant_id, user=user)
+        return await self._call(self._users.CreateUser, req, ctx)
+
+    async def replace_user(
+        self,
+        tenant_id: str,
+        user: users_pb2.User,
+        *,
+        expected_version: int = 0,
+        ctx: CallContext | None = None,
+    ) -> users_pb2.User:
+        """Replaces every writable attribute of the user named by `user.meta.id`."""
+        req = users_pb2.ReplaceUserRequest(
+            tenant_id=tenant_id, user=user, expected_version=expected_version
+        )
+        return await self._call(self._users.ReplaceUser, req, ctx)
+
+    async def delete_user(
+        self,
+        tenant_id: str,
+        user_id: str,
+        *,
+        expected_version: int = 0,
+        ctx: CallContext | None = None,
+    ) -> users_pb2.DeleteUserResponse:
+        """Deletes the user, or deactivates it when the tenant's policy says so."""
+        req = delete_user_request(tenant_id, user_id, expected_version, hard=False)
+        return await self._call(self._users.DeleteUser, req, ctx)
 
     async def list_users(
         self,
@@ -160,12 +230,7 @@ class AsyncIdentityClient:
     ) -> groups_pb2.Group:
         """`member_limit`: with members, leave them out when there are more than
         that many (then `member_count` > len(members))."""
-        req = groups_pb2.GetGroupRequest(
-            tenant_id=tenant_id,
-            id=group_id,
-            include_members=include_members,
-            member_limit=member_limit,
-        )
+        req = get_group_request(tenant_id, group_id, include_members, member_limit)
         return await self._call(self._groups.GetGroup, req, ctx)
 
     async def list_groups(
@@ -180,14 +245,91 @@ class AsyncIdentityClient:
         include_members: bool = False,
         ctx: CallContext | None = None,
     ) -> groups_pb2.ListGroupsResponse:
-        req = groups_pb2.ListGroupsRequest(
-            tenant_id=tenant_id,
-            filter=filter,
-            sort=sort,
-            page=page(start_index, count, cursor),
-            include_members=include_members,
+        req = list_groups_request(
+            tenant_id, filter, sort, page(start_index, count, cursor), include_members
         )
         return await self._call(self._groups.ListGroups, req, ctx)
+
+    async def create_group(
+        self, tenant_id: str, group: groups_pb2.Group, *, ctx: CallContext | None = None
+    ) -> groups_pb2.Group:
+        req = groups_pb2.CreateGroupRequest(tenant_id=tenant_id, group=group)
+        return await self._call(self._groups.CreateGroup, req, ctx)
+
+    async def replace_group(
+        self,
+        tenant_id: str,
+        group: groups_pb2.Group,
+        *,
+        expected_version: int = 0,
+        ctx: CallContext | None = None,
+    ) -> groups_pb2.Group:
+        req = groups_pb2.ReplaceGroupRequest(
+            tenant_id=tenant_id, group=group, expected_version=expected_version
+        )
+        return await self._call(self._groups.ReplaceGroup, req, ctx)
+
+    async def update_group(
+        self,
+        tenant_id: str,
+        group_id: str,
+        *,
+        display_name: str | None = None,
+        external_id: str | None = None,
+        extensions: struct_pb2.Struct | None = None,
+        clear_members: bool = False,
+        add_members: Iterable[str | groups_pb2.Member] = (),
+        remove_members: Iterable[str] = (),
+        expected_version: int = 0,
+        ctx: CallContext | None = None,
+    ) -> groups_pb2.Group:
+        """Attribute and membership changes in one transaction; O(members changed)."""
+        req = update_group_request(
+            tenant_id,
+            group_id,
+            display_name=display_name,
+            external_id=external_id,
+            extensions=extensions,
+            clear_members=clear_members,
+            add_members=add_members,
+            remove_members=remove_members,
+            expected_version=expected_version,
+        )
+        return await self._call(self._groups.UpdateGroup, req, ctx)
+
+    async def delete_group(
+        self,
+        tenant_id: str,
+        group_id: str,
+        *,
+        expected_version: int = 0,
+        ctx: CallContext | None = None,
+    ) -> None:
+        req = groups_pb2.DeleteGroupRequest(
+            tenant_id=tenant_id, id=group_id, expected_version=expected_version
+        )
+        await self._call(self._groups.DeleteGroup, req, ctx)
+
+    async def list_members(
+        self,
+        tenant_id: str,
+        group_id: str,
+        *,
+        page_size: int = 1000,
+        ctx: CallContext | None = None,
+    ) -> AsyncIterator[groups_pb2.Member]:
+        """Every member of a group, fetched page by page (one page held at a time)."""
+        token = ""
+        while True:
+            req = groups_pb2.ListMembersRequest(
+                tenant_id=tenant_id, group_id=group_id, page_size=page_size, page_token=token
+            )
+            resp = await self._call(self._groups.ListMembers, req, ctx)
+            for m in resp.members:
+                yield m
+            token = resp.next_page_token
+            if not token:
+                return
 
     def watch(
         self,

@@ -40,11 +40,15 @@ from identity.v1 import (
 from ._common import (
     CallContext,
     auth_metadata,
+    authenticate_request,
     channel_credentials,
     channel_options,
-    member,
+    delete_user_request,
+    get_group_request,
+    list_groups_request,
     page,
     tenant_ref,
+    update_group_request,
 )
 from .checkpoint import Checkpoint
 from .errors import Unavailable, from_rpc_error
@@ -270,9 +274,7 @@ class IdentityClient:
         self, secret: str, *, tenant: str | None = None, ctx: CallContext | None = None
     ) -> tenants_pb2.AuthenticateTokenResponse:
         """Checks a bearer secret, optionally for one tenant (id or name)."""
-        req = tenants_pb2.AuthenticateTokenRequest(secret=secret)
-        if tenant:
-            req.tenant.CopyFrom(tenant_ref(tenant))
+        req = authenticate_request(secret, tenant)
         return self._call(self._tenants.AuthenticateToken, req, ctx)
 
     # -- users ------------------------------------------------------------------
@@ -331,12 +333,7 @@ class IdentityClient:
     ) -> users_pb2.DeleteUserResponse:
         """Deletes the user, or deactivates it when the tenant's policy makes DELETE a
         deactivation (`.deleted` says which). `hard=True` deletes whatever the policy."""
-        req = users_pb2.DeleteUserRequest(
-            tenant_id=tenant_id,
-            id=user_id,
-            expected_version=expected_version,
-            mode=users_pb2.DELETE_MODE_HARD if hard else users_pb2.DELETE_MODE_POLICY,
-        )
+        req = delete_user_request(tenant_id, user_id, expected_version, hard)
         return self._call(self._users.DeleteUser, req, ctx)
 
     def jit_provision(
@@ -395,12 +392,7 @@ class IdentityClient:
     ) -> groups_pb2.Group:
         """`member_limit`: with members, leave them out when there are more than
         that many (then `member_count` > len(members))."""
-        req = groups_pb2.GetGroupRequest(
-            tenant_id=tenant_id,
-            id=group_id,
-            include_members=include_members,
-            member_limit=member_limit,
-        )
+        req = get_group_request(tenant_id, group_id, include_members, member_limit)
         return self._call(self._groups.GetGroup, req, ctx)
 
     def list_groups(
@@ -415,12 +407,8 @@ class IdentityClient:
         include_members: bool = False,
         ctx: CallContext | None = None,
     ) -> groups_pb2.ListGroupsResponse:
-        req = groups_pb2.ListGroupsRequest(
-            tenant_id=tenant_id,
-            filter=filter,
-            sort=sort,
-            page=page(start_index, count, cursor),
-            include_members=include_members,
+        req = list_groups_request(
+            tenant_id, filter, sort, page(start_index, count, cursor), include_members
         )
         return self._call(self._groups.ListGroups, req, ctx)
 
@@ -452,20 +440,17 @@ class IdentityClient:
         ctx: CallContext | None = None,
     ) -> groups_pb2.Group:
         """Attribute and membership changes in one transaction; O(members changed)."""
-        req = groups_pb2.UpdateGroupRequest(
-            tenant_id=tenant_id,
-            id=group_id,
-            expected_version=expected_version,
+        req = update_group_request(
+            tenant_id,
+            group_id,
+            display_name=display_name,
+            external_id=external_id,
+            extensions=extensions,
             clear_members=clear_members,
-            add_members=[member(m) for m in add_members],
-            remove_members=list(remove_members),
+            add_members=add_members,
+            remove_members=remove_members,
+            expected_version=expected_version,
         )
-        if display_name is not None:
-            req.display_name = display_name
-        if external_id is not None:
-            req.external_id = external_id
-        if extensions is not None:
-            req.extensions.CopyFrom(extensions)
         return self._call(self._groups.UpdateGroup, req, ctx)
 
     def delete_group(

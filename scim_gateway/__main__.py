@@ -1,10 +1,12 @@
 """`scim-gateway`: runs the gateway under gunicorn with settings from SCIM_* variables.
 
-Workers load the app themselves (no preload), so each opens its own gRPC
-channel after the fork.
+gunicorn manages SCIM_WORKERS worker processes of the uvicorn worker class
+(`worker.GatewayWorker`): each serves the ASGI app on its own event loop. Workers
+load the app themselves (no preload), and each opens its own gRPC channel in the
+app's lifespan startup, after the fork.
 
 glibc malloc gives each thread that allocates its own arena (up to 8 per core) and
-keeps freed memory in them: a worker's threads (gunicorn's, gRPC's) would hold
+keeps freed memory in them: a worker's threads (gRPC's) would hold
 memory long after a large response. Workers are capped at MALLOC_ARENA_MAX=2
 arenas unless the environment sets MALLOC_ARENA_MAX itself. glibc reads that
 variable only when a process starts, and gunicorn forks its workers without a new
@@ -29,7 +31,7 @@ from gunicorn.app.base import BaseApplication
 
 from .settings import Settings, SettingsError
 
-THREADS_PER_WORKER = 4
+WORKER_CLASS = "scim_gateway.worker.GatewayWorker"
 #: glibc malloc arenas per worker process unless MALLOC_ARENA_MAX is set.
 MALLOC_ARENAS = 2
 _M_ARENA_MAX = -8  # glibc <malloc.h>
@@ -46,8 +48,7 @@ class GatewayApplication(BaseApplication):  # type: ignore[misc]  # gunicorn is 
         s = self.settings
         self.cfg.set("bind", [s.listen])
         self.cfg.set("workers", s.workers)
-        self.cfg.set("worker_class", "gthread")
-        self.cfg.set("threads", THREADS_PER_WORKER)
+        self.cfg.set("worker_class", WORKER_CLASS)
         self.cfg.set("graceful_timeout", GRACEFUL_TIMEOUT_SECONDS)
         self.cfg.set("timeout", TIMEOUT_SECONDS)
         self.cfg.set("preload_app", False)

@@ -14,7 +14,6 @@ times the configured rate. An empty bucket answers 429 with Retry-After.
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -80,17 +79,17 @@ class ScopedService:
         if write and scope == READ_ONLY:
             raise read_only_refusal()
 
-    def create(self, call: Call, body: dict[str, Any], projection: Projection) -> Result:
+    async def create(self, call: Call, body: dict[str, Any], projection: Projection) -> Result:
         self._check(call, True)
-        return self._inner.create(call, body, projection)
+        return await self._inner.create(call, body, projection)
 
-    def get(
+    async def get(
         self, call: Call, rid: str, projection: Projection, if_none_match: set[str] | None
     ) -> Result:
         self._check(call, False)
-        return self._inner.get(call, rid, projection, if_none_match)
+        return await self._inner.get(call, rid, projection, if_none_match)
 
-    def replace(
+    async def replace(
         self,
         call: Call,
         rid: str,
@@ -99,11 +98,11 @@ class ScopedService:
         if_match: set[str] | None,
     ) -> Result:
         self._check(call, True)
-        result = self._inner.replace(call, rid, body, projection, if_match)
+        result = await self._inner.replace(call, rid, body, projection, if_match)
         self._check(call, True)  # the scope may be known only now (see below)
         return result
 
-    def patch(
+    async def patch(
         self,
         call: Call,
         rid: str,
@@ -112,26 +111,26 @@ class ScopedService:
         if_match: set[str] | None,
     ) -> Result:
         self._check(call, True)
-        result = self._inner.patch(call, rid, body, projection, if_match)
+        result = await self._inner.patch(call, rid, body, projection, if_match)
         # A PATCH that changes nothing makes only reads, which a read-only token may:
         # refuse it now that the core said what the token is (it changed nothing).
         self._check(call, True)
         return result
 
-    def delete(self, call: Call, rid: str, if_match: set[str] | None) -> Result:
+    async def delete(self, call: Call, rid: str, if_match: set[str] | None) -> Result:
         self._check(call, True)
-        result = self._inner.delete(call, rid, if_match)
+        result = await self._inner.delete(call, rid, if_match)
         self._check(call, True)
         return result
 
-    def query(self, call: Call, q: SearchQuery) -> Page:
+    async def query(self, call: Call, q: SearchQuery) -> Page:
         self._check(call, False)
-        return self._inner.query(call, q)
+        return await self._inner.query(call, q)
 
 
 class RateLimiter:
     """A token bucket per key (tenant id): `rate` requests a second on average,
-    bursts of up to `burst`. Thread-safe (gunicorn gthread workers)."""
+    bursts of up to `burst`. Used from one worker's event loop."""
 
     def __init__(
         self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
@@ -139,21 +138,19 @@ class RateLimiter:
         self.rate = rate
         self.burst = max(burst, 1)
         self._clock = clock
-        self._lock = threading.Lock()
         self._buckets: dict[str, tuple[float, float]] = {}
 
     def acquire(self, key: str) -> float:
         """Takes one request from `key`'s bucket: 0.0 when allowed, else the
         seconds until one will be."""
         now = self._clock()
-        with self._lock:
-            tokens, then = self._buckets.get(key, (float(self.burst), now))
-            tokens = min(float(self.burst), tokens + (now - then) * self.rate)
-            if tokens >= 1.0:
-                self._buckets[key] = (tokens - 1.0, now)
-                return 0.0
-            self._buckets[key] = (tokens, now)
-            return (1.0 - tokens) / self.rate
+        tokens, then = self._buckets.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - then) * self.rate)
+        if tokens >= 1.0:
+            self._buckets[key] = (tokens - 1.0, now)
+            return 0.0
+        self._buckets[key] = (tokens, now)
+        return (1.0 - tokens) / self.rate
 
 
 def too_many_requests(wait_seconds: float) -> ScimError:

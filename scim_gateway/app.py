@@ -1,11 +1,15 @@
-"""The Falcon application: routes, authentication, history, and the one error handler.
+"""The Falcon ASGI application: routes, authentication, history, and the one error handler.
 
-gunicorn 'scim_gateway.app:get_app()'      # no --preload: the gRPC channel
-                                           # is opened in each worker
+gunicorn -k scim_gateway.worker.GatewayWorker 'scim_gateway.app:get_app()'
+
+Each worker runs the app on its own event loop; the gRPC channel (grpc.aio) is
+opened in the ASGI lifespan startup and closed at shutdown (`core.Core`), never
+at import, so it belongs to the loop that uses it.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -13,12 +17,14 @@ import time
 from typing import Any
 
 import falcon
+import falcon.asgi
 import grpc
 import orjson
+from falcon.asgi import Request, Response
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from identity.v1 import history_pb2
-from identity_client import IdentityClient, IdentityError
+from identity_client import AsyncIdentityClient, IdentityError
 from identity_client.errors import NotFound
 from identity_client.types import ErrorReason
 
@@ -28,6 +34,7 @@ from .access import (
     check_request,
     too_many_requests,
 )
+from .core import ClientFactory, Core
 from .errors import ScimError, from_identity_error
 from .http import REQUEST_ID_HEADER, SCIM_MEDIA_TYPE, Call, request_id
 from .observability import Metrics, MetricsResource, configure_logging, log_request
@@ -52,7 +59,7 @@ from .settings import Settings
 
 log = logging.getLogger("scim_gateway")
 
-WsgiApp = falcon.App[falcon.Request, falcon.Response]
+AsgiApp = falcon.asgi.App[Request, Response]
 
 PREFIX = "/scim/v2"
 # First path segments that are endpoints, not tenants (RFC 7644 §3.2). Tenant
@@ -83,7 +90,7 @@ def _unauthorized(detail: str = UNAUTHORIZED_DETAIL) -> ScimError:
     return ScimError(401, detail, headers={"WWW-Authenticate": 'Bearer realm="scim"'})
 
 
-def _bearer_secret(req: falcon.Request) -> str:
+def _bearer_secret(req: Request) -> str:
     """The request's bearer secret, or a 401 when it has none that could be one."""
     header = req.get_header("Authorization") or ""
     scheme, _, secret = header.strip().partition(" ")
@@ -102,14 +109,14 @@ class RequestContextMiddleware:
     def __init__(
         self,
         settings: Settings,
-        client: IdentityClient,
+        core: Core,
         recorder: Recorder,
         metrics: Metrics,
         errors: ErrorHandler,
     ) -> None:
         self._settings = settings
         self._errors = errors
-        self._client = client
+        self._core = core
         self._recorder = recorder
         self._metrics = metrics
         rate = settings.rate_limit_per_second
@@ -117,7 +124,19 @@ class RequestContextMiddleware:
             RateLimiter(rate, settings.rate_limit_burst or math.ceil(rate)) if rate > 0 else None
         )
 
-    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def process_startup(self, scope: dict[str, Any], event: dict[str, Any]) -> None:
+        """ASGI lifespan startup (in the worker, on its loop): the core channel opens."""
+        self._recorder.bind(await self._core.open())
+
+    async def process_shutdown(self, scope: dict[str, Any], event: dict[str, Any]) -> None:
+        """ASGI lifespan shutdown: the history still queued is written, then the
+        channel closes."""
+        try:
+            await self._recorder.close()
+        finally:
+            await self._core.close()
+
+    async def process_request(self, req: Request, resp: Response) -> None:
         req.context.started = time.perf_counter()
         req.context.request_id = request_id(req)
         req.context.call = None
@@ -149,7 +168,7 @@ class RequestContextMiddleware:
         if self._limiter is not None or endpoint == "Bulk":
             # The limit is per tenant, and /Bulk checks each operation's scope
             # before running it: both need the token known first.
-            call.authenticate()
+            await call.authenticate()
         if self._limiter is not None:
             wait = self._limiter.acquire(call.tenant_id)
             if wait > 0:
@@ -159,11 +178,11 @@ class RequestContextMiddleware:
         # Otherwise the core checks the token, its tenant and its scope within the
         # request's first call (see Call), and refuses what the scope forbids.
 
-    def _authenticate(self, call: Call) -> None:
+    async def _authenticate(self, call: Call) -> None:
         """AuthenticateToken, for requests that need the tenant before (or without)
         a core call of their own."""
         try:
-            auth = self._client.authenticate(call.secret, tenant=call.tenant_ref or None)
+            auth = await self._core.client.authenticate(call.secret, tenant=call.tenant_ref or None)
         except NotFound:
             raise _unauthorized() from None  # an unknown tenant reveals nothing more
         except IdentityError as err:
@@ -178,8 +197,8 @@ class RequestContextMiddleware:
             raise scim from None
         call.tenant_id, call.token_id, call.scope = auth.tenant.id, auth.token.id, auth.token.scope
 
-    def process_response(
-        self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
+    async def process_response(
+        self, req: Request, resp: Response, resource: Any, req_succeeded: bool
     ) -> None:
         call: Call | None = getattr(req.context, "call", None)
         info: OpInfo | None = getattr(req.context, "op", None)
@@ -205,7 +224,7 @@ class RequestContextMiddleware:
             # failed first): check it now, so that a caller without a valid token
             # never gets any other answer than 401.
             try:
-                call.authenticate()
+                await call.authenticate()
             except ScimError as err:
                 self._errors.render(req, resp, err)
                 error = err
@@ -267,12 +286,12 @@ def _refused_op(method: str, endpoint: str) -> OpInfo:
 class ErrorHandler:
     """Every failure becomes a SCIM error body (RFC 7644 §3.12)."""
 
-    def __call__(
-        self, req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict[str, Any]
+    async def __call__(
+        self, req: Request, resp: Response, ex: Exception, params: dict[str, Any]
     ) -> None:
         self.render(req, resp, self.to_scim(req, ex))
 
-    def render(self, req: falcon.Request, resp: falcon.Response, err: ScimError) -> None:
+    def render(self, req: Request, resp: Response, err: ScimError) -> None:
         req.context.error = err
         resp.status = err.status
         for name, value in err.headers.items():
@@ -282,7 +301,7 @@ class ErrorHandler:
         call: Call | None = getattr(req.context, "call", None)
         resp.data = orjson.dumps(err.body(call.secret if call else ""))
 
-    def to_scim(self, req: falcon.Request, ex: Exception) -> ScimError:
+    def to_scim(self, req: Request, ex: Exception) -> ScimError:
         rid = getattr(req.context, "request_id", "")
         if isinstance(ex, ScimError):
             return ex
@@ -311,7 +330,7 @@ class ErrorHandler:
 class LivenessResource:
     """`/healthz`: the process answers (liveness; no dependency is consulted)."""
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def on_get(self, req: Request, resp: Response) -> None:
         resp.content_type = falcon.MEDIA_JSON
         resp.data = b'{"status":"ok"}'
 
@@ -320,13 +339,14 @@ class ReadinessResource:
     """`/readyz`: 200 only while the identity service reports SERVING (its database
     reachable and migrated); else 503 with Retry-After, so a balancer routes away."""
 
-    def __init__(self, client: IdentityClient) -> None:
-        self._health = health_pb2_grpc.HealthStub(client.channel)
+    def __init__(self, core: Core) -> None:
+        self._core = core
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def on_get(self, req: Request, resp: Response) -> None:
         resp.content_type = falcon.MEDIA_JSON
+        health = health_pb2_grpc.HealthStub(self._core.client.channel)
         try:
-            status = self._health.Check(health_pb2.HealthCheckRequest(), timeout=2.0).status
+            status = (await health.Check(health_pb2.HealthCheckRequest(), timeout=2.0)).status
         except grpc.RpcError as err:
             state = f"identity service unreachable ({err.code().name})"
         else:
@@ -339,33 +359,23 @@ class ReadinessResource:
         resp.data = orjson.dumps({"status": state})
 
 
-#: Each app's history recorder, by id(app) (see flush_history). Apps are not
-#: weak-referenceable; a process makes one per worker (tests a few hundred).
-_RECORDERS: dict[int, Recorder] = {}
-
-
-def flush_history(app: WsgiApp, timeout: float = 10.0) -> bool:
-    """Waits until the history records of `app`'s requests so far are written
-    (they are sent in the background); False on timeout."""
-    recorder = _RECORDERS.get(id(app))
-    return recorder is None or recorder.flush(timeout)
-
-
-def create_app(settings: Settings, client: IdentityClient) -> WsgiApp:
-    """The WSGI app over one identity client."""
-    recorder = Recorder(client)
+def create_app(settings: Settings, client: ClientFactory) -> AsgiApp:
+    """The ASGI app; `client` makes the identity client when a worker's lifespan
+    starts (e.g. `functools.partial(AsyncIdentityClient, target)`)."""
+    core = Core(client)
+    recorder = Recorder()
     metrics = Metrics()
     handler = ErrorHandler()
-    app = falcon.App(
+    app = falcon.asgi.App(
         media_type=SCIM_MEDIA_TYPE,
-        middleware=[RequestContextMiddleware(settings, client, recorder, metrics, handler)],
+        middleware=[RequestContextMiddleware(settings, core, recorder, metrics, handler)],
     )
     app.req_options.strip_url_path_trailing_slash = True
     # RFC 7644 §3.1: application/json is accepted as well as application/scim+json.
     app.req_options.default_media_type = SCIM_MEDIA_TYPE
     # Token scopes are checked around the services, so /Bulk and /.search are covered too.
-    users = ScopedService(UserService(client, settings))
-    groups = ScopedService(GroupService(client, settings))
+    users = ScopedService(UserService(core, settings))
+    groups = ScopedService(GroupService(core, settings))
     for name, service in (("Users", users), ("Groups", groups)):
         app.add_route(f"{PREFIX}/{name}", Collection(service, settings))
         app.add_route(f"{PREFIX}/{name}/.search", Search(service, settings))
@@ -377,32 +387,36 @@ def create_app(settings: Settings, client: IdentityClient) -> WsgiApp:
     )
     app.add_route(f"{PREFIX}/Me", MeResource())
     app.add_route(f"{PREFIX}/ServiceProviderConfig", ServiceProviderConfigResource(settings))
-    resource_types = ResourceTypesResource(client)
+    resource_types = ResourceTypesResource(core)
     app.add_route(f"{PREFIX}/ResourceTypes", resource_types)
     app.add_route(f"{PREFIX}/ResourceTypes/{{type_id}}", resource_types, suffix="item")
-    schemas = SchemasResource(client)
+    schemas = SchemasResource(core)
     app.add_route(f"{PREFIX}/Schemas", schemas)
     app.add_route(f"{PREFIX}/Schemas/{{schema_id}}", schemas, suffix="item")
     app.add_route("/healthz", LivenessResource())
-    app.add_route("/readyz", ReadinessResource(client))
+    app.add_route("/readyz", ReadinessResource(core))
     app.add_route("/metrics", MetricsResource(metrics))
     app.add_error_handler(Exception, handler)
     app.add_error_handler(falcon.HTTPError, handler)
-    _RECORDERS[id(app)] = recorder
     return app
 
 
-def get_app() -> WsgiApp:
-    """The gunicorn entrypoint: settings from SCIM_* environment variables."""
-    settings = Settings.from_env(os.environ)
-    configure_logging(settings.log_format)
-    # gunicorn calls this in each worker after the fork (no --preload), so the
-    # channel belongs to the worker that uses it.
-    client = IdentityClient(
+def client_factory(settings: Settings) -> ClientFactory:
+    """How each worker makes its identity client, from the settings."""
+    return functools.partial(
+        AsyncIdentityClient,
         settings.identity_target,
         token=settings.identity_token or None,
         tls_ca_file=settings.identity_tls_ca_file or None,
         tls_cert_file=settings.identity_tls_cert_file or None,
         tls_key_file=settings.identity_tls_key_file or None,
     )
-    return create_app(settings, client)
+
+
+def get_app() -> AsgiApp:
+    """The gunicorn entrypoint: settings from SCIM_* environment variables."""
+    settings = Settings.from_env(os.environ)
+    configure_logging(settings.log_format)
+    # Built in each worker after the fork (no --preload); the channel itself is
+    # opened by the worker's lifespan startup, on its event loop.
+    return create_app(settings, client_factory(settings))

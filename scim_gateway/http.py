@@ -4,12 +4,12 @@ the per-request call facts, and the result type resources return."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import falcon
 import orjson
+from falcon.asgi import Request, Response
 
 from identity_client import Authenticated, CallContext
 
@@ -62,7 +62,7 @@ class Call:
         tenant_id: str = "",
         token_id: str = "",
         scope: int | None = None,
-        authenticator: Callable[[Call], None] | None = None,
+        authenticator: Callable[[Call], Awaitable[None]] | None = None,
     ) -> None:
         self.request_id = request_id
         #: e.g. "https://scim.example.com/scim/v2/acme": prefix of meta.location.
@@ -88,11 +88,11 @@ class Call:
     def learn(self, who: Authenticated) -> None:
         self.tenant_id, self.token_id, self.scope = who.tenant_id, who.token_id, who.scope
 
-    def authenticate(self) -> None:
+    async def authenticate(self) -> None:
         """Makes sure the tenant and token are known (one AuthenticateToken call
         unless a core call already told); raises the SCIM error of a bad token."""
         if not self.authenticated and self._authenticator is not None:
-            self._authenticator(self)
+            await self._authenticator(self)
 
     @property
     def secret(self) -> str:
@@ -126,17 +126,17 @@ class Result:
     resource_id: str = ""
     #: A body sent in pieces instead of `body` (a large group's members); only
     #: where the request allows it (`STREAMABLE`).
-    stream: Iterable[bytes] | None = None
+    stream: AsyncIterator[bytes] | None = None
 
 
-def request_id(req: falcon.Request) -> str:
+def request_id(req: Request) -> str:
     given = (req.get_header(REQUEST_ID_HEADER) or "").strip()
     if given and len(given) <= MAX_REQUEST_ID and given.isprintable() and given.isascii():
         return given
     return secrets.token_hex(16)
 
 
-def read_json(req: falcon.Request, max_bytes: int) -> Any:
+async def read_json(req: Request, max_bytes: int) -> Any:
     """The request body as JSON, bounded by `max_bytes` (RFC 7644 §3.12 413)."""
     ctype = (req.content_type or "").split(";", 1)[0].strip().lower()
     if ctype and ctype not in _JSON_TYPES and not ctype.endswith("+json"):
@@ -151,7 +151,7 @@ def read_json(req: falcon.Request, max_bytes: int) -> Any:
     )
     if length is not None and length > max_bytes:
         raise too_big
-    data = req.bounded_stream.read(max_bytes + 1)
+    data = await req.stream.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise too_big
     if not data.strip():
@@ -193,7 +193,7 @@ def json_object(doc: Any, what: str = "The request body") -> dict[str, Any]:
     return doc
 
 
-def send(resp: falcon.Response, result: Result) -> None:
+def send(resp: Response, result: Result) -> None:
     resp.status = result.status
     for k, v in result.headers.items():
         resp.set_header(k, v)

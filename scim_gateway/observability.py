@@ -12,10 +12,11 @@ any worker, adds them up.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
-import falcon
+from falcon.asgi import Request, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -85,9 +86,10 @@ class MetricsResource:
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def on_get(self, req: Request, resp: Response) -> None:
         resp.content_type = CONTENT_TYPE_LATEST
-        resp.data = self._metrics.exposition()
+        # In multiprocess mode this reads every worker's files: off the event loop.
+        resp.data = await asyncio.to_thread(self._metrics.exposition)
 
 
 def log_request(

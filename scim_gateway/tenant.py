@@ -8,8 +8,7 @@ fetch it.
 
 from __future__ import annotations
 
-from identity_client import IdentityClient
-
+from .core import Core
 from .errors import core_errors
 from .http import Call
 from .scim.schemas import SchemaSet, schema_set
@@ -17,13 +16,13 @@ from .scim.schemas import SchemaSet, schema_set
 _MEMO_KEY = "schema_set"
 
 
-def tenant_schemas(client: IdentityClient, call: Call) -> SchemaSet:
+async def tenant_schemas(core: Core, call: Call) -> SchemaSet:
     """The built-in schemas plus the calling tenant's extension schemas."""
     cached = call.memo.get(_MEMO_KEY)
     if isinstance(cached, SchemaSet):
         return cached
     with core_errors():
-        policy = client.get_policy(call.tenant_id, ctx=call.ctx)
+        policy = await core.client.get_policy(call.tenant_id, ctx=call.ctx)
     found = schema_set(policy.extension_schemas)
     call.memo[_MEMO_KEY] = found
     return found

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import falcon
+from falcon.asgi import Request, Response
 
 from ..errors import ScimError, invalid_syntax, invalid_value
 from ..http import Call, Result, json_object, read_json, send
@@ -129,9 +129,9 @@ class BulkResource:
         self._settings = settings
         self._recorder = recorder
 
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def on_post(self, req: Request, resp: Response) -> None:
         req.context.op = OpInfo(KIND_BULK, "Bulk")
-        body = json_object(read_json(req, self._settings.max_payload_bytes))
+        body = json_object(await read_json(req, self._settings.max_payload_bytes))
         ops, fail_on_errors = _parse(body, self._settings.max_bulk_operations)
         call = call_of(req)  # authenticated up front (see the middleware)
         ids: dict[str, str] = {}
@@ -161,7 +161,7 @@ class BulkResource:
                         ),
                     )
                 else:
-                    outcome = self._run(call, op, path, data, ids)
+                    outcome = await self._run(call, op, path, data, ids)
                 progressed = True
                 results[op.index] = outcome
                 if int(outcome["status"]) >= 400:
@@ -190,7 +190,7 @@ class BulkResource:
         entry["response"] = err.body(call.secret)
         return entry
 
-    def _run(
+    async def _run(
         self, call: Call, op: _Op, path: str, data: Any, ids: dict[str, str]
     ) -> dict[str, Any]:
         started = time.perf_counter()
@@ -207,15 +207,15 @@ class BulkResource:
             if op.method == "POST":
                 if rid:
                     raise invalid_value(f"POST goes to {'/' + parts[0]!r}, not to a resource")
-                result = service.create(call, data, Projection())
+                result = await service.create(call, data, Projection())
             elif not rid:
                 raise invalid_value(f"{op.method} needs a resource path such as '/Users/<id>'")
             elif op.method == "PUT":
-                result = service.replace(call, rid, data, Projection(), if_match)
+                result = await service.replace(call, rid, data, Projection(), if_match)
             elif op.method == "PATCH":
-                result = service.patch(call, rid, data, Projection(), if_match)
+                result = await service.patch(call, rid, data, Projection(), if_match)
             else:
-                result = service.delete(call, rid, if_match)
+                result = await service.delete(call, rid, if_match)
         except ScimError as err:
             error = err
             entry = self._error_entry(call, op, err)

@@ -4,21 +4,20 @@ resource service (`UserService`, `GroupService`)."""
 
 from __future__ import annotations
 
-import atexit
+import asyncio
+import contextlib
 import logging
-import os
-import threading
 import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-import falcon
 import grpc
+from falcon.asgi import Request, Response
 
 from identity.v1 import common_pb2, history_pb2
-from identity_client import CallContext, IdentityClient, IdentityError
+from identity_client import AsyncIdentityClient, CallContext, IdentityError
 
 from ..errors import INVALID_FILTER, ScimError, invalid_value, redact
 from ..http import (
@@ -76,20 +75,20 @@ def _field(text: str, limit: int) -> str:
 class Recorder:
     """Keeps one history record per SCIM operation, off the request path.
 
-    Records queue in the worker; a background thread sends them to the core in
-    batches (one RecordOperations call, one transaction): a record is written
-    at most `linger` seconds after its request ended (sooner when `batch`
-    records are waiting), at most a few calls a second whatever the request
-    rate. While the core is
-    unreachable records wait (up to `capacity`; past that the oldest are
-    dropped and logged) and are retried with backoff. `flush()` runs at worker
-    exit, so a graceful stop loses none; a killed worker loses what was queued.
-    Recording never fails or delays a request.
+    Records queue in the worker; a task on the worker's event loop sends them to
+    the core in batches (one RecordOperations call, one transaction): a record is
+    written at most `linger` seconds after its request ended (sooner when `batch`
+    records are waiting), at most a few calls a second whatever the request rate.
+    While the core is unreachable records wait (up to `capacity`; past that the
+    oldest are dropped and logged) and are retried with backoff. `close()` runs
+    at the worker's lifespan shutdown and flushes first, so a graceful stop loses
+    none; a killed worker loses what was queued. Recording never fails or delays
+    a request.
     """
 
     def __init__(
         self,
-        client: IdentityClient,
+        client: AsyncIdentityClient | None = None,
         *,
         batch: int = 500,
         linger: float = 0.2,
@@ -103,11 +102,17 @@ class Recorder:
         self._capacity = capacity
         self._max_backoff = max_backoff
         self._queue: deque[history_pb2.Operation] = deque()
-        self._cond = threading.Condition()
+        #: Set when a first record or a full batch waits, or a flush begins.
+        self._wake = asyncio.Event()
+        #: Set after each attempt to send a batch (flush() waits on it).
+        self._progress = asyncio.Event()
         self._sending = 0
-        self._thread: threading.Thread | None = None
-        self._pid = 0
+        self._task: asyncio.Task[None] | None = None
         self.dropped = 0
+
+    def bind(self, client: AsyncIdentityClient) -> None:
+        """The client to send with (the worker's, once its lifespan started)."""
+        self._client = client
 
     def record(
         self,
@@ -119,6 +124,7 @@ class Recorder:
         error: ScimError | None,
         duration_ms: float,
     ) -> None:
+        """Queues a record; call on the event loop."""
         op = history_pb2.Operation(
             tenant_id=call.tenant_id,
             token_id=call.token_id,
@@ -137,77 +143,81 @@ class Recorder:
             request_id=call.request_id,
         )
         op.time.GetCurrentTime()
-        with self._cond:
-            self._start()
-            if len(self._queue) >= self._capacity:
-                self._queue.popleft()
-                self.dropped += 1
-                log.warning(
-                    "history queue full: dropped the oldest record (%d so far)", self.dropped
-                )
-            self._queue.append(op)
-            if len(self._queue) == 1 or len(self._queue) >= self._batch:
-                self._cond.notify_all()  # the sender waits for a first record or a full batch
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="history")
+        if len(self._queue) >= self._capacity:
+            self._queue.popleft()
+            self.dropped += 1
+            log.warning("history queue full: dropped the oldest record (%d so far)", self.dropped)
+        self._queue.append(op)
+        if len(self._queue) == 1 or len(self._queue) >= self._batch:
+            self._wake.set()  # the sender waits for a first record or a full batch
 
-    def flush(self, timeout: float = 10.0) -> bool:
+    async def flush(self, timeout: float = 10.0) -> bool:
         """Waits until every queued record was sent; False on timeout."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            self._flushing += 1
-            self._cond.notify_all()
-            try:
+        self._flushing += 1
+        self._wake.set()
+        try:
+            async with asyncio.timeout(timeout):
                 while self._queue or self._sending:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        return False
-                    self._cond.wait(left)
-            finally:
-                self._flushing -= 1
+                    self._progress.clear()
+                    await self._progress.wait()
+        except TimeoutError:
+            return False
+        finally:
+            self._flushing -= 1
         return True
 
-    def _start(self) -> None:
-        # Under the lock. A thread belongs to the process that started it: after a
-        # fork (gunicorn) the child starts its own.
-        if self._thread is not None and self._pid == os.getpid():
-            return
-        self._pid = os.getpid()
-        self._thread = threading.Thread(target=self._run, name="history", daemon=True)
-        self._thread.start()
-        atexit.register(self._at_exit)
+    async def close(self, timeout: float = 10.0) -> None:
+        """Flushes, then stops the sender (the worker is stopping)."""
+        if not await self.flush(timeout):
+            log.error("history: %d records could not be sent before exit", len(self._queue))
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
-    def _at_exit(self) -> None:
-        if not self.flush(timeout=10.0):
-            with self._cond:
-                lost = len(self._queue)
-            log.error("history: %d records could not be sent before exit", lost)
+    async def _gather(self) -> list[history_pb2.Operation]:
+        """The next batch: waits for a first record, then up to `linger` for more."""
+        while not self._queue:
+            self._wake.clear()
+            await self._wake.wait()
+        # Let a batch gather: one call (and one transaction) per `linger` at
+        # most, whatever the request rate.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._linger
+        while len(self._queue) < self._batch and not self._flushing:
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            self._wake.clear()
+            try:
+                async with asyncio.timeout(left):
+                    await self._wake.wait()
+            except TimeoutError:
+                break
+        n = min(len(self._queue), self._batch)
+        return [self._queue.popleft() for _ in range(n)]
 
-    def _run(self) -> None:
+    async def _run(self) -> None:
         failures = 0
         while True:
-            with self._cond:
-                while not self._queue:
-                    self._cond.wait()
-                # Let a batch gather: one call (and one transaction) per `linger`
-                # at most, whatever the request rate.
-                deadline = time.monotonic() + self._linger
-                while len(self._queue) < self._batch and not self._flushing:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._cond.wait(left)
-                n = min(len(self._queue), self._batch)
-                batch = [self._queue.popleft() for _ in range(n)]
-                self._sending = n
+            batch = await self._gather()
+            n = self._sending = len(batch)
             try:
-                self._client.record_operations(batch, ctx=CallContext(timeout=10.0))
+                if self._client is None:
+                    raise RuntimeError("the history recorder has no client")
+                await self._client.record_operations(batch, ctx=CallContext(timeout=10.0))
+            except asyncio.CancelledError:
+                self._queue.extendleft(reversed(batch))
+                raise
             except Exception as err:
                 if not isinstance(err, IdentityError) or err.code not in _RETRYABLE:
                     # The core refuses the batch itself, or the client cannot send at
                     # all (its channel was closed): sending it again cannot help.
                     log.error("history: the core refused %d records: %s", n, err)
-                    with self._cond:
-                        self._sending = 0
-                        self._cond.notify_all()
+                    self._sent()
                     continue
                 failures += 1
                 log.warning(
@@ -216,16 +226,16 @@ class Recorder:
                     failures,
                     err,
                 )
-                with self._cond:
-                    self._queue.extendleft(reversed(batch))
-                    self._sending = 0
-                    self._cond.notify_all()
-                time.sleep(min(self._max_backoff, 0.1 * 2 ** min(failures, 10)))
+                self._queue.extendleft(reversed(batch))
+                self._sent()
+                await asyncio.sleep(min(self._max_backoff, 0.1 * 2 ** min(failures, 10)))
                 continue
             failures = 0
-            with self._cond:
-                self._sending = 0
-                self._cond.notify_all()
+            self._sent()
+
+    def _sent(self) -> None:
+        self._sending = 0
+        self._progress.set()
 
 
 # -- list queries (RFC 7644 §3.4.2) ------------------------------------------------------------
@@ -349,13 +359,13 @@ def list_response(page: Page, *, cursor_mode: bool) -> dict[str, Any]:
 class ResourceService(Protocol):
     rtype: ResourceType
 
-    def create(self, call: Call, body: dict[str, Any], projection: Projection) -> Result: ...
+    async def create(self, call: Call, body: dict[str, Any], projection: Projection) -> Result: ...
 
-    def get(
+    async def get(
         self, call: Call, rid: str, projection: Projection, if_none_match: set[str] | None
     ) -> Result: ...
 
-    def replace(
+    async def replace(
         self,
         call: Call,
         rid: str,
@@ -364,7 +374,7 @@ class ResourceService(Protocol):
         if_match: set[str] | None,
     ) -> Result: ...
 
-    def patch(
+    async def patch(
         self,
         call: Call,
         rid: str,
@@ -373,24 +383,24 @@ class ResourceService(Protocol):
         if_match: set[str] | None,
     ) -> Result: ...
 
-    def delete(self, call: Call, rid: str, if_match: set[str] | None) -> Result: ...
+    async def delete(self, call: Call, rid: str, if_match: set[str] | None) -> Result: ...
 
-    def query(self, call: Call, q: SearchQuery) -> Page: ...
+    async def query(self, call: Call, q: SearchQuery) -> Page: ...
 
 
-def projection_of(req: falcon.Request) -> Projection:
+def projection_of(req: Request) -> Projection:
     params = {k.lower(): v for k, v in req.params.items()}
     return Projection.parse(
         _attr_list(params.get("attributes")), _attr_list(params.get("excludedattributes"))
     )
 
 
-def call_of(req: falcon.Request) -> Call:
+def call_of(req: Request) -> Call:
     call: Call = req.context.call
     return call
 
 
-def _mark(req: falcon.Request, kind: int, rtype: ResourceType) -> OpInfo:
+def _mark(req: Request, kind: int, rtype: ResourceType) -> OpInfo:
     info = OpInfo(kind, rtype.name)
     req.context.op = info
     call_of(req).memo[STREAMABLE] = True  # these endpoints send the service's answer
@@ -404,16 +414,16 @@ class Collection:
         self._service = service
         self._settings = settings
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def on_get(self, req: Request, resp: Response) -> None:
         _mark(req, KIND_SEARCH, self._service.rtype)
         q = SearchQuery.build(req.params, self._settings)
-        page = self._service.query(call_of(req), q)
+        page = await self._service.query(call_of(req), q)
         send(resp, Result(200, list_response(page, cursor_mode=q.cursor is not None)))
 
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def on_post(self, req: Request, resp: Response) -> None:
         info = _mark(req, KIND_CREATE, self._service.rtype)
-        body = json_object(read_json(req, self._settings.max_payload_bytes))
-        result = self._service.create(call_of(req), body, projection_of(req))
+        body = json_object(await read_json(req, self._settings.max_payload_bytes))
+        result = await self._service.create(call_of(req), body, projection_of(req))
         info.resource_id = result.resource_id
         send(resp, result)
 
@@ -425,41 +435,45 @@ class Item:
         self._service = service
         self._settings = settings
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response, resource_id: str) -> None:
+    async def on_get(self, req: Request, resp: Response, resource_id: str) -> None:
         info = _mark(req, KIND_READ, self._service.rtype)
         info.resource_id = resource_id
         inm = etag_versions(req.get_header("If-None-Match"))
-        send(resp, self._service.get(call_of(req), resource_id, projection_of(req), inm))
+        send(resp, await self._service.get(call_of(req), resource_id, projection_of(req), inm))
 
-    def on_put(self, req: falcon.Request, resp: falcon.Response, resource_id: str) -> None:
+    async def on_put(self, req: Request, resp: Response, resource_id: str) -> None:
         info = _mark(req, KIND_UPDATE, self._service.rtype)
         info.resource_id = resource_id
-        body = json_object(read_json(req, self._settings.max_payload_bytes))
+        body = json_object(await read_json(req, self._settings.max_payload_bytes))
         if_match = etag_versions(req.get_header("If-Match"))
         send(
             resp,
-            self._service.replace(call_of(req), resource_id, body, projection_of(req), if_match),
+            await self._service.replace(
+                call_of(req), resource_id, body, projection_of(req), if_match
+            ),
         )
 
-    def on_patch(self, req: falcon.Request, resp: falcon.Response, resource_id: str) -> None:
+    async def on_patch(self, req: Request, resp: Response, resource_id: str) -> None:
         info = _mark(req, KIND_UPDATE, self._service.rtype)
         info.resource_id = resource_id
-        body = json_object(read_json(req, self._settings.max_payload_bytes))
+        body = json_object(await read_json(req, self._settings.max_payload_bytes))
         if_match = etag_versions(req.get_header("If-Match"))
         send(
             resp,
-            self._service.patch(call_of(req), resource_id, body, projection_of(req), if_match),
+            await self._service.patch(
+                call_of(req), resource_id, body, projection_of(req), if_match
+            ),
         )
 
-    def on_delete(self, req: falcon.Request, resp: falcon.Response, resource_id: str) -> None:
+    async def on_delete(self, req: Request, resp: Response, resource_id: str) -> None:
         info = _mark(req, KIND_DELETE, self._service.rtype)
         info.resource_id = resource_id
         if_match = etag_versions(req.get_header("If-Match"))
-        send(resp, self._service.delete(call_of(req), resource_id, if_match))
+        send(resp, await self._service.delete(call_of(req), resource_id, if_match))
 
 
-def _search_body(req: falcon.Request, settings: Settings) -> dict[str, Any]:
-    body = json_object(read_json(req, settings.max_payload_bytes))
+async def _search_body(req: Request, settings: Settings) -> dict[str, Any]:
+    body = json_object(await read_json(req, settings.max_payload_bytes))
     schemas = body.get("schemas")
     if schemas is not None and (
         not isinstance(schemas, list) or SEARCH_REQUEST not in [str(s) for s in schemas]
@@ -475,10 +489,10 @@ class Search:
         self._service = service
         self._settings = settings
 
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def on_post(self, req: Request, resp: Response) -> None:
         _mark(req, KIND_SEARCH, self._service.rtype)
-        q = SearchQuery.build(_search_body(req, self._settings), self._settings)
-        page = self._service.query(call_of(req), q)
+        q = SearchQuery.build(await _search_body(req, self._settings), self._settings)
+        page = await self._service.query(call_of(req), q)
         send(resp, Result(200, list_response(page, cursor_mode=q.cursor is not None)))
 
 
@@ -489,9 +503,9 @@ class RootSearch:
         self._services = services
         self._settings = settings
 
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def on_post(self, req: Request, resp: Response) -> None:
         req.context.op = OpInfo(KIND_SEARCH, "")
-        q = SearchQuery.build(_search_body(req, self._settings), self._settings)
+        q = SearchQuery.build(await _search_body(req, self._settings), self._settings)
         if q.cursor is not None:
             raise invalid_value(
                 "cursor paging is not available across resource types; "
@@ -507,7 +521,7 @@ class RootSearch:
             # Each type is asked for the part of the window that falls in it.
             local_start = max(1, start - total)
             try:
-                page = service.query(call, q.with_page(local_start, remaining))
+                page = await service.query(call, q.with_page(local_start, remaining))
             except ScimError as err:
                 # An attribute one type lacks matches nothing of that type.
                 if err.scim_type != INVALID_FILTER:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import falcon
+from falcon.asgi import Request, Response
 
-from identity_client import IdentityClient
-
+from ..core import Core
 from ..errors import ScimError, not_found
 from ..http import Result, send
 from ..scim.schemas import LIST_RESPONSE, service_provider_config
@@ -26,7 +25,7 @@ def _list(resources: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _refuse_filter(req: falcon.Request) -> None:
+def _refuse_filter(req: Request) -> None:
     # RFC 7644 §4: a filter on a discovery endpoint SHOULD be answered with 403
     # so a client never assumes it was applied.
     if req.get_param("filter") is not None:
@@ -39,7 +38,7 @@ class ServiceProviderConfigResource:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def on_get(self, req: Request, resp: Response) -> None:
         s = self._settings
         doc = service_provider_config(
             call_of(req).base_url,
@@ -55,18 +54,18 @@ class ResourceTypesResource:
     """`/ResourceTypes` and `/ResourceTypes/{id}` (RFC 7643 §6), with the calling
     tenant's extension schemas in `schemaExtensions`."""
 
-    def __init__(self, client: IdentityClient) -> None:
-        self._client = client
+    def __init__(self, core: Core) -> None:
+        self._core = core
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def on_get(self, req: Request, resp: Response) -> None:
         _refuse_filter(req)
         call = call_of(req)
-        types = tenant_schemas(self._client, call).resource_types
+        types = (await tenant_schemas(self._core, call)).resource_types
         send(resp, Result(200, _list([t.document(call.base_url) for t in types])))
 
-    def on_get_item(self, req: falcon.Request, resp: falcon.Response, type_id: str) -> None:
+    async def on_get_item(self, req: Request, resp: Response, type_id: str) -> None:
         call = call_of(req)
-        found = tenant_schemas(self._client, call).resource_type(type_id)
+        found = (await tenant_schemas(self._core, call)).resource_type(type_id)
         if found is None:
             raise not_found(f"No resource type {type_id!r}; see /ResourceTypes.")
         send(resp, Result(200, found.document(call.base_url)))
@@ -76,18 +75,18 @@ class SchemasResource:
     """`/Schemas` and `/Schemas/{id}` (RFC 7643 §7): the built-in schemas and the
     calling tenant's own (attributes it adds to the core User schema included)."""
 
-    def __init__(self, client: IdentityClient) -> None:
-        self._client = client
+    def __init__(self, core: Core) -> None:
+        self._core = core
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def on_get(self, req: Request, resp: Response) -> None:
         _refuse_filter(req)
         call = call_of(req)
-        schemas = tenant_schemas(self._client, call).schemas
+        schemas = (await tenant_schemas(self._core, call)).schemas
         send(resp, Result(200, _list([s.document(call.base_url) for s in schemas])))
 
-    def on_get_item(self, req: falcon.Request, resp: falcon.Response, schema_id: str) -> None:
+    async def on_get_item(self, req: Request, resp: Response, schema_id: str) -> None:
         call = call_of(req)
-        found = tenant_schemas(self._client, call).schema(schema_id)
+        found = (await tenant_schemas(self._core, call)).schema(schema_id)
         if found is None:
             raise not_found(f"No schema {schema_id!r}; see /Schemas.")
         send(resp, Result(200, found.document(call.base_url)))

@@ -34,13 +34,13 @@ documents and always gets them whole.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
-from itertools import chain, islice
+from collections.abc import AsyncIterator
 from typing import Any
 
 from identity.v1 import groups_pb2
-from identity_client import IdentityClient, IdentityError, VersionMismatch
+from identity_client import IdentityError, VersionMismatch
 
+from ..core import Core
 from ..errors import ScimError, core_errors, from_identity_error
 from ..http import STREAMABLE, Call, Result, matches_version, version_of
 from ..scim.filter import CORE_GROUP
@@ -50,7 +50,7 @@ from ..scim.mapping import (
     etag,
     group_to_proto,
     group_to_scim,
-    members_json_chunks,
+    members_json_pieces,
     normalize,
     split_at_members,
     struct_from,
@@ -77,21 +77,34 @@ def _members_whole(projection: Projection) -> bool:
     )
 
 
-def _framed(head: bytes, pieces: Iterable[bytes], tail: bytes) -> Iterator[bytes]:
+async def _framed(head: bytes, pieces: AsyncIterator[bytes], tail: bytes) -> AsyncIterator[bytes]:
     """`pieces` with `head` joined to the first and `tail` to the last (fewer writes)."""
-    it = iter(pieces)
-    prev = head + next(it, b"")
-    for piece in it:
+    prev = head + await anext(pieces, b"")
+    async for piece in pieces:
         yield prev
         prev = piece
     yield prev + tail
 
 
+async def _pages(
+    first: list[groups_pb2.Member], rest: AsyncIterator[groups_pb2.Member], size: int
+) -> AsyncIterator[list[groups_pb2.Member]]:
+    """`first`, then the members of `rest`, in lists of about `size`."""
+    page = first
+    async for m in rest:
+        if len(page) >= size:
+            yield page
+            page = []
+        page.append(m)
+    if page:
+        yield page
+
+
 class GroupService:
     rtype = GROUP_TYPE
 
-    def __init__(self, client: IdentityClient, settings: Settings) -> None:
-        self._client = client
+    def __init__(self, core: Core, settings: Settings) -> None:
+        self._core = core
         self._settings = settings
         #: Members per ListMembers page when members are streamed; 0: never stream
         #: (members come inline with GetGroup, the response is built whole).
@@ -99,7 +112,7 @@ class GroupService:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _result(
+    async def _result(
         self,
         status: int,
         group: groups_pb2.Group,
@@ -117,9 +130,9 @@ class GroupService:
         )
         if wants and not members_loaded and group.member_count > 0:
             if self._can_stream(call, projection):
-                return self._streamed(status, group, call, projection)
+                return await self._streamed(status, group, call, projection)
             with core_errors():
-                group = self._client.get_group(
+                group = await self._core.client.get_group(
                     call.tenant_id, group.meta.id, include_members=True, ctx=call.ctx
                 )
         return self._whole(status, group, call, projection, wants=wants)
@@ -161,7 +174,7 @@ class GroupService:
             and _members_whole(projection)
         )
 
-    def _streamed(
+    async def _streamed(
         self, status: int, group: groups_pb2.Group, call: Call, projection: Projection
     ) -> Result:
         """The response with `group`'s members read page by page from ListMembers.
@@ -171,11 +184,15 @@ class GroupService:
         page is answered whole; for a larger one the rest is read while the body
         is sent."""
         page = self.member_page_size
+        members = self._core.client.list_members(
+            call.tenant_id, group.meta.id, page_size=page, ctx=call.ctx
+        )
+        first: list[groups_pb2.Member] = []
         with core_errors():
-            members = self._client.list_members(
-                call.tenant_id, group.meta.id, page_size=page, ctx=call.ctx
-            )
-            first = list(islice(members, page + 1))
+            async for m in members:
+                first.append(m)
+                if len(first) > page:
+                    break
         del group.members[:]
         if len(first) <= page:
             group.members.extend(first)
@@ -188,18 +205,20 @@ class GroupService:
         if parts is None:  # pragma: no cover - _can_stream: the projection shows members
             return Result(status, shown, headers, resource_id=group.meta.id)
         head, tail = parts
-        pieces = members_json_chunks(chain(first, members), call.base_url, page)
-        # A generator: the WSGI server closes it when the response ends (or fails).
+        pieces = members_json_pieces(_pages(first, members, page), call.base_url)
+        # An async generator: the server stops pulling it when the response ends
+        # (or the client goes away), and ListMembers is called no further.
         stream = self._sent(_framed(head, pieces, tail), call, group.meta.id)
         return Result(status, None, headers, resource_id=group.meta.id, stream=stream)
 
     @staticmethod
-    def _sent(chunks: Iterator[bytes], call: Call, gid: str) -> Iterator[bytes]:
+    async def _sent(chunks: AsyncIterator[bytes], call: Call, gid: str) -> AsyncIterator[bytes]:
         """`chunks`, logging a core failure that cuts the streamed body short."""
         try:
-            yield from chunks
+            async for chunk in chunks:
+                yield chunk
         except IdentityError as err:
-            # The status is sent: the WSGI server closes the connection without the
+            # The status is sent: the server closes the connection without the
             # last chunk, so the client sees an incomplete response.
             log.error(
                 "group %s: reading its members failed after the response started "
@@ -210,15 +229,17 @@ class GroupService:
             )
             raise
 
-    def _expected(self, call: Call, rid: str, if_match: set[str] | None) -> int:
+    async def _expected(self, call: Call, rid: str, if_match: set[str] | None) -> int:
         if if_match is None or "*" in if_match:
             return 0
         version = version_of(if_match)
         if version is not None:
             return version
         with core_errors():
-            current = self._client.get_group(
-                call.tenant_id, rid, include_members=False, ctx=call.ctx
+            current = (
+                await self._core.client.get_group(
+                    call.tenant_id, rid, include_members=False, ctx=call.ctx
+                )
             ).meta.version
         if matches_version(if_match, current):
             return current
@@ -226,13 +247,13 @@ class GroupService:
 
     # -- operations ----------------------------------------------------------------------------
 
-    def create(self, call: Call, body: dict[str, Any], projection: Projection) -> Result:
+    async def create(self, call: Call, body: dict[str, Any], projection: Projection) -> Result:
         group = group_to_proto(normalize(body, GROUP_TYPE))
         with core_errors():
-            created = self._client.create_group(call.tenant_id, group, ctx=call.ctx)
-        return self._result(201, created, call, projection, members_loaded=not group.members)
+            created = await self._core.client.create_group(call.tenant_id, group, ctx=call.ctx)
+        return await self._result(201, created, call, projection, members_loaded=not group.members)
 
-    def get(
+    async def get(
         self, call: Call, rid: str, projection: Projection, if_none_match: set[str] | None
     ) -> Result:
         # Members are loaded only when the response shows them (Entra ID asks
@@ -243,7 +264,7 @@ class GroupService:
         include = projection.returns(GROUP_TYPE, "members") and if_none_match is None
         streamable = include and self._can_stream(call, projection)
         with core_errors():
-            group = self._client.get_group(
+            group = await self._core.client.get_group(
                 call.tenant_id,
                 rid,
                 include_members=include,
@@ -253,10 +274,10 @@ class GroupService:
         if if_none_match is not None and matches_version(if_none_match, group.meta.version):
             return Result(304, None, {"ETag": etag(group.meta.version)}, resource_id=rid)
         if streamable and len(group.members) < group.member_count:
-            return self._streamed(200, group, call, projection)
-        return self._result(200, group, call, projection, members_loaded=include)
+            return await self._streamed(200, group, call, projection)
+        return await self._result(200, group, call, projection, members_loaded=include)
 
-    def replace(
+    async def replace(
         self,
         call: Call,
         rid: str,
@@ -267,14 +288,14 @@ class GroupService:
         # RFC 7644 §3.5.1: the member list given replaces the stored one.
         group = group_to_proto(normalize(body, GROUP_TYPE))
         group.meta.id = rid
-        expected = self._expected(call, rid, if_match)
+        expected = await self._expected(call, rid, if_match)
         with core_errors():
-            updated = self._client.replace_group(
+            updated = await self._core.client.replace_group(
                 call.tenant_id, group, expected_version=expected, ctx=call.ctx
             )
-        return self._result(200, updated, call, projection, members_loaded=False)
+        return await self._result(200, updated, call, projection, members_loaded=False)
 
-    def patch(
+    async def patch(
         self,
         call: Call,
         rid: str,
@@ -285,7 +306,7 @@ class GroupService:
         ops = parse_operations(body)
         for _ in range(PATCH_ATTEMPTS):
             with core_errors():
-                group = self._client.get_group(
+                group = await self._core.client.get_group(
                     call.tenant_id, rid, include_members=False, ctx=call.ctx
                 )
             if if_match is not None and not matches_version(if_match, group.meta.version):
@@ -304,14 +325,14 @@ class GroupService:
             if ext_after != ext_before:
                 kwargs["extensions"] = struct_from(ext_after)
             if not kwargs and not plan.touches_members:
-                return self._result(
+                return await self._result(
                     200, group, call, projection, members_loaded=False, members_on_request_only=True
                 )
             # Attribute changes were computed from the version read: guard them.
             # Membership alone commutes with concurrent writers.
             expected = group.meta.version if kwargs or if_match is not None else 0
             try:
-                updated = self._client.update_group(
+                updated = await self._core.client.update_group(
                     call.tenant_id,
                     rid,
                     clear_members=plan.clear_members,
@@ -330,21 +351,23 @@ class GroupService:
             # RFC 7644 §3.5.2: 200 with the resource. The member list is shown
             # only when asked for by `attributes`, so a membership PATCH stays
             # O(change) for groups of any size.
-            return self._result(
+            return await self._result(
                 200, updated, call, projection, members_loaded=False, members_on_request_only=True
             )
         raise ScimError(409, "The group was modified concurrently too many times; retry.")
 
-    def delete(self, call: Call, rid: str, if_match: set[str] | None) -> Result:
-        expected = self._expected(call, rid, if_match)
+    async def delete(self, call: Call, rid: str, if_match: set[str] | None) -> Result:
+        expected = await self._expected(call, rid, if_match)
         with core_errors():
-            self._client.delete_group(call.tenant_id, rid, expected_version=expected, ctx=call.ctx)
+            await self._core.client.delete_group(
+                call.tenant_id, rid, expected_version=expected, ctx=call.ctx
+            )
         return Result(204, resource_id=rid)
 
-    def query(self, call: Call, q: SearchQuery) -> Page:
+    async def query(self, call: Call, q: SearchQuery) -> Page:
         include = q.projection.returns(GROUP_TYPE, "members")
         with core_errors():
-            resp = self._client.list_groups(
+            resp = await self._core.client.list_groups(
                 call.tenant_id,
                 filter=q.filter_proto(GROUP_TYPE),
                 sort=q.sort_proto(GROUP_TYPE),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import falcon
+from falcon.asgi import Request, Response
 
 from ..errors import ScimError
 
@@ -13,7 +13,7 @@ _DETAIL = (
 
 
 class MeResource:
-    def _refuse(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def _refuse(self, req: Request, resp: Response) -> None:
         raise ScimError(501, _DETAIL)
 
     on_get = on_post = on_put = on_patch = on_delete = _refuse

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from identity.v1 import users_pb2
-from identity_client import IdentityClient, IdentityError, VersionMismatch
+from identity_client import IdentityError, VersionMismatch
 
+from ..core import Core
 from ..errors import ScimError, core_errors, from_identity_error
 from ..http import Call, Result, matches_version, version_of
 from ..scim.mapping import etag, mentions_custom, normalize, user_doc, user_to_proto, user_to_scim
@@ -34,16 +35,16 @@ def precondition_failed() -> ScimError:
 class UserService:
     rtype = USER_TYPE
 
-    def __init__(self, client: IdentityClient, settings: Settings) -> None:
-        self._client = client
+    def __init__(self, core: Core, settings: Settings) -> None:
+        self._core = core
         self._settings = settings
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _rtype(self, call: Call, custom: bool) -> ResourceType:
+    async def _rtype(self, call: Call, custom: bool) -> ResourceType:
         """The User type with the tenant's own attributes when the request names any
         attribute outside the built-in schemas (else no policy is fetched)."""
-        return tenant_schemas(self._client, call).user if custom else USER_TYPE
+        return (await tenant_schemas(self._core, call)).user if custom else USER_TYPE
 
     def _result(
         self, status: int, user: users_pb2.User, call: Call, projection: Projection
@@ -55,7 +56,7 @@ class UserService:
         body = projection.apply(full, USER_TYPE)
         return Result(status, body, headers, resource_id=user.meta.id)
 
-    def _expected(self, call: Call, rid: str, if_match: set[str] | None) -> int:
+    async def _expected(self, call: Call, rid: str, if_match: set[str] | None) -> int:
         """The version an If-Match demands (0: none); 412 when it cannot match."""
         if if_match is None or "*" in if_match:
             return 0
@@ -63,32 +64,34 @@ class UserService:
         if version is not None:
             return version
         with core_errors():
-            current = self._client.get_user(call.tenant_id, rid, ctx=call.ctx).meta.version
+            current = (
+                await self._core.client.get_user(call.tenant_id, rid, ctx=call.ctx)
+            ).meta.version
         if matches_version(if_match, current):
             return current
         raise precondition_failed()
 
     # -- operations ----------------------------------------------------------------------------
 
-    def create(self, call: Call, body: dict[str, Any], projection: Projection) -> Result:
+    async def create(self, call: Call, body: dict[str, Any], projection: Projection) -> Result:
         # RFC 7644 §3.3
-        user = user_to_proto(normalize(body, self._rtype(call, mentions_custom(body))))
+        user = user_to_proto(normalize(body, await self._rtype(call, mentions_custom(body))))
         with core_errors():
-            created = self._client.create_user(call.tenant_id, user, ctx=call.ctx)
+            created = await self._core.client.create_user(call.tenant_id, user, ctx=call.ctx)
         return self._result(201, created, call, projection)
 
-    def get(
+    async def get(
         self, call: Call, rid: str, projection: Projection, if_none_match: set[str] | None
     ) -> Result:
         # RFC 7644 §3.4.1; deactivated users are found like any other.
         with core_errors():
-            user = self._client.get_user(call.tenant_id, rid, ctx=call.ctx)
+            user = await self._core.client.get_user(call.tenant_id, rid, ctx=call.ctx)
         if if_none_match is not None and matches_version(if_none_match, user.meta.version):
             # RFC 7644 §3.14 / RFC 7232 §4.1
             return Result(304, None, {"ETag": etag(user.meta.version)}, resource_id=rid)
         return self._result(200, user, call, projection)
 
-    def replace(
+    async def replace(
         self,
         call: Call,
         rid: str,
@@ -97,16 +100,16 @@ class UserService:
         if_match: set[str] | None,
     ) -> Result:
         # RFC 7644 §3.5.1: replace, not merge; read-only attributes are ignored.
-        user = user_to_proto(normalize(body, self._rtype(call, mentions_custom(body))))
+        user = user_to_proto(normalize(body, await self._rtype(call, mentions_custom(body))))
         user.meta.id = rid
-        expected = self._expected(call, rid, if_match)
+        expected = await self._expected(call, rid, if_match)
         with core_errors():
-            updated = self._client.replace_user(
+            updated = await self._core.client.replace_user(
                 call.tenant_id, user, expected_version=expected, ctx=call.ctx
             )
         return self._result(200, updated, call, projection)
 
-    def patch(
+    async def patch(
         self,
         call: Call,
         rid: str,
@@ -116,10 +119,10 @@ class UserService:
     ) -> Result:
         # RFC 7644 §3.5.2: all operations apply, or none does.
         ops = parse_operations(body)
-        rtype = self._rtype(call, ops_mention_custom(ops))
+        rtype = await self._rtype(call, ops_mention_custom(ops))
         for _ in range(PATCH_ATTEMPTS):
             with core_errors():
-                user = self._client.get_user(call.tenant_id, rid, ctx=call.ctx)
+                user = await self._core.client.get_user(call.tenant_id, rid, ctx=call.ctx)
             if if_match is not None and not matches_version(if_match, user.meta.version):
                 raise precondition_failed()
             before = user_doc(user, rtype, call.base_url)
@@ -129,7 +132,7 @@ class UserService:
                 return self._result(200, user, call, projection)
             new.meta.id = rid
             try:
-                updated = self._client.replace_user(
+                updated = await self._core.client.replace_user(
                     call.tenant_id, new, expected_version=user.meta.version, ctx=call.ctx
                 )
             except VersionMismatch:
@@ -144,16 +147,18 @@ class UserService:
             "The user was modified concurrently too many times; retry the request.",
         )
 
-    def delete(self, call: Call, rid: str, if_match: set[str] | None) -> Result:
+    async def delete(self, call: Call, rid: str, if_match: set[str] | None) -> Result:
         # RFC 7644 §3.6
-        expected = self._expected(call, rid, if_match)
+        expected = await self._expected(call, rid, if_match)
         with core_errors():
-            self._client.delete_user(call.tenant_id, rid, expected_version=expected, ctx=call.ctx)
+            await self._core.client.delete_user(
+                call.tenant_id, rid, expected_version=expected, ctx=call.ctx
+            )
         return Result(204, resource_id=rid)
 
-    def query(self, call: Call, q: SearchQuery) -> Page:
+    async def query(self, call: Call, q: SearchQuery) -> Page:
         with core_errors():
-            resp = self._client.list_users(
+            resp = await self._core.client.list_users(
                 call.tenant_id,
                 filter=q.filter_proto(USER_TYPE),
                 sort=q.sort_proto(USER_TYPE),

@@ -13,7 +13,7 @@ by schema URN. The normalized document ("doc") is what PATCH edits and what
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from itertools import islice
 from typing import Any
@@ -647,28 +647,50 @@ def member_to_scim(m: groups_pb2.Member, base_url: str) -> dict[str, Any]:
     return out
 
 
+def _append_members(
+    buf: bytearray, members: Iterable[groups_pb2.Member], base_url: str, sep: bytes
+) -> bytes:
+    """Encodes `members` into `buf` one at a time, each after `sep`; the next sep.
+
+    No dict per member is kept, nor the bytes orjson returns, which are
+    over-allocated (about 4 KB for a 200-byte member: a list of them would cost
+    40 MB per 10,000 members)."""
+    for m in members:
+        buf += sep
+        buf += orjson.dumps(member_to_scim(m, base_url))
+        sep = b","
+    return sep
+
+
 def members_json_chunks(
     members: Iterable[groups_pb2.Member], base_url: str, chunk: int
 ) -> Iterator[bytes]:
     """The JSON members array in pieces, pulling `members` only as the pieces are
     taken: `[` and the first `chunk` members, then `,` and the next `chunk`, ...,
     and `]` last (`[]` alone when there are none). Joined, the pieces are the array
-    of `member_to_scim` objects.
-
-    Members are encoded one at a time into the piece: no dict per member is kept,
-    nor the bytes orjson returns, which are over-allocated (about 4 KB for a
-    200-byte member: a list of them would cost 40 MB per 10,000 members)."""
+    of `member_to_scim` objects."""
     it = iter(members)
     sep = b"["
     while True:
         buf = bytearray()
-        for m in islice(it, chunk):
-            buf += sep
-            buf += orjson.dumps(member_to_scim(m, base_url))
-            sep = b","
+        sep = _append_members(buf, islice(it, chunk), base_url, sep)
         if not buf:
             break
         yield bytes(buf)
+    yield b"[]" if sep == b"[" else b"]"
+
+
+async def members_json_pieces(
+    pages: AsyncIterable[Sequence[groups_pb2.Member]], base_url: str
+) -> AsyncIterator[bytes]:
+    """As `members_json_chunks`, one piece per page of `pages`, each page pulled
+    only when the previous piece was taken (a streamed response holds one page)."""
+    sep = b"["
+    async for page in pages:
+        buf = bytearray()
+        sep = _append_members(buf, page, base_url, sep)
+        if buf:
+            yield bytes(buf)
     yield b"[]" if sep == b"[" else b"]"
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import falcon.testing
@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from identity.v1 import groups_pb2, tenants_pb2
-from identity_client import IdentityClient
+from identity_client import AsyncIdentityClient, IdentityClient
 from identity_client.errors import NotFound, Unavailable
 from identity_client.types import Tenant
 from scim_gateway.app import create_app
@@ -30,7 +30,7 @@ from scim_gateway.scim.mapping import (
 )
 from scim_gateway.settings import Settings
 
-from .conftest import GROUP_SCHEMA, PATCH_OP, ScimClient, assert_scim_error
+from .conftest import GROUP_SCHEMA, PATCH_OP, ScimClient, assert_scim_error, core_client
 
 PAGE = 3
 MEMBERS = 11  # ten users and one nested group: four pages
@@ -40,36 +40,49 @@ BULK = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
 
 
 class Spy:
-    """Records the client calls the gateway makes (and can make ListMembers fail)."""
+    """Records the client calls the gateway makes (and can make ListMembers fail).
 
-    def __init__(self, client: IdentityClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    It patches the async client's class: every gateway app of the test is watched
+    (tests reset it before the request they look at)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         #: (include_members, member_limit) of each GetGroup
         self.get_group: list[tuple[bool, int]] = []
         self.list_members: list[int] = []  # page_size of each ListMembers walk
         self.fail_after: int | None = None  # members yielded before a failure
         self.fail_with: Exception = Unavailable("the core went away")
         self.before_list: Callable[[], object] | None = None  # runs before ListMembers
-        real_get, real_list = client.get_group, client.list_members
+        real_get, real_list = AsyncIdentityClient.get_group, AsyncIdentityClient.list_members
 
-        def get_group(
-            *args: Any, include_members: bool = True, member_limit: int = 0, **kw: Any
+        async def get_group(
+            client: AsyncIdentityClient,
+            *args: Any,
+            include_members: bool = True,
+            member_limit: int = 0,
+            **kw: Any,
         ) -> Any:
             self.get_group.append((include_members, member_limit))
-            return real_get(*args, include_members=include_members, member_limit=member_limit, **kw)
+            return await real_get(
+                client, *args, include_members=include_members, member_limit=member_limit, **kw
+            )
 
-        def list_members(*args: Any, page_size: int = 1000, **kw: Any) -> Iterator[Any]:
+        async def list_members(
+            client: AsyncIdentityClient, *args: Any, page_size: int = 1000, **kw: Any
+        ) -> AsyncIterator[Any]:
             self.list_members.append(page_size)
             if self.before_list is not None:
                 self.before_list()
-            for i, m in enumerate(real_list(*args, page_size=page_size, **kw)):
+            i = 0
+            async for m in real_list(client, *args, page_size=page_size, **kw):
                 if self.fail_after is not None and i >= self.fail_after:
                     raise self.fail_with
                 yield m
+                i += 1
             if self.fail_after is not None:
                 raise self.fail_with
 
-        monkeypatch.setattr(client, "get_group", get_group)
-        monkeypatch.setattr(client, "list_members", list_members)
+        monkeypatch.setattr(AsyncIdentityClient, "get_group", get_group)
+        monkeypatch.setattr(AsyncIdentityClient, "list_members", list_members)
 
     def reset(self) -> None:
         self.get_group.clear()
@@ -77,8 +90,8 @@ class Spy:
 
 
 @pytest.fixture
-def spy(client: IdentityClient, monkeypatch: pytest.MonkeyPatch) -> Spy:
-    return Spy(client, monkeypatch)
+def spy(monkeypatch: pytest.MonkeyPatch) -> Spy:
+    return Spy(monkeypatch)
 
 
 @pytest.fixture
@@ -90,14 +103,16 @@ def streaming(
     monkeypatch: pytest.MonkeyPatch,
 ) -> ScimClient:
     """The gateway streaming members in pages of PAGE."""
-    app = create_app(dataclasses.replace(settings, member_page_size=PAGE), client)
+    app = create_app(
+        dataclasses.replace(settings, member_page_size=PAGE), core_client(client.target)
+    )
     return ScimClient(app, f"/scim/v2/{tenant.name}", token)
 
 
 @pytest.fixture
 def whole(settings: Settings, client: IdentityClient, tenant: Tenant, token: str) -> ScimClient:
     """The gateway without streaming: every response built whole (as before)."""
-    app = create_app(dataclasses.replace(settings, member_page_size=0), client)
+    app = create_app(dataclasses.replace(settings, member_page_size=0), core_client(client.target))
     return ScimClient(app, f"/scim/v2/{tenant.name}", token)
 
 
@@ -311,7 +326,7 @@ def test_a_failure_after_the_body_started_cuts_it_short(
     group = _group(whole, MEMBERS)
     spy.fail_after = 2 * PAGE + 1  # the first two pages and one more member were read
     with caplog.at_level(logging.ERROR, "scim_gateway"), pytest.raises(Unavailable):
-        # The status is sent: the exception reaches the WSGI server, which closes
+        # The status is sent: the exception reaches the ASGI server, which closes
         # the connection without ending the chunked body.
         streaming.get(f"/Groups/{group['id']}")
     assert any("cut short" in r.getMessage() for r in caplog.records)

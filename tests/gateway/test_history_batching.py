@@ -5,6 +5,7 @@ unreachable wait and are written once it is back. Real processes."""
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from identity.v1 import history_pb2
-from identity_client import IdentityClient
+from identity_client import AsyncIdentityClient, IdentityClient
 from scim_gateway.resources.common import OpInfo, Recorder
 
 from ..support import VENV_BIN, Proc, eventually, free_port, start_identity_process
@@ -104,30 +105,34 @@ def test_records_wait_for_an_unreachable_core(database_url: str, tmp_path: Path)
         request_id = "while-down"
         secret = "scim_presented"
 
-    # A recorder whose core is not there (yet).
-    with IdentityClient(target, timeout=2) as gateway_client:
-        recorder = Recorder(gateway_client, linger=0.05, max_backoff=0.5)
-        recorder.record(
-            _Call(),  # type: ignore[arg-type]
-            method="GET",
-            info=OpInfo(history_pb2.OPERATION_KIND_SEARCH, "User"),
-            status=200,
-            error=None,
-            duration_ms=1.0,
-        )
-        assert not recorder.flush(timeout=1.0)  # nothing listens: kept, not lost
-        core = Proc(
-            [str(VENV_BIN / "identity-service")],
-            {"IDENTITY_DATABASE_URL": database_url, "IDENTITY_LISTEN": target},
-            tmp_path / "identity-late.log",
-        )
-        try:
-            assert recorder.flush(timeout=20), core.output()
-            with IdentityClient(target) as client:
-                ops = client.list_operations(tenant.id).operations
-                assert [(o.request_id, o.status) for o in ops] == [("while-down", 200)]
-        finally:
-            core.stop()
+    # A recorder whose core is not there (yet), on an event loop as in a worker.
+    async def run() -> None:
+        async with AsyncIdentityClient(target, timeout=2) as gateway_client:
+            recorder = Recorder(gateway_client, linger=0.05, max_backoff=0.5)
+            recorder.record(
+                _Call(),  # type: ignore[arg-type]
+                method="GET",
+                info=OpInfo(history_pb2.OPERATION_KIND_SEARCH, "User"),
+                status=200,
+                error=None,
+                duration_ms=1.0,
+            )
+            assert not await recorder.flush(timeout=1.0)  # nothing listens: kept, not lost
+            core = Proc(
+                [str(VENV_BIN / "identity-service")],
+                {"IDENTITY_DATABASE_URL": database_url, "IDENTITY_LISTEN": target},
+                tmp_path / "identity-late.log",
+            )
+            try:
+                assert await recorder.flush(timeout=20), core.output()
+                with IdentityClient(target) as client:
+                    ops = client.list_operations(tenant.id).operations
+                    assert [(o.request_id, o.status) for o in ops] == [("while-down", 200)]
+            finally:
+                await recorder.close()
+                core.stop()
+
+    asyncio.run(run())
 
 
 def test_a_request_with_a_nul_in_its_path_costs_no_one_their_history(
@@ -143,21 +148,26 @@ def test_a_request_with_a_nul_in_its_path_costs_no_one_their_history(
             self.tenant_id, self.token_id, self.request_id = tenant_id, "t", rid
             self.secret = "scim_presented"
 
-    recorder = Recorder(client, linger=5.0)  # one batch for all three
-    for tenant_id, rid, resource in (
-        (b.id, "b1", "u1"),
-        (a.id, "a1", "x\x00y" * 50),
-        (b.id, "b2", "u2"),
-    ):
-        recorder.record(
-            _Call(tenant_id, rid),  # type: ignore[arg-type]
-            method="GET",
-            info=OpInfo(history_pb2.OPERATION_KIND_READ, "User", resource),
-            status=404,
-            error=None,
-            duration_ms=1.0,
-        )
-    assert recorder.flush(timeout=20)
+    async def run() -> None:
+        async with AsyncIdentityClient(client.target) as gateway_client:
+            recorder = Recorder(gateway_client, linger=5.0)  # one batch for all three
+            for tenant_id, rid, resource in (
+                (b.id, "b1", "u1"),
+                (a.id, "a1", "x\x00y" * 50),
+                (b.id, "b2", "u2"),
+            ):
+                recorder.record(
+                    _Call(tenant_id, rid),  # type: ignore[arg-type]
+                    method="GET",
+                    info=OpInfo(history_pb2.OPERATION_KIND_READ, "User", resource),
+                    status=404,
+                    error=None,
+                    duration_ms=1.0,
+                )
+            assert await recorder.flush(timeout=20)
+            await recorder.close()
+
+    asyncio.run(run())
     assert sorted(o.request_id for o in client.list_operations(b.id).operations) == ["b1", "b2"]
     (kept,) = client.list_operations(a.id).operations
     assert kept.request_id == "a1" and "\x00" not in kept.resource_id

@@ -18,6 +18,7 @@ from .conftest import (
     USER_SCHEMA,
     ScimClient,
     assert_scim_error,
+    core_client,
 )
 
 LIST = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
@@ -77,8 +78,8 @@ def test_inactive_tenant_is_403(scim: ScimClient, client: IdentityClient, tenant
 
 
 def test_core_unavailable_is_503_with_retry_after(settings: Settings, tenant: Tenant) -> None:
-    with IdentityClient("127.0.0.1:9", timeout=1.0) as dead:
-        r = ScimClient(create_app(settings, dead), f"/scim/v2/{tenant.name}", "x").get("/Users")
+    dead = core_client("127.0.0.1:9", timeout=1.0)
+    r = ScimClient(create_app(settings, dead), f"/scim/v2/{tenant.name}", "x").get("/Users")
     assert_scim_error(r, 503)
     assert r.headers["retry-after"]
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from identity_client import IdentityClient
+from identity_client import AsyncIdentityClient, IdentityClient
 from identity_client.types import ExtensionSchema, SchemaAttribute, Tenant, TenantPolicy
 
 from .conftest import ENTERPRISE, GROUP_SCHEMA, PATCH_OP, USER_SCHEMA, ScimClient, assert_scim_error
@@ -50,16 +50,16 @@ def policy() -> TenantPolicy:
 
 
 @pytest.fixture
-def calls(client: IdentityClient, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Tenant ids of the GetPolicy calls the gateway makes."""
+def calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Tenant ids of the GetPolicy calls the gateway makes (through its async client)."""
     seen: list[str] = []
-    real = client.get_policy
+    real = AsyncIdentityClient.get_policy
 
-    def counting(tenant_id: str, **kw: Any) -> TenantPolicy:
+    async def counting(client: AsyncIdentityClient, tenant_id: str, **kw: Any) -> TenantPolicy:
         seen.append(tenant_id)
-        return real(tenant_id, **kw)
+        return await real(client, tenant_id, **kw)
 
-    monkeypatch.setattr(client, "get_policy", counting)
+    monkeypatch.setattr(AsyncIdentityClient, "get_policy", counting)
     return seen
 
 

@@ -35,6 +35,7 @@ from ..gateway.conftest import (
     USER_SCHEMA,
     ScimClient,
     assert_scim_error,
+    core_client,
 )
 
 POLICIES = Path(__file__).resolve().parents[2] / "docs" / "policies"
@@ -57,7 +58,7 @@ def configure(
 
 @pytest.fixture
 def app(client: IdentityClient) -> Any:
-    return create_app(Settings(max_page_size=50, default_page_size=20), client)
+    return create_app(Settings(max_page_size=50, default_page_size=20), core_client(client.target))
 
 
 @pytest.fixture

@@ -19,7 +19,14 @@ from scim_gateway.app import create_app
 from scim_gateway.errors import REDACTED, redact
 from scim_gateway.settings import Settings
 
-from ..gateway.conftest import GROUP_SCHEMA, PATCH_OP, USER_SCHEMA, ScimClient, assert_scim_error
+from ..gateway.conftest import (
+    GROUP_SCHEMA,
+    PATCH_OP,
+    USER_SCHEMA,
+    ScimClient,
+    assert_scim_error,
+    core_client,
+)
 from .helpers import ALL_SERVICE_SECRETS
 
 ACME = "urn:example:params:scim:schemas:extension:secret-a:2.0:User"
@@ -28,7 +35,7 @@ SEARCH = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
 
 
 def _app(client: IdentityClient) -> Any:
-    return create_app(Settings(max_page_size=50, default_page_size=20), client)
+    return create_app(Settings(max_page_size=50, default_page_size=20), core_client(client.target))
 
 
 def _tenant_with_data(client: IdentityClient, app: Any) -> tuple[Tenant, str, ScimClient]:

@@ -14,7 +14,14 @@ from scim_gateway.access import RateLimiter
 from scim_gateway.app import create_app
 from scim_gateway.settings import Settings, SettingsError
 
-from ..gateway.conftest import GROUP_SCHEMA, PATCH_OP, USER_SCHEMA, ScimClient, assert_scim_error
+from ..gateway.conftest import (
+    GROUP_SCHEMA,
+    PATCH_OP,
+    USER_SCHEMA,
+    ScimClient,
+    assert_scim_error,
+    core_client,
+)
 
 BULK = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
 SEARCH = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
@@ -22,7 +29,7 @@ SEARCH = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
 
 def _setup(client: IdentityClient) -> tuple[Any, str, str, str, str]:
     """An app, a tenant with one user and one group, and a full-scope secret."""
-    app = create_app(Settings(), client)
+    app = create_app(Settings(), core_client(client.target))
     t = client.create_tenant(f"sc-{uuid.uuid4().hex[:10]}")
     full = client.issue_token(t.id).secret
     scim = ScimClient(app, f"/scim/v2/{t.name}", full)
@@ -132,7 +139,9 @@ def test_rate_limit_answers_429_with_retry_after(client: IdentityClient) -> None
     # One request per 1000 s after a burst of 3: what the bucket holds does not
     # depend on how fast this machine sends the requests (the refill itself is
     # tested on an injected clock below).
-    limited = create_app(Settings(rate_limit_per_second=0.001, rate_limit_burst=3), client)
+    limited = create_app(
+        Settings(rate_limit_per_second=0.001, rate_limit_burst=3), core_client(client.target)
+    )
     scim = ScimClient(limited, f"/scim/v2/{tenant}", secret)
     statuses = [scim.get(f"/Users/{uid}").status_code for _ in range(4)]
     assert statuses == [200, 200, 200, 429], statuses
@@ -145,7 +154,9 @@ def test_rate_limit_answers_429_with_retry_after(client: IdentityClient) -> None
     other = ScimClient(limited, f"/scim/v2/{t2.name}", client.issue_token(t2.id).secret)
     assert other.get("/Users").status_code == 200
     # 0 turns limits off (the default).
-    unlimited = ScimClient(create_app(Settings(), client), f"/scim/v2/{tenant}", secret)
+    unlimited = ScimClient(
+        create_app(Settings(), core_client(client.target)), f"/scim/v2/{tenant}", secret
+    )
     assert {unlimited.get("/Users").status_code for _ in range(10)} == {200}
 
 
@@ -187,7 +198,9 @@ def test_request_limits_body_filter_bulk_and_page(client: IdentityClient) -> Non
         max_payload_bytes=4096, max_bulk_operations=3, max_page_size=5, default_page_size=2
     )
     _, tenant, _, _, secret = _setup(client)
-    scim = ScimClient(create_app(settings, client), f"/scim/v2/{tenant}", secret)
+    scim = ScimClient(
+        create_app(settings, core_client(client.target)), f"/scim/v2/{tenant}", secret
+    )
     big = {"schemas": [USER_SCHEMA], "userName": "big@example.com", "nickName": "x" * 5000}
     assert_scim_error(scim.post("/Users", big), 413)
     r = scim.get("/Users", params={"filter": 'userName eq "' + "a" * 9000 + '"'})

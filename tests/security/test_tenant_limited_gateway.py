@@ -16,7 +16,7 @@ from identity_service.settings import Settings
 from scim_gateway.app import create_app
 from scim_gateway.settings import Settings as GatewaySettings
 
-from ..gateway.conftest import USER_SCHEMA, ScimClient
+from ..gateway.conftest import USER_SCHEMA, ScimClient, core_client
 from ..support import ServiceThread
 from .helpers import ADMIN_SECRET, GATEWAY_SECRET
 
@@ -53,15 +53,12 @@ def core(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def test_a_tenant_limited_gateway_serves_its_tenants_only(core: str) -> None:
-    with (
-        IdentityClient(core, token=ADMIN_SECRET) as admin,
-        IdentityClient(core, token=GATEWAY_SECRET) as gateway_client,
-    ):
+    with IdentityClient(core, token=ADMIN_SECRET) as admin:
         a = admin.create_tenant("lim-a")
         b = admin.create_tenant("lim-b")
         token_a = admin.issue_token(a.id).secret
         token_b = admin.issue_token(b.id).secret
-        app = create_app(GatewaySettings(), gateway_client)
+        app = create_app(GatewaySettings(), core_client(core, token=GATEWAY_SECRET))
 
         scim_a = ScimClient(app, "/scim/v2/lim-a", token_a)
         assert scim_a.get("/Users").status_code == 200

@@ -11,7 +11,7 @@ the rows `users.create` writes, events included; the second size adds the differ
 the first's database, so 1,000,000 users are seeded once per backend), in parallel
 processes, before any service runs; PostgreSQL then gets a VACUUM ANALYZE (autovacuum is
 off on the benchmark machine). Then, backend by backend: start the real
-`identity-service` and the real `scim-gateway` (gunicorn gthread, SCIM_WORKERS=2) on free
+`identity-service` and the real `scim-gateway` (gunicorn, uvicorn workers, SCIM_WORKERS=2) on free
 ports, and through the gateway:
 
 * A  `GET /healthz`  - plain Falcon under the same gunicorn, no RPC;
@@ -1071,7 +1071,7 @@ def run(quick: bool, backends: list[str]) -> str:
         "each with an externalId and one email; the second size adds users to the first's "
         "database; PostgreSQL is VACUUM ANALYZEd after each seeding (autovacuum is off on "
         "this machine). Real `identity-service` and `scim-gateway` processes (gunicorn "
-        f"gthread, {GATEWAY_WORKERS} workers x 4 threads), restarted for each size; load "
+        f"+ uvicorn workers, asyncio, {GATEWAY_WORKERS} workers), restarted for each size; load "
         f"from {GEN_PROCESSES} generator processes x {GEN_CONNECTIONS} keep-alive connections "
         f"(closed loop, {seconds:.0f} s per operation after a {WARMUP_SECONDS:.0f} s "
         f"warm-up), all on the same {os.cpu_count()}-CPU machine. Filters look up random "

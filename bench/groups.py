@@ -7,8 +7,8 @@ For each backend, in a fresh database and before any service starts (in-process,
 `identity_service.domain.users.create` writes), then create a SMALL-member group and an
 N-member group with `identity_service.domain.groups.create` +
 `groups.update_group(add_members=...)` in transactions of BUILD_CHUNK members (events
-written). Then start the real `identity-service` and `scim-gateway` (gunicorn gthread,
-2 workers) and, through the gateway over HTTP:
+written). Then start the real `identity-service` and `scim-gateway` (gunicorn + uvicorn
+workers, 2 workers) and, through the gateway over HTTP:
 
 * membership PATCH exactly as Okta / Entra ID send it: add one member
   (`{"op":"add","path":"members","value":[{"value":id}]}`), then remove it
@@ -565,7 +565,7 @@ def run(quick: bool, backends: list[str]) -> str:
         f"{BUILD_CHUNK:,} members, in-process before the services start (so idle RSS is a "
         f"fresh process's); PostgreSQL then gets a VACUUM ANALYZE of the group tables, as "
         f"autovacuum would (it is off on this machine). Real `identity-service` and "
-        f"`scim-gateway` (gunicorn gthread, "
+        f"`scim-gateway` (gunicorn, uvicorn workers, "
         f"{GATEWAY_WORKERS} workers). PATCH bodies as Okta / Entra ID send them: "
         '`{"op":"add","path":"members","value":[{"value":id}]}`, then '
         '`{"op":"remove","path":"members[value eq \\"id\\"]"}`; each pair uses a user in '

@@ -36,6 +36,7 @@ from .access import (
 )
 from .core import ClientFactory, Core
 from .errors import ScimError, from_identity_error
+from .guard import Guard
 from .http import REQUEST_ID_HEADER, SCIM_MEDIA_TYPE, Call, request_id
 from .observability import Metrics, MetricsResource, configure_logging, log_request
 from .resources.bulk import BulkResource
@@ -59,7 +60,9 @@ from .settings import Settings
 
 log = logging.getLogger("scim_gateway")
 
-AsgiApp = falcon.asgi.App[Request, Response]
+FalconApp = falcon.asgi.App[Request, Response]
+#: Paths answered even when a worker is at SCIM_MAX_CONCURRENCY (liveness, readiness, metrics).
+ALWAYS_ADMITTED = frozenset({"/healthz", "/readyz", "/metrics"})
 
 PREFIX = "/scim/v2"
 # First path segments that are endpoints, not tenants (RFC 7644 §3.2). Tenant
@@ -359,14 +362,30 @@ class ReadinessResource:
         resp.data = orjson.dumps({"status": state})
 
 
-def create_app(settings: Settings, client: ClientFactory) -> AsgiApp:
+def create_app(settings: Settings, client: ClientFactory) -> Guard:
     """The ASGI app; `client` makes the identity client when a worker's lifespan
-    starts (e.g. `functools.partial(AsyncIdentityClient, target)`)."""
+    starts (e.g. `functools.partial(AsyncIdentityClient, target)`). The Falcon app
+    sits behind `guard.Guard` (bodies, the in-flight bound, hang-ups)."""
     core = Core(client)
     recorder = Recorder()
     metrics = Metrics()
     handler = ErrorHandler()
-    app = falcon.asgi.App(
+
+    def refused(scope: dict[str, Any], status: int, seconds: float) -> None:
+        # A request the guard answered itself (408, 413, 503): counted and logged
+        # like any other; it reached no resource, so it has no history record.
+        method, endpoint = str(scope.get("method", "")), _endpoint(str(scope.get("path", "")))
+        metrics.observe(method, endpoint, status, seconds)
+        log_request(
+            request_id="",
+            tenant="",
+            operation=f"{method} {endpoint}",
+            status=status,
+            duration_ms=seconds * 1000,
+            token_id="",
+        )
+
+    app: FalconApp = falcon.asgi.App(
         media_type=SCIM_MEDIA_TYPE,
         middleware=[RequestContextMiddleware(settings, core, recorder, metrics, handler)],
     )
@@ -398,7 +417,14 @@ def create_app(settings: Settings, client: ClientFactory) -> AsgiApp:
     app.add_route("/metrics", MetricsResource(metrics))
     app.add_error_handler(Exception, handler)
     app.add_error_handler(falcon.HTTPError, handler)
-    return app
+    return Guard(
+        app,
+        max_body=settings.max_payload_bytes,
+        max_in_flight=settings.max_concurrency,
+        client_timeout=settings.client_timeout_seconds,
+        always_admitted=ALWAYS_ADMITTED,
+        observe=refused,
+    )
 
 
 def client_factory(settings: Settings) -> ClientFactory:
@@ -413,7 +439,7 @@ def client_factory(settings: Settings) -> ClientFactory:
     )
 
 
-def get_app() -> AsgiApp:
+def get_app() -> Guard:
     """The gunicorn entrypoint: settings from SCIM_* environment variables."""
     settings = Settings.from_env(os.environ)
     configure_logging(settings.log_format)

@@ -27,16 +27,23 @@ def _int(environ: Mapping[str, str], name: str, default: int, minimum: int) -> i
     return value
 
 
-def _float(environ: Mapping[str, str], name: str) -> float:
+def _float(environ: Mapping[str, str], name: str, default: float = 0.0) -> float:
     raw = environ.get(name, "").strip()
     if not raw:
-        return 0.0
+        return default
     try:
         value = float(raw)
     except ValueError:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
     if not value >= 0 or value == float("inf"):
         raise SettingsError(f"{name} must be a finite number >= 0, got {raw!r}")
+    return value
+
+
+def _positive(environ: Mapping[str, str], name: str, default: float) -> float:
+    value = _float(environ, name, default)
+    if value <= 0:
+        raise SettingsError(f"{name} must be a number > 0, got {value!r}")
     return value
 
 
@@ -49,6 +56,10 @@ def _log_format(environ: Mapping[str, str]) -> str:
 
 #: Members per ListMembers page of a streamed group (SCIM_MEMBER_PAGE_SIZE).
 MEMBER_PAGE_SIZE = 5000
+#: In-flight requests per worker (SCIM_MAX_CONCURRENCY).
+MAX_CONCURRENCY = 128
+#: SCIM_CLIENT_TIMEOUT_SECONDS: for the headers, then again for the body.
+CLIENT_TIMEOUT_SECONDS = 20.0
 #: Largest member page: the core's page sizes are int32.
 MAX_MEMBER_PAGE_SIZE = 1_000_000
 
@@ -87,6 +98,11 @@ class Settings:
     #: A group with more members than this is sent streamed, this many members per
     #: ListMembers page (the worker holds one page); 0: never stream.
     member_page_size: int = MEMBER_PAGE_SIZE
+    #: Requests a worker answers at once; past it 503 with Retry-After.
+    max_concurrency: int = MAX_CONCURRENCY
+    #: Seconds a client has to send a request's headers, and then its body;
+    #: past either the connection is closed (408 for a late body).
+    client_timeout_seconds: float = CLIENT_TIMEOUT_SECONDS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -112,6 +128,10 @@ class Settings:
             identity_tls_key_file=key,
             rate_limit_per_second=_float(environ, "SCIM_RATE_LIMIT_PER_SECOND"),
             rate_limit_burst=_int(environ, "SCIM_RATE_LIMIT_BURST", 0, 0),
+            max_concurrency=_int(environ, "SCIM_MAX_CONCURRENCY", MAX_CONCURRENCY, 1),
+            client_timeout_seconds=_positive(
+                environ, "SCIM_CLIENT_TIMEOUT_SECONDS", CLIENT_TIMEOUT_SECONDS
+            ),
             member_page_size=min(
                 _int(environ, "SCIM_MEMBER_PAGE_SIZE", MEMBER_PAGE_SIZE, 0), MAX_MEMBER_PAGE_SIZE
             ),

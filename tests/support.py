@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import os
 import socket
 import subprocess
@@ -239,3 +240,53 @@ class PgCluster:
         with contextlib.suppress(subprocess.CalledProcessError):
             self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def http_request(
+    port: int,
+    method: str,
+    path: str,
+    *,
+    token: str | None = None,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 30.0,
+) -> tuple[int, dict[str, str], bytes]:
+    """One request on a fresh connection: status, lower-cased headers, body."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        h = {"Content-Type": "application/scim+json", **(headers or {})}
+        if token is not None:
+            h["Authorization"] = f"Bearer {token}"
+        conn.request(method, path, body=body, headers=h)
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def start_gateway_process(target: str, tmp: Path, **env: str) -> tuple[Proc, int]:
+    """Runs the real `scim-gateway` (gunicorn) against `target`; waits until /healthz
+    answers. `env`: more SCIM_* settings (SCIM_WORKERS defaults to 2)."""
+    port = free_port()
+    proc = Proc(
+        [str(VENV_BIN / "scim-gateway")],
+        {
+            "SCIM_IDENTITY_TARGET": target,
+            "SCIM_LISTEN": f"127.0.0.1:{port}",
+            "SCIM_WORKERS": "2",
+            **env,
+        },
+        tmp / f"gateway-{port}.log",
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if http_request(port, "GET", "/healthz", timeout=5)[0] == 200:
+                return proc, port
+        except OSError:
+            pass
+        if proc.popen.poll() is not None or time.monotonic() > deadline:
+            proc.stop()
+            raise RuntimeError(f"scim-gateway did not start:\n{proc.output()}")
+        time.sleep(0.1)

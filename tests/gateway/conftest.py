@@ -3,6 +3,7 @@ PostgreSQL, from tests/conftest.py), driven through falcon.testing."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from typing import Any
 
@@ -23,6 +24,40 @@ PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
 
 
+class StaysConnected:
+    """The app as a real HTTP client sees it: falcon's simulator reports the client
+    gone ('http.disconnect') as soon as it has sent the body, and the gateway
+    cancels the work of a client that hangs up (guard.Guard); an HTTP client
+    stays connected until its response is complete."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        answered = asyncio.Event()
+        sent_body = False
+
+        async def receive_until_answered() -> Any:
+            nonlocal sent_body
+            if sent_body:
+                await answered.wait()
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                sent_body = True
+            return message
+
+        async def send_and_note(message: Any) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                answered.set()
+            await send(message)
+
+        await self.app(scope, receive_until_answered, send_and_note)
+
+
 class ScimClient:
     """A falcon TestClient speaking SCIM under one base path, with a token preset.
 
@@ -34,7 +69,7 @@ class ScimClient:
 
     def __init__(self, app: Any, base: str, token: str | None) -> None:
         self.app = app
-        self.test = falcon.testing.TestClient(app)
+        self.test = falcon.testing.TestClient(StaysConnected(app))
         self.base = base
         self.token = token
 

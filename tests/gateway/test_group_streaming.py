@@ -310,12 +310,12 @@ def test_errors_before_the_body_are_scim_errors(
     assert_scim_error(streaming.get(f"/Groups/{other['id']}"), 404)
     spy.before_list = None
 
-    bad = ScimClient(streaming.test.app, streaming.base, "scim_not-a-token")
+    bad = ScimClient(streaming.app, streaming.base, "scim_not-a-token")
     assert_scim_error(bad.get(path), 401)
     users_only = client.issue_token(
         tenant.id, scope=tenants_pb2.TOKEN_SCOPE_USERS_ONLY, description="users only"
     ).secret
-    refused = ScimClient(streaming.test.app, streaming.base, users_only).get(path)
+    refused = ScimClient(streaming.app, streaming.base, users_only).get(path)
     assert refused.status_code == 403, refused.text
     assert refused.json["schemas"] == ["urn:ietf:params:scim:api:messages:2.0:Error"]
 

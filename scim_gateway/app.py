@@ -13,6 +13,7 @@ import functools
 import logging
 import math
 import os
+import re
 import time
 from typing import Any
 
@@ -35,7 +36,7 @@ from .access import (
     too_many_requests,
 )
 from .core import ClientFactory, Core
-from .errors import ScimError, from_identity_error
+from .errors import INVALID_VALUE, ScimError, from_identity_error
 from .guard import Guard
 from .http import REQUEST_ID_HEADER, SCIM_MEDIA_TYPE, Call, request_id
 from .observability import Metrics, MetricsResource, configure_logging, log_request
@@ -79,6 +80,9 @@ ENDPOINTS = frozenset(
         ".search",
     }
 )
+#: What can name a tenant in a path: a name (a-z, 0-9, '-', '_'; tenants.proto) or an
+#: id (a UUID). Anything else is no tenant's (404), checked before it reaches the core.
+TENANT_SEGMENT = re.compile(r"[A-Za-z0-9_-]{1,64}")
 UNAUTHORIZED_DETAIL = (
     "Authentication required: send 'Authorization: Bearer <token>' with an API token "
     "issued for this tenant."
@@ -152,10 +156,15 @@ class RequestContextMiddleware:
         rest = path[len(PREFIX) :].lstrip("/")
         first, _, tail = rest.partition("/")
         tenant: str | None = None
-        base = self._settings.public_url or req.prefix
+        base = self._settings.public_url or self._request_base(req)
         base += PREFIX
         if first and first not in ENDPOINTS:
             # RFC 7644 §3.2 leaves the base URL to the provider: /scim/v2/{tenant}/...
+            if not TENANT_SEGMENT.fullmatch(first):
+                # Control characters, spaces, non-ASCII...: no tenant has such a
+                # name or id, so there is nothing at this path (and such bytes must
+                # never reach the core's call metadata).
+                raise ScimError(404, "No SCIM endpoint at this path: no tenant has that name.")
             tenant = first
             base += f"/{tenant}"
             req.path = f"{PREFIX}/{tail}" if tail else PREFIX
@@ -180,6 +189,24 @@ class RequestContextMiddleware:
             check_request(call.scope, req.method, req.path[len(PREFIX) :])
         # Otherwise the core checks the token, its tenant and its scope within the
         # request's first call (see Call), and refuses what the scope forbids.
+
+    def _request_base(self, req: Request) -> str:
+        """scheme://host of the request, for meta.location and Location; only for a
+        Host that SCIM_ALLOWED_HOSTS lists (when it is set), so that no client can
+        make the gateway write URLs that point elsewhere."""
+        allowed = self._settings.allowed_hosts
+        if (
+            allowed is not None
+            and req.host.lower() not in allowed
+            and req.netloc.lower() not in allowed
+        ):
+            raise ScimError(
+                400,
+                "The request's Host is not one this service answers to "
+                "(SCIM_ALLOWED_HOSTS, or set SCIM_PUBLIC_URL).",
+                INVALID_VALUE,
+            )
+        return req.prefix
 
     async def _authenticate(self, call: Call) -> None:
         """AuthenticateToken, for requests that need the tenant before (or without)

@@ -3,10 +3,12 @@ the per-request call facts, and the result type resources return."""
 
 from __future__ import annotations
 
+import json
+import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 from falcon.asgi import Request, Response
@@ -160,14 +162,58 @@ async def read_json(req: Request, max_bytes: int) -> Any:
         doc = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise invalid_syntax(f"The request body is not valid JSON: {exc}") from None
-    _check_json(doc)
+    _check_json(doc, data)
     return doc
 
 
-def _check_json(doc: Any) -> None:
-    """Refuses what no attribute can hold: nesting deeper than MAX_JSON_DEPTH, and
-    the NUL character (PostgreSQL text cannot store it)."""
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        low = key.lower()
+        if low in seen:
+            raise _DuplicateKey(key)
+        seen.add(low)
+    return dict(pairs)
+
+
+#: A key's closing quote, then whitespace, then its colon.
+_SPACED_COLON = re.compile(rb'"\s+:')
+
+
+def _duplicate_key(data: bytes, keys: int) -> str | None:
+    """A key that some object of `data` holds twice (compared case-insensitively), or
+    None; `keys` is how many keys the parsed document kept (orjson keeps the last of
+    duplicates).
+
+    Fast path: without an escaped quote in the text, `":` occurs only where a key
+    ends, so when no key is followed by whitespace before its colon their count is
+    the number of keys written; duplicates (exact ones) are then `keys` < that.
+    Keys differing only in case were checked on the parsed document. Otherwise
+    the text is parsed again with the standard library, pair by pair."""
+    if b'\\"' not in data and not _SPACED_COLON.search(data) and data.count(b'":') == keys:
+        return None
+    try:
+        json.loads(data, object_pairs_hook=_no_duplicates)
+    except _DuplicateKey as dup:
+        return dup.key
+    except ValueError:
+        pass  # orjson accepted it; the standard library's grammar differs at the edges
+    return None
+
+
+def _check_json(doc: Any, data: bytes) -> None:
+    """Refuses what no attribute can hold: nesting deeper than MAX_JSON_DEPTH, the
+    NUL character (PostgreSQL text cannot store it), and an object with the same key
+    twice, exactly or in another case (attribute names are case-insensitive, RFC 7643
+    §2.1: which of the two was meant cannot be known; JSON parsers keep either)."""
     stack: list[tuple[Any, int]] = [(doc, 1)]
+    keys = 0
     while stack:
         value, depth = stack.pop()
         if isinstance(value, str):
@@ -184,7 +230,25 @@ def _check_json(doc: Any) -> None:
             items = value.values() if isinstance(value, dict) else value
             stack.extend((v, depth + 1) for v in items)
             if isinstance(value, dict):
+                keys += len(value)
                 stack.extend((k, depth) for k in value)
+                if len({k.lower() for k in value}) != len(value):
+                    _duplicate(next(k for k in value if _twice(k, value)))
+    found = _duplicate_key(data, keys)
+    if found is not None:
+        _duplicate(found)
+
+
+def _twice(key: str, obj: dict[str, Any]) -> bool:
+    low = key.lower()
+    return sum(k.lower() == low for k in obj) > 1
+
+
+def _duplicate(key: str) -> NoReturn:
+    raise invalid_syntax(
+        f"The request body has the attribute {key[:100]!r} twice in one object "
+        "(attribute names are case-insensitive, RFC 7643 §2.1)."
+    )
 
 
 def json_object(doc: Any, what: str = "The request body") -> dict[str, Any]:

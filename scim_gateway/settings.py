@@ -47,6 +47,21 @@ def _positive(environ: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _allowed_hosts(environ: Mapping[str, str], listen: str) -> frozenset[str]:
+    """SCIM_ALLOWED_HOSTS (comma-separated host or host:port), else the address the
+    gateway listens on (for a wildcard address: localhost and the loopback
+    addresses at its port). Behind a proxy or under another name, set
+    SCIM_PUBLIC_URL (then the Host header is not used) or SCIM_ALLOWED_HOSTS."""
+    raw = environ.get("SCIM_ALLOWED_HOSTS", "").strip()
+    if raw:
+        return frozenset(h.strip().lower() for h in raw.split(",") if h.strip())
+    host, _, port = listen.rpartition(":")
+    hosts: tuple[str, ...] = (host.lower(),)
+    if host in ("", "0.0.0.0", "[::]", "::"):  # noqa: S104 - we compare, not bind
+        hosts = ("localhost", "127.0.0.1", "[::1]")
+    return frozenset(f"{h}:{port}" for h in hosts)
+
+
 def _log_format(environ: Mapping[str, str]) -> str:
     raw = environ.get("SCIM_LOG_FORMAT", "").strip().lower() or "json"
     if raw not in ("json", "text"):
@@ -82,6 +97,10 @@ class Settings:
     #: Base URL used in meta.location, e.g. "https://scim.example.com"; None
     #: derives it from each request.
     public_url: str | None = None
+    #: Host[:port] values a request's Host may name when public_url is None
+    #: (lower case); None: any (only for apps built in code: from_env always sets
+    #: one, see there).
+    allowed_hosts: frozenset[str] | None = None
     #: "json" (one object per line) or "text".
     log_format: str = "json"
     #: The gateway's service credential for a core that requires one (never shown in repr).
@@ -121,7 +140,9 @@ class Settings:
             token = secret(environ, "SCIM_IDENTITY_TOKEN")
         except SecretSettingError as exc:
             raise SettingsError(str(exc)) from None
+        listen = environ.get("SCIM_LISTEN", "").strip() or "127.0.0.1:8080"
         return cls(
+            allowed_hosts=_allowed_hosts(environ, listen),
             identity_token=token,
             identity_tls_ca_file=environ.get("SCIM_IDENTITY_TLS_CA_FILE", "").strip(),
             identity_tls_cert_file=cert,
@@ -137,7 +158,7 @@ class Settings:
             ),
             identity_target=environ.get("SCIM_IDENTITY_TARGET", "").strip() or "127.0.0.1:50051",
             log_format=_log_format(environ),
-            listen=environ.get("SCIM_LISTEN", "").strip() or "127.0.0.1:8080",
+            listen=listen,
             workers=_int(environ, "SCIM_WORKERS", 2, 1),
             max_payload_bytes=_int(environ, "SCIM_MAX_PAYLOAD_BYTES", _MIB, 1024),
             max_bulk_operations=_int(environ, "SCIM_MAX_BULK_OPERATIONS", 1000, 1),

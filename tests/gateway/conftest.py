@@ -84,6 +84,7 @@ class ScimClient:
         headers: dict[str, str] | None = None,
         raw: bytes | None = None,
         content_type: str = SCIM,
+        host: str = falcon.testing.helpers.DEFAULT_HOST,
     ) -> falcon.testing.Result:
         h = {"Content-Type": content_type}
         if self.token is not None:
@@ -97,6 +98,7 @@ class ScimClient:
             headers=h,
             params=params,
             query_string=query_string,
+            host=host,
         )
         return result
 

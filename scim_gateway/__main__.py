@@ -32,6 +32,7 @@ from gunicorn.app.base import BaseApplication
 from .settings import Settings, SettingsError
 
 WORKER_CLASS = "scim_gateway.worker.GatewayWorker"
+LOGGER_CLASS = "scim_gateway.worker.GatewayLogger"
 #: glibc malloc arenas per worker process unless MALLOC_ARENA_MAX is set.
 MALLOC_ARENAS = 2
 _M_ARENA_MAX = -8  # glibc <malloc.h>
@@ -54,6 +55,7 @@ class GatewayApplication(BaseApplication):  # type: ignore[misc]  # gunicorn is 
         self.cfg.set("preload_app", False)
         self.cfg.set("proc_name", "scim-gateway")
         self.cfg.set("errorlog", "-")
+        self.cfg.set("logger_class", LOGGER_CLASS)
         # No control socket: several gateways may run side by side.
         self.cfg.set("control_socket_disable", True)
         self.cfg.set("child_exit", self.child_exit)

@@ -14,11 +14,15 @@ closes the connection; the body's own limit is the app's (`guard.Guard`).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from typing import Any, ClassVar
 
+from gunicorn.glogging import Logger
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
+
+from identity_client.jsonlog import JsonFormatter
 
 from .settings import Settings
 
@@ -85,3 +89,24 @@ class GatewayWorker(UvicornWorker):  # type: ignore[misc]  # gunicorn is untyped
         )
         self.CONFIG_KWARGS = {**type(self).CONFIG_KWARGS, "http": protocol}
         super().__init__(*args, **kwargs)
+
+
+class GatewayLogger(Logger):  # type: ignore[misc]  # gunicorn is untyped
+    """gunicorn's own lines (master and workers: starts, stops, worker exits, and
+    uvicorn's, which the worker sends to the same handlers) in the format of the
+    gateway's access lines: one JSON object per line under SCIM_LOG_FORMAT=json."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        if Settings.from_env(os.environ).log_format != "json":
+            return
+        for log in (self.error_log, self.access_log):
+            for handler in log.handlers:
+                handler.setFormatter(JsonFormatter())
+                handler.addFilter(_no_color)
+
+
+def _no_color(record: logging.LogRecord) -> bool:
+    """uvicorn adds its message with terminal colour codes as an extra field."""
+    record.__dict__.pop("color_message", None)
+    return True

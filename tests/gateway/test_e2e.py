@@ -112,3 +112,11 @@ def test_gateway_process_serves_scim_over_http(tmp_path: Path) -> None:
     finally:
         assert gateway.stop() == 0, gateway.output()
         core.stop()
+    # Every line the gateway wrote, gunicorn's and uvicorn's own included (start,
+    # workers booting, shutdown), is one JSON object like its access lines.
+    lines = gateway.output().splitlines()
+    assert any('"gunicorn.error"' in line for line in lines), lines
+    for line in lines:
+        entry = json.loads(line)
+        assert {"time", "level", "logger", "message"} <= entry.keys(), line
+        assert "color_message" not in entry

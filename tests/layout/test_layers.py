@@ -2,7 +2,8 @@
 
 identity_service: the commands (__main__, bootstrap, probe) > edge (RPC) > changes (Watch
 feeds, retention) > domain > storage > the root's shared leaves (settings, errors, context).
-scim_gateway: the HTTP side (app, http, access, tenant, observability, resources) > scim
+scim_gateway: the process (__main__, worker) > the HTTP side (app, guard, core, http, access,
+tenant, observability, resources) > scim
 (SCIM syntax) > the root's errors, settings.
 """
 
@@ -31,7 +32,10 @@ LAYERS: dict[str, dict[str, int]] = {
     },
     "scim_gateway": {
         "__main__": 9,
+        "worker": 9,
         "app": 3,
+        "guard": 3,
+        "core": 3,
         "resources": 3,
         "access": 3,
         "tenant": 3,

@@ -451,6 +451,7 @@ def create_app(settings: Settings, client: ClientFactory) -> Guard:
         client_timeout=settings.client_timeout_seconds,
         always_admitted=ALWAYS_ADMITTED,
         observe=refused,
+        gauge=metrics.in_flight,
     )
 
 

@@ -78,6 +78,7 @@ class Guard:
         client_timeout: float,
         always_admitted: frozenset[str] = frozenset(),
         observe: Observer | None = None,
+        gauge: Any = None,
     ) -> None:
         self.app = app
         self._max_body = max_body
@@ -85,6 +86,8 @@ class Guard:
         self._client_timeout = client_timeout
         self._always = always_admitted
         self._observe = observe
+        #: A prometheus Gauge of the requests in flight (inc/dec), if any.
+        self._gauge = gauge
         #: Requests of this worker being answered now (the bound's count).
         self.in_flight = 0
 
@@ -119,8 +122,11 @@ class Guard:
                 ),
             )
             return
-        admitted = scope.get("path") in self._always
-        if not admitted and self.in_flight >= self._max_in_flight:
+        if scope.get("path") in self._always:
+            # Not counted either: a probe never takes a SCIM request's place.
+            await self._run(scope, body, receive, send)
+            return
+        if self.in_flight >= self._max_in_flight:
             await self._refuse(
                 scope,
                 send,
@@ -135,10 +141,14 @@ class Guard:
             )
             return
         self.in_flight += 1
+        if self._gauge is not None:
+            self._gauge.inc()
         try:
             await self._run(scope, body, receive, send)
         finally:
             self.in_flight -= 1
+            if self._gauge is not None:
+                self._gauge.dec()
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         length = _content_length(scope)

@@ -21,6 +21,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -54,6 +55,14 @@ class Metrics:
             ["method", "endpoint"],
             buckets=(0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=None if self._multiprocess else self.registry,
+        )
+        #: Requests being answered (guard.Guard counts them; SCIM_MAX_CONCURRENCY
+        #: bounds each worker's share).
+        self.in_flight = Gauge(
+            "scim_requests_in_flight",
+            "SCIM requests being answered now, summed over the gateway's workers",
+            registry=None if self._multiprocess else self.registry,
+            multiprocess_mode="livesum",
         )
         self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 

@@ -243,6 +243,9 @@ def test_past_the_concurrency_bound_503_with_retry_after(core: tuple[str, Path])
     target, tmp = core
     tenant, token = _tenant(target, "busy")
     gateway, port = start_gateway_process(target, tmp, SCIM_WORKERS="1", SCIM_MAX_CONCURRENCY="2")
+    # The token's first use is recorded before the lock is taken (a stale last_used
+    # would add a write of its own).
+    assert http_request(port, "GET", f"/scim/v2/{tenant}/Users", token=token)[0] == 200
     # Another process holds SQLite's write lock: the POSTs wait in the core.
     db_path = tmp / "identity.db"
     blocker = sqlite3.connect(db_path, timeout=5, isolation_level=None)
@@ -262,11 +265,14 @@ def test_past_the_concurrency_bound_503_with_retry_after(core: tuple[str, Path])
             ]
 
             # Once both are in flight (waiting on the lock), a third request is refused.
-            def refused() -> tuple[int, dict[str, str], bytes] | None:
-                answer = http_request(port, "GET", f"/scim/v2/{tenant}/Users", token=token)
-                return answer if answer[0] != 200 else None
+            def in_flight() -> bool:
+                text = http_request(port, "GET", "/metrics")[2].decode()
+                return "scim_requests_in_flight 2.0" in text
 
-            status, headers, body = eventually(refused, 20, "a 503 past the bound")
+            eventually(in_flight, 20, "both POSTs in flight")
+            status, headers, body = http_request(
+                port, "GET", f"/scim/v2/{tenant}/Users", token=token
+            )
             assert status == 503, body
             assert headers["retry-after"] == "1"
             assert json.loads(body)["status"] == "503"

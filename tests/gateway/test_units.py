@@ -238,7 +238,9 @@ def test_settings_from_env() -> None:
         "https://scim.example.com",
         1 << 20,
     )
-    assert Settings.from_env({}) == Settings()
+    # The environment's defaults are the code's, except that a deployed gateway
+    # always checks the Host it is called by (its listen address by default).
+    assert Settings.from_env({}) == Settings(allowed_hosts=frozenset({"127.0.0.1:8080"}))
     with pytest.raises(SettingsError):
         Settings.from_env({"SCIM_MAX_PAGE_SIZE": "lots"})
     with pytest.raises(SettingsError):

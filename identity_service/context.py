@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -14,6 +15,9 @@ BEARER_KEY = "identity-bearer"
 TENANT_KEY = "identity-tenant"
 #: Trailing metadata of a call that authenticated a bearer: "tenant_id token_id scope".
 AUTHENTICATED_KEY = "identity-authenticated"
+#: Milliseconds, from the call's arrival, within which its changes may still begin
+#: to commit (the caller's deadline less the time its answer needs to arrive).
+COMMIT_DEADLINE_KEY = "identity-commit-deadline-ms"
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +30,8 @@ class RequestContext:
     bearer: str = field(default="", repr=False)
     #: The tenant the bearer must belong to (name or id), when the caller knows one.
     tenant_ref: str = ""
+    #: time.monotonic() after which the call commits nothing (COMMIT_DEADLINE_KEY).
+    commit_by: float | None = None
 
     def actor(self) -> changes_pb2.Actor:
         return changes_pb2.Actor(kind=self.actor_kind, id=self.actor_id)
@@ -33,6 +39,7 @@ class RequestContext:
     @classmethod
     def from_metadata(cls, metadata: Iterable[tuple[str, str | bytes]] | None) -> RequestContext:
         request_id, kind, ident, bearer, tenant_ref = "", "system", "", "", ""
+        commit_by: float | None = None
         for key, value in metadata or ():
             v = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
             if key == REQUEST_ID_KEY:
@@ -45,12 +52,15 @@ class RequestContext:
                 bearer = v
             elif key == TENANT_KEY:
                 tenant_ref = v[:128]
+            elif key == COMMIT_DEADLINE_KEY and v.isdigit() and len(v) < 12:
+                commit_by = time.monotonic() + int(v) / 1000
         return cls(
             request_id=request_id,
             actor_kind=kind,
             actor_id=ident,
             bearer=bearer,
             tenant_ref=tenant_ref,
+            commit_by=commit_by,
         )
 
 

@@ -110,3 +110,10 @@ class Compacted(DomainError):
 class Unavailable(DomainError):
     code = grpc.StatusCode.UNAVAILABLE
     reason = R.ERROR_REASON_UNAVAILABLE
+
+
+class DeadlineExceeded(DomainError):
+    """The call's deadline passed, or its caller went away, before its changes could
+    be committed: they were rolled back (the caller's error answer is then true)."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED

@@ -25,7 +25,7 @@ from falcon.asgi import Request, Response
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from identity.v1 import history_pb2
-from identity_client import AsyncIdentityClient, IdentityError
+from identity_client import AsyncIdentityClient, CallContext, IdentityError
 from identity_client.errors import NotFound
 from identity_client.types import ErrorReason
 
@@ -145,6 +145,7 @@ class RequestContextMiddleware:
 
     async def process_request(self, req: Request, resp: Response) -> None:
         req.context.started = time.perf_counter()
+        req.context.deadline = time.monotonic() + self._settings.request_timeout_seconds
         req.context.request_id = request_id(req)
         req.context.call = None
         req.context.op = None
@@ -169,6 +170,7 @@ class RequestContextMiddleware:
             base += f"/{tenant}"
             req.path = f"{PREFIX}/{tail}" if tail else PREFIX
         call = Call(
+            deadline=req.context.deadline,
             request_id=req.context.request_id,
             base_url=base,
             secret=_bearer_secret(req),
@@ -212,7 +214,11 @@ class RequestContextMiddleware:
         """AuthenticateToken, for requests that need the tenant before (or without)
         a core call of their own."""
         try:
-            auth = await self._core.client.authenticate(call.secret, tenant=call.tenant_ref or None)
+            auth = await self._core.client.authenticate(
+                call.secret,
+                tenant=call.tenant_ref or None,
+                ctx=CallContext(request_id=call.request_id, deadline=call.deadline),
+            )
         except NotFound:
             raise _unauthorized() from None  # an unknown tenant reveals nothing more
         except IdentityError as err:

@@ -142,7 +142,9 @@ _CORE_TABLE: dict[tuple[grpc.StatusCode, int], tuple[int, str | None]] = {
     (_C.PERMISSION_DENIED, _ANY): (403, None),
     (_C.PERMISSION_DENIED, _R.ERROR_REASON_TOKEN_SCOPE): (403, None),
     (_C.UNAVAILABLE, _ANY): (503, None),
-    (_C.DEADLINE_EXCEEDED, _ANY): (503, None),
+    # The request's deadline passed (SCIM_REQUEST_TIMEOUT_SECONDS): the core
+    # commits nothing past the point where its answer could still arrive in time.
+    (_C.DEADLINE_EXCEEDED, _ANY): (504, None),
 }
 
 # Details a person can act on, for failures whose core message is not meant
@@ -154,6 +156,7 @@ _DETAILS: dict[int, str] = {
     412: "The resource has changed: its version does not match If-Match. "
     "Read it again and retry with the current ETag.",
     503: "The identity service is temporarily unavailable; retry later.",
+    504: "The request could not be completed in time and was not carried out; retry it.",
 }
 
 RETRY_AFTER_SECONDS = "5"
@@ -180,9 +183,9 @@ def from_identity_error(err: IdentityError) -> ScimError:
         detail = err.message  # written for the IdP administrator
     elif status in (403, 412):
         detail = _DETAILS[status]
-    elif status == 503:
+    elif status in (503, 504):
         headers["Retry-After"] = RETRY_AFTER_SECONDS
-        detail = _DETAILS[503]
+        detail = _DETAILS[status]
     elif status == 500:
         detail = "Internal error."
     else:

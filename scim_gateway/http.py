@@ -47,6 +47,7 @@ class Call:
         "_secret",
         "_tenant_ref",
         "base_url",
+        "deadline",
         "memo",
         "request_id",
         "scope",
@@ -65,8 +66,12 @@ class Call:
         token_id: str = "",
         scope: int | None = None,
         authenticator: Callable[[Call], Awaitable[None]] | None = None,
+        deadline: float | None = None,
     ) -> None:
         self.request_id = request_id
+        #: time.monotonic() by which the request is answered; every core call of
+        #: the request carries it (CallContext.deadline).
+        self.deadline = deadline
         #: e.g. "https://scim.example.com/scim/v2/acme": prefix of meta.location.
         self.base_url = base_url
         #: "" until the core said (see `authenticate`).
@@ -108,10 +113,14 @@ class Call:
     def ctx(self) -> CallContext:
         if not self._secret:
             return CallContext(
-                request_id=self.request_id, actor_kind="token", actor_id=self.token_id
+                request_id=self.request_id,
+                actor_kind="token",
+                actor_id=self.token_id,
+                deadline=self.deadline,
             )
         return CallContext(
             request_id=self.request_id,
+            deadline=self.deadline,
             bearer=self._secret,
             tenant=self._tenant_ref,
             on_authenticated=None if self.authenticated else self.learn,

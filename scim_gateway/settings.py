@@ -75,6 +75,8 @@ MEMBER_PAGE_SIZE = 5000
 MAX_CONCURRENCY = 128
 #: SCIM_CLIENT_TIMEOUT_SECONDS: for the headers, then again for the body.
 CLIENT_TIMEOUT_SECONDS = 20.0
+#: SCIM_REQUEST_TIMEOUT_SECONDS
+REQUEST_TIMEOUT_SECONDS = 10.0
 #: Largest member page: the core's page sizes are int32.
 MAX_MEMBER_PAGE_SIZE = 1_000_000
 
@@ -122,6 +124,9 @@ class Settings:
     #: Seconds a client has to send a request's headers, and then its body;
     #: past either the connection is closed (408 for a late body).
     client_timeout_seconds: float = CLIENT_TIMEOUT_SECONDS
+    #: Seconds from a request's arrival by which it is answered; its core calls
+    #: carry the deadline (the core commits nothing it cannot answer in time).
+    request_timeout_seconds: float = REQUEST_TIMEOUT_SECONDS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -150,6 +155,9 @@ class Settings:
             rate_limit_per_second=_float(environ, "SCIM_RATE_LIMIT_PER_SECOND"),
             rate_limit_burst=_int(environ, "SCIM_RATE_LIMIT_BURST", 0, 0),
             max_concurrency=_int(environ, "SCIM_MAX_CONCURRENCY", MAX_CONCURRENCY, 1),
+            request_timeout_seconds=_positive(
+                environ, "SCIM_REQUEST_TIMEOUT_SECONDS", REQUEST_TIMEOUT_SECONDS
+            ),
             client_timeout_seconds=_positive(
                 environ, "SCIM_CLIENT_TIMEOUT_SECONDS", CLIENT_TIMEOUT_SECONDS
             ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -29,6 +30,15 @@ AUTHORIZATION_KEY = "authorization"
 BEARER_KEY = "identity-bearer"
 TENANT_KEY = "identity-tenant"
 AUTHENTICATED_KEY = "identity-authenticated"
+#: Milliseconds, from when the core receives the call, within which it may still
+#: begin committing the call's changes; past it the core rolls back and answers
+#: DEADLINE_EXCEEDED (see CallContext.deadline).
+COMMIT_DEADLINE_KEY = "identity-commit-deadline-ms"
+#: Of a deadline, the part kept for a commit and its answer to arrive in time: at
+#: most this many seconds...
+COMMIT_MARGIN_SECONDS = 1.0
+#: ...and at most this share of the time left when the call is sent.
+COMMIT_MARGIN_SHARE = 0.2
 
 
 def channel_options(options: Iterable[tuple[str, Any]]) -> list[tuple[str, Any]]:
@@ -79,6 +89,12 @@ class CallContext:
     actor_id: str = ""
     #: Seconds; None uses the client's default.
     timeout: float | None = None
+    #: time.monotonic() by which the call must be answered (instead of `timeout`).
+    #: The core is told to begin committing only while enough of it is left for
+    #: the commit and the answer to arrive in time (COMMIT_MARGIN_*); past that it
+    #: rolls back and answers DEADLINE_EXCEEDED, so an answer that did not arrive
+    #: in time almost always means nothing was committed.
+    deadline: float | None = None
     #: A tenant's API token (e.g. the SCIM bearer) for the core to check within the
     #: call itself: the call then needs no tenant id, is refused unless the token
     #: is valid (for `tenant`, when given) and its scope allows it, and is
@@ -92,8 +108,19 @@ class CallContext:
         default=None, compare=False, repr=False
     )
 
+    def call_timeout(self, default: float) -> float:
+        """Seconds the call may take: what is left of the deadline, else `timeout`,
+        else `default`."""
+        if self.deadline is not None:
+            return max(0.0, self.deadline - time.monotonic())
+        return self.timeout if self.timeout is not None else default
+
     def metadata(self) -> tuple[tuple[str, str], ...]:
         md: list[tuple[str, str]] = []
+        if self.deadline is not None:
+            left = max(0.0, self.deadline - time.monotonic())
+            commit_by = left - min(COMMIT_MARGIN_SECONDS, COMMIT_MARGIN_SHARE * left)
+            md.append((COMMIT_DEADLINE_KEY, str(int(commit_by * 1000))))
         if self.request_id:
             md.append((REQUEST_ID_KEY, self.request_id))
         if self.actor_kind:

@@ -118,7 +118,7 @@ class AsyncIdentityClient:
         ctx = ctx or _NO_CONTEXT
         call = method(
             request,
-            timeout=ctx.timeout if ctx.timeout is not None else self.timeout,
+            timeout=ctx.call_timeout(self.timeout),
             metadata=ctx.metadata() + self._auth,
         )
         try:

@@ -156,7 +156,7 @@ class IdentityClient:
 
     def _call(self, method: Callable[..., _T], request: Any, ctx: CallContext | None) -> _T:
         ctx = ctx or _NO_CONTEXT
-        timeout = ctx.timeout if ctx.timeout is not None else self.timeout
+        timeout = ctx.call_timeout(self.timeout)
         try:
             if ctx.on_authenticated is None:
                 return method(request, timeout=timeout, metadata=ctx.metadata() + self._auth)

@@ -416,9 +416,25 @@ def create(
                 field="userName",
             )
     cols = _columns(u)
-    _refuse_taken_name(session, tenant, u.user_name, cols["user_name_key"])
     managed_by = "local" if ctx.actor_kind == "admin" else "scim"
+    taken = _BY_NAME_KEY.first(session, {"t": tenant.pk, "key": cols["user_name_key"]})
+    if taken is not None:
+        if ctx.actor_kind == "token" and _is_retry(taken, cols, managed_by):
+            return load(session, tenant, [taken])[0]
+        raise _uniqueness(u.user_name)
     return _insert(session, tenant, u=u, cols=cols, managed_by=managed_by, pol=pol, ctx=ctx)
+
+
+def _is_retry(taken: Any, cols: dict[str, Any], managed_by: str) -> bool:
+    """Whether a SCIM create (a token's) that finds its userName taken is a retry of
+    the create that took it: the same writable attributes, by the same kind of
+    caller, and the user unchanged since (version 1). Then the create answers that user, as it
+    answered (or would have) the first time, instead of a conflict: a caller whose
+    first attempt timed out after the commit (a race the commit deadline narrows
+    but cannot close, see docs/architecture.md "Deadlines") can retry safely."""
+    return bool(
+        taken.version == 1 and taken.managed_by == managed_by and bytes(taken.body) == cols["body"]
+    )
 
 
 def _insert(

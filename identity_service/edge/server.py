@@ -55,6 +55,7 @@ from .servicers import (
     TenantServicer,
     UserServicer,
 )
+from .token_uses import TokenUses
 
 log = logging.getLogger("identity_service")
 
@@ -90,30 +91,32 @@ class IdentityService:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        self.changes = ChangeServicer(self.db, settings)
+        #: Tokens' last use, written in batches off the calls (shared by the servicers).
+        self.token_uses = TokenUses(self.db)
+        self.changes = ChangeServicer(self.db, settings, self.token_uses)
         self.streams = StreamHub(self.db, settings)
         self.changes.streams = self.streams
         self.metrics.active_streams.set_function(self.streams.active_streams)
         self.metrics.subscriber_lag.set_function(self.streams.lag)
         self.compactor = Compactor(self.db, settings)
         tenants_pb2_grpc.add_TenantServiceServicer_to_server(
-            TenantServicer(self.db, settings), self.server
+            TenantServicer(self.db, settings, self.token_uses), self.server
         )
         users_pb2_grpc.add_UserServiceServicer_to_server(
-            UserServicer(self.db, settings), self.server
+            UserServicer(self.db, settings, self.token_uses), self.server
         )
         groups_pb2_grpc.add_GroupServiceServicer_to_server(
-            GroupServicer(self.db, settings), self.server
+            GroupServicer(self.db, settings, self.token_uses), self.server
         )
         roles_pb2_grpc.add_RoleServiceServicer_to_server(
-            RoleServicer(self.db, settings), self.server
+            RoleServicer(self.db, settings, self.token_uses), self.server
         )
         changes_pb2_grpc.add_ChangeServiceServicer_to_server(self.changes, self.server)
         history_pb2_grpc.add_HistoryServiceServicer_to_server(
-            HistoryServicer(self.db, settings), self.server
+            HistoryServicer(self.db, settings, self.token_uses), self.server
         )
         policy_pb2_grpc.add_PolicyServiceServicer_to_server(
-            PolicyServicer(self.db, settings), self.server
+            PolicyServicer(self.db, settings, self.token_uses), self.server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -201,6 +204,7 @@ class IdentityService:
         await self.streams.stop()
         await self.compactor.stop()
         await self.server.stop(self.settings.shutdown_grace if grace is None else grace)
+        await self.token_uses.stop()  # what the last calls noted
         if self._health_task is not None:
             await self._health_task
         await self.db.close_quick()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -30,7 +33,7 @@ from ..changes.streams import StreamHub
 from ..context import AUTHENTICATED_KEY, CURRENT_CALL, RequestContext
 from ..domain import connector, groups, history, policy, roles, tenants, users
 from ..domain.policy_apply import apply_policy
-from ..errors import TokenScope, Unauthenticated, Unavailable
+from ..errors import DeadlineExceeded, TokenScope, Unauthenticated, Unavailable
 from ..settings import Settings
 from ..storage.db import Database, NeedsSession
 from ..storage.filters import (
@@ -43,6 +46,7 @@ from ..storage.filters import (
     path_is,
 )
 from ..storage.models import TenantRow
+from .token_uses import TokenUses
 
 T = TypeVar("T")
 
@@ -67,10 +71,26 @@ class Caller:
     to it. The call then answers which tenant and token it authenticated in
     `identity-authenticated` trailing metadata (on errors too)."""
 
-    __slots__ = ("_groups", "_trailer", "_write", "bearer", "ctx", "touch")
+    __slots__ = (
+        "_groups",
+        "_trailer",
+        "_write",
+        "abandoned",
+        "bearer",
+        "commit_by",
+        "ctx",
+        "touch",
+    )
 
-    def __init__(self, ctx: RequestContext, *, write: bool, groups: bool) -> None:
+    def __init__(
+        self, ctx: RequestContext, *, write: bool, groups: bool, commit_by: float | None = None
+    ) -> None:
         self.ctx = ctx
+        #: time.monotonic() past which the call commits nothing (see check_commit).
+        self.commit_by = commit_by
+        #: Set on the loop when the call is cancelled (its caller hung up, or its
+        #: gRPC deadline passed) while its transaction runs on a database thread.
+        self.abandoned = threading.Event()
         self.bearer: tenants.Bearer | None = None
         #: The token id to mark used after the call (its last_used is stale).
         self.touch: str | None = None
@@ -106,6 +126,21 @@ class Caller:
                 "Use a token with full scope for groups."
             )
         return b.tenant
+
+    def check_commit(self) -> None:
+        """Raises DeadlineExceeded (the transaction then rolls back) when the call
+        may no longer commit: its caller is gone or could not get the answer in
+        time. Checked before the write lock is taken and again just before COMMIT,
+        so that an error answer means nothing was committed."""
+        if self.abandoned.is_set():
+            raise DeadlineExceeded(
+                "the call was cancelled before its changes were committed; nothing was changed"
+            )
+        if self.commit_by is not None and time.monotonic() >= self.commit_by:
+            raise DeadlineExceeded(
+                "the call's deadline passed before its changes could be committed; "
+                "nothing was changed"
+            )
 
     def trailer(self) -> tuple[tuple[str, str], ...]:
         return self._trailer
@@ -157,9 +192,11 @@ class _Base:
     #: Calls of this servicer touch groups (refused to users-only tokens).
     groups = False
 
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(self, db: Database, settings: Settings, uses: TokenUses | None = None) -> None:
         self.db = db
         self.settings = settings
+        #: Where calls note tokens whose last_used is stale (written off the call).
+        self.uses = uses or TokenUses(db)
 
     async def write(self, context: Any, fn: Callable[[Session, Caller], T]) -> T:
         return await self._run(context, fn, write=True)
@@ -179,7 +216,8 @@ class _Base:
         quick: bool = False,
     ) -> T:
         ctx = ctx_of(context)
-        caller = Caller(ctx, write=write, groups=self.groups)
+        commit_by = _commit_by(ctx, context)
+        caller = Caller(ctx, write=write, groups=self.groups, commit_by=commit_by)
         try:
             if quick:
                 try:
@@ -188,10 +226,14 @@ class _Base:
                     # Not a quick read after all (e.g. its page needs a COUNT): again,
                     # in a Session on the pool, by a caller that knows nothing of the
                     # first try (its token may have been revoked since).
-                    caller = Caller(ctx, write=write, groups=self.groups)
+                    caller = Caller(ctx, write=write, groups=self.groups, commit_by=commit_by)
                     result = await self.db.run(self._read, fn, caller)
             else:
                 result = await self.db.run(self._write if write else self._read, fn, caller)
+        except asyncio.CancelledError:
+            # The pool thread goes on with the transaction; it must not commit.
+            caller.abandoned.set()
+            raise
         finally:
             if caller.bearer is not None:
                 context.set_trailing_metadata(caller.trailer())
@@ -199,15 +241,17 @@ class _Base:
                 if record is not None:  # for the access line
                     record.tenant, record.token = caller.bearer.tenant.id, caller.bearer.token.id
         if caller.touch is not None:
-            await self._touch(caller.touch)
+            self.uses.note(caller.touch)  # authentication stays a read
         return result
 
-    async def _touch(self, token_id: str) -> None:
-        await self.db.run(self._write, lambda s, c: tenants.touch_token(s, token_id), None)
-
     def _write(self, fn: Callable[[Session, Any], T], caller: Caller | None) -> T:
+        if caller is not None:
+            caller.check_commit()  # already too late: do not even queue for the lock
         with self.db.write() as s:
-            return fn(s, caller)
+            result = fn(s, caller)
+            if caller is not None:
+                caller.check_commit()  # the lock may have taken the time: last check
+            return result
 
     def _read(self, fn: Callable[[Session, Any], T], caller: Caller | None) -> T:
         with self.db.read() as s:
@@ -231,6 +275,17 @@ def _is_lookup(
         and (not page.HasField("count") or page.count <= QUICK_COUNT)
         and equality(catalog, req.filter) is not None
     )
+
+
+def _commit_by(ctx: RequestContext, context: Any) -> float | None:
+    """When the call stops being allowed to commit: the caller's commit deadline
+    (metadata), and at the latest its gRPC deadline (an answer after it is lost)."""
+    commit_by = ctx.commit_by
+    remaining = context.time_remaining() if hasattr(context, "time_remaining") else None
+    if remaining is not None:
+        by_grpc = time.monotonic() + remaining
+        commit_by = by_grpc if commit_by is None else min(commit_by, by_grpc)
+    return commit_by
 
 
 def ctx_of(context: grpc.aio.ServicerContext[Any, Any]) -> RequestContext:
@@ -297,7 +352,7 @@ class TenantServicer(_Base, tenants_pb2_grpc.TenantServiceServicer):
     ) -> tenants_pb2.AuthenticateTokenResponse:
         answer, touch = await self.read(context, lambda s, c: tenants.authenticate(s, request))
         if touch is not None:
-            await self._touch(touch)
+            self.uses.note(touch)
         return answer
 
 

@@ -194,6 +194,9 @@ class BulkResource:
         self, call: Call, op: _Op, path: str, data: Any, ids: dict[str, str]
     ) -> dict[str, Any]:
         started = time.perf_counter()
+        # Each operation is a request of its own (RFC 7644 §3.7): it gets the
+        # request deadline, so a long bulk is bounded per operation, not as a whole.
+        call.deadline = time.monotonic() + self._settings.request_timeout_seconds
         parts = [p for p in path.split("/") if p]
         service = self._services.get(parts[0].lower()) if parts else None
         info = OpInfo(_METHODS[op.method], service.rtype.name if service else "")

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from identity.v1 import groups_pb2
@@ -184,8 +185,11 @@ class GroupService:
         page is answered whole; for a larger one the rest is read while the body
         is sent."""
         page = self.member_page_size
+        # Each page within the request timeout (a large group takes longer as a
+        # whole than any one request may).
+        each = replace(call.ctx, deadline=None, timeout=self._settings.request_timeout_seconds)
         members = self._core.client.list_members(
-            call.tenant_id, group.meta.id, page_size=page, ctx=call.ctx
+            call.tenant_id, group.meta.id, page_size=page, ctx=each
         )
         first: list[groups_pb2.Member] = []
         with core_errors():

@@ -200,7 +200,7 @@ def test_projection_include_exclude() -> None:
         (grpc.StatusCode.UNAUTHENTICATED, R.ERROR_REASON_UNAUTHENTICATED, 401, None),
         (grpc.StatusCode.PERMISSION_DENIED, R.ERROR_REASON_PERMISSION_DENIED, 403, None),
         (grpc.StatusCode.UNAVAILABLE, R.ERROR_REASON_UNAVAILABLE, 503, None),
-        (grpc.StatusCode.DEADLINE_EXCEEDED, 0, 503, None),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, 0, 504, None),
         (grpc.StatusCode.INTERNAL, 0, 500, None),
     ],
 )

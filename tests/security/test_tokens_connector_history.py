@@ -25,6 +25,8 @@ from identity_service.settings import Settings
 
 from ..support import ServiceThread, eventually, throwaway_pg_database
 
+from ..support import eventually
+
 H = history_pb2
 
 
@@ -70,6 +72,8 @@ def test_tokens_record_creation_last_use_expiry_and_scope(
         tenant.id, scope=tenants_pb2.TOKEN_SCOPE_READ_ONLY, expires=expires, description="ro"
     )
     client.authenticate(issued.secret)
+    # last_used is written off the call, in the next batch (edge.token_uses).
+    eventually(lambda: client.list_tokens(tenant.id)[0].HasField("last_used"), 10, "last_used")
     (tok,) = client.list_tokens(tenant.id)
     assert tok.scope == tenants_pb2.TOKEN_SCOPE_READ_ONLY
     assert tok.HasField("created") and tok.HasField("last_used") and tok.expires == expires

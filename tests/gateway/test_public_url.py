@@ -11,7 +11,7 @@ from identity_client.types import Tenant
 from scim_gateway.app import create_app
 from scim_gateway.settings import Settings
 
-from .conftest import ScimClient
+from .conftest import ScimClient, core_client
 
 PUBLIC = "https://scim.example.com/idp"
 
@@ -35,7 +35,7 @@ def test_every_url_written_starts_with_the_public_url(
     client: IdentityClient, tenant: Tenant, token: str
 ) -> None:
     settings = Settings.from_env({"SCIM_PUBLIC_URL": PUBLIC + "/"})
-    app = create_app(settings, client)
+    app = create_app(settings, core_client(client.target))
     scim = ScimClient(app, f"/scim/v2/{tenant.name}", token)
     base = f"{PUBLIC}/scim/v2/{tenant.name}"
 
@@ -61,7 +61,9 @@ def test_every_url_written_starts_with_the_public_url(
     assert all(url.startswith(base + "/") for url in locations), locations
 
     # Without it, URLs follow the request's own host.
-    local = ScimClient(create_app(Settings(), client), f"/scim/v2/{tenant.name}", token)
+    local = ScimClient(
+        create_app(Settings(), core_client(client.target)), f"/scim/v2/{tenant.name}", token
+    )
     r = local.get(f"/Users/{uid}")
     assert r.status_code == 200, r.text
     loc = r.json["meta"]["location"]

@@ -25,8 +25,6 @@ from identity_service.settings import Settings
 
 from ..support import ServiceThread, eventually, throwaway_pg_database
 
-from ..support import eventually
-
 H = history_pb2
 
 

@@ -40,6 +40,7 @@ from ..storage.models import (
     table,
     utcnow,
 )
+from ..storage.names import fold, user_name_key
 from ..storage.prepared import Prepared
 from . import policy
 from .convert import check_id, new_id
@@ -188,7 +189,7 @@ def stored_form(user: users_pb2.User) -> users_pb2.User:
 def _columns(u: users_pb2.User) -> dict[str, Any]:
     return {
         "user_name": u.user_name,
-        "user_name_key": u.user_name.lower(),
+        "user_name_key": user_name_key(u.user_name),
         "external_id": u.external_id or None,
         "display_name": u.display_name or None,
         "display_name_key": u.display_name.lower() or None,
@@ -236,7 +237,8 @@ def _value_rows(u: users_pb2.User, user_pk: int, tenant_pk: int) -> list[dict[st
 
 
 def _uniqueness(user_name: str) -> Conflict:
-    # RFC 7643 §4.1.1: userName is unique, case-insensitively.
+    # RFC 7643 §4.1.1: userName is unique, case-insensitively; here by the PRECIS
+    # UsernameCaseMapped profile (storage.names: width, case folding, NFC).
     return Conflict(f"userName {user_name!r} is already taken in this tenant", field="userName")
 
 
@@ -353,17 +355,19 @@ def _find_identity(
     emails: Sequence[str],
 ) -> Any:
     """The existing user the tenant's unique identifier points at (case-insensitively)."""
-    keys = {user_name.lower()} if user_name else set()
+    keys = {fold(user_name)} if user_name else set()
     if pol.unique_identifier == policy_pb2.UNIQUE_IDENTIFIER_EMAIL:
-        keys |= {e.lower() for e in emails if e}
-        if keys:
+        keys |= {fold(e) for e in emails if e}
+        # Email values are keyed lower-cased (emails are not userNames).
+        low = ({user_name.lower()} if user_name else set()) | {e.lower() for e in emails if e}
+        if low:
             by_email = session.execute(
                 select(*_ROW_COLUMNS)
                 .join(UserValueRow, UserValueRow.user_pk == UserRow.pk)
                 .where(
                     UserValueRow.tenant_pk == tenant.pk,
                     UserValueRow.attr == "emails",
-                    UserValueRow.value_key.in_(sorted(keys)),
+                    UserValueRow.value_key.in_(sorted(low)),
                 )
                 .order_by(UserRow.pk)
             ).first()
@@ -610,7 +614,7 @@ def _replace_row(
     cols = _columns(new)
     if adopt:
         cols["managed_by"] = "scim"
-    if cols["user_name_key"] != old.user_name.lower():
+    if cols["user_name_key"] != fold(old.user_name):
         _refuse_taken_name(session, tenant, new.user_name, cols["user_name_key"], but=row.pk)
     try:
         session.execute(

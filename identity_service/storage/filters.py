@@ -33,6 +33,7 @@ from sqlalchemy.orm import QueryableAttribute
 from identity.v1 import common_pb2, policy_pb2
 
 from ..errors import InvalidFilter
+from . import names
 from .models import GroupRow, MemberRow, UserRow, UserValueRow
 
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
@@ -57,8 +58,10 @@ class Scalar:
     case_exact: bool = False
     #: The column (or JSON path into `doc`) holding the value.
     expr: Callable[[], ColumnElement[Any]] | None = None
-    #: True when expr is a lower-cased shadow column (compare with value.lower()).
+    #: True when expr is a lower-cased shadow column (compare with value.lower(), or
+    #: with `fold(value)` when the column holds another mapping).
     lowered: bool = False
+    fold: Callable[[str], str] | None = None
     #: For enum-coded columns: the accepted names (lower-case) and their codes.
     codes: Mapping[str, int] | None = None
 
@@ -253,7 +256,10 @@ def _user_catalog() -> Catalog:
     core: dict[str, Attr] = {
         "id": Scalar("id", "string", True, _col(UserRow.id)),
         "externalid": Scalar("externalId", "string", True, _col(UserRow.external_id)),
-        "username": Scalar("userName", "string", False, _col(UserRow.user_name_key), lowered=True),
+        # user_name_key holds the PRECIS mapping of the name (storage.names).
+        "username": Scalar(
+            "userName", "string", False, _col(UserRow.user_name_key), lowered=True, fold=names.fold
+        ),
         "displayname": Scalar(
             "displayName", "string", False, _col(UserRow.display_name_key), lowered=True
         ),
@@ -435,7 +441,7 @@ def _compare(scalar: Scalar, cmp: common_pb2.Comparison, shown: str) -> ColumnEl
             f"{shown} is a {scalar.type}: co, sw and ew apply to strings", field=shown
         )
     if isinstance(lit, str) and not scalar.case_exact:
-        lit = lit.lower()
+        lit = scalar.fold(lit) if scalar.fold is not None else lit.lower()
         if not scalar.lowered:
             col = func.lower(col)
     if op == Op.COMPARE_OP_EQ:
@@ -554,9 +560,9 @@ def equality(catalog: Catalog, f: common_pb2.Filter | None) -> Equality | None:
     if not isinstance(column, QueryableAttribute):
         return None  # read from the JSON document
     text = cmp.value.string_value
-    return Equality(
-        f"{catalog.resource}.{attr.name}", column, text if attr.case_exact else text.lower()
-    )
+    if not attr.case_exact:
+        text = attr.fold(text) if attr.fold is not None else text.lower()
+    return Equality(f"{catalog.resource}.{attr.name}", column, text)
 
 
 def compile_filter(

@@ -4,6 +4,7 @@ data. Each step is checked from its predecessor (0001 -> 0002 -> ... -> head).""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -39,7 +40,16 @@ def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
             yield url
 
 
-USERS = ("legacy@example.com", "older@example.com")
+USERS = (
+    "legacy@example.com",
+    "older@example.com",
+    # Distinct under the first releases' lower() keys; 0005's PRECIS keys collide
+    # them (the older keeps the key) or refuse the name (a zero-width space).
+    "Straße@example.com",
+    "STRASSE@example.com",
+    "cafe\u0301@example.com",
+    "zero\u200bwidth@example.com",
+)
 
 
 def _check_0002(conn: Connection, tenant_pk: int) -> None:
@@ -75,12 +85,30 @@ def _check_0004(conn: Connection, tenant_pk: int) -> None:
     assert "ix_group_members_group_pk_pk" in indexes["group_members"], indexes
 
 
+def _check_0005(conn: Connection, tenant_pk: int) -> None:
+    # userName keys are the PRECIS mapping now; of names that collide under it the
+    # oldest keeps the key, the others (and refused names) are kept apart.
+    keys = dict(
+        conn.execute(
+            text("SELECT user_name, user_name_key FROM users WHERE tenant_pk = :t ORDER BY pk"),
+            {"t": tenant_pk},
+        ).all()
+    )
+    assert keys["legacy@example.com"] == "legacy@example.com"
+    assert keys["Straße@example.com"] == "strasse@example.com"
+    assert keys["STRASSE@example.com"].startswith("strasse@example.com\ufffd")
+    assert keys["cafe\u0301@example.com"] == "caf\u00e9@example.com"
+    assert keys["zero\u200bwidth@example.com"].startswith("zero\u200bwidth@example.com\ufffd")
+    assert len(set(keys.values())) == len(keys)
+
+
 #: What each step must have done to the data the previous release left. A new
 #: migration needs an entry here (the test refuses a step it cannot check).
 STEP_CHECKS: dict[str, Callable[[Connection, int], None]] = {
     "0002": _check_0002,
     "0003": _check_0003,
     "0004": _check_0004,
+    "0005": _check_0005,
 }
 
 
@@ -115,7 +143,7 @@ def test_each_migration_upgrades_a_filled_database(empty_db: str, tmp_path: Path
                     text(
                         "INSERT INTO users (id, tenant_pk, version, created, last_modified, "
                         "user_name, user_name_key, active, doc, body) VALUES (:id, :t, 1, :now, "
-                        ":now, :name, :name, :a, :doc, :body)"
+                        ":now, :name, :key, :a, :doc, :body)"
                     ),
                     {
                         "id": user_ids[-1],
@@ -123,7 +151,8 @@ def test_each_migration_upgrades_a_filled_database(empty_db: str, tmp_path: Path
                         "now": now,
                         "a": True,
                         "name": name,
-                        "doc": f'{{"userName": "{name}"}}',
+                        "key": name.lower(),
+                        "doc": json.dumps({"userName": name}),
                         "body": body,
                     },
                 )

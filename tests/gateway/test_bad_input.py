@@ -135,3 +135,40 @@ def test_settings_allow_only_the_listen_address_by_default() -> None:
         "a.example",
         "b.example:8443",
     }
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("caf\u00e9@example.com", "cafe\u0301@example.com"),  # NFC, NFD
+        ("Stra\u00dfe", "STRASSE"),  # case folding
+        ("\uff21\uff44\uff41", "ada"),  # fullwidth
+        ("Ada Lovelace", "ada  lovelace"),  # spaces separate parts
+    ],
+)
+def test_user_names_that_read_the_same_are_one_name(
+    scim: ScimClient, client: IdentityClient, tenant: Tenant, first: str, second: str
+) -> None:
+    created = scim.create_user(first)
+    assert created["userName"] == first  # stored as sent
+    assert_scim_error(scim.post("/Users", {"userName": second}), 409, "uniqueness")
+    # A filter finds the user by either spelling.
+    q = 'userName eq "{}"'
+    for name in (first, second):
+        found = scim.get("/Users", params={"filter": q.format(name)}).json
+        assert [u["id"] for u in found["Resources"]] == [created["id"]], name
+    # Renaming another user onto it is refused too.
+    other = scim.create_user("someone-else")
+    r = scim.put(f"/Users/{other['id']}", {"userName": second})
+    assert_scim_error(r, 409, "uniqueness")
+    assert _users(client, tenant) == 2
+
+
+@pytest.mark.parametrize(
+    "name", ["a\u200bb", "\u200dzwj", "bom\ufeff", "ctl\u0007", "nbsp\u00a0x", "sym\u2603"]
+)
+def test_user_names_with_disallowed_code_points_are_400(
+    scim: ScimClient, client: IdentityClient, tenant: Tenant, name: str
+) -> None:
+    assert_scim_error(scim.post("/Users", {"userName": name}), 400, "invalidValue")
+    assert _users(client, tenant) == 0

@@ -82,13 +82,9 @@ def _allowed(part: str, i: int) -> bool:
 
 
 def _parts(text: str) -> list[str]:
-    """The mapped (width, case, NFC) space-separated parts; leading, trailing and
-    repeated spaces separate nothing."""
-    return [
-        unicodedata.normalize("NFC", _width_mapped(raw).casefold())
-        for raw in text.split(" ")
-        if raw
-    ]
+    """The mapped (width, case, NFC) parts between spaces (U+0020); the spaces
+    themselves are kept as they are (a name's spacing is part of it)."""
+    return [unicodedata.normalize("NFC", _width_mapped(raw).casefold()) for raw in text.split(" ")]
 
 
 def fold(text: str) -> str:
@@ -111,6 +107,6 @@ def user_name_key(user_name: str) -> str:
                     "symbol characters)",
                     field="userName",
                 )
-    if not parts:
+    if not any(parts):
         raise InvalidValue("userName is required and must not be blank", field="userName")
     return " ".join(parts)

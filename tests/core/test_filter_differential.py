@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from identity.v1 import common_pb2, users_pb2
 from identity_client import IdentityClient
+from identity_service.storage import names
 
 Op = common_pb2.CompareOp
 OPS = {
@@ -91,6 +92,8 @@ class Attr:
     type: str = "string"
     case_exact: bool = False
     multi: bool = False  # read() lists one value per element
+    #: How a case-insensitive value is compared (userName: the PRECIS key's mapping).
+    fold: Callable[[str], str] = str.lower
 
     def __repr__(self) -> str:
         return ".".join(p for p in self.path if p)
@@ -101,7 +104,7 @@ def _s(v: str) -> list[Any]:
 
 
 SINGLE = [
-    Attr(("userName", ""), lambda u: _s(u.user_name)),
+    Attr(("userName", ""), lambda u: _s(u.user_name), fold=names.fold),
     Attr(("externalId", ""), lambda u: _s(u.external_id), case_exact=True),
     Attr(("displayName", ""), lambda u: _s(u.display_name)),
     Attr(("title", ""), lambda u: _s(u.title)),
@@ -127,7 +130,7 @@ def _one(attr: Attr, op: str, value: Any, present: Any) -> bool:
     """One value of the attribute (present, non-empty) against the comparison."""
     if attr.type == "boolean":
         return {"eq": present == value, "ne": present != value}[op]
-    a, b = (present, value) if attr.case_exact else (present.lower(), value.lower())
+    a, b = (present, value) if attr.case_exact else (attr.fold(present), attr.fold(value))
     return {
         "eq": a == b,
         "ne": a != b,

@@ -7,7 +7,7 @@ keeps the key, the later ones, and names the profile refuses (zero-width and
 other disallowed code points: no new user can have them), get the key followed
 by U+FFFD and their id, which no mapped name can contain: they stay unique and
 readable by id, but a userName filter no longer finds them. Names made only of
-ASCII with single inner spaces keep their key (the mapping is lower() for them).
+ASCII keep their key (the mapping is lower() for them).
 Keys are changed in two steps (a unique placeholder first) so that no step
 collides with a key another row still holds.
 

@@ -8,6 +8,7 @@ import contextlib
 import http.client
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -21,6 +22,7 @@ from typing import TypeVar
 import grpc
 import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy.engine import make_url
 
 from identity_service.edge.server import IdentityService, create_server
 from identity_service.settings import Settings
@@ -290,3 +292,24 @@ def start_gateway_process(target: str, tmp: Path, **env: str) -> tuple[Proc, int
             proc.stop()
             raise RuntimeError(f"scim-gateway did not start:\n{proc.output()}")
         time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def writes_held(database_url: str, pg_lock: str, params: tuple[object, ...] = ()) -> Iterator[None]:
+    """Writes blocked by another connection until the block ends: on SQLite it holds
+    BEGIN IMMEDIATE (the one write lock); on PostgreSQL it runs `pg_lock` (a row or
+    table lock) in an open transaction."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        blocker = sqlite3.connect(url.database or "", isolation_level=None)
+        try:
+            blocker.execute("BEGIN IMMEDIATE")
+            yield
+            blocker.execute("ROLLBACK")
+        finally:
+            blocker.close()
+        return
+    with psycopg.connect(url.set(drivername="postgresql").render_as_string(False)) as pg:
+        pg.execute(pg_lock, params)  # type: ignore[arg-type]
+        yield
+        pg.rollback()

@@ -8,40 +8,15 @@ core, SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import sqlite3
-from collections.abc import Iterator
-
-import psycopg
-from sqlalchemy.engine import make_url
 
 from identity_client import IdentityClient
 from identity_client.types import Tenant
 from scim_gateway.app import create_app
 from scim_gateway.settings import Settings
 
-from ..support import eventually
+from ..support import eventually, writes_held
 from .conftest import ScimClient, core_client
-
-
-@contextlib.contextmanager
-def writes_blocked(database_url: str) -> Iterator[None]:
-    if database_url.startswith("sqlite"):
-        blocker = sqlite3.connect(make_url(database_url).database or "", isolation_level=None)
-        try:
-            blocker.execute("BEGIN IMMEDIATE")
-            yield
-            blocker.execute("ROLLBACK")
-        finally:
-            blocker.close()
-        return
-    url = make_url(database_url).set(drivername="postgresql").render_as_string(False)
-    with psycopg.connect(url) as pg:
-        # Reads go on (ACCESS SHARE), every write of a token waits.
-        pg.execute("LOCK TABLE tokens IN EXCLUSIVE MODE")
-        yield
-        pg.rollback()
 
 
 def test_a_get_with_a_stale_token_does_not_wait_for_writes(
@@ -57,7 +32,8 @@ def test_a_get_with_a_stale_token_does_not_wait_for_writes(
     scim = ScimClient(
         create_app(quick, core_client(identity_target)), f"/scim/v2/{tenant.name}", issued.secret
     )
-    with writes_blocked(database_url):
+    # Reads go on (ACCESS SHARE); every write of a token waits.
+    with writes_held(database_url, "LOCK TABLE tokens IN EXCLUSIVE MODE"):
         r = scim.get("/Users")
         assert r.status_code == 200, r.text
         assert not client.list_tokens(tenant.id)[0].HasField("last_used")

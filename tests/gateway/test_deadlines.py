@@ -11,17 +11,13 @@ read afterwards: nothing of an error answer is in either, everything of a 2xx is
 
 from __future__ import annotations
 
-import contextlib
 import json
-import sqlite3
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
-from sqlalchemy.engine import make_url
 
 from identity_client import IdentityClient
 from identity_client.types import Tenant
@@ -31,6 +27,7 @@ from ..support import (
     http_request,
     start_gateway_process,
     start_identity_process,
+    writes_held,
 )
 
 pytestmark = pytest.mark.e2e
@@ -38,23 +35,11 @@ pytestmark = pytest.mark.e2e
 DEADLINE = 2
 
 
-@contextlib.contextmanager
-def writes_held(database_url: str, tenant: Tenant) -> Iterator[None]:
-    """The tenant's writes blocked by another connection until the block ends."""
-    if database_url.startswith("sqlite"):
-        blocker = sqlite3.connect(make_url(database_url).database or "", isolation_level=None)
-        try:
-            blocker.execute("BEGIN IMMEDIATE")
-            yield
-            blocker.execute("ROLLBACK")
-        finally:
-            blocker.close()
-        return
-    url = make_url(database_url).set(drivername="postgresql").render_as_string(False)
-    with psycopg.connect(url) as pg:
-        pg.execute("SELECT pk FROM tenants WHERE id = %s FOR UPDATE", (tenant.id,))
-        yield
-        pg.rollback()
+def tenant_writes_held(database_url: str, tenant: Tenant) -> AbstractContextManager[None]:
+    """The tenant's writes blocked (every write updates its row's revision)."""
+    return writes_held(
+        database_url, "SELECT pk FROM tenants WHERE id = %s FOR UPDATE", (tenant.id,)
+    )
 
 
 def _events(admin: IdentityClient, tenant: Tenant, since: int) -> list[Any]:
@@ -92,7 +77,7 @@ def test_an_error_answer_committed_nothing(database_url: str, tmp_path: Path) ->
             users = {u.user_name: u for u in admin.list_users(tenant.id).users}
             since = admin.get_revision(tenant.id).revision
 
-            with writes_held(database_url, tenant), ThreadPoolExecutor(10) as pool:
+            with tenant_writes_held(database_url, tenant), ThreadPoolExecutor(10) as pool:
                 held = [
                     *(
                         pool.submit(send, "POST", "/Users", {"userName": f"held-{i}"})

@@ -110,3 +110,17 @@ class Compacted(DomainError):
 class Unavailable(DomainError):
     code = grpc.StatusCode.UNAVAILABLE
     reason = R.ERROR_REASON_UNAVAILABLE
+
+
+class InvalidPath(DomainError):
+    """A PATCH path names no attribute the operation can apply to (RFC 7644 §3.5.2)."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = R.ERROR_REASON_INVALID_PATH
+
+
+class NoTarget(DomainError):
+    """A PATCH operation's value filter matches nothing to change (RFC 7644 §3.5.2)."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = R.ERROR_REASON_NO_TARGET

@@ -149,6 +149,42 @@ class AsyncIdentityClient:
         )
         return await self._call(self._users.ListUsers, req, ctx)
 
+    async def patch_user(
+        self,
+        tenant_id: str,
+        user_id: str,
+        operations: Iterable[common_pb2.PatchOperation],
+        *,
+        expected_version: int = 0,
+        ctx: CallContext | None = None,
+    ) -> users_pb2.User:
+        """Applies PATCH operations atomically under the user's lock; the stored user."""
+        req = users_pb2.PatchUserRequest(
+            tenant_id=tenant_id,
+            id=user_id,
+            operations=list(operations),
+            expected_version=expected_version,
+        )
+        return await self._call(self._users.PatchUser, req, ctx)
+
+    async def patch_group(
+        self,
+        tenant_id: str,
+        group_id: str,
+        operations: Iterable[common_pb2.PatchOperation],
+        *,
+        expected_version: int = 0,
+        ctx: CallContext | None = None,
+    ) -> groups_pb2.Group:
+        """Applies PATCH operations atomically; the group without members."""
+        req = groups_pb2.PatchGroupRequest(
+            tenant_id=tenant_id,
+            id=group_id,
+            operations=list(operations),
+            expected_version=expected_version,
+        )
+        return await self._call(self._groups.PatchGroup, req, ctx)
+
     async def get_group(
         self,
         tenant_id: str,

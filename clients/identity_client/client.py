@@ -320,6 +320,24 @@ class IdentityClient:
         )
         return self._call(self._users.ReplaceUser, req, ctx)
 
+    def patch_user(
+        self,
+        tenant_id: str,
+        user_id: str,
+        operations: Iterable[common_pb2.PatchOperation],
+        *,
+        expected_version: int = 0,
+        ctx: CallContext | None = None,
+    ) -> users_pb2.User:
+        """Applies PATCH operations atomically under the user's lock; the stored user."""
+        req = users_pb2.PatchUserRequest(
+            tenant_id=tenant_id,
+            id=user_id,
+            operations=list(operations),
+            expected_version=expected_version,
+        )
+        return self._call(self._users.PatchUser, req, ctx)
+
     def delete_user(
         self,
         tenant_id: str,
@@ -467,6 +485,25 @@ class IdentityClient:
         if extensions is not None:
             req.extensions.CopyFrom(extensions)
         return self._call(self._groups.UpdateGroup, req, ctx)
+
+    def patch_group(
+        self,
+        tenant_id: str,
+        group_id: str,
+        operations: Iterable[common_pb2.PatchOperation],
+        *,
+        expected_version: int = 0,
+        ctx: CallContext | None = None,
+    ) -> groups_pb2.Group:
+        """Applies PATCH operations atomically; members change in O(members named).
+        Returns the group without members."""
+        req = groups_pb2.PatchGroupRequest(
+            tenant_id=tenant_id,
+            id=group_id,
+            operations=list(operations),
+            expected_version=expected_version,
+        )
+        return self._call(self._groups.PatchGroup, req, ctx)
 
     def delete_group(
         self,

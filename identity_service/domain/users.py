@@ -25,6 +25,7 @@ from identity.v1 import changes_pb2, groups_pb2, policy_pb2, users_pb2
 
 from ..context import RequestContext
 from ..errors import Conflict, InvalidValue, ManagedElsewhere, NotFound
+from ..schema import USER_TYPE, ResourceType, schema_set
 from ..settings import Settings
 from ..storage import events
 from ..storage.filters import USERS, Catalog
@@ -41,7 +42,7 @@ from ..storage.models import (
     utcnow,
 )
 from ..storage.prepared import Prepared
-from . import policy
+from . import patching, policy
 from .convert import check_id, new_id
 from .rows import check_version, chunks, leave_all_groups
 from .validate import check_message
@@ -570,6 +571,35 @@ def replace(
     pol = policy.load(tenant)
     _check_local_edit(pol, row, ctx)
     new = stored_form(user)
+    policy.check_extension_values(pol, new)
+    policy.check_attribute_role(session, tenant, pol, new)
+    return _replace_row(session, tenant, row=row, new=new, pol=pol, ctx=ctx, adopt=False)
+
+
+def _user_type(tenant: TenantRow) -> ResourceType:
+    """The User resource type with the tenant's own attributes."""
+    if not tenant.settings:
+        return USER_TYPE
+    found = policy.derived(tenant, "schema_set", lambda p: schema_set(p.extension_schemas))
+    return found.user if found is not None else USER_TYPE
+
+
+def patch(
+    session: Session, tenant: TenantRow, req: users_pb2.PatchUserRequest, ctx: RequestContext
+) -> users_pb2.User:
+    """RFC 7644 §3.5.2 applied under the user's row lock: the operations edit the
+    stored user's document in order, and the result is stored as a replace would
+    store it (all of them, or nothing). Concurrent patches of one user wait for
+    each other's commit instead of failing on a stale version."""
+    check_message(req)
+    ops = patching.operations(req.operations)
+    row = _row(session, tenant, req.id, lock=True)
+    check_version(row, req.expected_version)
+    pol = policy.load(tenant)
+    _check_local_edit(pol, row, ctx)
+    rtype = _user_type(tenant)
+    doc = patching.user_document(users_pb2.User.FromString(row.body), rtype)
+    new = stored_form(patching.user_from_document(patching.apply(rtype, doc, ops)))
     policy.check_extension_values(pol, new)
     policy.check_attribute_role(session, tenant, pol, new)
     return _replace_row(session, tenant, row=row, new=new, pol=pol, ctx=ctx, adopt=False)

@@ -57,7 +57,15 @@ def _methods(service: str, *names: str) -> frozenset[str]:
 #: What the SCIM gateway calls (scim_gateway/, through identity_client).
 GATEWAY_METHODS = (
     _methods("TenantService", "AuthenticateToken", "GetTenant")
-    | _methods("UserService", "CreateUser", "GetUser", "ListUsers", "ReplaceUser", "DeleteUser")
+    | _methods(
+        "UserService",
+        "CreateUser",
+        "GetUser",
+        "ListUsers",
+        "ReplaceUser",
+        "PatchUser",
+        "DeleteUser",
+    )
     | _methods(
         "GroupService",
         "CreateGroup",
@@ -65,6 +73,7 @@ GATEWAY_METHODS = (
         "ListGroups",
         "ReplaceGroup",
         "UpdateGroup",
+        "PatchGroup",
         "DeleteGroup",
         "ListMembers",
     )

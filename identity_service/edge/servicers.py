@@ -341,6 +341,14 @@ class UserServicer(_Base, users_pb2_grpc.UserServiceServicer):
             ),
         )
 
+    async def PatchUser(self, request: users_pb2.PatchUserRequest, context: Any) -> users_pb2.User:
+        return await self.write(
+            context,
+            lambda s, c: c.users_view(
+                users.patch(s, c.tenant(s, request.tenant_id), request, c.ctx)
+            ),
+        )
+
     async def DeleteUser(
         self, request: users_pb2.DeleteUserRequest, context: Any
     ) -> users_pb2.DeleteUserResponse:
@@ -439,6 +447,13 @@ class GroupServicer(_Base, groups_pb2_grpc.GroupServiceServicer):
         return await self.write(
             context,
             lambda s, c: groups.update_group(s, c.tenant(s, request.tenant_id), request, c.ctx),
+        )
+
+    async def PatchGroup(
+        self, request: groups_pb2.PatchGroupRequest, context: Any
+    ) -> groups_pb2.Group:
+        return await self.write(
+            context, lambda s, c: groups.patch(s, c.tenant(s, request.tenant_id), request, c.ctx)
         )
 
     async def DeleteGroup(

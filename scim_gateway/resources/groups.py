@@ -39,28 +39,25 @@ from itertools import chain, islice
 from typing import Any
 
 from identity.v1 import groups_pb2
-from identity_client import IdentityClient, IdentityError, VersionMismatch
+from identity_client import IdentityClient, IdentityError
 
-from ..errors import ScimError, core_errors, from_identity_error
+from ..errors import core_errors
 from ..http import STREAMABLE, Call, Result, matches_version, version_of
-from ..scim.filter import CORE_GROUP
 from ..scim.mapping import (
     MEMBERS_SLOT,
-    custom_extensions,
     etag,
     group_to_proto,
     group_to_scim,
     members_json_chunks,
     normalize,
     split_at_members,
-    struct_from,
 )
-from ..scim.patch import parse_operations, plan_group_patch
+from ..scim.patch import patch_operations
 from ..scim.projection import Projection
 from ..scim.schemas import GROUP_TYPE
 from ..settings import Settings
 from .common import Page, SearchQuery
-from .users import PATCH_ATTEMPTS, precondition_failed
+from .users import precondition_failed
 
 log = logging.getLogger("scim_gateway")
 
@@ -282,58 +279,20 @@ class GroupService:
         projection: Projection,
         if_match: set[str] | None,
     ) -> Result:
-        ops = parse_operations(body)
-        for _ in range(PATCH_ATTEMPTS):
-            with core_errors():
-                group = self._client.get_group(
-                    call.tenant_id, rid, include_members=False, ctx=call.ctx
-                )
-            if if_match is not None and not matches_version(if_match, group.meta.version):
-                raise precondition_failed()
-            before = normalize(group_to_scim(group, call.base_url, with_members=False), GROUP_TYPE)
-            plan = plan_group_patch(GROUP_TYPE, before, ops)
-            after = plan.doc
-            kwargs: dict[str, Any] = {}
-            if after.get("displayName") != before.get("displayName"):
-                # An absent displayName reaches the core as "", which it refuses.
-                kwargs["display_name"] = after.get("displayName") or ""
-            if after.get("externalId") != before.get("externalId"):
-                kwargs["external_id"] = after.get("externalId") or ""
-            ext_before = custom_extensions(before, CORE_GROUP, ())
-            ext_after = custom_extensions(after, CORE_GROUP, ())
-            if ext_after != ext_before:
-                kwargs["extensions"] = struct_from(ext_after)
-            if not kwargs and not plan.touches_members:
-                return self._result(
-                    200, group, call, projection, members_loaded=False, members_on_request_only=True
-                )
-            # Attribute changes were computed from the version read: guard them.
-            # Membership alone commutes with concurrent writers.
-            expected = group.meta.version if kwargs or if_match is not None else 0
-            try:
-                updated = self._client.update_group(
-                    call.tenant_id,
-                    rid,
-                    clear_members=plan.clear_members,
-                    add_members=list(plan.add_members.values()),
-                    remove_members=sorted(plan.remove_members),
-                    expected_version=expected,
-                    ctx=call.ctx,
-                    **kwargs,
-                )
-            except VersionMismatch:
-                if if_match is not None:
-                    raise precondition_failed() from None
-                continue
-            except IdentityError as err:
-                raise from_identity_error(err) from None
-            # RFC 7644 §3.5.2: 200 with the resource. The member list is shown
-            # only when asked for by `attributes`, so a membership PATCH stays
-            # O(change) for groups of any size.
-            return self._result(
-                200, updated, call, projection, members_loaded=False, members_on_request_only=True
+        # RFC 7644 §3.5.2: one core call applies every operation under the group's
+        # lock; member operations cost O(members named), the list is never read.
+        ops = patch_operations(body)
+        expected = self._expected(call, rid, if_match)
+        with core_errors():
+            updated = self._client.patch_group(
+                call.tenant_id, rid, ops, expected_version=expected, ctx=call.ctx
             )
-        raise ScimError(409, "The group was modified concurrently too many times; retry.")
+        # RFC 7644 §3.5.2: 200 with the resource. The member list is shown only
+        # when asked for by `attributes`, so a membership PATCH stays O(change)
+        # for groups of any size.
+        return self._result(
+            200, updated, call, projection, members_loaded=False, members_on_request_only=True
+        )
 
     def delete(self, call: Call, rid: str, if_match: set[str] | None) -> Result:
         expected = self._expected(call, rid, if_match)

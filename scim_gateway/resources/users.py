@@ -5,21 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from identity.v1 import users_pb2
-from identity_client import IdentityClient, IdentityError, VersionMismatch
+from identity_client import IdentityClient
 
-from ..errors import ScimError, core_errors, from_identity_error
+from ..errors import ScimError, core_errors
 from ..http import Call, Result, matches_version, version_of
-from ..scim.mapping import etag, mentions_custom, normalize, user_doc, user_to_proto, user_to_scim
-from ..scim.patch import apply_patch, ops_mention_custom, parse_operations
+from ..scim.mapping import etag, mentions_custom, normalize, user_to_proto, user_to_scim
+from ..scim.patch import patch_operations
 from ..scim.projection import Projection
 from ..scim.schemas import USER_TYPE, ResourceType
 from ..settings import Settings
 from ..tenant import tenant_schemas
 from .common import Page, SearchQuery
-
-# Optimistic PATCH retries when another writer changes the user in between
-# (the read-modify-write of RFC 7644 §3.5.2 must stay atomic).
-PATCH_ATTEMPTS = 5
 
 PRECONDITION_FAILED = (
     "The resource has changed: its version does not match If-Match. "
@@ -114,35 +110,15 @@ class UserService:
         projection: Projection,
         if_match: set[str] | None,
     ) -> Result:
-        # RFC 7644 §3.5.2: all operations apply, or none does.
-        ops = parse_operations(body)
-        rtype = self._rtype(call, ops_mention_custom(ops))
-        for _ in range(PATCH_ATTEMPTS):
-            with core_errors():
-                user = self._client.get_user(call.tenant_id, rid, ctx=call.ctx)
-            if if_match is not None and not matches_version(if_match, user.meta.version):
-                raise precondition_failed()
-            before = user_doc(user, rtype, call.base_url)
-            after = apply_patch(rtype, before, ops)
-            new = user_to_proto(after)
-            if new == user_to_proto(before):
-                return self._result(200, user, call, projection)
-            new.meta.id = rid
-            try:
-                updated = self._client.replace_user(
-                    call.tenant_id, new, expected_version=user.meta.version, ctx=call.ctx
-                )
-            except VersionMismatch:
-                if if_match is not None:
-                    raise precondition_failed() from None
-                continue  # a concurrent writer won: re-read and re-apply
-            except IdentityError as err:
-                raise from_identity_error(err) from None
-            return self._result(200, updated, call, projection)
-        raise ScimError(
-            409,
-            "The user was modified concurrently too many times; retry the request.",
-        )
+        # RFC 7644 §3.5.2: all operations apply, or none does; the core applies
+        # them in one transaction under the user's lock (no read-modify-write here).
+        ops = patch_operations(body)
+        expected = self._expected(call, rid, if_match)
+        with core_errors():
+            updated = self._client.patch_user(
+                call.tenant_id, rid, ops, expected_version=expected, ctx=call.ctx
+            )
+        return self._result(200, updated, call, projection)
 
     def delete(self, call: Call, rid: str, if_match: set[str] | None) -> Result:
         # RFC 7644 §3.6

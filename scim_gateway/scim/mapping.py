@@ -23,7 +23,7 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from identity.v1 import groups_pb2, users_pb2
 
-from ..errors import ScimError, invalid_value
+from ..errors import invalid_value
 from .filter import CORE_GROUP, CORE_USER, ENTERPRISE_USER
 from .schemas import (
     GROUP,
@@ -594,35 +594,6 @@ def user_to_scim(user: users_pb2.User, base_url: str) -> dict[str, Any]:
     return doc
 
 
-def user_doc(user: users_pb2.User, rtype: ResourceType, base_url: str) -> dict[str, Any]:
-    """The normalized document of a stored user (what PATCH edits).
-
-    Extension values are taken as stored, not re-checked: a core-namespace
-    attribute `rtype` declares becomes a top-level attribute (its declared
-    spelling), one it does not declare (the tenant's schemas were not needed, or
-    no longer declare it) is kept as it is under the core User URN, and every
-    other schema's object is kept under its URN (a declared one's canonical URN).
-    """
-    bare = users_pb2.User()
-    bare.CopyFrom(user)
-    bare.ClearField("extensions")
-    doc = normalize(user_to_scim(bare, base_url), USER_TYPE)
-    for urn, value in struct_to_dict(user.extensions).items():
-        if urn.lower() != CORE_USER.lower() or not isinstance(value, dict):
-            doc[known_extension(rtype, urn) or urn] = value
-            continue
-        kept: dict[str, Any] = {}
-        for key, sub_value in value.items():
-            attr = rtype.schema.attr(key)
-            if attr is not None and attr.name not in _BUILTIN_USER_NAMES:
-                doc[attr.name] = sub_value
-            else:
-                kept[key] = sub_value
-        if kept:
-            doc[CORE_USER] = kept
-    return doc
-
-
 def _mv_json(mv: users_pb2.MultiValue) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if mv.value:
@@ -739,14 +710,6 @@ def group_to_scim(
     return doc
 
 
-def writable_doc(full: dict[str, Any], rtype: ResourceType) -> dict[str, Any]:
-    """The normalized document of a resource's own representation (for PATCH)."""
-    try:
-        return normalize(full, rtype)
-    except ScimError:  # pragma: no cover - our own output always normalizes
-        raise
-
-
 __all__ = [
     "GROUP",
     "GROUP_TYPE",
@@ -763,5 +726,4 @@ __all__ = [
     "split_at_members",
     "user_to_proto",
     "user_to_scim",
-    "writable_doc",
 ]

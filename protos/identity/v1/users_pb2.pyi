@@ -679,3 +679,39 @@ class JitProvisionResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___JitProvisionResponse: _TypeAlias = JitProvisionResponse  # noqa: Y015
+
+@_typing.final
+class PatchUserRequest(_message.Message):
+    """Applies PATCH operations to one user in one transaction, under the user's row
+    lock: concurrent patches of one user are serialised, never refused.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    OPERATIONS_FIELD_NUMBER: _builtins.int
+    EXPECTED_VERSION_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    id: _builtins.str
+    expected_version: _builtins.int
+    """When non-zero, ABORTED (REASON_VERSION_MISMATCH) unless the stored version equals it."""
+    @_builtins.property
+    def operations(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.PatchOperation]:
+        """Applied in order; all or none."""
+
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        id: _builtins.str = ...,
+        operations: _abc.Iterable[_common_pb2.PatchOperation] | None = ...,
+        expected_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_version", b"expected_version", "id", b"id", "operations", b"operations", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PatchUserRequest: _TypeAlias = PatchUserRequest  # noqa: Y015

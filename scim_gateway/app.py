@@ -28,7 +28,7 @@ from .access import (
     check_request,
     too_many_requests,
 )
-from .errors import ScimError, from_identity_error
+from .errors import ScimError, from_identity_error, not_found
 from .http import REQUEST_ID_HEADER, SCIM_MEDIA_TYPE, Call, request_id
 from .observability import Metrics, MetricsResource, configure_logging, log_request
 from .resources.bulk import BulkResource
@@ -137,6 +137,11 @@ class RequestContextMiddleware:
             tenant = first
             base += f"/{tenant}"
             req.path = f"{PREFIX}/{tail}" if tail else PREFIX
+        if req.path[len(PREFIX) :].strip("/").partition("/")[0] not in ENDPOINTS:
+            # A path below the base URL that names no endpoint (`/scim/v2/anything`
+            # read as a tenant, or `/scim/v2/acme/Widgets`): 404 (RFC 7644 §3.12),
+            # whoever asks, as no resource or tenant is revealed by it.
+            raise not_found(f"{path[:200]!r} names no SCIM endpoint")
         call = Call(
             request_id=req.context.request_id,
             base_url=base,

@@ -174,14 +174,19 @@ class AsyncIdentityClient:
         operations: Iterable[common_pb2.PatchOperation],
         *,
         expected_version: int = 0,
+        include_members: bool = False,
+        member_limit: int = 0,
         ctx: CallContext | None = None,
     ) -> groups_pb2.Group:
-        """Applies PATCH operations atomically; the group without members."""
+        """Applies PATCH operations atomically; members change in O(members named).
+        `include_members`: the members too, unless there are more than `member_limit`."""
         req = groups_pb2.PatchGroupRequest(
             tenant_id=tenant_id,
             id=group_id,
             operations=list(operations),
             expected_version=expected_version,
+            include_members=include_members,
+            member_limit=member_limit,
         )
         return await self._call(self._groups.PatchGroup, req, ctx)
 

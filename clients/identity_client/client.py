@@ -493,15 +493,19 @@ class IdentityClient:
         operations: Iterable[common_pb2.PatchOperation],
         *,
         expected_version: int = 0,
+        include_members: bool = False,
+        member_limit: int = 0,
         ctx: CallContext | None = None,
     ) -> groups_pb2.Group:
         """Applies PATCH operations atomically; members change in O(members named).
-        Returns the group without members."""
+        `include_members`: the members too, unless there are more than `member_limit`."""
         req = groups_pb2.PatchGroupRequest(
             tenant_id=tenant_id,
             id=group_id,
             operations=list(operations),
             expected_version=expected_version,
+            include_members=include_members,
+            member_limit=member_limit,
         )
         return self._call(self._groups.PatchGroup, req, ctx)
 

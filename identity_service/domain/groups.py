@@ -355,7 +355,11 @@ def update_group(
 
 
 def patch(
-    session: Session, tenant: TenantRow, req: groups_pb2.PatchGroupRequest, ctx: RequestContext
+    session: Session,
+    tenant: TenantRow,
+    req: groups_pb2.PatchGroupRequest,
+    ctx: RequestContext,
+    settings: Settings,
 ) -> groups_pb2.Group:
     """RFC 7644 §3.5.2 applied under the group's row lock: attribute operations on the
     group's document, member operations as O(change) adds and removes (the member
@@ -384,7 +388,12 @@ def patch(
         upd.extensions.SetInParent()
         upd.extensions.update(ext_after)
     check_message(upd)
-    return _update(session, tenant, row, upd, ctx)
+    result = _update(session, tenant, row, upd, ctx)
+    if not req.include_members:
+        return result
+    # RFC 7644 §3.5.2: 200 with the entire resource, members as this transaction
+    # leaves them (up to member_limit: a larger group is answered without them).
+    return get(session, tenant, row.id, True, settings, member_limit=req.member_limit)
 
 
 def _update(

@@ -122,8 +122,8 @@ def _mv_doc(mv: Any, names: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for scim, f in names.items():
         if f == "primary":
-            if mv.primary:
-                out["primary"] = True
+            if mv.HasField("primary"):  # `primary: false` as the client set it
+                out["primary"] = mv.primary
         elif getattr(mv, f):
             out[scim] = getattr(mv, f)
     return out
@@ -147,7 +147,8 @@ def user_document(user: users_pb2.User, rtype: ResourceType) -> dict[str, Any]:
         name = {scim: getattr(user.name, f) for scim, f in NAME.items() if getattr(user.name, f)}
         if name:
             doc["name"] = name
-    doc["active"] = user.active if user.HasField("active") else True
+    if user.HasField("active"):
+        doc["active"] = user.active
     for scim, f in MULTI.items():
         if f in present:
             doc[scim] = [_mv_doc(mv, MULTI_SUB) for mv in getattr(user, f)]
@@ -751,6 +752,9 @@ class DocumentPatcher:
             return
         if not isinstance(value, dict):
             raise InvalidValue(f"{where}: the value for {key!r} must be an object", field=key)
+        # The value may carry its own "schemas" member, as a resource does (Okta and
+        # conformance checkers send it): it names the schema, it is no attribute.
+        value = {k: v for k, v in value.items() if k.lower() != "schemas"}
         known = self.rtype.extension(key)
         if known is not None:
             for sub_key, sub_value in value.items():
@@ -972,16 +976,14 @@ class DocumentPatcher:
 
 
 def _one_primary(elements: list[dict[str, Any]], chosen: list[dict[str, Any]]) -> None:
-    """RFC 7643 §2.4: one value at most is primary; setting one clears the others."""
+    """RFC 7644 §3.5.2: a value set primary makes the server set `primary` to false on
+    any other value that had it (the one chosen last wins)."""
     if not chosen:
         return
     keep = chosen[-1]
     for e in elements:
         if e is not keep and e.get("primary") and e != keep:
             e["primary"] = False
-    for e in elements:
-        if e.get("primary") is False:
-            del e["primary"]
 
 
 def apply(rtype: ResourceType, doc: dict[str, Any], ops: Iterable[Operation]) -> dict[str, Any]:

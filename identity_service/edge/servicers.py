@@ -453,7 +453,10 @@ class GroupServicer(_Base, groups_pb2_grpc.GroupServiceServicer):
         self, request: groups_pb2.PatchGroupRequest, context: Any
     ) -> groups_pb2.Group:
         return await self.write(
-            context, lambda s, c: groups.patch(s, c.tenant(s, request.tenant_id), request, c.ctx)
+            context,
+            lambda s, c: groups.patch(
+                s, c.tenant(s, request.tenant_id), request, c.ctx, self.settings
+            ),
         )
 
     async def DeleteGroup(

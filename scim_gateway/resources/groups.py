@@ -283,16 +283,29 @@ class GroupService:
         # lock; member operations cost O(members named), the list is never read.
         ops = patch_operations(body)
         expected = self._expected(call, rid, if_match)
+        wants = projection.returns(GROUP_TYPE, "members")
         with core_errors():
             updated = self._client.patch_group(
-                call.tenant_id, rid, ops, expected_version=expected, ctx=call.ctx
+                call.tenant_id,
+                rid,
+                ops,
+                expected_version=expected,
+                include_members=wants,
+                member_limit=self.member_page_size,
+                ctx=call.ctx,
             )
-        # RFC 7644 §3.5.2: 200 with the resource. The member list is shown only
-        # when asked for by `attributes`, so a membership PATCH stays O(change)
-        # for groups of any size.
-        return self._result(
-            200, updated, call, projection, members_loaded=False, members_on_request_only=True
-        )
+        if wants and len(updated.members) < updated.member_count:
+            if projection.explicitly_requests(GROUP_TYPE, "members") and self._can_stream(
+                call, projection
+            ):
+                return self._streamed(200, updated, call, projection)  # asked for: streamed
+            # RFC 7644 §3.5.2 allows 204 instead of the entire resource: a group of
+            # more members than one page answers so (Okta and Entra ID accept both),
+            # so a membership PATCH never reads a large member list.
+            return Result(204, None, {"ETag": etag(updated.meta.version)}, resource_id=rid)
+        # RFC 7644 §3.5.2: 200 with the entire resource (subject to `attributes` /
+        # `excludedAttributes`), its members as the PATCH's transaction left them.
+        return self._whole(200, updated, call, projection, wants=wants)
 
     def delete(self, call: Call, rid: str, if_match: set[str] | None) -> Result:
         expected = self._expected(call, rid, if_match)

@@ -544,13 +544,18 @@ def user_to_scim(user: users_pb2.User, base_url: str) -> dict[str, Any]:
         name = {scim: getattr(user.name, f) for scim, f in _NAME.items() if getattr(user.name, f)}
         if name:
             doc["name"] = name
-    doc["active"] = user.active if "active" in present else True
+    if "active" in present:  # unassigned after a PATCH removed it (RFC 7644 §3.5.2.2)
+        doc["active"] = user.active
     for scim, field in _MULTI.items():
         if field in present:
             doc[scim] = [_mv_json(mv) for mv in getattr(user, field)]
     if "addresses" in present:
         doc["addresses"] = [
-            {s: getattr(addr, f) for s, f in _ADDRESS.items() if getattr(addr, f)}
+            {
+                s: getattr(addr, f)
+                for s, f in _ADDRESS.items()
+                if getattr(addr, f) or (f == "primary" and addr.HasField("primary"))
+            }
             for addr in user.addresses
         ]
     if user.groups:
@@ -602,8 +607,8 @@ def _mv_json(mv: users_pb2.MultiValue) -> dict[str, Any]:
         out["display"] = mv.display
     if mv.type:
         out["type"] = mv.type
-    if mv.primary:
-        out["primary"] = True
+    if mv.HasField("primary"):  # as the client set it, `false` included
+        out["primary"] = mv.primary
     return out
 
 

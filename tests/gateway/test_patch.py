@@ -237,7 +237,8 @@ def test_setting_primary_clears_other_primaries() -> None:
         doc,
         ops({"op": "replace", "path": 'emails[value eq "b@x"].primary', "value": True}),
     )
-    assert out["emails"] == [{"value": "a@x"}, {"value": "b@x", "primary": True}]
+    # RFC 7644 §3.5.2: the server sets `primary` to false on the value that had it.
+    assert out["emails"] == [{"value": "a@x", "primary": False}, {"value": "b@x", "primary": True}]
 
 
 @pytest.mark.parametrize(

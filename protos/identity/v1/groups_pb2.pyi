@@ -448,9 +448,19 @@ class PatchGroupRequest(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     OPERATIONS_FIELD_NUMBER: _builtins.int
     EXPECTED_VERSION_FIELD_NUMBER: _builtins.int
+    INCLUDE_MEMBERS_FIELD_NUMBER: _builtins.int
+    MEMBER_LIMIT_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     id: _builtins.str
     expected_version: _builtins.int
+    include_members: _builtins.bool
+    """Return the group's members as well, read after the change in the same
+    transaction (as GetGroupRequest.include_members).
+    """
+    member_limit: _builtins.int
+    """With include_members: when the group then has more than this many members,
+    leave them all out (member_count tells how many). 0: no such limit.
+    """
     @_builtins.property
     def operations(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.PatchOperation]: ...
     def __init__(
@@ -460,10 +470,12 @@ class PatchGroupRequest(_message.Message):
         id: _builtins.str = ...,
         operations: _abc.Iterable[_common_pb2.PatchOperation] | None = ...,
         expected_version: _builtins.int = ...,
+        include_members: _builtins.bool = ...,
+        member_limit: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_version", b"expected_version", "id", b"id", "operations", b"operations", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_version", b"expected_version", "id", b"id", "include_members", b"include_members", "member_limit", b"member_limit", "operations", b"operations", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

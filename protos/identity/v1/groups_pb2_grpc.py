@@ -118,7 +118,8 @@ class GroupServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def PatchGroup(self, request, context):
-        """Applies the operations atomically; returns the group without members.
+        """Applies the operations atomically; returns the group (with its members when
+        asked and no more than member_limit).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

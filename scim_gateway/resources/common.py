@@ -55,6 +55,8 @@ class OpInfo:
     kind: int
     resource_type: str
     resource_id: str = ""
+    #: Recorded as the record's detail when the operation succeeded (Result.note).
+    note: str = ""
 
 
 _RETRYABLE = frozenset(
@@ -132,7 +134,7 @@ class Recorder:
             status=status,
             scim_type=_field((error.scim_type or "") if error else "", 32),
             # The detail may quote the request (a filter, a value): never a secret.
-            detail=_field(redact(error.detail, call.secret) if error else "", 2000),
+            detail=_field(redact(error.detail, call.secret) if error else info.note, 2000),
             duration_ms=duration_ms,
             request_id=call.request_id,
         )
@@ -414,7 +416,7 @@ class Collection:
         info = _mark(req, KIND_CREATE, self._service.rtype)
         body = json_object(read_json(req, self._settings.max_payload_bytes))
         result = self._service.create(call_of(req), body, projection_of(req))
-        info.resource_id = result.resource_id
+        info.resource_id, info.note = result.resource_id, result.note
         send(resp, result)
 
 
@@ -436,20 +438,20 @@ class Item:
         info.resource_id = resource_id
         body = json_object(read_json(req, self._settings.max_payload_bytes))
         if_match = etag_versions(req.get_header("If-Match"))
-        send(
-            resp,
-            self._service.replace(call_of(req), resource_id, body, projection_of(req), if_match),
+        result = self._service.replace(
+            call_of(req), resource_id, body, projection_of(req), if_match
         )
+        info.note = result.note
+        send(resp, result)
 
     def on_patch(self, req: falcon.Request, resp: falcon.Response, resource_id: str) -> None:
         info = _mark(req, KIND_UPDATE, self._service.rtype)
         info.resource_id = resource_id
         body = json_object(read_json(req, self._settings.max_payload_bytes))
         if_match = etag_versions(req.get_header("If-Match"))
-        send(
-            resp,
-            self._service.patch(call_of(req), resource_id, body, projection_of(req), if_match),
-        )
+        result = self._service.patch(call_of(req), resource_id, body, projection_of(req), if_match)
+        info.note = result.note
+        send(resp, result)
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, resource_id: str) -> None:
         info = _mark(req, KIND_DELETE, self._service.rtype)

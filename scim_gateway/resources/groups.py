@@ -84,6 +84,18 @@ def _framed(head: bytes, pieces: Iterable[bytes], tail: bytes) -> Iterator[bytes
     yield prev + tail
 
 
+def _noted(result: Result, group: groups_pb2.Group) -> Result:
+    """`result` with the member ids the core skipped in its history note."""
+    if group.skipped_members:
+        shown = ", ".join(group.skipped_members[:20])
+        more = " ..." if len(group.skipped_members) > 20 else ""
+        result.note = (
+            f"skipped {len(group.skipped_members)} member id(s) that are not users or "
+            f"groups of this tenant: {shown}{more}"
+        )
+    return result
+
+
 class GroupService:
     rtype = GROUP_TYPE
 
@@ -227,7 +239,8 @@ class GroupService:
         group = group_to_proto(normalize(body, GROUP_TYPE))
         with core_errors():
             created = self._client.create_group(call.tenant_id, group, ctx=call.ctx)
-        return self._result(201, created, call, projection, members_loaded=not group.members)
+        result = self._result(201, created, call, projection, members_loaded=not group.members)
+        return _noted(result, created)
 
     def get(
         self, call: Call, rid: str, projection: Projection, if_none_match: set[str] | None
@@ -269,7 +282,7 @@ class GroupService:
             updated = self._client.replace_group(
                 call.tenant_id, group, expected_version=expected, ctx=call.ctx
             )
-        return self._result(200, updated, call, projection, members_loaded=False)
+        return _noted(self._result(200, updated, call, projection, members_loaded=False), updated)
 
     def patch(
         self,
@@ -298,14 +311,17 @@ class GroupService:
             if projection.explicitly_requests(GROUP_TYPE, "members") and self._can_stream(
                 call, projection
             ):
-                return self._streamed(200, updated, call, projection)  # asked for: streamed
+                # Asked for: streamed.
+                return _noted(self._streamed(200, updated, call, projection), updated)
             # RFC 7644 §3.5.2 allows 204 instead of the entire resource: a group of
             # more members than one page answers so (Okta and Entra ID accept both),
             # so a membership PATCH never reads a large member list.
-            return Result(204, None, {"ETag": etag(updated.meta.version)}, resource_id=rid)
+            return _noted(
+                Result(204, None, {"ETag": etag(updated.meta.version)}, resource_id=rid), updated
+            )
         # RFC 7644 §3.5.2: 200 with the entire resource (subject to `attributes` /
         # `excludedAttributes`), its members as the PATCH's transaction left them.
-        return self._whole(200, updated, call, projection, wants=wants)
+        return _noted(self._whole(200, updated, call, projection, wants=wants), updated)
 
     def delete(self, call: Call, rid: str, if_match: set[str] | None) -> Result:
         expected = self._expected(call, rid, if_match)

@@ -9,6 +9,10 @@ from typing import Any
 
 import pytest
 
+from identity.v1 import policy_pb2
+from identity_client import IdentityClient
+from identity_client.types import Tenant
+
 from .conftest import ENTERPRISE, GROUP_SCHEMA, PATCH_OP, ScimClient, assert_scim_error
 
 MULTI = ("emails", "phoneNumbers", "ims", "photos", "entitlements", "roles", "x509Certificates")
@@ -117,3 +121,59 @@ def test_a_path_naming_no_endpoint_is_404(scim: ScimClient, path: str) -> None:
         assert_scim_error(r, 404)
     r = scim.get("/Widgets", headers={"Authorization": "Bearer not-a-token"})
     assert_scim_error(r, 404)
+
+
+# -- members that are gone (the IdP keeps a deleted user's id) ------------------------------
+
+
+def _last_operation(client: IdentityClient, tenant: Tenant) -> Any:
+    return client.list_operations(tenant.id).operations[0]
+
+
+def test_gone_members_are_skipped_and_recorded(
+    scim: ScimClient, client: IdentityClient, tenant: Tenant
+) -> None:
+    a, b, gone = (scim.create_user(n)["id"] for n in ("a", "b", "gone"))
+    assert scim.delete(f"/Users/{gone}").status_code == 204
+    gid = scim.create_group("devs")["id"]
+    # Okta's group push: several members in one add; one of them was deleted.
+    r = scim.patch(
+        f"/Groups/{gid}",
+        patch({"op": "add", "path": "members", "value": [{"value": a}, {"value": gone}]}),
+    )
+    assert r.status_code == 200, r.text
+    assert [m["value"] for m in r.json["members"]] == [a]
+    record = _last_operation(client, tenant)
+    assert (record.method, record.status, record.resource_id) == ("PATCH", 200, gid)
+    assert gone in record.detail and "skipped 1 member" in record.detail
+    # A PUT naming it too.
+    body = {
+        "schemas": [GROUP_SCHEMA],
+        "displayName": "devs",
+        "members": [{"value": gone}, {"value": b}],
+    }
+    r = scim.put(f"/Groups/{gid}", body, query_string="attributes=members")
+    assert r.status_code == 200 and [m["value"] for m in r.json["members"]] == [b], r.text
+    assert gone in _last_operation(client, tenant).detail
+
+
+def test_gone_members_under_the_reject_policy_refuse_the_whole_patch(
+    scim: ScimClient, client: IdentityClient, tenant: Tenant
+) -> None:
+    client.set_policy(
+        tenant.id, policy_pb2.TenantPolicy(unknown_members=policy_pb2.UNKNOWN_MEMBERS_REJECT)
+    )
+    a, gone = (scim.create_user(n)["id"] for n in ("a", "gone"))
+    assert scim.delete(f"/Users/{gone}").status_code == 204
+    gid = scim.create_group("devs")["id"]
+    r = scim.patch(
+        f"/Groups/{gid}",
+        patch(
+            {"op": "replace", "path": "displayName", "value": "ops"},
+            {"op": "add", "path": "members", "value": [{"value": a}, {"value": gone}]},
+        ),
+    )
+    assert_scim_error(r, 400, "invalidValue")
+    assert gone in r.json["detail"]
+    after = scim.get(f"/Groups/{gid}").json
+    assert after["displayName"] == "devs" and not after.get("members")

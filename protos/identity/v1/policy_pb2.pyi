@@ -122,6 +122,31 @@ MAPPING_KIND_LIST_OF_REFERENCES: MappingKind.ValueType  # 2
 """many ids (e.g. group members)"""
 Global___MappingKind: _TypeAlias = MappingKind  # noqa: Y015
 
+class _UnknownMembers:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _UnknownMembersEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_UnknownMembers.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    UNKNOWN_MEMBERS_SKIP: _UnknownMembers.ValueType  # 0
+    """Skip them: the rest of the write applies; the skipped ids are answered
+    (Group.skipped_members) and recorded in the operation's history. An IdP keeps
+    a deleted user's id, and one gone member must not fail a whole group push.
+    """
+    UNKNOWN_MEMBERS_REJECT: _UnknownMembers.ValueType  # 1
+    """Refuse the write (INVALID_ARGUMENT, REASON_INVALID_VALUE naming them); nothing applies."""
+
+class UnknownMembers(_UnknownMembers, metaclass=_UnknownMembersEnumTypeWrapper): ...
+
+UNKNOWN_MEMBERS_SKIP: UnknownMembers.ValueType  # 0
+"""Skip them: the rest of the write applies; the skipped ids are answered
+(Group.skipped_members) and recorded in the operation's history. An IdP keeps
+a deleted user's id, and one gone member must not fail a whole group push.
+"""
+UNKNOWN_MEMBERS_REJECT: UnknownMembers.ValueType  # 1
+"""Refuse the write (INVALID_ARGUMENT, REASON_INVALID_VALUE naming them); nothing applies."""
+Global___UnknownMembers: _TypeAlias = UnknownMembers  # noqa: Y015
+
 @_typing.final
 class GroupRoleRule(_message.Message):
     """Roles from group names: membership of a group whose displayName matches
@@ -305,6 +330,7 @@ class TenantPolicy(_message.Message):
     EXTENSION_SCHEMAS_FIELD_NUMBER: _builtins.int
     USER_MAPPINGS_FIELD_NUMBER: _builtins.int
     GROUP_MAPPINGS_FIELD_NUMBER: _builtins.int
+    UNKNOWN_MEMBERS_FIELD_NUMBER: _builtins.int
     on_last_scim_role_removed: Global___LastRoleAction.ValueType
     on_scim_delete: Global___DeleteAction.ValueType
     unique_identifier: Global___UniqueIdentifier.ValueType
@@ -312,6 +338,10 @@ class TenantPolicy(_message.Message):
     scim_create_disabled: _builtins.bool
     """False: SCIM may only update users that JIT sign-in created (Panther)."""
     local_edits: Global___LocalEdits.ValueType
+    unknown_members: Global___UnknownMembers.ValueType
+    """What a group write does with member ids that are not (or no longer) users or
+    groups of the tenant.
+    """
     @_builtins.property
     def group_role_rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___GroupRoleRule]: ...
     @_builtins.property
@@ -335,10 +365,11 @@ class TenantPolicy(_message.Message):
         extension_schemas: _abc.Iterable[Global___ExtensionSchema] | None = ...,
         user_mappings: _abc.Iterable[Global___AttributeMapping] | None = ...,
         group_mappings: _abc.Iterable[Global___AttributeMapping] | None = ...,
+        unknown_members: Global___UnknownMembers.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["attribute_role", b"attribute_role"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attribute_role", b"attribute_role", "extension_schemas", b"extension_schemas", "group_mappings", b"group_mappings", "group_role_rules", b"group_role_rules", "local_edits", b"local_edits", "on_last_scim_role_removed", b"on_last_scim_role_removed", "on_scim_delete", b"on_scim_delete", "scim_create_disabled", b"scim_create_disabled", "unique_identifier", b"unique_identifier", "user_mappings", b"user_mappings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attribute_role", b"attribute_role", "extension_schemas", b"extension_schemas", "group_mappings", b"group_mappings", "group_role_rules", b"group_role_rules", "local_edits", b"local_edits", "on_last_scim_role_removed", b"on_last_scim_role_removed", "on_scim_delete", b"on_scim_delete", "scim_create_disabled", b"scim_create_disabled", "unique_identifier", b"unique_identifier", "unknown_members", b"unknown_members", "user_mappings", b"user_mappings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

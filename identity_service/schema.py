@@ -14,13 +14,66 @@ them is case-exact.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from identity.v1 import policy_pb2
+
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
 ENTERPRISE_SCHEMA = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
+
+# -- catalogue name <-> identity.v1 field ---------------------------------------------------
+
+#: Catalogue name -> proto field, for the User's simple string attributes.
+USER_SIMPLE = {
+    "userName": "user_name",
+    "displayName": "display_name",
+    "nickName": "nick_name",
+    "profileUrl": "profile_url",
+    "title": "title",
+    "userType": "user_type",
+    "preferredLanguage": "preferred_language",
+    "locale": "locale",
+    "timezone": "timezone",
+}
+NAME = {
+    "formatted": "formatted",
+    "familyName": "family_name",
+    "givenName": "given_name",
+    "middleName": "middle_name",
+    "honorificPrefix": "honorific_prefix",
+    "honorificSuffix": "honorific_suffix",
+}
+MULTI = {
+    "emails": "emails",
+    "phoneNumbers": "phone_numbers",
+    "ims": "ims",
+    "photos": "photos",
+    "entitlements": "entitlements",
+    "roles": "roles",
+    "x509Certificates": "x509_certificates",
+}
+MULTI_SUB = {"value": "value", "type": "type", "display": "display", "primary": "primary"}
+ADDRESS = {
+    "formatted": "formatted",
+    "streetAddress": "street_address",
+    "locality": "locality",
+    "region": "region",
+    "postalCode": "postal_code",
+    "country": "country",
+    "type": "type",
+    "primary": "primary",
+}
+ENTERPRISE_FIELDS = {
+    "employeeNumber": "employee_number",
+    "costCenter": "cost_center",
+    "organization": "organization",
+    "division": "division",
+    "department": "department",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,3 +431,95 @@ def schema_set(extension_schemas: Iterable[Any]) -> SchemaSet:
         else:  # one URN extending both resource types: one document
             schemas[known] = _add_attrs(schemas[known], s.attributes)
     return SchemaSet(tuple(schemas), (user_type, group_type))
+
+
+def case_exact(schema_id: str, attribute: str, sub_attribute: str = "") -> bool:
+    """The catalogue's `caseExact` of a built-in attribute (filters compile with it)."""
+    if attribute.lower() in ("id", "externalid") and not sub_attribute:
+        return next(a for a in COMMON if a.name.lower() == attribute.lower()).case_exact
+    schema = next(s for s in SCHEMAS if s.id == schema_id)
+    attr = schema.attr(attribute)
+    if attr is None:
+        raise KeyError(f"{schema_id}:{attribute}")
+    if not sub_attribute:
+        return attr.case_exact
+    sub = attr.sub(sub_attribute)
+    if sub is None:
+        raise KeyError(f"{schema_id}:{attribute}.{sub_attribute}")
+    return sub.case_exact
+
+
+# -- served through the contract (PolicyService.GetSchemas) --------------------------------
+
+_SNAKE = re.compile(r"(?<!^)([A-Z])")
+#: Sub-attributes the proto names otherwise, or derives (no field).
+_FIELD_OVERRIDES = {
+    "groups.value": "groups.id",
+    "groups.display": "groups.display_name",
+    "groups.type": "",
+    "meta.resourceType": "",
+    "meta.location": "",
+}
+
+
+def _proto_field(prefix: str, path: str, name: str) -> str:
+    if name == "$ref":
+        return ""  # derived from the id and the base URL
+    key = f"{path}.{name}" if path else name
+    if key in _FIELD_OVERRIDES:
+        return _FIELD_OVERRIDES[key]
+    return prefix + _SNAKE.sub(r"_\1", key).lower()
+
+
+def _attr_proto(a: Attr, prefix: str, path: str = "") -> policy_pb2.AttributeDefinition:
+    field_name = _proto_field(prefix, path, a.name) if prefix != "extensions" else "extensions"
+    return policy_pb2.AttributeDefinition(
+        name=a.name,
+        type=a.type,
+        multi_valued=a.multi_valued,
+        description=a.description,
+        required=a.required,
+        case_exact=a.case_exact,
+        mutability=a.mutability,
+        returned=a.returned,
+        uniqueness=a.uniqueness,
+        sub_attributes=[
+            _attr_proto(s, prefix, f"{path}.{a.name}" if path else a.name) for s in a.sub_attributes
+        ],
+        canonical_values=a.canonical_values,
+        reference_types=a.reference_types,
+        proto_field=field_name,
+    )
+
+
+def _schema_proto(s: Schema) -> policy_pb2.SchemaDefinition:
+    builtin = {USER_SCHEMA: "", ENTERPRISE_SCHEMA: "enterprise.", GROUP_SCHEMA: ""}
+    base = next((b for b in SCHEMAS if b.id == s.id), None)
+    attrs = []
+    for a in s.attributes:
+        own = base is not None and base.attr(a.name) is a
+        attrs.append(_attr_proto(a, builtin.get(s.id, "") if own else "extensions"))
+    return policy_pb2.SchemaDefinition(
+        id=s.id, name=s.name, description=s.description, attributes=attrs
+    )
+
+
+def definitions(sset: SchemaSet) -> policy_pb2.GetSchemasResponse:
+    """The catalogue as the contract carries it."""
+    common = [_attr_proto(ID, "meta."), _attr_proto(EXTERNAL_ID, ""), _attr_proto(META, "")]
+    common[0].proto_field = "meta.id"
+    return policy_pb2.GetSchemasResponse(
+        schemas=[_schema_proto(s) for s in sset.schemas],
+        resource_types=[
+            policy_pb2.ResourceTypeDefinition(
+                id=t.id,
+                name=t.name,
+                endpoint=t.endpoint,
+                description=t.description,
+                schema=t.schema.id,
+                schema_extensions=[e.id for e in t.extensions],
+            )
+            for t in sset.resource_types
+        ],
+        common_attributes=common,
+    )

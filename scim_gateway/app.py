@@ -49,6 +49,7 @@ from .resources.groups import GroupService
 from .resources.me import MeResource
 from .resources.users import UserService
 from .settings import Settings
+from .tenant import Catalogue
 
 log = logging.getLogger("scim_gateway")
 
@@ -369,8 +370,9 @@ def create_app(settings: Settings, client: IdentityClient) -> WsgiApp:
     # RFC 7644 §3.1: application/json is accepted as well as application/scim+json.
     app.req_options.default_media_type = SCIM_MEDIA_TYPE
     # Token scopes are checked around the services, so /Bulk and /.search are covered too.
-    users = ScopedService(UserService(client, settings))
-    groups = ScopedService(GroupService(client, settings))
+    catalogue = Catalogue(client, settings.schema_ttl_seconds)
+    users = ScopedService(UserService(client, settings, catalogue))
+    groups = ScopedService(GroupService(client, settings, catalogue))
     for name, service in (("Users", users), ("Groups", groups)):
         app.add_route(f"{PREFIX}/{name}", Collection(service, settings))
         app.add_route(f"{PREFIX}/{name}/.search", Search(service, settings))
@@ -382,10 +384,10 @@ def create_app(settings: Settings, client: IdentityClient) -> WsgiApp:
     )
     app.add_route(f"{PREFIX}/Me", MeResource())
     app.add_route(f"{PREFIX}/ServiceProviderConfig", ServiceProviderConfigResource(settings))
-    resource_types = ResourceTypesResource(client)
+    resource_types = ResourceTypesResource(catalogue)
     app.add_route(f"{PREFIX}/ResourceTypes", resource_types)
     app.add_route(f"{PREFIX}/ResourceTypes/{{type_id}}", resource_types, suffix="item")
-    schemas = SchemasResource(client)
+    schemas = SchemasResource(catalogue)
     app.add_route(f"{PREFIX}/Schemas", schemas)
     app.add_route(f"{PREFIX}/Schemas/{{schema_id}}", schemas, suffix="item")
     app.add_route("/healthz", LivenessResource())

@@ -27,10 +27,10 @@ def _int(environ: Mapping[str, str], name: str, default: int, minimum: int) -> i
     return value
 
 
-def _float(environ: Mapping[str, str], name: str) -> float:
+def _float(environ: Mapping[str, str], name: str, default: float = 0.0) -> float:
     raw = environ.get(name, "").strip()
     if not raw:
-        return 0.0
+        return default
     try:
         value = float(raw)
     except ValueError:
@@ -87,6 +87,9 @@ class Settings:
     #: A group with more members than this is sent streamed, this many members per
     #: ListMembers page (the worker holds one page); 0: never stream.
     member_page_size: int = MEMBER_PAGE_SIZE
+    #: Seconds a worker keeps the core's built-in attribute catalogue before fetching
+    #: it again (it changes only with the core's release).
+    schema_ttl_seconds: float = 300.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -115,6 +118,7 @@ class Settings:
             member_page_size=min(
                 _int(environ, "SCIM_MEMBER_PAGE_SIZE", MEMBER_PAGE_SIZE, 0), MAX_MEMBER_PAGE_SIZE
             ),
+            schema_ttl_seconds=_float(environ, "SCIM_SCHEMA_TTL_SECONDS", 300.0),
             identity_target=environ.get("SCIM_IDENTITY_TARGET", "").strip() or "127.0.0.1:50051",
             log_format=_log_format(environ),
             listen=environ.get("SCIM_LISTEN", "").strip() or "127.0.0.1:8080",

@@ -23,6 +23,8 @@ from identity.v1 import (
     common_pb2,
     groups_pb2,
     groups_pb2_grpc,
+    policy_pb2,
+    policy_pb2_grpc,
     tenants_pb2,
     tenants_pb2_grpc,
     users_pb2,
@@ -86,6 +88,7 @@ class AsyncIdentityClient:
         self._users = users_pb2_grpc.UserServiceStub(self._channel)
         self._groups = groups_pb2_grpc.GroupServiceStub(self._channel)
         self._changes = changes_pb2_grpc.ChangeServiceStub(self._channel)
+        self._policy = policy_pb2_grpc.PolicyServiceStub(self._channel)
 
     async def close(self) -> None:
         await self._channel.close()
@@ -148,6 +151,14 @@ class AsyncIdentityClient:
             tenant_id=tenant_id, filter=filter, sort=sort, page=page(start_index, count, cursor)
         )
         return await self._call(self._users.ListUsers, req, ctx)
+
+    async def get_schemas(
+        self, tenant_id: str = "", *, ctx: CallContext | None = None
+    ) -> policy_pb2.GetSchemasResponse:
+        """The attribute catalogue (RFC 7643 §7) and resource types; with `tenant_id`,
+        the tenant's own schemas too."""
+        req = policy_pb2.GetSchemasRequest(tenant_id=tenant_id)
+        return await self._call(self._policy.GetSchemas, req, ctx)
 
     async def patch_user(
         self,

@@ -387,6 +387,14 @@ class IdentityClient:
         req = policy_pb2.GetPolicyRequest(tenant_id=tenant_id)
         return self._call(self._policy.GetPolicy, req, ctx)
 
+    def get_schemas(
+        self, tenant_id: str = "", *, ctx: CallContext | None = None
+    ) -> policy_pb2.GetSchemasResponse:
+        """The attribute catalogue (RFC 7643 §7) and resource types; with `tenant_id`,
+        the tenant's own schemas too."""
+        req = policy_pb2.GetSchemasRequest(tenant_id=tenant_id)
+        return self._call(self._policy.GetSchemas, req, ctx)
+
     def set_policy(
         self, tenant_id: str, policy: policy_pb2.TenantPolicy, *, ctx: CallContext | None = None
     ) -> policy_pb2.TenantPolicy:

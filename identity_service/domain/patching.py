@@ -32,10 +32,16 @@ from identity.v1 import common_pb2, groups_pb2, users_pb2
 
 from ..errors import InvalidPath, InvalidValue, Mutability, NoTarget
 from ..schema import (
+    ADDRESS,
+    ENTERPRISE_FIELDS,
     ENTERPRISE_SCHEMA,
     EXTERNAL_ID,
+    MULTI,
+    MULTI_SUB,
+    NAME,
     USER,
     USER_SCHEMA,
+    USER_SIMPLE,
     Attr,
     ResourceType,
 )
@@ -52,53 +58,6 @@ _CORE_PREFIX = "urn:ietf:params:scim:schemas:core:"
 
 # -- the user document <-> identity.v1.User ------------------------------------------------
 
-#: Catalogue name -> proto field, for the User's simple string attributes.
-USER_SIMPLE = {
-    "userName": "user_name",
-    "displayName": "display_name",
-    "nickName": "nick_name",
-    "profileUrl": "profile_url",
-    "title": "title",
-    "userType": "user_type",
-    "preferredLanguage": "preferred_language",
-    "locale": "locale",
-    "timezone": "timezone",
-}
-NAME = {
-    "formatted": "formatted",
-    "familyName": "family_name",
-    "givenName": "given_name",
-    "middleName": "middle_name",
-    "honorificPrefix": "honorific_prefix",
-    "honorificSuffix": "honorific_suffix",
-}
-MULTI = {
-    "emails": "emails",
-    "phoneNumbers": "phone_numbers",
-    "ims": "ims",
-    "photos": "photos",
-    "entitlements": "entitlements",
-    "roles": "roles",
-    "x509Certificates": "x509_certificates",
-}
-MULTI_SUB = {"value": "value", "type": "type", "display": "display", "primary": "primary"}
-ADDRESS = {
-    "formatted": "formatted",
-    "streetAddress": "street_address",
-    "locality": "locality",
-    "region": "region",
-    "postalCode": "postal_code",
-    "country": "country",
-    "type": "type",
-    "primary": "primary",
-}
-ENTERPRISE_FIELDS = {
-    "employeeNumber": "employee_number",
-    "costCenter": "cost_center",
-    "organization": "organization",
-    "division": "division",
-    "department": "department",
-}
 _BUILTIN_USER_NAMES = frozenset({a.name for a in USER.attributes} | {"externalId"})
 _MEMBER_TYPES = {"user": groups_pb2.MEMBER_TYPE_USER, "group": groups_pb2.MEMBER_TYPE_GROUP}
 

@@ -26,16 +26,17 @@ from identity.v1 import (
     users_pb2_grpc,
 )
 
+from .. import schema
 from ..changes.streams import StreamHub
 from ..context import AUTHENTICATED_KEY, CURRENT_CALL, RequestContext
 from ..domain import connector, groups, history, policy, roles, tenants, users
 from ..domain.policy_apply import apply_policy
 from ..errors import TokenScope, Unauthenticated, Unavailable
+from ..schema import USER_SCHEMA
 from ..settings import Settings
 from ..storage.db import Database, NeedsSession
 from ..storage.filters import (
     GROUPS,
-    USER_SCHEMA,
     USERS,
     Catalog,
     equality,
@@ -382,6 +383,18 @@ class PolicyServicer(_Base, policy_pb2_grpc.PolicyServiceServicer):
         self, request: policy_pb2.GetPolicyRequest, context: Any
     ) -> policy_pb2.TenantPolicy:
         return await self.read(context, lambda s, c: policy.load(c.tenant(s, request.tenant_id)))
+
+    async def GetSchemas(
+        self, request: policy_pb2.GetSchemasRequest, context: Any
+    ) -> policy_pb2.GetSchemasResponse:
+        if not request.tenant_id and not ctx_of(context).bearer:
+            return schema.definitions(schema.BUILTIN_SCHEMAS)  # no tenant, nothing to read
+
+        def get(s: Session, c: Caller) -> policy_pb2.GetSchemasResponse:
+            pol = policy.load(c.tenant(s, request.tenant_id))
+            return schema.definitions(schema.schema_set(pol.extension_schemas))
+
+        return await self.read(context, get)
 
     async def SetPolicy(
         self, request: policy_pb2.SetPolicyRequest, context: Any

@@ -349,7 +349,8 @@ def list_response(page: Page, *, cursor_mode: bool) -> dict[str, Any]:
 
 
 class ResourceService(Protocol):
-    rtype: ResourceType
+    @property
+    def rtype(self) -> ResourceType: ...
 
     def create(self, call: Call, body: dict[str, Any], projection: Projection) -> Result: ...
 

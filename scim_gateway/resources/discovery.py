@@ -6,13 +6,11 @@ from typing import Any
 
 import falcon
 
-from identity_client import IdentityClient
-
 from ..errors import ScimError, not_found
 from ..http import Result, send
 from ..scim.schemas import LIST_RESPONSE, service_provider_config
 from ..settings import Settings
-from ..tenant import tenant_schemas
+from ..tenant import Catalogue
 from .common import call_of
 
 
@@ -55,39 +53,40 @@ class ResourceTypesResource:
     """`/ResourceTypes` and `/ResourceTypes/{id}` (RFC 7643 §6), with the calling
     tenant's extension schemas in `schemaExtensions`."""
 
-    def __init__(self, client: IdentityClient) -> None:
-        self._client = client
+    def __init__(self, catalogue: Catalogue) -> None:
+        self._catalogue = catalogue
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         _refuse_filter(req)
         call = call_of(req)
-        types = tenant_schemas(self._client, call).resource_types
+        types = self._catalogue.for_tenant(call).resource_types
         send(resp, Result(200, _list([t.document(call.base_url) for t in types])))
 
     def on_get_item(self, req: falcon.Request, resp: falcon.Response, type_id: str) -> None:
         call = call_of(req)
-        found = tenant_schemas(self._client, call).resource_type(type_id)
+        found = self._catalogue.for_tenant(call).resource_type(type_id)
         if found is None:
             raise not_found(f"No resource type {type_id!r}; see /ResourceTypes.")
         send(resp, Result(200, found.document(call.base_url)))
 
 
 class SchemasResource:
-    """`/Schemas` and `/Schemas/{id}` (RFC 7643 §7): the built-in schemas and the
-    calling tenant's own (attributes it adds to the core User schema included)."""
+    """`/Schemas` and `/Schemas/{id}` (RFC 7643 §7), rendered from the core's
+    catalogue: the built-in schemas and the calling tenant's own (attributes it adds
+    to the core User schema included)."""
 
-    def __init__(self, client: IdentityClient) -> None:
-        self._client = client
+    def __init__(self, catalogue: Catalogue) -> None:
+        self._catalogue = catalogue
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         _refuse_filter(req)
         call = call_of(req)
-        schemas = tenant_schemas(self._client, call).schemas
+        schemas = self._catalogue.for_tenant(call).schemas
         send(resp, Result(200, _list([s.document(call.base_url) for s in schemas])))
 
     def on_get_item(self, req: falcon.Request, resp: falcon.Response, schema_id: str) -> None:
         call = call_of(req)
-        found = tenant_schemas(self._client, call).schema(schema_id)
+        found = self._catalogue.for_tenant(call).schema(schema_id)
         if found is None:
             raise not_found(f"No schema {schema_id!r}; see /Schemas.")
         send(resp, Result(200, found.document(call.base_url)))

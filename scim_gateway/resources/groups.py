@@ -43,6 +43,7 @@ from identity_client import IdentityClient, IdentityError
 
 from ..errors import core_errors
 from ..http import STREAMABLE, Call, Result, matches_version, version_of
+from ..scim.filter import CORE_GROUP
 from ..scim.mapping import (
     MEMBERS_SLOT,
     etag,
@@ -54,8 +55,9 @@ from ..scim.mapping import (
 )
 from ..scim.patch import patch_operations
 from ..scim.projection import Projection
-from ..scim.schemas import GROUP_TYPE
+from ..scim.schemas import ResourceType
 from ..settings import Settings
+from ..tenant import Catalogue
 from .common import Page, SearchQuery
 from .users import precondition_failed
 
@@ -65,7 +67,7 @@ log = logging.getLogger("scim_gateway")
 def _members_whole(projection: Projection) -> bool:
     """Whether the projection shows members whole (no `members.x` path), so that
     each member's JSON is the same whatever the others are."""
-    core = GROUP_TYPE.schema.id.lower()
+    core = CORE_GROUP.lower()
     return not any(
         p.sub_attribute
         and p.attribute.lower() == "members"
@@ -97,14 +99,18 @@ def _noted(result: Result, group: groups_pb2.Group) -> Result:
 
 
 class GroupService:
-    rtype = GROUP_TYPE
-
-    def __init__(self, client: IdentityClient, settings: Settings) -> None:
+    def __init__(self, client: IdentityClient, settings: Settings, catalogue: Catalogue) -> None:
         self._client = client
         self._settings = settings
+        self._catalogue = catalogue
         #: Members per ListMembers page when members are streamed; 0: never stream
         #: (members come inline with GetGroup, the response is built whole).
         self.member_page_size = settings.member_page_size
+
+    @property
+    def rtype(self) -> ResourceType:
+        """The Group resource type of the core's catalogue."""
+        return self._catalogue.builtin().group
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -120,9 +126,9 @@ class GroupService:
     ) -> Result:
         """The response; members are shown when they were loaded and wanted."""
         wants = (
-            projection.explicitly_requests(GROUP_TYPE, "members")
+            projection.explicitly_requests(self.rtype, "members")
             if members_on_request_only
-            else projection.returns(GROUP_TYPE, "members")
+            else projection.returns(self.rtype, "members")
         )
         if wants and not members_loaded and group.member_count > 0:
             if self._can_stream(call, projection):
@@ -148,7 +154,7 @@ class GroupService:
         )
         return Result(
             status,
-            projection.apply(full, GROUP_TYPE),
+            projection.apply(full, self.rtype),
             self._headers(status, group, full),
             resource_id=group.meta.id,
         )
@@ -166,7 +172,7 @@ class GroupService:
         return (
             self.member_page_size > 0
             and bool(call.memo.get(STREAMABLE))
-            and projection.returns(GROUP_TYPE, "members")
+            and projection.returns(self.rtype, "members")
             and _members_whole(projection)
         )
 
@@ -191,7 +197,7 @@ class GroupService:
             return self._whole(status, group, call, projection, wants=True)
         full = group_to_scim(group, call.base_url, with_members=True)
         full["members"] = MEMBERS_SLOT
-        shown = projection.apply(full, GROUP_TYPE)
+        shown = projection.apply(full, self.rtype)
         headers = self._headers(status, group, full)
         parts = split_at_members(shown)
         if parts is None:  # pragma: no cover - _can_stream: the projection shows members
@@ -236,7 +242,7 @@ class GroupService:
     # -- operations ----------------------------------------------------------------------------
 
     def create(self, call: Call, body: dict[str, Any], projection: Projection) -> Result:
-        group = group_to_proto(normalize(body, GROUP_TYPE))
+        group = group_to_proto(normalize(body, self.rtype))
         with core_errors():
             created = self._client.create_group(call.tenant_id, group, ctx=call.ctx)
         result = self._result(201, created, call, projection, members_loaded=not group.members)
@@ -250,7 +256,7 @@ class GroupService:
         # A group of up to a page of members comes whole in this one call; a larger
         # one without them, and its members are streamed from ListMembers. With
         # If-None-Match, members are read only once the version did not match.
-        include = projection.returns(GROUP_TYPE, "members") and if_none_match is None
+        include = projection.returns(self.rtype, "members") and if_none_match is None
         streamable = include and self._can_stream(call, projection)
         with core_errors():
             group = self._client.get_group(
@@ -275,7 +281,7 @@ class GroupService:
         if_match: set[str] | None,
     ) -> Result:
         # RFC 7644 §3.5.1: the member list given replaces the stored one.
-        group = group_to_proto(normalize(body, GROUP_TYPE))
+        group = group_to_proto(normalize(body, self.rtype))
         group.meta.id = rid
         expected = self._expected(call, rid, if_match)
         with core_errors():
@@ -296,7 +302,7 @@ class GroupService:
         # lock; member operations cost O(members named), the list is never read.
         ops = patch_operations(body)
         expected = self._expected(call, rid, if_match)
-        wants = projection.returns(GROUP_TYPE, "members")
+        wants = projection.returns(self.rtype, "members")
         with core_errors():
             updated = self._client.patch_group(
                 call.tenant_id,
@@ -308,7 +314,7 @@ class GroupService:
                 ctx=call.ctx,
             )
         if wants and len(updated.members) < updated.member_count:
-            if projection.explicitly_requests(GROUP_TYPE, "members") and self._can_stream(
+            if projection.explicitly_requests(self.rtype, "members") and self._can_stream(
                 call, projection
             ):
                 # Asked for: streamed.
@@ -330,12 +336,12 @@ class GroupService:
         return Result(204, resource_id=rid)
 
     def query(self, call: Call, q: SearchQuery) -> Page:
-        include = q.projection.returns(GROUP_TYPE, "members")
+        include = q.projection.returns(self.rtype, "members")
         with core_errors():
             resp = self._client.list_groups(
                 call.tenant_id,
-                filter=q.filter_proto(GROUP_TYPE),
-                sort=q.sort_proto(GROUP_TYPE),
+                filter=q.filter_proto(self.rtype),
+                sort=q.sort_proto(self.rtype),
                 start_index=None if q.cursor is not None else q.start_index,
                 count=q.count,
                 cursor=q.cursor,
@@ -343,7 +349,7 @@ class GroupService:
                 ctx=call.ctx,
             )
         docs = [
-            q.projection.apply(group_to_scim(g, call.base_url, with_members=include), GROUP_TYPE)
+            q.projection.apply(group_to_scim(g, call.base_url, with_members=include), self.rtype)
             for g in resp.groups
         ]
         return Page(docs, resp.total_results, resp.start_index or q.start_index, resp.next_cursor)

@@ -12,9 +12,9 @@ from ..http import Call, Result, matches_version, version_of
 from ..scim.mapping import etag, mentions_custom, normalize, user_to_proto, user_to_scim
 from ..scim.patch import patch_operations
 from ..scim.projection import Projection
-from ..scim.schemas import USER_TYPE, ResourceType
+from ..scim.schemas import ResourceType
 from ..settings import Settings
-from ..tenant import tenant_schemas
+from ..tenant import Catalogue
 from .common import Page, SearchQuery
 
 PRECONDITION_FAILED = (
@@ -28,18 +28,22 @@ def precondition_failed() -> ScimError:
 
 
 class UserService:
-    rtype = USER_TYPE
-
-    def __init__(self, client: IdentityClient, settings: Settings) -> None:
+    def __init__(self, client: IdentityClient, settings: Settings, catalogue: Catalogue) -> None:
         self._client = client
         self._settings = settings
+        self._catalogue = catalogue
+
+    @property
+    def rtype(self) -> ResourceType:
+        """The User resource type of the core's catalogue."""
+        return self._catalogue.builtin().user
 
     # -- helpers -------------------------------------------------------------------------------
 
     def _rtype(self, call: Call, custom: bool) -> ResourceType:
         """The User type with the tenant's own attributes when the request names any
         attribute outside the built-in schemas (else no policy is fetched)."""
-        return tenant_schemas(self._client, call).user if custom else USER_TYPE
+        return self._catalogue.for_tenant(call).user if custom else self.rtype
 
     def _result(
         self, status: int, user: users_pb2.User, call: Call, projection: Projection
@@ -48,7 +52,7 @@ class UserService:
         headers = {"ETag": etag(user.meta.version)}
         if status == 201:
             headers["Location"] = full["meta"]["location"]
-        body = projection.apply(full, USER_TYPE)
+        body = projection.apply(full, self.rtype)
         return Result(status, body, headers, resource_id=user.meta.id)
 
     def _expected(self, call: Call, rid: str, if_match: set[str] | None) -> int:
@@ -131,12 +135,12 @@ class UserService:
         with core_errors():
             resp = self._client.list_users(
                 call.tenant_id,
-                filter=q.filter_proto(USER_TYPE),
-                sort=q.sort_proto(USER_TYPE),
+                filter=q.filter_proto(self.rtype),
+                sort=q.sort_proto(self.rtype),
                 start_index=None if q.cursor is not None else q.start_index,
                 count=q.count,
                 cursor=q.cursor,
                 ctx=call.ctx,
             )
-        docs = [q.projection.apply(user_to_scim(u, call.base_url), USER_TYPE) for u in resp.users]
+        docs = [q.projection.apply(user_to_scim(u, call.base_url), self.rtype) for u in resp.users]
         return Page(docs, resp.total_results, resp.start_index or q.start_index, resp.next_cursor)

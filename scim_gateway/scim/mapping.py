@@ -25,15 +25,7 @@ from identity.v1 import groups_pb2, users_pb2
 
 from ..errors import invalid_value
 from .filter import CORE_GROUP, CORE_USER, ENTERPRISE_USER
-from .schemas import (
-    GROUP,
-    GROUP_TYPE,
-    USER,
-    USER_TYPE,
-    Attr,
-    ResourceType,
-    Schema,
-)
+from .schemas import Attr, ResourceType, Schema
 
 # Canonical SCIM name -> proto field name.
 _USER_SIMPLE = {
@@ -91,7 +83,9 @@ _IGNORED_USER_ATTRS = frozenset({"password"})
 # Names of the built-in User document: anything else at the top level of a
 # normalized user document is a tenant-declared core-namespace attribute, stored
 # in `User.extensions` under the core User URN.
-_BUILTIN_USER_NAMES = frozenset({a.name for a in USER.attributes} | {"externalId"})
+_BUILTIN_USER_NAMES = frozenset(
+    {*_USER_SIMPLE, "name", "active", *_MULTI, "addresses", "groups", "externalId"}
+)
 _BUILTIN_USER_LOW = frozenset(n.lower() for n in _BUILTIN_USER_NAMES)
 _COMMON_LOW = frozenset({"schemas", "id", "meta", *_IGNORED_USER_ATTRS})
 
@@ -716,11 +710,7 @@ def group_to_scim(
 
 
 __all__ = [
-    "GROUP",
-    "GROUP_TYPE",
     "MEMBERS_SLOT",
-    "USER",
-    "USER_TYPE",
     "coerce",
     "etag",
     "group_to_proto",

@@ -11,8 +11,8 @@ from scim_gateway.errors import ScimError
 from scim_gateway.scim.filter import AttrPath, Compare
 from scim_gateway.scim.mapping import normalize
 from scim_gateway.scim.patch import PatchPath, parse_operations, parse_path
-from scim_gateway.scim.schemas import GROUP_TYPE, USER_TYPE
 
+from .catalogue import GROUP_TYPE, USER_TYPE
 from .core_patch import apply_patch, plan_group_patch
 
 ENT = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"

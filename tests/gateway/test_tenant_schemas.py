@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from identity.v1.policy_pb2 import GetSchemasResponse
 from identity_client import IdentityClient
 from identity_client.types import ExtensionSchema, SchemaAttribute, Tenant, TenantPolicy
 
@@ -51,15 +52,17 @@ def policy() -> TenantPolicy:
 
 @pytest.fixture
 def calls(client: IdentityClient, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Tenant ids of the GetPolicy calls the gateway makes."""
+    """Tenant ids of the reads of a tenant's schemas (GetSchemas for a tenant) the
+    gateway makes (the built-in catalogue is fetched once per worker, not counted)."""
     seen: list[str] = []
-    real = client.get_policy
+    real = client.get_schemas
 
-    def counting(tenant_id: str, **kw: Any) -> TenantPolicy:
-        seen.append(tenant_id)
+    def counting(tenant_id: str = "", **kw: Any) -> GetSchemasResponse:
+        if tenant_id or kw.get("ctx") is not None:  # the request's tenant (its bearer's)
+            seen.append(tenant_id)
         return real(tenant_id, **kw)
 
-    monkeypatch.setattr(client, "get_policy", counting)
+    monkeypatch.setattr(client, "get_schemas", counting)
     return seen
 
 

@@ -22,8 +22,9 @@ from scim_gateway.scim.mapping import (
     user_to_scim,
 )
 from scim_gateway.scim.projection import Projection
-from scim_gateway.scim.schemas import GROUP_TYPE, USER_TYPE
 from scim_gateway.settings import Settings, SettingsError
+
+from .catalogue import GROUP_TYPE, USER_TYPE
 
 ENT = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 R = common_pb2.ErrorReason

@@ -218,7 +218,12 @@ def user_from_document(doc: dict[str, Any]) -> users_pb2.User:
 
 def json_value(value: struct_pb2.Value) -> Any:
     """A google.protobuf.Value as plain JSON (whole numbers as integers)."""
-    return _json_number(json_format.MessageToDict(value))
+    try:
+        return _json_number(json_format.MessageToDict(value))
+    except ValueError:  # NaN or an infinity: no JSON number
+        raise InvalidValue(
+            "a PATCH value must be JSON with finite numbers", field="value"
+        ) from None
 
 
 def _type_name(value: Any) -> str:

@@ -17,6 +17,7 @@ Malformed syntax raises a 400 `ScimError` here (`invalidSyntax`, `invalidPath`,
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,7 +167,19 @@ def _path_proto(path: PatchPath) -> common_pb2.PatchPath:
     return out
 
 
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return True
+
+
 def _value_proto(value: Any) -> struct_pb2.Value:
+    if not _finite(value):
+        raise invalid_value("a PATCH 'value' must be a JSON value with finite numbers")
     try:
         return json_format.ParseDict(value, struct_pb2.Value())
     except (json_format.ParseError, ValueError, TypeError, OverflowError):

@@ -157,3 +157,24 @@ def test_filter_case_follows_schemas_case_exact(
     # And the value as stored is found in any case.
     r = scim.get(endpoint, params={"filter": f'{qualified} eq "{target}"'})
     assert rid in [x["id"] for x in r.json["Resources"]], path
+
+
+def test_a_worker_keeps_the_builtin_catalogue_for_its_ttl_then_refetches() -> None:
+    from scim_gateway.tenant import Catalogue
+
+    class Core:
+        calls = 0
+
+        def get_schemas(self, tenant_id: str = "", **kw: Any) -> Any:
+            Core.calls += 1
+            return definitions(BUILTIN_SCHEMAS)
+
+    now = [100.0]
+    catalogue = Catalogue(Core(), ttl_seconds=300, clock=lambda: now[0])  # type: ignore[arg-type]  # a stand-in with get_schemas
+    assert catalogue.builtin().user.schema.id == USER_SCHEMA and Core.calls == 1
+    now[0] += 299
+    catalogue.builtin()
+    assert Core.calls == 1  # within the TTL: no call
+    now[0] += 1
+    catalogue.builtin()
+    assert Core.calls == 2  # stale: fetched again

@@ -112,6 +112,20 @@ class Unavailable(DomainError):
     reason = R.ERROR_REASON_UNAVAILABLE
 
 
+class InvalidPath(DomainError):
+    """A PATCH path names no attribute the operation can apply to (RFC 7644 §3.5.2)."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = R.ERROR_REASON_INVALID_PATH
+
+
+class NoTarget(DomainError):
+    """A PATCH operation's value filter matches nothing to change (RFC 7644 §3.5.2)."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = R.ERROR_REASON_NO_TARGET
+
+
 class DeadlineExceeded(DomainError):
     """The call's deadline passed, or its caller went away, before its changes could
     be committed: they were rolled back (the caller's error answer is then true)."""

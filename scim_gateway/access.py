@@ -70,7 +70,10 @@ class ScopedService:
 
     def __init__(self, inner: ResourceService) -> None:
         self._inner = inner
-        self.rtype: ResourceType = inner.rtype
+
+    @property
+    def rtype(self) -> ResourceType:
+        return self._inner.rtype
 
     def _check(self, call: Call, write: bool) -> None:
         scope = call.scope

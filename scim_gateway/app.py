@@ -36,7 +36,7 @@ from .access import (
     too_many_requests,
 )
 from .core import ClientFactory, Core
-from .errors import INVALID_VALUE, ScimError, from_identity_error
+from .errors import INVALID_VALUE, ScimError, from_identity_error, not_found
 from .guard import Guard
 from .http import REQUEST_ID_HEADER, SCIM_MEDIA_TYPE, Call, request_id
 from .observability import Metrics, MetricsResource, configure_logging, log_request
@@ -58,6 +58,7 @@ from .resources.groups import GroupService
 from .resources.me import MeResource
 from .resources.users import UserService
 from .settings import Settings
+from .tenant import Catalogue
 
 log = logging.getLogger("scim_gateway")
 
@@ -117,6 +118,8 @@ class RequestContextMiddleware:
         self,
         settings: Settings,
         core: Core,
+        *,
+        catalogue: Catalogue,
         recorder: Recorder,
         metrics: Metrics,
         errors: ErrorHandler,
@@ -124,6 +127,7 @@ class RequestContextMiddleware:
         self._settings = settings
         self._errors = errors
         self._core = core
+        self._catalogue = catalogue
         self._recorder = recorder
         self._metrics = metrics
         rate = settings.rate_limit_per_second
@@ -169,6 +173,14 @@ class RequestContextMiddleware:
             tenant = first
             base += f"/{tenant}"
             req.path = f"{PREFIX}/{tail}" if tail else PREFIX
+        if req.path[len(PREFIX) :].strip("/").partition("/")[0] not in ENDPOINTS:
+            # A path below the base URL that names no endpoint (`/scim/v2/anything`
+            # read as a tenant, or `/scim/v2/acme/Widgets`): 404 (RFC 7644 §3.12),
+            # whoever asks, as no resource or tenant is revealed by it.
+            raise not_found(f"{path[:200]!r} names no SCIM endpoint")
+        # The core's attribute catalogue, fetched when stale, so that resources
+        # read it without waiting (tenant.Catalogue).
+        await self._catalogue.refresh()
         call = Call(
             deadline=req.context.deadline,
             request_id=req.context.request_id,
@@ -400,6 +412,7 @@ def create_app(settings: Settings, client: ClientFactory) -> Guard:
     starts (e.g. `functools.partial(AsyncIdentityClient, target)`). The Falcon app
     sits behind `guard.Guard` (bodies, the in-flight bound, hang-ups)."""
     core = Core(client)
+    catalogue = Catalogue(core, settings.schema_ttl_seconds)
     recorder = Recorder()
     metrics = Metrics()
     handler = ErrorHandler()
@@ -420,14 +433,23 @@ def create_app(settings: Settings, client: ClientFactory) -> Guard:
 
     app: FalconApp = falcon.asgi.App(
         media_type=SCIM_MEDIA_TYPE,
-        middleware=[RequestContextMiddleware(settings, core, recorder, metrics, handler)],
+        middleware=[
+            RequestContextMiddleware(
+                settings,
+                core,
+                catalogue=catalogue,
+                recorder=recorder,
+                metrics=metrics,
+                errors=handler,
+            )
+        ],
     )
     app.req_options.strip_url_path_trailing_slash = True
     # RFC 7644 §3.1: application/json is accepted as well as application/scim+json.
     app.req_options.default_media_type = SCIM_MEDIA_TYPE
     # Token scopes are checked around the services, so /Bulk and /.search are covered too.
-    users = ScopedService(UserService(core, settings))
-    groups = ScopedService(GroupService(core, settings))
+    users = ScopedService(UserService(core, settings, catalogue))
+    groups = ScopedService(GroupService(core, settings, catalogue))
     for name, service in (("Users", users), ("Groups", groups)):
         app.add_route(f"{PREFIX}/{name}", Collection(service, settings))
         app.add_route(f"{PREFIX}/{name}/.search", Search(service, settings))
@@ -439,10 +461,10 @@ def create_app(settings: Settings, client: ClientFactory) -> Guard:
     )
     app.add_route(f"{PREFIX}/Me", MeResource())
     app.add_route(f"{PREFIX}/ServiceProviderConfig", ServiceProviderConfigResource(settings))
-    resource_types = ResourceTypesResource(core)
+    resource_types = ResourceTypesResource(catalogue)
     app.add_route(f"{PREFIX}/ResourceTypes", resource_types)
     app.add_route(f"{PREFIX}/ResourceTypes/{{type_id}}", resource_types, suffix="item")
-    schemas = SchemasResource(core)
+    schemas = SchemasResource(catalogue)
     app.add_route(f"{PREFIX}/Schemas", schemas)
     app.add_route(f"{PREFIX}/Schemas/{{schema_id}}", schemas, suffix="item")
     app.add_route("/healthz", LivenessResource())

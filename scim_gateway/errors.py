@@ -124,11 +124,13 @@ _ANY = -1
 _CORE_TABLE: dict[tuple[grpc.StatusCode, int], tuple[int, str | None]] = {
     (_C.NOT_FOUND, _ANY): (404, None),
     (_C.ALREADY_EXISTS, _ANY): (409, UNIQUENESS),
-    # Only reached when the client sent If-Match (RFC 7644 §3.14); PATCH retries
-    # its own optimistic writes before it gets here.
+    # Only reached when the client sent If-Match (RFC 7644 §3.14): writes without
+    # it never state a version (PATCH is applied under the core's row lock).
     (_C.ABORTED, _ANY): (412, None),
     (_C.INVALID_ARGUMENT, _R.ERROR_REASON_INVALID_FILTER): (400, INVALID_FILTER),
     (_C.INVALID_ARGUMENT, _R.ERROR_REASON_MUTABILITY): (400, MUTABILITY),
+    (_C.INVALID_ARGUMENT, _R.ERROR_REASON_INVALID_PATH): (400, INVALID_PATH),
+    (_C.INVALID_ARGUMENT, _R.ERROR_REASON_NO_TARGET): (400, NO_TARGET),
     (_C.INVALID_ARGUMENT, _R.ERROR_REASON_TOO_MANY): (400, TOO_MANY),
     (_C.INVALID_ARGUMENT, _R.ERROR_REASON_INVALID_CURSOR): (400, INVALID_CURSOR),
     (_C.INVALID_ARGUMENT, _R.ERROR_REASON_UNIQUENESS): (409, UNIQUENESS),

@@ -138,6 +138,8 @@ class Result:
     #: A body sent in pieces instead of `body` (a large group's members); only
     #: where the request allows it (`STREAMABLE`).
     stream: AsyncIterator[bytes] | None = None
+    #: A remark for the operation's history record (e.g. member ids skipped).
+    note: str = ""
 
 
 def request_id(req: Request) -> str:

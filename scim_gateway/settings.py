@@ -127,6 +127,9 @@ class Settings:
     #: Seconds from a request's arrival by which it is answered; its core calls
     #: carry the deadline (the core commits nothing it cannot answer in time).
     request_timeout_seconds: float = REQUEST_TIMEOUT_SECONDS
+    #: Seconds a worker keeps the core's built-in attribute catalogue before fetching
+    #: it again (it changes only with the core's release).
+    schema_ttl_seconds: float = 300.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -164,6 +167,7 @@ class Settings:
             member_page_size=min(
                 _int(environ, "SCIM_MEMBER_PAGE_SIZE", MEMBER_PAGE_SIZE, 0), MAX_MEMBER_PAGE_SIZE
             ),
+            schema_ttl_seconds=_float(environ, "SCIM_SCHEMA_TTL_SECONDS", 300.0),
             identity_target=environ.get("SCIM_IDENTITY_TARGET", "").strip() or "127.0.0.1:50051",
             log_format=_log_format(environ),
             listen=listen,

@@ -322,6 +322,24 @@ class IdentityClient:
         )
         return self._call(self._users.ReplaceUser, req, ctx)
 
+    def patch_user(
+        self,
+        tenant_id: str,
+        user_id: str,
+        operations: Iterable[common_pb2.PatchOperation],
+        *,
+        expected_version: int = 0,
+        ctx: CallContext | None = None,
+    ) -> users_pb2.User:
+        """Applies PATCH operations atomically under the user's lock; the stored user."""
+        req = users_pb2.PatchUserRequest(
+            tenant_id=tenant_id,
+            id=user_id,
+            operations=list(operations),
+            expected_version=expected_version,
+        )
+        return self._call(self._users.PatchUser, req, ctx)
+
     def delete_user(
         self,
         tenant_id: str,
@@ -365,6 +383,14 @@ class IdentityClient:
     ) -> policy_pb2.TenantPolicy:
         req = policy_pb2.GetPolicyRequest(tenant_id=tenant_id)
         return self._call(self._policy.GetPolicy, req, ctx)
+
+    def get_schemas(
+        self, tenant_id: str = "", *, ctx: CallContext | None = None
+    ) -> policy_pb2.GetSchemasResponse:
+        """The attribute catalogue (RFC 7643 §7) and resource types; with `tenant_id`,
+        the tenant's own schemas too."""
+        req = policy_pb2.GetSchemasRequest(tenant_id=tenant_id)
+        return self._call(self._policy.GetSchemas, req, ctx)
 
     def set_policy(
         self, tenant_id: str, policy: policy_pb2.TenantPolicy, *, ctx: CallContext | None = None
@@ -452,6 +478,29 @@ class IdentityClient:
             expected_version=expected_version,
         )
         return self._call(self._groups.UpdateGroup, req, ctx)
+
+    def patch_group(
+        self,
+        tenant_id: str,
+        group_id: str,
+        operations: Iterable[common_pb2.PatchOperation],
+        *,
+        expected_version: int = 0,
+        include_members: bool = False,
+        member_limit: int = 0,
+        ctx: CallContext | None = None,
+    ) -> groups_pb2.Group:
+        """Applies PATCH operations atomically; members change in O(members named).
+        `include_members`: the members too, unless there are more than `member_limit`."""
+        req = groups_pb2.PatchGroupRequest(
+            tenant_id=tenant_id,
+            id=group_id,
+            operations=list(operations),
+            expected_version=expected_version,
+            include_members=include_members,
+            member_limit=member_limit,
+        )
+        return self._call(self._groups.PatchGroup, req, ctx)
 
     def delete_group(
         self,

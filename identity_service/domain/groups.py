@@ -14,13 +14,14 @@ from identity.v1 import changes_pb2, groups_pb2, policy_pb2
 
 from ..context import RequestContext
 from ..errors import InvalidValue, NotFound, TooMany
+from ..schema import GROUP_SCHEMA, GROUP_TYPE
 from ..settings import Settings
 from ..storage import events
 from ..storage.filters import GROUPS
 from ..storage.listing import page_of
 from ..storage.models import GroupRow, MemberRow, TenantRow, UserRow, table, utcnow
 from ..storage.prepared import Prepared
-from . import policy
+from . import patching, policy
 from .convert import check_id, new_id, ts
 from .policy_apply import resync_users
 from .rows import check_version, chunks, leave_all_groups
@@ -183,17 +184,18 @@ def list_groups(
 
 def _resolve_members(
     session: Session, tenant: TenantRow, group_id: str, members: Sequence[groups_pb2.Member]
-) -> dict[str, int]:
-    """member id -> MemberType for the requested members; InvalidValue for ids that
-    are not users or groups of this tenant. O(k) in batches."""
+) -> tuple[dict[str, int], list[str]]:
+    """member id -> MemberType for the requested members that are users or groups of
+    this tenant (O(k) in batches), and the ids that are not: skipped, or refused
+    (InvalidValue naming them) when the tenant's policy says `reject`."""
     wanted: dict[str, int] = {}
+    unknown: list[str] = []
     for m in members:
         try:
             mid = check_id(m.value, "member")
         except NotFound:
-            raise InvalidValue(
-                f"member {m.value[:80]!r} is not a user or group id", field="members"
-            ) from None
+            unknown.append(m.value[:80])  # never an id: no user or group has it
+            continue
         if mid == group_id:
             raise InvalidValue("a group cannot be a member of itself", field="members")
         wanted[mid] = m.type
@@ -210,18 +212,19 @@ def _resolve_members(
             select(GroupRow.id).where(GroupRow.tenant_pk == tenant.pk, GroupRow.id.in_(chunk))
         ):
             found[gid] = M.MEMBER_TYPE_GROUP
-    missing = [i for i in ids if i not in found]
-    if missing:
-        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+    unknown += [i for i in ids if i not in found]
+    if unknown and policy.load(tenant).unknown_members == policy_pb2.UNKNOWN_MEMBERS_REJECT:
+        shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
         raise InvalidValue(
-            f"{len(missing)} member(s) are not users or groups of this tenant: {shown}",
+            f"{len(unknown)} member(s) are not users or groups of this tenant: {shown}",
             field="members",
         )
     for mid, declared in wanted.items():
-        if declared and declared != found[mid]:
+        if mid in found and declared and declared != found[mid]:
             kind = "group" if found[mid] == M.MEMBER_TYPE_GROUP else "user"
             raise InvalidValue(f"member {mid} is a {kind}, not the type given", field="members")
-    return {mid: found[mid] for mid in wanted}  # in the order asked for
+    # In the order asked for.
+    return {mid: found[mid] for mid in wanted if mid in found}, unknown
 
 
 def _add_members(
@@ -316,7 +319,7 @@ def create(
     if len(group.external_id) > MAX_NAME:
         raise InvalidValue(f"externalId is longer than {MAX_NAME} characters", field="externalId")
     gid = new_id()
-    resolved = _resolve_members(session, tenant, gid, group.members)
+    resolved, skipped = _resolve_members(session, tenant, gid, group.members)
     now = utcnow()
     pk = session.execute(
         insert(table(GroupRow))
@@ -341,6 +344,7 @@ def create(
     evs += _membership_events(gid, added, [])
     events.emit(session, tenant, ctx, evs)
     _resync(session, tenant, ctx, _user_ids(added))
+    result.skipped_members.extend(skipped)
     return result
 
 
@@ -350,6 +354,61 @@ def update_group(
     check_message(req)
     row = _row(session, tenant, req.id, lock=True)
     check_version(row, req.expected_version)
+    return _update(session, tenant, row, req, ctx)
+
+
+def patch(
+    session: Session,
+    tenant: TenantRow,
+    req: groups_pb2.PatchGroupRequest,
+    ctx: RequestContext,
+    settings: Settings,
+) -> groups_pb2.Group:
+    """RFC 7644 §3.5.2 applied under the group's row lock: attribute operations on the
+    group's document, member operations as O(change) adds and removes (the member
+    list is never read)."""
+    check_message(req)
+    ops = patching.operations(req.operations)
+    row = _row(session, tenant, req.id, lock=True)
+    check_version(row, req.expected_version)
+    before = patching.group_document(_proto(row, tenant.id))
+    plan = patching.plan_group(GROUP_TYPE, before, ops)
+    after = plan.doc
+    upd = groups_pb2.UpdateGroupRequest(
+        tenant_id=tenant.id,
+        id=row.id,
+        clear_members=plan.clear_members,
+        add_members=list(plan.add_members.values()),
+        remove_members=sorted(plan.remove_members),
+    )
+    if after.get("displayName") != before.get("displayName"):
+        # An absent displayName is "", which _update refuses (it is required).
+        upd.display_name = after.get("displayName") or ""
+    if after.get("externalId") != before.get("externalId"):
+        upd.external_id = after.get("externalId") or ""
+    ext_after = patching.custom_extensions(after, GROUP_SCHEMA, ())
+    if ext_after != patching.custom_extensions(before, GROUP_SCHEMA, ()):
+        upd.extensions.SetInParent()
+        upd.extensions.update(ext_after)
+    check_message(upd)
+    result = _update(session, tenant, row, upd, ctx)
+    if not req.include_members:
+        return result
+    # RFC 7644 §3.5.2: 200 with the entire resource, members as this transaction
+    # leaves them (up to member_limit: a larger group is answered without them).
+    whole = get(session, tenant, row.id, True, settings, member_limit=req.member_limit)
+    whole.skipped_members.extend(result.skipped_members)
+    return whole
+
+
+def _update(
+    session: Session,
+    tenant: TenantRow,
+    row: Any,
+    req: groups_pb2.UpdateGroupRequest,
+    ctx: RequestContext,
+) -> groups_pb2.Group:
+    """Attribute and membership changes of the locked group `row`."""
     values: dict[str, Any] = {}
     changed: list[str] = []
     if req.HasField("display_name") and req.display_name != row.display_name:
@@ -366,7 +425,7 @@ def update_group(
     if req.HasField("extensions") and _doc(req.extensions) != (row.doc or {}):
         values["doc"] = _doc(req.extensions)
         changed.extend(req.extensions.fields.keys())
-    resolved = _resolve_members(session, tenant, row.id, req.add_members)
+    resolved, skipped = _resolve_members(session, tenant, row.id, req.add_members)
     removed: list[groups_pb2.Member] = []
     if req.clear_members:
         removed = _clear_members(session, row.pk)
@@ -380,7 +439,9 @@ def update_group(
         removed = [m for m in removed if m.value not in kept]
     delta = len(added) - len(removed)
     if not values and not added and not removed:
-        return _proto(row, tenant.id)
+        unchanged = _proto(row, tenant.id)
+        unchanged.skipped_members.extend(skipped)
+        return unchanged
     values.update(
         version=row.version + 1,
         last_modified=utcnow(),
@@ -407,6 +468,7 @@ def update_group(
         # A rename can change the role the name carries: every member is concerned.
         affected |= _all_user_members(session, row.pk)
     _resync(session, tenant, ctx, affected)
+    result.skipped_members.extend(skipped)
     return result
 
 

@@ -27,8 +27,9 @@ from sqlalchemy.orm import Session
 from identity.v1 import changes_pb2, common_pb2, policy_pb2, roles_pb2, users_pb2
 
 from ..errors import InvalidFilter, InvalidValue
+from ..schema import ENTERPRISE_SCHEMA, GROUP_SCHEMA, USER_SCHEMA
 from ..storage import events
-from ..storage.filters import ENTERPRISE_SCHEMA, GROUP_SCHEMA, USER_SCHEMA, USERS
+from ..storage.filters import USERS
 from ..storage.models import AssignmentRow, GroupRow, MemberRow, RoleRow, TenantRow, table, utcnow
 
 P = policy_pb2

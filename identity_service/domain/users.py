@@ -25,6 +25,7 @@ from identity.v1 import changes_pb2, groups_pb2, policy_pb2, users_pb2
 
 from ..context import RequestContext
 from ..errors import Conflict, InvalidValue, ManagedElsewhere, NotFound
+from ..schema import USER_TYPE, ResourceType, schema_set
 from ..settings import Settings
 from ..storage import events
 from ..storage.filters import USERS, Catalog
@@ -42,7 +43,7 @@ from ..storage.models import (
 )
 from ..storage.names import fold, user_name_key
 from ..storage.prepared import Prepared
-from . import policy
+from . import patching, policy
 from .convert import check_id, new_id
 from .rows import check_version, chunks, leave_all_groups
 from .validate import check_message
@@ -152,8 +153,16 @@ def _check_len(value: str, field: str, limit: int) -> None:
         raise InvalidValue(f"{field} is longer than {limit} characters", field=field)
 
 
-def stored_form(user: users_pb2.User) -> users_pb2.User:
-    """The writable part of a user, validated; read-only fields dropped."""
+def is_active(u: users_pb2.User) -> bool:
+    """Whether the user is active: `active` unassigned counts as active (RFC 7643
+    §4.1.1 leaves it to the service; absent on create means active here too)."""
+    return u.active if u.HasField("active") else True
+
+
+def stored_form(user: users_pb2.User, *, default_active: bool = True) -> users_pb2.User:
+    """The writable part of a user, validated; read-only fields dropped.
+    `default_active`: an absent `active` is stored as true (create and replace); a
+    PATCH that removes it stores it unassigned."""
     check_message(user)
     u = users_pb2.User()
     u.CopyFrom(user)
@@ -163,7 +172,7 @@ def stored_form(user: users_pb2.User) -> users_pb2.User:
         u.enterprise.manager.display_name = ""
         if not u.enterprise.manager.value:
             u.enterprise.ClearField("manager")
-    if not u.HasField("active"):
+    if default_active and not u.HasField("active"):
         u.active = True  # RFC 7643 §4.1.1: absent means active
     if not u.user_name.strip():
         raise InvalidValue("userName is required and must not be blank", field="userName")
@@ -195,7 +204,7 @@ def _columns(u: users_pb2.User) -> dict[str, Any]:
         "display_name_key": u.display_name.lower() or None,
         "given_name": u.name.given_name or None,
         "family_name": u.name.family_name or None,
-        "active": u.active,
+        "active": is_active(u),
         "doc": json_format.MessageToDict(u),
         "body": u.SerializeToString(deterministic=True),
     }
@@ -256,7 +265,8 @@ def _assemble(
         u.meta.created.FromDatetime(r.created)
         u.meta.last_modified.FromDatetime(r.last_modified)
         u.tenant_id = tenant_id
-        u.active = r.active
+        if u.HasField("active") or not r.active:  # unassigned stays unassigned
+            u.active = r.active
         u.managed_by = r.managed_by
         u.groups.extend(groups.get(r.id, ()))
         u.role_assignments.extend(roles.get(r.pk, ()))
@@ -552,7 +562,12 @@ def changed_attributes(old: users_pb2.User, new: users_pb2.User) -> list[str]:
         if fd.name in READ_ONLY:
             continue
         a, b = getattr(old, fd.name), getattr(new, fd.name)
-        if a == b:
+        if a == b and (
+            # An optional scalar (`active`) may also change by becoming unassigned.
+            fd.message_type is not None
+            or not fd.has_presence
+            or old.HasField(fd.name) == new.HasField(fd.name)  # type: ignore[arg-type]  # a name from the descriptor
+        ):
             continue
         if fd.name in ("name", "enterprise"):
             prefix = "name." if fd.name == "name" else ""
@@ -590,6 +605,37 @@ def replace(
     pol = policy.load(tenant)
     _check_local_edit(pol, row, ctx)
     new = stored_form(user)
+    policy.check_extension_values(pol, new)
+    policy.check_attribute_role(session, tenant, pol, new)
+    return _replace_row(session, tenant, row=row, new=new, pol=pol, ctx=ctx, adopt=False)
+
+
+def _user_type(tenant: TenantRow) -> ResourceType:
+    """The User resource type with the tenant's own attributes."""
+    if not tenant.settings:
+        return USER_TYPE
+    found = policy.derived(tenant, "schema_set", lambda p: schema_set(p.extension_schemas))
+    return found.user if found is not None else USER_TYPE
+
+
+def patch(
+    session: Session, tenant: TenantRow, req: users_pb2.PatchUserRequest, ctx: RequestContext
+) -> users_pb2.User:
+    """RFC 7644 §3.5.2 applied under the user's row lock: the operations edit the
+    stored user's document in order, and the result is stored as a replace would
+    store it (all of them, or nothing). Concurrent patches of one user wait for
+    each other's commit instead of failing on a stale version."""
+    check_message(req)
+    ops = patching.operations(req.operations)
+    row = _row(session, tenant, req.id, lock=True)
+    check_version(row, req.expected_version)
+    pol = policy.load(tenant)
+    _check_local_edit(pol, row, ctx)
+    rtype = _user_type(tenant)
+    doc = patching.user_document(users_pb2.User.FromString(row.body), rtype)
+    # RFC 7644 §3.5.2.2: a removed singular attribute becomes unassigned, `active` too.
+    patched = patching.user_from_document(patching.apply(rtype, doc, ops))
+    new = stored_form(patched, default_active=False)
     policy.check_extension_values(pol, new)
     policy.check_attribute_role(session, tenant, pol, new)
     return _replace_row(session, tenant, row=row, new=new, pol=pol, ctx=ctx, adopt=False)
@@ -634,8 +680,8 @@ def _replace_row(
             session, tenant, row.pk, row.id, policy.desired_roles(session, tenant, pol, row.id, new)
         )
     result = get(session, tenant, row.id)
-    if old.active != new.active:
-        kind = E.EVENT_TYPE_USER_REACTIVATED if new.active else E.EVENT_TYPE_USER_DEACTIVATED
+    if is_active(old) != is_active(new):
+        kind = E.EVENT_TYPE_USER_REACTIVATED if is_active(new) else E.EVENT_TYPE_USER_DEACTIVATED
     else:
         kind = E.EVENT_TYPE_USER_UPDATED
     events.emit(

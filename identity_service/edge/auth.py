@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from sqlalchemy import select
 
+from identity.v1 import history_pb2, policy_pb2
+
 from ..context import RequestContext
 from ..errors import DomainError, PermissionDenied, Unauthenticated
 from ..storage.db import Database
@@ -57,7 +59,15 @@ def _methods(service: str, *names: str) -> frozenset[str]:
 #: What the SCIM gateway calls (scim_gateway/, through identity_client).
 GATEWAY_METHODS = (
     _methods("TenantService", "AuthenticateToken", "GetTenant")
-    | _methods("UserService", "CreateUser", "GetUser", "ListUsers", "ReplaceUser", "DeleteUser")
+    | _methods(
+        "UserService",
+        "CreateUser",
+        "GetUser",
+        "ListUsers",
+        "ReplaceUser",
+        "PatchUser",
+        "DeleteUser",
+    )
     | _methods(
         "GroupService",
         "CreateGroup",
@@ -65,10 +75,11 @@ GATEWAY_METHODS = (
         "ListGroups",
         "ReplaceGroup",
         "UpdateGroup",
+        "PatchGroup",
         "DeleteGroup",
         "ListMembers",
     )
-    | _methods("PolicyService", "GetPolicy")
+    | _methods("PolicyService", "GetPolicy", "GetSchemas")
     | _methods("HistoryService", "RecordOperation", "RecordOperations")
 )
 #: Change streams and read-only reads of users, groups, roles and tenants.
@@ -156,9 +167,8 @@ def _tenants_named(request: Any, metadata: Iterable[tuple[str, str | bytes]] | N
     """The tenants a request names (ids or names), lower-cased; [] when none. A call
     that carries a SCIM bearer may name its tenant only in `identity-tenant` (the
     core then checks the bearer belongs to it); a history batch names one per record."""
-    ops = getattr(request, "operations", None)
-    if ops is not None and not isinstance(ops, (str, bytes)):
-        named = [str(getattr(op, "tenant_id", "") or "").strip().lower() for op in ops]
+    if isinstance(request, history_pb2.RecordOperationsRequest):
+        named = [op.tenant_id.strip().lower() for op in request.operations]
         return named if named and all(named) else []
     one = _tenant_named(request)
     if not one:
@@ -213,7 +223,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     ) -> bool:
         refs = _tenants_named(request, metadata)
         if not refs:
-            return False
+            # The built-in attribute catalogue (GetSchemas for no tenant, no bearer)
+            # is no tenant's data: any gateway may read it.
+            return (
+                isinstance(request, policy_pb2.GetSchemasRequest)
+                and not request.tenant_id
+                and not RequestContext.from_metadata(tuple(metadata or ())).bearer
+            )
         for ref in set(refs):
             if not await self._one_allowed(cred, ref):
                 return False

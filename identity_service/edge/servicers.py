@@ -29,16 +29,17 @@ from identity.v1 import (
     users_pb2_grpc,
 )
 
+from .. import schema
 from ..changes.streams import StreamHub
 from ..context import AUTHENTICATED_KEY, CURRENT_CALL, RequestContext
 from ..domain import connector, groups, history, policy, roles, tenants, users
 from ..domain.policy_apply import apply_policy
 from ..errors import DeadlineExceeded, TokenScope, Unauthenticated, Unavailable
+from ..schema import USER_SCHEMA
 from ..settings import Settings
 from ..storage.db import Database, NeedsSession
 from ..storage.filters import (
     GROUPS,
-    USER_SCHEMA,
     USERS,
     Catalog,
     equality,
@@ -396,6 +397,14 @@ class UserServicer(_Base, users_pb2_grpc.UserServiceServicer):
             ),
         )
 
+    async def PatchUser(self, request: users_pb2.PatchUserRequest, context: Any) -> users_pb2.User:
+        return await self.write(
+            context,
+            lambda s, c: c.users_view(
+                users.patch(s, c.tenant(s, request.tenant_id), request, c.ctx)
+            ),
+        )
+
     async def DeleteUser(
         self, request: users_pb2.DeleteUserRequest, context: Any
     ) -> users_pb2.DeleteUserResponse:
@@ -429,6 +438,18 @@ class PolicyServicer(_Base, policy_pb2_grpc.PolicyServiceServicer):
         self, request: policy_pb2.GetPolicyRequest, context: Any
     ) -> policy_pb2.TenantPolicy:
         return await self.read(context, lambda s, c: policy.load(c.tenant(s, request.tenant_id)))
+
+    async def GetSchemas(
+        self, request: policy_pb2.GetSchemasRequest, context: Any
+    ) -> policy_pb2.GetSchemasResponse:
+        if not request.tenant_id and not ctx_of(context).bearer:
+            return schema.definitions(schema.BUILTIN_SCHEMAS)  # no tenant, nothing to read
+
+        def get(s: Session, c: Caller) -> policy_pb2.GetSchemasResponse:
+            pol = policy.load(c.tenant(s, request.tenant_id))
+            return schema.definitions(schema.schema_set(pol.extension_schemas))
+
+        return await self.read(context, get)
 
     async def SetPolicy(
         self, request: policy_pb2.SetPolicyRequest, context: Any
@@ -494,6 +515,16 @@ class GroupServicer(_Base, groups_pb2_grpc.GroupServiceServicer):
         return await self.write(
             context,
             lambda s, c: groups.update_group(s, c.tenant(s, request.tenant_id), request, c.ctx),
+        )
+
+    async def PatchGroup(
+        self, request: groups_pb2.PatchGroupRequest, context: Any
+    ) -> groups_pb2.Group:
+        return await self.write(
+            context,
+            lambda s, c: groups.patch(
+                s, c.tenant(s, request.tenant_id), request, c.ctx, self.settings
+            ),
         )
 
     async def DeleteGroup(

@@ -33,12 +33,12 @@ from sqlalchemy.orm import QueryableAttribute
 from identity.v1 import common_pb2, policy_pb2
 
 from ..errors import InvalidFilter
+from ..schema import ENTERPRISE_SCHEMA, GROUP_SCHEMA, USER_SCHEMA, case_exact
 from . import names
 from .models import GroupRow, MemberRow, UserRow, UserValueRow
 
-USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
-ENTERPRISE_SCHEMA = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
-GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
+#: Multi-valued attributes whose values may be longer than an index key (MAX_KEY).
+LONG_VALUES = frozenset({"photos", "x509Certificates"})
 
 Op = common_pb2.CompareOp
 AttrType = Literal["string", "boolean", "dateTime", "number"]
@@ -190,11 +190,17 @@ def _col(c: Any) -> Callable[[], ColumnElement[Any]]:
     return lambda: c
 
 
-def _value_sub(case_exact: bool = False) -> dict[str, Scalar]:
+def _value_sub(attr: str) -> dict[str, Scalar]:
+    exact = case_exact(USER_SCHEMA, attr, "value")
+    if exact:
+        value = Scalar("value", "string", True, _col(UserValueRow.value))
+    elif attr in LONG_VALUES:
+        # value_key is only kept for values of up to MAX_KEY characters: compare lower().
+        value = Scalar("value", "string", False, _col(UserValueRow.value))
+    else:
+        value = Scalar("value", "string", False, _col(UserValueRow.value_key), lowered=True)
     return {
-        "value": Scalar("value", "string", case_exact, _col(UserValueRow.value_key), lowered=True)
-        if not case_exact
-        else Scalar("value", "string", True, _col(UserValueRow.value)),
+        "value": value,
         "type": Scalar("type", "string", False, _col(UserValueRow.type)),
         "primary": Scalar("primary", "boolean", False, _col(UserValueRow.primary)),
         "display": Scalar("display", "string", False, _col(UserValueRow.display)),
@@ -275,7 +281,7 @@ def _user_catalog() -> Catalog:
             },
         ),
         **{
-            k.lower(): Scalar(k, "string", k == "profileUrl", _json(k))
+            k.lower(): Scalar(k, "string", case_exact(USER_SCHEMA, k), _json(k))
             for k in (
                 "nickName",
                 "profileUrl",
@@ -291,7 +297,14 @@ def _user_catalog() -> Catalog:
         "groups": MultiValued(
             "groups",
             {
-                "value": Scalar("value", "string", True, _col(GroupRow.id)),
+                # Group ids are stored lower-case: a lowered column for caseExact false.
+                "value": Scalar(
+                    "value",
+                    "string",
+                    case_exact(USER_SCHEMA, "groups", "value"),
+                    _col(GroupRow.id),
+                    lowered=True,
+                ),
                 "display": Scalar(
                     "display", "string", False, _col(GroupRow.display_name_key), lowered=True
                 ),
@@ -302,16 +315,16 @@ def _user_catalog() -> Catalog:
             "addresses", _address_sub(), _user_values("addresses"), "formatted"
         ),
     }
-    for attr, exact in (
-        ("emails", False),
-        ("phoneNumbers", False),
-        ("ims", False),
-        ("photos", True),
-        ("entitlements", False),
-        ("roles", False),
-        ("x509Certificates", True),
+    for attr in (
+        "emails",
+        "phoneNumbers",
+        "ims",
+        "photos",
+        "entitlements",
+        "roles",
+        "x509Certificates",
     ):
-        core[attr.lower()] = MultiValued(attr, _value_sub(exact), _user_values(attr))
+        core[attr.lower()] = MultiValued(attr, _value_sub(attr), _user_values(attr))
     enterprise: dict[str, Attr] = {
         k.lower(): Scalar(k, "string", False, _json("enterprise", k))
         for k in ("employeeNumber", "costCenter", "organization", "division", "department")
@@ -319,7 +332,12 @@ def _user_catalog() -> Catalog:
     enterprise["manager"] = Complex(
         "manager",
         {
-            "value": Scalar("value", "string", True, _json("enterprise", "manager", "value")),
+            "value": Scalar(
+                "value",
+                "string",
+                case_exact(ENTERPRISE_SCHEMA, "manager", "value"),
+                _json("enterprise", "manager", "value"),
+            ),
             "displayname": Scalar(
                 "displayName", "string", False, _json("enterprise", "manager", "displayName")
             ),

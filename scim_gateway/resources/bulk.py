@@ -225,7 +225,7 @@ class BulkResource:
             status = err.status
         else:
             status = result.status
-            info.resource_id = result.resource_id
+            info.resource_id, info.note = result.resource_id, result.note
             entry = {"method": op.method}
             if op.bulk_id is not None:
                 entry["bulkId"] = op.bulk_id

@@ -54,6 +54,8 @@ class OpInfo:
     kind: int
     resource_type: str
     resource_id: str = ""
+    #: Recorded as the record's detail when the operation succeeded (Result.note).
+    note: str = ""
 
 
 _RETRYABLE = frozenset(
@@ -138,7 +140,7 @@ class Recorder:
             status=status,
             scim_type=_field((error.scim_type or "") if error else "", 32),
             # The detail may quote the request (a filter, a value): never a secret.
-            detail=_field(redact(error.detail, call.secret) if error else "", 2000),
+            detail=_field(redact(error.detail, call.secret) if error else info.note, 2000),
             duration_ms=duration_ms,
             request_id=call.request_id,
         )
@@ -357,7 +359,8 @@ def list_response(page: Page, *, cursor_mode: bool) -> dict[str, Any]:
 
 
 class ResourceService(Protocol):
-    rtype: ResourceType
+    @property
+    def rtype(self) -> ResourceType: ...
 
     async def create(self, call: Call, body: dict[str, Any], projection: Projection) -> Result: ...
 
@@ -424,7 +427,7 @@ class Collection:
         info = _mark(req, KIND_CREATE, self._service.rtype)
         body = json_object(await read_json(req, self._settings.max_payload_bytes))
         result = await self._service.create(call_of(req), body, projection_of(req))
-        info.resource_id = result.resource_id
+        info.resource_id, info.note = result.resource_id, result.note
         send(resp, result)
 
 
@@ -446,24 +449,22 @@ class Item:
         info.resource_id = resource_id
         body = json_object(await read_json(req, self._settings.max_payload_bytes))
         if_match = etag_versions(req.get_header("If-Match"))
-        send(
-            resp,
-            await self._service.replace(
-                call_of(req), resource_id, body, projection_of(req), if_match
-            ),
+        result = await self._service.replace(
+            call_of(req), resource_id, body, projection_of(req), if_match
         )
+        info.note = result.note
+        send(resp, result)
 
     async def on_patch(self, req: Request, resp: Response, resource_id: str) -> None:
         info = _mark(req, KIND_UPDATE, self._service.rtype)
         info.resource_id = resource_id
         body = json_object(await read_json(req, self._settings.max_payload_bytes))
         if_match = etag_versions(req.get_header("If-Match"))
-        send(
-            resp,
-            await self._service.patch(
-                call_of(req), resource_id, body, projection_of(req), if_match
-            ),
+        result = await self._service.patch(
+            call_of(req), resource_id, body, projection_of(req), if_match
         )
+        info.note = result.note
+        send(resp, result)
 
     async def on_delete(self, req: Request, resp: Response, resource_id: str) -> None:
         info = _mark(req, KIND_DELETE, self._service.rtype)

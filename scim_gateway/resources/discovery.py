@@ -6,12 +6,11 @@ from typing import Any
 
 from falcon.asgi import Request, Response
 
-from ..core import Core
 from ..errors import ScimError, not_found
 from ..http import Result, send
 from ..scim.schemas import LIST_RESPONSE, service_provider_config
 from ..settings import Settings
-from ..tenant import tenant_schemas
+from ..tenant import Catalogue
 from .common import call_of
 
 
@@ -54,39 +53,40 @@ class ResourceTypesResource:
     """`/ResourceTypes` and `/ResourceTypes/{id}` (RFC 7643 §6), with the calling
     tenant's extension schemas in `schemaExtensions`."""
 
-    def __init__(self, core: Core) -> None:
-        self._core = core
+    def __init__(self, catalogue: Catalogue) -> None:
+        self._catalogue = catalogue
 
     async def on_get(self, req: Request, resp: Response) -> None:
         _refuse_filter(req)
         call = call_of(req)
-        types = (await tenant_schemas(self._core, call)).resource_types
+        types = (await self._catalogue.for_tenant(call)).resource_types
         send(resp, Result(200, _list([t.document(call.base_url) for t in types])))
 
     async def on_get_item(self, req: Request, resp: Response, type_id: str) -> None:
         call = call_of(req)
-        found = (await tenant_schemas(self._core, call)).resource_type(type_id)
+        found = (await self._catalogue.for_tenant(call)).resource_type(type_id)
         if found is None:
             raise not_found(f"No resource type {type_id!r}; see /ResourceTypes.")
         send(resp, Result(200, found.document(call.base_url)))
 
 
 class SchemasResource:
-    """`/Schemas` and `/Schemas/{id}` (RFC 7643 §7): the built-in schemas and the
-    calling tenant's own (attributes it adds to the core User schema included)."""
+    """`/Schemas` and `/Schemas/{id}` (RFC 7643 §7), rendered from the core's
+    catalogue: the built-in schemas and the calling tenant's own (attributes it adds
+    to the core User schema included)."""
 
-    def __init__(self, core: Core) -> None:
-        self._core = core
+    def __init__(self, catalogue: Catalogue) -> None:
+        self._catalogue = catalogue
 
     async def on_get(self, req: Request, resp: Response) -> None:
         _refuse_filter(req)
         call = call_of(req)
-        schemas = (await tenant_schemas(self._core, call)).schemas
+        schemas = (await self._catalogue.for_tenant(call)).schemas
         send(resp, Result(200, _list([s.document(call.base_url) for s in schemas])))
 
     async def on_get_item(self, req: Request, resp: Response, schema_id: str) -> None:
         call = call_of(req)
-        found = (await tenant_schemas(self._core, call)).schema(schema_id)
+        found = (await self._catalogue.for_tenant(call)).schema(schema_id)
         if found is None:
             raise not_found(f"No schema {schema_id!r}; see /Schemas.")
         send(resp, Result(200, found.document(call.base_url)))

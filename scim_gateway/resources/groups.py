@@ -39,29 +39,28 @@ from dataclasses import replace
 from typing import Any
 
 from identity.v1 import groups_pb2
-from identity_client import IdentityError, VersionMismatch
+from identity_client import IdentityError
 
 from ..core import Core
-from ..errors import ScimError, core_errors, from_identity_error
+from ..errors import core_errors
 from ..http import STREAMABLE, Call, Result, matches_version, version_of
 from ..scim.filter import CORE_GROUP
 from ..scim.mapping import (
     MEMBERS_SLOT,
-    custom_extensions,
     etag,
     group_to_proto,
     group_to_scim,
     members_json_pieces,
     normalize,
     split_at_members,
-    struct_from,
 )
-from ..scim.patch import parse_operations, plan_group_patch
+from ..scim.patch import patch_operations
 from ..scim.projection import Projection
-from ..scim.schemas import GROUP_TYPE
+from ..scim.schemas import ResourceType
 from ..settings import Settings
+from ..tenant import Catalogue
 from .common import Page, SearchQuery
-from .users import PATCH_ATTEMPTS, precondition_failed
+from .users import precondition_failed
 
 log = logging.getLogger("scim_gateway")
 
@@ -69,7 +68,7 @@ log = logging.getLogger("scim_gateway")
 def _members_whole(projection: Projection) -> bool:
     """Whether the projection shows members whole (no `members.x` path), so that
     each member's JSON is the same whatever the others are."""
-    core = GROUP_TYPE.schema.id.lower()
+    core = CORE_GROUP.lower()
     return not any(
         p.sub_attribute
         and p.attribute.lower() == "members"
@@ -101,15 +100,31 @@ async def _pages(
         yield page
 
 
-class GroupService:
-    rtype = GROUP_TYPE
+def _noted(result: Result, group: groups_pb2.Group) -> Result:
+    """`result` with the member ids the core skipped in its history note."""
+    if group.skipped_members:
+        shown = ", ".join(group.skipped_members[:20])
+        more = " ..." if len(group.skipped_members) > 20 else ""
+        result.note = (
+            f"skipped {len(group.skipped_members)} member id(s) that are not users or "
+            f"groups of this tenant: {shown}{more}"
+        )
+    return result
 
-    def __init__(self, core: Core, settings: Settings) -> None:
+
+class GroupService:
+    def __init__(self, core: Core, settings: Settings, catalogue: Catalogue) -> None:
         self._core = core
         self._settings = settings
+        self._catalogue = catalogue
         #: Members per ListMembers page when members are streamed; 0: never stream
         #: (members come inline with GetGroup, the response is built whole).
         self.member_page_size = settings.member_page_size
+
+    @property
+    def rtype(self) -> ResourceType:
+        """The Group resource type of the core's catalogue."""
+        return self._catalogue.builtin().group
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -125,9 +140,9 @@ class GroupService:
     ) -> Result:
         """The response; members are shown when they were loaded and wanted."""
         wants = (
-            projection.explicitly_requests(GROUP_TYPE, "members")
+            projection.explicitly_requests(self.rtype, "members")
             if members_on_request_only
-            else projection.returns(GROUP_TYPE, "members")
+            else projection.returns(self.rtype, "members")
         )
         if wants and not members_loaded and group.member_count > 0:
             if self._can_stream(call, projection):
@@ -153,7 +168,7 @@ class GroupService:
         )
         return Result(
             status,
-            projection.apply(full, GROUP_TYPE),
+            projection.apply(full, self.rtype),
             self._headers(status, group, full),
             resource_id=group.meta.id,
         )
@@ -171,7 +186,7 @@ class GroupService:
         return (
             self.member_page_size > 0
             and bool(call.memo.get(STREAMABLE))
-            and projection.returns(GROUP_TYPE, "members")
+            and projection.returns(self.rtype, "members")
             and _members_whole(projection)
         )
 
@@ -203,7 +218,7 @@ class GroupService:
             return self._whole(status, group, call, projection, wants=True)
         full = group_to_scim(group, call.base_url, with_members=True)
         full["members"] = MEMBERS_SLOT
-        shown = projection.apply(full, GROUP_TYPE)
+        shown = projection.apply(full, self.rtype)
         headers = self._headers(status, group, full)
         parts = split_at_members(shown)
         if parts is None:  # pragma: no cover - _can_stream: the projection shows members
@@ -252,10 +267,13 @@ class GroupService:
     # -- operations ----------------------------------------------------------------------------
 
     async def create(self, call: Call, body: dict[str, Any], projection: Projection) -> Result:
-        group = group_to_proto(normalize(body, GROUP_TYPE))
+        group = group_to_proto(normalize(body, self.rtype))
         with core_errors():
             created = await self._core.client.create_group(call.tenant_id, group, ctx=call.ctx)
-        return await self._result(201, created, call, projection, members_loaded=not group.members)
+        result = await self._result(
+            201, created, call, projection, members_loaded=not group.members
+        )
+        return _noted(result, created)
 
     async def get(
         self, call: Call, rid: str, projection: Projection, if_none_match: set[str] | None
@@ -265,7 +283,7 @@ class GroupService:
         # A group of up to a page of members comes whole in this one call; a larger
         # one without them, and its members are streamed from ListMembers. With
         # If-None-Match, members are read only once the version did not match.
-        include = projection.returns(GROUP_TYPE, "members") and if_none_match is None
+        include = projection.returns(self.rtype, "members") and if_none_match is None
         streamable = include and self._can_stream(call, projection)
         with core_errors():
             group = await self._core.client.get_group(
@@ -290,14 +308,16 @@ class GroupService:
         if_match: set[str] | None,
     ) -> Result:
         # RFC 7644 §3.5.1: the member list given replaces the stored one.
-        group = group_to_proto(normalize(body, GROUP_TYPE))
+        group = group_to_proto(normalize(body, self.rtype))
         group.meta.id = rid
         expected = await self._expected(call, rid, if_match)
         with core_errors():
             updated = await self._core.client.replace_group(
                 call.tenant_id, group, expected_version=expected, ctx=call.ctx
             )
-        return await self._result(200, updated, call, projection, members_loaded=False)
+        return _noted(
+            await self._result(200, updated, call, projection, members_loaded=False), updated
+        )
 
     async def patch(
         self,
@@ -307,58 +327,36 @@ class GroupService:
         projection: Projection,
         if_match: set[str] | None,
     ) -> Result:
-        ops = parse_operations(body)
-        for _ in range(PATCH_ATTEMPTS):
-            with core_errors():
-                group = await self._core.client.get_group(
-                    call.tenant_id, rid, include_members=False, ctx=call.ctx
-                )
-            if if_match is not None and not matches_version(if_match, group.meta.version):
-                raise precondition_failed()
-            before = normalize(group_to_scim(group, call.base_url, with_members=False), GROUP_TYPE)
-            plan = plan_group_patch(GROUP_TYPE, before, ops)
-            after = plan.doc
-            kwargs: dict[str, Any] = {}
-            if after.get("displayName") != before.get("displayName"):
-                # An absent displayName reaches the core as "", which it refuses.
-                kwargs["display_name"] = after.get("displayName") or ""
-            if after.get("externalId") != before.get("externalId"):
-                kwargs["external_id"] = after.get("externalId") or ""
-            ext_before = custom_extensions(before, CORE_GROUP, ())
-            ext_after = custom_extensions(after, CORE_GROUP, ())
-            if ext_after != ext_before:
-                kwargs["extensions"] = struct_from(ext_after)
-            if not kwargs and not plan.touches_members:
-                return await self._result(
-                    200, group, call, projection, members_loaded=False, members_on_request_only=True
-                )
-            # Attribute changes were computed from the version read: guard them.
-            # Membership alone commutes with concurrent writers.
-            expected = group.meta.version if kwargs or if_match is not None else 0
-            try:
-                updated = await self._core.client.update_group(
-                    call.tenant_id,
-                    rid,
-                    clear_members=plan.clear_members,
-                    add_members=list(plan.add_members.values()),
-                    remove_members=sorted(plan.remove_members),
-                    expected_version=expected,
-                    ctx=call.ctx,
-                    **kwargs,
-                )
-            except VersionMismatch:
-                if if_match is not None:
-                    raise precondition_failed() from None
-                continue
-            except IdentityError as err:
-                raise from_identity_error(err) from None
-            # RFC 7644 §3.5.2: 200 with the resource. The member list is shown
-            # only when asked for by `attributes`, so a membership PATCH stays
-            # O(change) for groups of any size.
-            return await self._result(
-                200, updated, call, projection, members_loaded=False, members_on_request_only=True
+        # RFC 7644 §3.5.2: one core call applies every operation under the group's
+        # lock; member operations cost O(members named), the list is never read.
+        ops = patch_operations(body)
+        expected = await self._expected(call, rid, if_match)
+        wants = projection.returns(self.rtype, "members")
+        with core_errors():
+            updated = await self._core.client.patch_group(
+                call.tenant_id,
+                rid,
+                ops,
+                expected_version=expected,
+                include_members=wants,
+                member_limit=self.member_page_size,
+                ctx=call.ctx,
             )
-        raise ScimError(409, "The group was modified concurrently too many times; retry.")
+        if wants and len(updated.members) < updated.member_count:
+            if projection.explicitly_requests(self.rtype, "members") and self._can_stream(
+                call, projection
+            ):
+                # Asked for: streamed.
+                return _noted(await self._streamed(200, updated, call, projection), updated)
+            # RFC 7644 §3.5.2 allows 204 instead of the entire resource: a group of
+            # more members than one page answers so (Okta and Entra ID accept both),
+            # so a membership PATCH never reads a large member list.
+            return _noted(
+                Result(204, None, {"ETag": etag(updated.meta.version)}, resource_id=rid), updated
+            )
+        # RFC 7644 §3.5.2: 200 with the entire resource (subject to `attributes` /
+        # `excludedAttributes`), its members as the PATCH's transaction left them.
+        return _noted(self._whole(200, updated, call, projection, wants=wants), updated)
 
     async def delete(self, call: Call, rid: str, if_match: set[str] | None) -> Result:
         expected = await self._expected(call, rid, if_match)
@@ -369,12 +367,12 @@ class GroupService:
         return Result(204, resource_id=rid)
 
     async def query(self, call: Call, q: SearchQuery) -> Page:
-        include = q.projection.returns(GROUP_TYPE, "members")
+        include = q.projection.returns(self.rtype, "members")
         with core_errors():
             resp = await self._core.client.list_groups(
                 call.tenant_id,
-                filter=q.filter_proto(GROUP_TYPE),
-                sort=q.sort_proto(GROUP_TYPE),
+                filter=q.filter_proto(self.rtype),
+                sort=q.sort_proto(self.rtype),
                 start_index=None if q.cursor is not None else q.start_index,
                 count=q.count,
                 cursor=q.cursor,
@@ -382,7 +380,7 @@ class GroupService:
                 ctx=call.ctx,
             )
         docs = [
-            q.projection.apply(group_to_scim(g, call.base_url, with_members=include), GROUP_TYPE)
+            q.projection.apply(group_to_scim(g, call.base_url, with_members=include), self.rtype)
             for g in resp.groups
         ]
         return Page(docs, resp.total_results, resp.start_index or q.start_index, resp.next_cursor)

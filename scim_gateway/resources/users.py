@@ -5,22 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from identity.v1 import users_pb2
-from identity_client import IdentityError, VersionMismatch
 
 from ..core import Core
-from ..errors import ScimError, core_errors, from_identity_error
+from ..errors import ScimError, core_errors
 from ..http import Call, Result, matches_version, version_of
-from ..scim.mapping import etag, mentions_custom, normalize, user_doc, user_to_proto, user_to_scim
-from ..scim.patch import apply_patch, ops_mention_custom, parse_operations
+from ..scim.mapping import etag, mentions_custom, normalize, user_to_proto, user_to_scim
+from ..scim.patch import patch_operations
 from ..scim.projection import Projection
-from ..scim.schemas import USER_TYPE, ResourceType
+from ..scim.schemas import ResourceType
 from ..settings import Settings
-from ..tenant import tenant_schemas
+from ..tenant import Catalogue
 from .common import Page, SearchQuery
-
-# Optimistic PATCH retries when another writer changes the user in between
-# (the read-modify-write of RFC 7644 §3.5.2 must stay atomic).
-PATCH_ATTEMPTS = 5
 
 PRECONDITION_FAILED = (
     "The resource has changed: its version does not match If-Match. "
@@ -33,18 +28,22 @@ def precondition_failed() -> ScimError:
 
 
 class UserService:
-    rtype = USER_TYPE
-
-    def __init__(self, core: Core, settings: Settings) -> None:
+    def __init__(self, core: Core, settings: Settings, catalogue: Catalogue) -> None:
         self._core = core
         self._settings = settings
+        self._catalogue = catalogue
+
+    @property
+    def rtype(self) -> ResourceType:
+        """The User resource type of the core's catalogue."""
+        return self._catalogue.builtin().user
 
     # -- helpers -------------------------------------------------------------------------------
 
     async def _rtype(self, call: Call, custom: bool) -> ResourceType:
         """The User type with the tenant's own attributes when the request names any
         attribute outside the built-in schemas (else no policy is fetched)."""
-        return (await tenant_schemas(self._core, call)).user if custom else USER_TYPE
+        return (await self._catalogue.for_tenant(call)).user if custom else self.rtype
 
     def _result(
         self, status: int, user: users_pb2.User, call: Call, projection: Projection
@@ -53,7 +52,7 @@ class UserService:
         headers = {"ETag": etag(user.meta.version)}
         if status == 201:
             headers["Location"] = full["meta"]["location"]
-        body = projection.apply(full, USER_TYPE)
+        body = projection.apply(full, self.rtype)
         return Result(status, body, headers, resource_id=user.meta.id)
 
     async def _expected(self, call: Call, rid: str, if_match: set[str] | None) -> int:
@@ -117,35 +116,15 @@ class UserService:
         projection: Projection,
         if_match: set[str] | None,
     ) -> Result:
-        # RFC 7644 §3.5.2: all operations apply, or none does.
-        ops = parse_operations(body)
-        rtype = await self._rtype(call, ops_mention_custom(ops))
-        for _ in range(PATCH_ATTEMPTS):
-            with core_errors():
-                user = await self._core.client.get_user(call.tenant_id, rid, ctx=call.ctx)
-            if if_match is not None and not matches_version(if_match, user.meta.version):
-                raise precondition_failed()
-            before = user_doc(user, rtype, call.base_url)
-            after = apply_patch(rtype, before, ops)
-            new = user_to_proto(after)
-            if new == user_to_proto(before):
-                return self._result(200, user, call, projection)
-            new.meta.id = rid
-            try:
-                updated = await self._core.client.replace_user(
-                    call.tenant_id, new, expected_version=user.meta.version, ctx=call.ctx
-                )
-            except VersionMismatch:
-                if if_match is not None:
-                    raise precondition_failed() from None
-                continue  # a concurrent writer won: re-read and re-apply
-            except IdentityError as err:
-                raise from_identity_error(err) from None
-            return self._result(200, updated, call, projection)
-        raise ScimError(
-            409,
-            "The user was modified concurrently too many times; retry the request.",
-        )
+        # RFC 7644 §3.5.2: all operations apply, or none does; the core applies
+        # them in one transaction under the user's lock (no read-modify-write here).
+        ops = patch_operations(body)
+        expected = await self._expected(call, rid, if_match)
+        with core_errors():
+            updated = await self._core.client.patch_user(
+                call.tenant_id, rid, ops, expected_version=expected, ctx=call.ctx
+            )
+        return self._result(200, updated, call, projection)
 
     async def delete(self, call: Call, rid: str, if_match: set[str] | None) -> Result:
         # RFC 7644 §3.6
@@ -160,12 +139,12 @@ class UserService:
         with core_errors():
             resp = await self._core.client.list_users(
                 call.tenant_id,
-                filter=q.filter_proto(USER_TYPE),
-                sort=q.sort_proto(USER_TYPE),
+                filter=q.filter_proto(self.rtype),
+                sort=q.sort_proto(self.rtype),
                 start_index=None if q.cursor is not None else q.start_index,
                 count=q.count,
                 cursor=q.cursor,
                 ctx=call.ctx,
             )
-        docs = [q.projection.apply(user_to_scim(u, call.base_url), USER_TYPE) for u in resp.users]
+        docs = [q.projection.apply(user_to_scim(u, call.base_url), self.rtype) for u in resp.users]
         return Page(docs, resp.total_results, resp.start_index or q.start_index, resp.next_cursor)

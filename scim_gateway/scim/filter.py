@@ -1,9 +1,10 @@
 """SCIM filter expressions (RFC 7644 §3.4.2.2) and attribute paths.
 
 The text is parsed into a small tree (`Compare`, `And`, `Or`, `Not`,
-`ValuePath`) which converts to the core's `identity.v1.Filter` (`to_proto`) and
-which the PATCH engine evaluates against elements of multi-valued attributes
-(`matches`). Grammar, with `not` binding tighter than `and`, tighter than `or`:
+`ValuePath`) which converts to the core's `identity.v1.Filter` (`to_proto`);
+a PATCH path's value filter goes to the core in that form too, which evaluates
+it on the elements of a multi-valued attribute. Grammar, with `not` binding
+tighter than `and`, tighter than `or`:
 
     FILTER    = attrExp / logExp / valuePath / *1"not" "(" FILTER ")"
     valuePath = attrPath "[" valFilter "]"
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -411,114 +412,3 @@ def to_proto(node: Node, core_schema: str = "") -> common_pb2.Filter:
 
 def filter_to_proto(text: str, core_schema: str = "") -> common_pb2.Filter:
     return to_proto(parse_filter(text), core_schema)
-
-
-# -- evaluation against SCIM JSON (used by PATCH value filters) -------------------
-
-
-def _get_ci(obj: dict[str, Any], name: str) -> Any:
-    if name in obj:
-        return obj[name]
-    low = name.lower()
-    for key, value in obj.items():
-        if key.lower() == low:
-            return value
-    return None
-
-
-def _values_at(obj: dict[str, Any], path: AttrPath) -> Iterator[Any]:
-    value = _get_ci(obj, path.attribute)
-    items = value if isinstance(value, list) else [value]
-    for item in items:
-        if path.sub_attribute:
-            if isinstance(item, dict):
-                yield _get_ci(item, path.sub_attribute)
-        else:
-            yield item
-
-
-def _coerce_pair(actual: Any, expected: Any) -> tuple[Any, Any] | None:
-    """Comparable forms of two JSON values, or None when the types differ."""
-    if isinstance(actual, bool) or isinstance(expected, bool):
-        # Entra ID compares booleans given as strings ("True").
-        def as_bool(v: Any) -> bool | None:
-            if isinstance(v, bool):
-                return v
-            if isinstance(v, str) and v.lower() in ("true", "false"):
-                return v.lower() == "true"
-            return None
-
-        a, e = as_bool(actual), as_bool(expected)
-        return None if a is None or e is None else (a, e)
-    if isinstance(actual, int | float) and isinstance(expected, int | float):
-        return actual, expected
-    if isinstance(actual, str) and isinstance(expected, str):
-        # caseExact is false for every sub-attribute the gateway filters on
-        # (type, value, display, primary): RFC 7643 §2.5 / §4.1.2.
-        return actual.lower(), expected.lower()
-    return None
-
-
-def _present(value: Any) -> bool:
-    return value is not None and value not in ("", [], {})
-
-
-def _compare(actual: Any, op: str, expected: Any) -> bool:
-    if op == "pr":
-        return _present(actual)
-    if expected is None:
-        return (not _present(actual)) if op == "eq" else (_present(actual) if op == "ne" else False)
-    pair = _coerce_pair(actual, expected)
-    if pair is None:
-        return op == "ne"
-    a, e = pair
-    if op == "eq":
-        return bool(a == e)
-    if op == "ne":
-        return bool(a != e)
-    if op in ("co", "sw", "ew"):
-        if not (isinstance(a, str) and isinstance(e, str)):
-            return False
-        return e in a if op == "co" else a.startswith(e) if op == "sw" else a.endswith(e)
-    if isinstance(a, bool):
-        return False
-    try:
-        return bool({"gt": a > e, "ge": a >= e, "lt": a < e, "le": a <= e}[op])
-    except TypeError:
-        return False
-
-
-def matches(node: Node, obj: dict[str, Any]) -> bool:
-    """Whether a SCIM JSON object (e.g. one element of `emails`) satisfies `node`."""
-    if isinstance(node, Compare):
-        values = list(_values_at(obj, node.path))
-        if node.op == "ne":
-            return all(_compare(v, "ne", node.value) for v in values)
-        return any(_compare(v, node.op, node.value) for v in values)
-    if isinstance(node, And):
-        return all(matches(n, obj) for n in node.items)
-    if isinstance(node, Or):
-        return any(matches(n, obj) for n in node.items)
-    if isinstance(node, Not):
-        return not matches(node.item, obj)
-    elements = _get_ci(obj, node.path.attribute)
-    if not isinstance(elements, list):
-        elements = [elements] if isinstance(elements, dict) else []
-    return any(isinstance(el, dict) and matches(node.filter, el) for el in elements)
-
-
-def equality_terms(node: Node) -> dict[str, Any] | None:
-    """For `a eq x and b eq y`: {"a": x, "b": y}; None for any other shape.
-
-    Used to create the element a PATCH value filter names when none exists yet
-    (Entra ID sends `emails[type eq "work"].value` for a user without one).
-    """
-    items = node.items if isinstance(node, And) else (node,)
-    terms: dict[str, Any] = {}
-    for item in items:
-        if not isinstance(item, Compare) or item.op != "eq" or item.path.schema:
-            return None
-        if item.path.sub_attribute:
-            return None
-        terms[item.path.attribute] = item.value
-    return terms

@@ -23,17 +23,9 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from identity.v1 import groups_pb2, users_pb2
 
-from ..errors import ScimError, invalid_value
+from ..errors import invalid_value
 from .filter import CORE_GROUP, CORE_USER, ENTERPRISE_USER
-from .schemas import (
-    GROUP,
-    GROUP_TYPE,
-    USER,
-    USER_TYPE,
-    Attr,
-    ResourceType,
-    Schema,
-)
+from .schemas import Attr, ResourceType, Schema
 
 # Canonical SCIM name -> proto field name.
 _USER_SIMPLE = {
@@ -91,7 +83,9 @@ _IGNORED_USER_ATTRS = frozenset({"password"})
 # Names of the built-in User document: anything else at the top level of a
 # normalized user document is a tenant-declared core-namespace attribute, stored
 # in `User.extensions` under the core User URN.
-_BUILTIN_USER_NAMES = frozenset({a.name for a in USER.attributes} | {"externalId"})
+_BUILTIN_USER_NAMES = frozenset(
+    {*_USER_SIMPLE, "name", "active", *_MULTI, "addresses", "groups", "externalId"}
+)
 _BUILTIN_USER_LOW = frozenset(n.lower() for n in _BUILTIN_USER_NAMES)
 _COMMON_LOW = frozenset({"schemas", "id", "meta", *_IGNORED_USER_ATTRS})
 
@@ -544,13 +538,18 @@ def user_to_scim(user: users_pb2.User, base_url: str) -> dict[str, Any]:
         name = {scim: getattr(user.name, f) for scim, f in _NAME.items() if getattr(user.name, f)}
         if name:
             doc["name"] = name
-    doc["active"] = user.active if "active" in present else True
+    if "active" in present:  # unassigned after a PATCH removed it (RFC 7644 §3.5.2.2)
+        doc["active"] = user.active
     for scim, field in _MULTI.items():
         if field in present:
             doc[scim] = [_mv_json(mv) for mv in getattr(user, field)]
     if "addresses" in present:
         doc["addresses"] = [
-            {s: getattr(addr, f) for s, f in _ADDRESS.items() if getattr(addr, f)}
+            {
+                s: getattr(addr, f)
+                for s, f in _ADDRESS.items()
+                if getattr(addr, f) or (f == "primary" and addr.HasField("primary"))
+            }
             for addr in user.addresses
         ]
     if user.groups:
@@ -594,35 +593,6 @@ def user_to_scim(user: users_pb2.User, base_url: str) -> dict[str, Any]:
     return doc
 
 
-def user_doc(user: users_pb2.User, rtype: ResourceType, base_url: str) -> dict[str, Any]:
-    """The normalized document of a stored user (what PATCH edits).
-
-    Extension values are taken as stored, not re-checked: a core-namespace
-    attribute `rtype` declares becomes a top-level attribute (its declared
-    spelling), one it does not declare (the tenant's schemas were not needed, or
-    no longer declare it) is kept as it is under the core User URN, and every
-    other schema's object is kept under its URN (a declared one's canonical URN).
-    """
-    bare = users_pb2.User()
-    bare.CopyFrom(user)
-    bare.ClearField("extensions")
-    doc = normalize(user_to_scim(bare, base_url), USER_TYPE)
-    for urn, value in struct_to_dict(user.extensions).items():
-        if urn.lower() != CORE_USER.lower() or not isinstance(value, dict):
-            doc[known_extension(rtype, urn) or urn] = value
-            continue
-        kept: dict[str, Any] = {}
-        for key, sub_value in value.items():
-            attr = rtype.schema.attr(key)
-            if attr is not None and attr.name not in _BUILTIN_USER_NAMES:
-                doc[attr.name] = sub_value
-            else:
-                kept[key] = sub_value
-        if kept:
-            doc[CORE_USER] = kept
-    return doc
-
-
 def _mv_json(mv: users_pb2.MultiValue) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if mv.value:
@@ -631,8 +601,8 @@ def _mv_json(mv: users_pb2.MultiValue) -> dict[str, Any]:
         out["display"] = mv.display
     if mv.type:
         out["type"] = mv.type
-    if mv.primary:
-        out["primary"] = True
+    if mv.HasField("primary"):  # as the client set it, `false` included
+        out["primary"] = mv.primary
     return out
 
 
@@ -761,20 +731,8 @@ def group_to_scim(
     return doc
 
 
-def writable_doc(full: dict[str, Any], rtype: ResourceType) -> dict[str, Any]:
-    """The normalized document of a resource's own representation (for PATCH)."""
-    try:
-        return normalize(full, rtype)
-    except ScimError:  # pragma: no cover - our own output always normalizes
-        raise
-
-
 __all__ = [
-    "GROUP",
-    "GROUP_TYPE",
     "MEMBERS_SLOT",
-    "USER",
-    "USER_TYPE",
     "coerce",
     "etag",
     "group_to_proto",
@@ -785,5 +743,4 @@ __all__ = [
     "split_at_members",
     "user_to_proto",
     "user_to_scim",
-    "writable_doc",
 ]

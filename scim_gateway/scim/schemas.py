@@ -1,8 +1,11 @@
-"""Attribute definitions and the discovery documents built from them.
+"""The attribute catalogue as the gateway uses it, and the discovery documents.
 
-One definition per attribute the gateway implements (RFC 7643 §4 and §7). The
-same table drives JSON validation in `mapping`, PATCH, projection and the
-`/Schemas` documents, so the advertised schema is exactly what is implemented.
+The core owns the catalogue (identity_service/schema.py: every attribute's type,
+mutability, caseExact, uniqueness, sub-attributes) and serves it through the
+contract (PolicyService.GetSchemas); `tenant.Catalogue` fetches it, and the same
+definitions drive JSON validation in `mapping`, projection and the `/Schemas` and
+`/ResourceTypes` documents (RFC 7643 §6-§7), so what is advertised is what the
+core applies.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .filter import CORE_GROUP, CORE_USER, ENTERPRISE_USER
+from identity.v1 import policy_pb2
 
 SCHEMA_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Schema"
 RESOURCE_TYPE_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:ResourceType"
@@ -99,211 +102,6 @@ class Schema:
         }
 
 
-def _multi(name: str, description: str, value_type: str = "string", **kw: Any) -> Attr:
-    """A multi-valued attribute with RFC 7643 §2.4's default sub-attributes."""
-    return Attr(
-        name,
-        "complex",
-        multi_valued=True,
-        description=description,
-        sub_attributes=(
-            Attr("value", value_type, description=f"The value of the {name} entry.", **kw),
-            Attr("display", description="A human-readable name, primarily used for display."),
-            Attr("type", description="A label indicating the attribute's function, e.g. 'work'."),
-            Attr("primary", "boolean", description="Whether this is the primary value."),
-        ),
-    )
-
-
-# Common attributes (RFC 7643 §3.1): not part of any schema document.
-ID = Attr("id", mutability="readOnly", returned="always", uniqueness="server", case_exact=True)
-EXTERNAL_ID = Attr("externalId", case_exact=True, description="Identifier from the IdP.")
-META = Attr(
-    "meta",
-    "complex",
-    mutability="readOnly",
-    sub_attributes=(
-        Attr("resourceType", mutability="readOnly", case_exact=True),
-        Attr("created", "dateTime", mutability="readOnly"),
-        Attr("lastModified", "dateTime", mutability="readOnly"),
-        Attr("location", "reference", mutability="readOnly", case_exact=True),
-        Attr("version", mutability="readOnly", case_exact=True),
-    ),
-)
-SCHEMAS_ATTR = Attr("schemas", "reference", multi_valued=True, returned="always")
-COMMON = (ID, EXTERNAL_ID, META)
-
-# RFC 7643 §4.1
-USER = Schema(
-    CORE_USER,
-    "User",
-    "User Account",
-    (
-        Attr(
-            "userName",
-            required=True,
-            uniqueness="server",
-            description="Unique identifier for the User, compared case-insensitively.",
-        ),
-        Attr(
-            "name",
-            "complex",
-            description="The components of the user's real name.",
-            sub_attributes=(
-                Attr("formatted", description="The full name, formatted for display."),
-                Attr("familyName", description="The family name (last name)."),
-                Attr("givenName", description="The given name (first name)."),
-                Attr("middleName", description="The middle name(s)."),
-                Attr("honorificPrefix", description="Honorific prefix, e.g. 'Ms.'."),
-                Attr("honorificSuffix", description="Honorific suffix, e.g. 'III'."),
-            ),
-        ),
-        Attr("displayName", description="The name of the User, suitable for display."),
-        Attr("nickName", description="The casual way to address the user."),
-        Attr(
-            "profileUrl",
-            "reference",
-            reference_types=("external",),
-            description="A URI of the User's online profile.",
-        ),
-        Attr("title", description="The user's title, such as 'Vice President'."),
-        Attr("userType", description="The relationship between organization and user."),
-        Attr("preferredLanguage", description="Preferred written or spoken language."),
-        Attr("locale", description="Default location, e.g. 'en-US'."),
-        Attr("timezone", description="Time zone in IANA format, e.g. 'America/Los_Angeles'."),
-        Attr("active", "boolean", description="The user's administrative status."),
-        _multi("emails", "Email addresses for the user."),
-        _multi("phoneNumbers", "Phone numbers for the user."),
-        _multi("ims", "Instant messaging addresses for the user."),
-        _multi("photos", "URLs of photos of the user.", "reference", reference_types=("external",)),
-        Attr(
-            "addresses",
-            "complex",
-            multi_valued=True,
-            description="A physical mailing address for this user.",
-            sub_attributes=(
-                Attr("formatted", description="The full mailing address."),
-                Attr("streetAddress", description="The full street address."),
-                Attr("locality", description="The city or locality."),
-                Attr("region", description="The state or region."),
-                Attr("postalCode", description="The zip code or postal code."),
-                Attr("country", description="The country name (ISO 3166-1 alpha-2)."),
-                Attr("type", description="'work', 'home' or 'other'."),
-                Attr("primary", "boolean", description="Whether this is the primary address."),
-            ),
-        ),
-        Attr(
-            "groups",
-            "complex",
-            multi_valued=True,
-            mutability="readOnly",
-            description="Groups the user belongs to directly; changed through /Groups.",
-            sub_attributes=(
-                Attr("value", mutability="readOnly", description="The group's id."),
-                Attr(
-                    "$ref",
-                    "reference",
-                    mutability="readOnly",
-                    reference_types=("Group",),
-                    description="The URI of the group.",
-                ),
-                Attr("display", mutability="readOnly", description="The group's displayName."),
-                Attr(
-                    "type",
-                    mutability="readOnly",
-                    canonical_values=("direct",),
-                    description="Always 'direct'.",
-                ),
-            ),
-        ),
-        _multi("entitlements", "Entitlements of the user."),
-        _multi("roles", "Roles of the user, as the IdP sends them."),
-        _multi("x509Certificates", "X.509 certificates of the user.", "binary"),
-    ),
-)
-
-# RFC 7643 §4.3
-ENTERPRISE = Schema(
-    ENTERPRISE_USER,
-    "EnterpriseUser",
-    "Enterprise User",
-    (
-        Attr("employeeNumber", description="Numeric or alphanumeric identifier of the employee."),
-        Attr("costCenter", description="Name of a cost center."),
-        Attr("organization", description="Name of an organization."),
-        Attr("division", description="Name of a division."),
-        Attr("department", description="Name of a department."),
-        Attr(
-            "manager",
-            "complex",
-            description="The user's manager.",
-            sub_attributes=(
-                Attr("value", description="The id of the manager's User resource."),
-                Attr(
-                    "$ref",
-                    "reference",
-                    reference_types=("User",),
-                    description="The URI of the manager's User resource.",
-                ),
-                Attr(
-                    "displayName",
-                    mutability="readOnly",
-                    description="The manager's displayName.",
-                ),
-            ),
-        ),
-    ),
-)
-
-# RFC 7643 §4.2
-GROUP = Schema(
-    CORE_GROUP,
-    "Group",
-    "Group",
-    (
-        Attr("displayName", required=True, description="A human-readable name for the Group."),
-        Attr(
-            "members",
-            "complex",
-            multi_valued=True,
-            description="A list of members of the Group.",
-            sub_attributes=(
-                Attr(
-                    "value",
-                    mutability="immutable",
-                    case_exact=True,
-                    description="The id of the member (a User or a Group).",
-                ),
-                Attr(
-                    "$ref",
-                    "reference",
-                    mutability="immutable",
-                    reference_types=("User", "Group"),
-                    description="The URI of the member.",
-                ),
-                Attr(
-                    "type",
-                    mutability="immutable",
-                    canonical_values=("User", "Group"),
-                    description="The type of the member.",
-                ),
-                Attr("display", mutability="readOnly", description="The member's display name."),
-            ),
-        ),
-    ),
-)
-
-SCHEMAS: tuple[Schema, ...] = (USER, ENTERPRISE, GROUP)
-
-
-def schema_by_id(schema_id: str) -> Schema | None:
-    low = schema_id.lower()
-    for s in SCHEMAS:
-        if s.id.lower() == low:
-            return s
-    return None
-
-
 @dataclass(frozen=True, slots=True)
 class ResourceType:
     id: str
@@ -332,11 +130,6 @@ class ResourceType:
     @property
     def all_schemas(self) -> Iterable[Schema]:
         return (self.schema, *self.extensions)
-
-
-USER_TYPE = ResourceType("User", "User", "/Users", "User Account", USER, (ENTERPRISE,))
-GROUP_TYPE = ResourceType("Group", "Group", "/Groups", "Group", GROUP)
-RESOURCE_TYPES: tuple[ResourceType, ...] = (USER_TYPE, GROUP_TYPE)
 
 
 def service_provider_config(
@@ -384,16 +177,13 @@ def service_provider_config(
     }
 
 
-# -- tenant-defined schemas (TenantPolicy.extension_schemas) ------------------------------
-
-#: Attribute types a tenant may declare (identity.v1.SchemaAttribute.type).
-TENANT_ATTRIBUTE_TYPES = ("string", "boolean", "integer", "decimal", "dateTime", "reference")
+# -- the catalogue, as the core serves it (PolicyService.GetSchemas) -------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class SchemaSet:
-    """The schemas and resource types one tenant sees: the built-in ones plus the
-    tenant's extension schemas. Built per request from the tenant's policy."""
+    """The schemas and resource types one tenant sees: the core's built-in catalogue,
+    plus the tenant's own schemas when fetched for it."""
 
     schemas: tuple[Schema, ...]
     resource_types: tuple[ResourceType, ...]
@@ -408,74 +198,51 @@ class SchemaSet:
 
     @property
     def user(self) -> ResourceType:
-        return self.resource_types[0]
+        found = self.resource_type("User")
+        assert found is not None, "the core's catalogue has a User resource type"
+        return found
+
+    @property
+    def group(self) -> ResourceType:
+        found = self.resource_type("Group")
+        assert found is not None, "the core's catalogue has a Group resource type"
+        return found
 
 
-BUILTIN_SCHEMAS = SchemaSet(SCHEMAS, RESOURCE_TYPES)
-
-
-def _tenant_attr(a: Any) -> Attr:
-    """An `Attr` from an identity.v1.SchemaAttribute."""
+def _attr(a: policy_pb2.AttributeDefinition) -> Attr:
     return Attr(
         a.name,
-        a.type if a.type in TENANT_ATTRIBUTE_TYPES else "string",
+        a.type,
         multi_valued=a.multi_valued,
         description=a.description,
         required=a.required,
         case_exact=a.case_exact,
+        mutability=a.mutability,
+        returned=a.returned,
+        uniqueness=a.uniqueness,
+        sub_attributes=tuple(_attr(s) for s in a.sub_attributes),
+        canonical_values=tuple(a.canonical_values),
+        reference_types=tuple(a.reference_types),
     )
 
 
-def _add_attrs(schema: Schema, attrs: Iterable[Attr]) -> Schema:
-    names = {a.name.lower() for a in schema.attributes}
-    extra = []
-    for a in attrs:
-        if a.name.lower() not in names:  # the core refuses clashes; never shadow one
-            names.add(a.name.lower())
-            extra.append(a)
-    return Schema(schema.id, schema.name, schema.description, (*schema.attributes, *extra))
-
-
-def schema_set(extension_schemas: Iterable[Any]) -> SchemaSet:
-    """The built-in schemas plus a policy's `extension_schemas`.
-
-    A schema equal to the core User URN adds attributes to the User schema itself
-    (Panther's `pantherRole`); any other URN is an extension of its resource type.
-    Core-namespace additions to Group are not supported by the gateway and ignored.
-    """
-    user, group = USER, GROUP
-    extensions: dict[str, list[Schema]] = {"User": [], "Group": []}
-    for ext in extension_schemas:
-        rtype = ext.resource_type
-        if rtype not in extensions or not ext.schema.lower().startswith("urn:"):
-            continue
-        attrs = [_tenant_attr(a) for a in ext.attributes]
-        low = ext.schema.lower()
-        if low == CORE_USER.lower():
-            if rtype == "User":
-                user = _add_attrs(user, attrs)
-            continue
-        if low in (CORE_GROUP.lower(), ENTERPRISE_USER.lower()):
-            continue
-        same = [i for i, s in enumerate(extensions[rtype]) if s.id.lower() == low]
-        if same:
-            extensions[rtype][same[0]] = _add_attrs(extensions[rtype][same[0]], attrs)
-            continue
-        name = ext.name or ext.schema.rpartition(":")[2]
-        extensions[rtype].append(Schema(ext.schema, name, ext.description, tuple(attrs)))
-    if user is USER and not extensions["User"] and not extensions["Group"]:
-        return BUILTIN_SCHEMAS
-    user_type = ResourceType(
-        "User", "User", "/Users", "User Account", user, (ENTERPRISE, *extensions["User"])
+def schema_set_of(resp: policy_pb2.GetSchemasResponse) -> SchemaSet:
+    """The gateway's view of the core's catalogue (what /Schemas renders)."""
+    schemas = tuple(
+        Schema(s.id, s.name, s.description, tuple(_attr(a) for a in s.attributes))
+        for s in resp.schemas
     )
-    group_type = ResourceType(
-        "Group", "Group", "/Groups", "Group", group, tuple(extensions["Group"])
+    by_id = {s.id: s for s in schemas}
+    types = tuple(
+        ResourceType(
+            t.id,
+            t.name,
+            t.endpoint,
+            t.description,
+            by_id[t.schema],
+            tuple(by_id[e] for e in t.schema_extensions if e in by_id),
+        )
+        for t in resp.resource_types
+        if t.schema in by_id
     )
-    schemas: list[Schema] = [user, ENTERPRISE, group]
-    for s in (*extensions["User"], *extensions["Group"]):
-        known = next((i for i, k in enumerate(schemas) if k.id.lower() == s.id.lower()), None)
-        if known is None:
-            schemas.append(s)
-        else:  # one URN extending both resource types: one document
-            schemas[known] = _add_attrs(schemas[known], s.attributes)
-    return SchemaSet(tuple(schemas), (user_type, group_type))
+    return SchemaSet(schemas, types)

@@ -3,8 +3,8 @@ random users, answered by the core's SQL on SQLite and on PostgreSQL, and by a
 reference evaluator written here from RFC 7644 §3.4.2.2 alone:
 
 - eq/ne/co/sw/ew/gt/ge/lt/le compare strings case-insensitively unless the
-  attribute is caseExact (RFC 7643 §2.2; here externalId, profileUrl and
-  photos.value, as the core's schema says), gt/ge/lt/le lexicographically;
+  attribute is caseExact (RFC 7643 §2.2; as the core's attribute catalogue says:
+  externalId is, profileUrl and photos.value are not), gt/ge/lt/le lexicographically;
 - an absent (or empty) attribute matches no comparison but `ne`, and never `pr`;
 - `attr op value` on a multi-valued attribute, and `attr[filter]`, match when some
   element does (§3.4.2.2, "value path"); `and`, `or`, `not` as in logic.
@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from identity.v1 import common_pb2, users_pb2
 from identity_client import IdentityClient
+from identity_service.schema import USER_SCHEMA, case_exact
 from identity_service.storage import names
 
 Op = common_pb2.CompareOp
@@ -108,7 +109,11 @@ SINGLE = [
     Attr(("externalId", ""), lambda u: _s(u.external_id), case_exact=True),
     Attr(("displayName", ""), lambda u: _s(u.display_name)),
     Attr(("title", ""), lambda u: _s(u.title)),
-    Attr(("profileUrl", ""), lambda u: _s(u.profile_url), case_exact=True),
+    Attr(
+        ("profileUrl", ""),
+        lambda u: _s(u.profile_url),
+        case_exact=case_exact(USER_SCHEMA, "profileUrl"),
+    ),
     Attr(("name", "givenName"), lambda u: _s(u.name.given_name)),
     Attr(("active", ""), lambda u: [u.active] if u.HasField("active") else [], "boolean"),
 ]
@@ -116,7 +121,13 @@ MULTI = [
     Attr(("emails", ""), lambda u: [e.value for e in u.emails], multi=True),
     Attr(("emails", "value"), lambda u: [e.value for e in u.emails], multi=True),
     Attr(("emails", "type"), lambda u: [e.type for e in u.emails], multi=True),
-    Attr(("photos", "value"), lambda u: [p.value for p in u.photos], "string", True, True),
+    Attr(
+        ("photos", "value"),
+        lambda u: [p.value for p in u.photos],
+        "string",
+        case_exact(USER_SCHEMA, "photos", "value"),
+        True,
+    ),
 ]
 #: Inside emails[...]: the element's sub-attributes.
 ELEMENT = [

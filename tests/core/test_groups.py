@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import event
 
+from identity.v1 import policy_pb2
 from identity_client import IdentityClient, InvalidArgument, NotFound, VersionMismatch
 from identity_client.types import ErrorReason, EventType, Group, Member, MemberType, Tenant, User
 
@@ -80,21 +81,45 @@ def test_nested_groups(client: IdentityClient, tenant: Tenant) -> None:
     assert client.get_group(tenant.id, parent.meta.id).member_count == 0
 
 
-def test_bad_members_change_nothing(client: IdentityClient, tenant: Tenant) -> None:
+def test_unknown_members_under_the_reject_policy_change_nothing(
+    client: IdentityClient, tenant: Tenant
+) -> None:
+    client.set_policy(
+        tenant.id, policy_pb2.TenantPolicy(unknown_members=policy_pb2.UNKNOWN_MEMBERS_REJECT)
+    )
     (uid,) = users(client, tenant, 1)
     other = client.create_tenant(f"t-{uuid.uuid4().hex[:10]}")
     foreign = client.create_user(other.id, User(user_name="x")).meta.id
     g = client.create_group(tenant.id, Group(display_name="g"))
-    for bad in ([str(uuid.uuid4())], ["not-an-id"], [foreign], [uid, str(uuid.uuid4())]):
+    gone = str(uuid.uuid4())
+    for bad in ([gone], ["not-an-id"], [foreign], [uid, gone]):
         with pytest.raises(InvalidArgument) as exc:
             client.update_group(tenant.id, g.meta.id, add_members=bad, display_name="changed")
         assert exc.value.field == "members"
+        assert exc.value.reason == ErrorReason.ERROR_REASON_INVALID_VALUE
+        assert bad[-1][:8] in exc.value.message  # named
     with pytest.raises(InvalidArgument):
         client.update_group(
             tenant.id, g.meta.id, add_members=[Member(value=uid, type=MemberType.MEMBER_TYPE_GROUP)]
         )
     after = client.get_group(tenant.id, g.meta.id)
     assert after.display_name == "g" and after.member_count == 0 and after.meta.version == 1
+
+
+def test_unknown_members_are_skipped_and_answered(client: IdentityClient, tenant: Tenant) -> None:
+    uid, deleted = users(client, tenant, 2)
+    client.delete_user(tenant.id, deleted, hard=True)  # the IdP still has its id
+    other = client.create_tenant(f"t-{uuid.uuid4().hex[:10]}")
+    foreign = client.create_user(other.id, User(user_name="x")).meta.id
+    g = client.create_group(tenant.id, Group(display_name="g", members=[Member(value=deleted)]))
+    assert list(g.skipped_members) == [deleted] and g.member_count == 0
+    updated = client.update_group(
+        tenant.id, g.meta.id, add_members=[deleted, uid, foreign, "not-an-id"], display_name="h"
+    )
+    assert list(updated.skipped_members) == ["not-an-id", deleted, foreign]
+    assert updated.display_name == "h" and updated.member_count == 1
+    assert [m.value for m in client.get_group(tenant.id, g.meta.id).members] == [uid]
+    assert not client.get_group(tenant.id, g.meta.id).skipped_members  # only in a write's answer
 
 
 def test_version_checks(client: IdentityClient, tenant: Tenant) -> None:

@@ -12,9 +12,11 @@ from hypothesis import strategies as st
 from scim_gateway.errors import ScimError, invalid_filter
 from scim_gateway.scim.filter import _SIMPLE_EQ, MAX_DEPTH, Parser, filter_to_proto, parse_filter
 from scim_gateway.scim.mapping import normalize
-from scim_gateway.scim.patch import apply_patch, parse_operations, parse_path
+from scim_gateway.scim.patch import parse_operations, parse_path
 from scim_gateway.scim.projection import Projection
-from scim_gateway.scim.schemas import USER_TYPE
+
+from .catalogue import USER_TYPE
+from .core_patch import apply_patch
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -7,10 +7,11 @@ import pytest
 
 from scim_gateway.errors import ScimError
 from scim_gateway.scim.filter import parse_filter
-from scim_gateway.scim.patch import apply_patch, parse_operations
-from scim_gateway.scim.schemas import USER_TYPE
+from scim_gateway.scim.patch import parse_operations
 
+from .catalogue import USER_TYPE
 from .conftest import PATCH_OP, USER_SCHEMA, ScimClient, assert_scim_error
+from .core_patch import apply_patch
 
 SEARCH = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
 

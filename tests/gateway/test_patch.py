@@ -1,4 +1,5 @@
-"""PATCH paths and operations (RFC 7644 §3.5.2), without HTTP."""
+"""PATCH paths and operations (RFC 7644 §3.5.2), without HTTP: the gateway's parse,
+applied by the core's patcher (identity_service.patching)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,10 @@ import pytest
 from scim_gateway.errors import ScimError
 from scim_gateway.scim.filter import AttrPath, Compare
 from scim_gateway.scim.mapping import normalize
-from scim_gateway.scim.patch import (
-    PatchPath,
-    apply_patch,
-    parse_operations,
-    parse_path,
-    plan_group_patch,
-)
-from scim_gateway.scim.schemas import GROUP_TYPE, USER_TYPE
+from scim_gateway.scim.patch import PatchPath, parse_operations, parse_path
+
+from .catalogue import GROUP_TYPE, USER_TYPE
+from .core_patch import apply_patch, plan_group_patch
 
 ENT = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
@@ -240,7 +237,8 @@ def test_setting_primary_clears_other_primaries() -> None:
         doc,
         ops({"op": "replace", "path": 'emails[value eq "b@x"].primary', "value": True}),
     )
-    assert out["emails"] == [{"value": "a@x"}, {"value": "b@x", "primary": True}]
+    # RFC 7644 §3.5.2: the server sets `primary` to false on the value that had it.
+    assert out["emails"] == [{"value": "a@x", "primary": False}, {"value": "b@x", "primary": True}]
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from identity.v1 import policy_pb2
 from identity_client import IdentityClient
 from identity_client.types import Tenant
 from scim_gateway.app import create_app
@@ -401,7 +402,14 @@ def test_group_patch_attributes_and_members_in_one_request(scim: ScimClient) -> 
     assert got["meta"]["version"] == 'W/"2"'  # one write
 
 
-def test_group_patch_with_unknown_member_changes_nothing(scim: ScimClient) -> None:
+def test_group_patch_with_unknown_member_changes_nothing_under_reject(
+    scim: ScimClient, client: IdentityClient, tenant: Tenant
+) -> None:
+    # By default unknown members are skipped (test_patch_fidelity.py); the tenant's
+    # policy may refuse the whole PATCH instead.
+    client.set_policy(
+        tenant.id, policy_pb2.TenantPolicy(unknown_members=policy_pb2.UNKNOWN_MEMBERS_REJECT)
+    )
     group = scim.create_group("Eng")
     r = scim.patch(
         f"/Groups/{group['id']}",
@@ -413,6 +421,7 @@ def test_group_patch_with_unknown_member_changes_nothing(scim: ScimClient) -> No
         },
     )
     assert r.status_code == 400, r.text
+    assert "no-such-user" in r.json["detail"]
     assert scim.get(f"/Groups/{group['id']}").json["displayName"] == "Eng"
 
 

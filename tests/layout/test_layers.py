@@ -1,7 +1,8 @@
 """The package tree is the architecture: each subpackage imports only the layers below it.
 
 identity_service: the commands (__main__, bootstrap, probe) > edge (RPC) > changes (Watch
-feeds, retention) > domain > storage > the root's shared leaves (settings, errors, context).
+feeds, retention) > domain > storage > the root's shared leaves (settings, errors, context,
+schema: the attribute catalogue, which the domain applies and filters compile with).
 scim_gateway: the process (__main__, worker) > the HTTP side (app, guard, core, http, access,
 tenant, observability, resources) > scim
 (SCIM syntax) > the root's errors, settings.
@@ -29,6 +30,7 @@ LAYERS: dict[str, dict[str, int]] = {
         "settings": 0,
         "errors": 0,
         "context": 0,
+        "schema": 0,
     },
     "scim_gateway": {
         "__main__": 9,

@@ -22,38 +22,45 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18identity/v1/common.proto\x12\x0bidentity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x83\x01\n\x04Meta\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12+\n\x07\x63reated\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rlast_modified\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"I\n\rAttributePath\x12\x0e\n\x06schema\x18\x01 \x01(\t\x12\x11\n\tattribute\x18\x02 \x01(\t\x12\x15\n\rsub_attribute\x18\x03 \x01(\t\"k\n\x05Value\x12\x16\n\x0cstring_value\x18\x01 \x01(\tH\x00\x12\x14\n\nbool_value\x18\x02 \x01(\x08H\x00\x12\x16\n\x0cnumber_value\x18\x03 \x01(\x01H\x00\x12\x14\n\nnull_value\x18\x04 \x01(\x08H\x00\x42\x06\n\x04kind\"}\n\nComparison\x12(\n\x04path\x18\x01 \x01(\x0b\x32\x1a.identity.v1.AttributePath\x12\"\n\x02op\x18\x02 \x01(\x0e\x32\x16.identity.v1.CompareOp\x12!\n\x05value\x18\x03 \x01(\x0b\x32\x12.identity.v1.Value\"2\n\nFilterList\x12$\n\x07\x66ilters\x18\x01 \x03(\x0b\x32\x13.identity.v1.Filter\"\\\n\x0bValueFilter\x12(\n\x04path\x18\x01 \x01(\x0b\x32\x1a.identity.v1.AttributePath\x12#\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x13.identity.v1.Filter\"\xe1\x01\n\x06\x46ilter\x12*\n\x07\x63ompare\x18\x01 \x01(\x0b\x32\x17.identity.v1.ComparisonH\x00\x12&\n\x03\x61nd\x18\x02 \x01(\x0b\x32\x17.identity.v1.FilterListH\x00\x12%\n\x02or\x18\x03 \x01(\x0b\x32\x17.identity.v1.FilterListH\x00\x12\"\n\x03not\x18\x04 \x01(\x0b\x32\x13.identity.v1.FilterH\x00\x12\x30\n\x0cvalue_filter\x18\x05 \x01(\x0b\x32\x18.identity.v1.ValueFilterH\x00\x42\x06\n\x04node\"D\n\x04Sort\x12(\n\x04path\x18\x01 \x01(\x0b\x32\x1a.identity.v1.AttributePath\x12\x12\n\ndescending\x18\x02 \x01(\x08\"]\n\x04Page\x12\x13\n\x0bstart_index\x18\x01 \x01(\x05\x12\x12\n\x05\x63ount\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\t\x12\x12\n\nuse_cursor\x18\x04 \x01(\x08\x42\x08\n\x06_count\"\x9d\x01\n\x0b\x45rrorDetail\x12(\n\x06reason\x18\x01 \x01(\x0e\x32\x18.identity.v1.ErrorReason\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x17\n\x0foldest_revision\x18\x03 \x01(\x03\x12\x17\n\x0f\x63urrent_version\x18\x04 \x01(\x03\x12\x11\n\ttenant_id\x18\x05 \x01(\t\x12\x10\n\x08token_id\x18\x06 \x01(\t*\xe5\x01\n\tCompareOp\x12\x1a\n\x16\x43OMPARE_OP_UNSPECIFIED\x10\x00\x12\x11\n\rCOMPARE_OP_EQ\x10\x01\x12\x11\n\rCOMPARE_OP_NE\x10\x02\x12\x11\n\rCOMPARE_OP_CO\x10\x03\x12\x11\n\rCOMPARE_OP_SW\x10\x04\x12\x11\n\rCOMPARE_OP_EW\x10\x05\x12\x11\n\rCOMPARE_OP_GT\x10\x06\x12\x11\n\rCOMPARE_OP_GE\x10\x07\x12\x11\n\rCOMPARE_OP_LT\x10\x08\x12\x11\n\rCOMPARE_OP_LE\x10\t\x12\x11\n\rCOMPARE_OP_PR\x10\n*\xe1\x03\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45RROR_REASON_NOT_FOUND\x10\x01\x12\x1b\n\x17\x45RROR_REASON_UNIQUENESS\x10\x02\x12!\n\x1d\x45RROR_REASON_VERSION_MISMATCH\x10\x03\x12\x1e\n\x1a\x45RROR_REASON_INVALID_VALUE\x10\x04\x12\x1f\n\x1b\x45RROR_REASON_INVALID_FILTER\x10\x05\x12\x1b\n\x17\x45RROR_REASON_MUTABILITY\x10\x06\x12\x19\n\x15\x45RROR_REASON_TOO_MANY\x10\x07\x12\x1f\n\x1b\x45RROR_REASON_INVALID_CURSOR\x10\x08\x12 \n\x1c\x45RROR_REASON_TENANT_INACTIVE\x10\t\x12 \n\x1c\x45RROR_REASON_UNAUTHENTICATED\x10\n\x12\x1a\n\x16\x45RROR_REASON_COMPACTED\x10\x0b\x12\"\n\x1e\x45RROR_REASON_PERMISSION_DENIED\x10\x0c\x12\x1c\n\x18\x45RROR_REASON_UNAVAILABLE\x10\r\x12\x1c\n\x18\x45RROR_REASON_TOKEN_SCOPE\x10\x0e\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18identity/v1/common.proto\x12\x0bidentity.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x83\x01\n\x04Meta\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12+\n\x07\x63reated\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rlast_modified\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"I\n\rAttributePath\x12\x0e\n\x06schema\x18\x01 \x01(\t\x12\x11\n\tattribute\x18\x02 \x01(\t\x12\x15\n\rsub_attribute\x18\x03 \x01(\t\"k\n\x05Value\x12\x16\n\x0cstring_value\x18\x01 \x01(\tH\x00\x12\x14\n\nbool_value\x18\x02 \x01(\x08H\x00\x12\x16\n\x0cnumber_value\x18\x03 \x01(\x01H\x00\x12\x14\n\nnull_value\x18\x04 \x01(\x08H\x00\x42\x06\n\x04kind\"}\n\nComparison\x12(\n\x04path\x18\x01 \x01(\x0b\x32\x1a.identity.v1.AttributePath\x12\"\n\x02op\x18\x02 \x01(\x0e\x32\x16.identity.v1.CompareOp\x12!\n\x05value\x18\x03 \x01(\x0b\x32\x12.identity.v1.Value\"2\n\nFilterList\x12$\n\x07\x66ilters\x18\x01 \x03(\x0b\x32\x13.identity.v1.Filter\"\\\n\x0bValueFilter\x12(\n\x04path\x18\x01 \x01(\x0b\x32\x1a.identity.v1.AttributePath\x12#\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x13.identity.v1.Filter\"\xe1\x01\n\x06\x46ilter\x12*\n\x07\x63ompare\x18\x01 \x01(\x0b\x32\x17.identity.v1.ComparisonH\x00\x12&\n\x03\x61nd\x18\x02 \x01(\x0b\x32\x17.identity.v1.FilterListH\x00\x12%\n\x02or\x18\x03 \x01(\x0b\x32\x17.identity.v1.FilterListH\x00\x12\"\n\x03not\x18\x04 \x01(\x0b\x32\x13.identity.v1.FilterH\x00\x12\x30\n\x0cvalue_filter\x18\x05 \x01(\x0b\x32\x18.identity.v1.ValueFilterH\x00\x42\x06\n\x04node\"D\n\x04Sort\x12(\n\x04path\x18\x01 \x01(\x0b\x32\x1a.identity.v1.AttributePath\x12\x12\n\ndescending\x18\x02 \x01(\x08\"]\n\x04Page\x12\x13\n\x0bstart_index\x18\x01 \x01(\x05\x12\x12\n\x05\x63ount\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\t\x12\x12\n\nuse_cursor\x18\x04 \x01(\x08\x42\x08\n\x06_count\"\x9d\x01\n\x0b\x45rrorDetail\x12(\n\x06reason\x18\x01 \x01(\x0e\x32\x18.identity.v1.ErrorReason\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x17\n\x0foldest_revision\x18\x03 \x01(\x03\x12\x17\n\x0f\x63urrent_version\x18\x04 \x01(\x03\x12\x11\n\ttenant_id\x18\x05 \x01(\t\x12\x10\n\x08token_id\x18\x06 \x01(\t\"`\n\tPatchPath\x12(\n\x04path\x18\x01 \x01(\x0b\x32\x1a.identity.v1.AttributePath\x12)\n\x0cvalue_filter\x18\x02 \x01(\x0b\x32\x13.identity.v1.Filter\"\x7f\n\x0ePatchOperation\x12 \n\x02op\x18\x01 \x01(\x0e\x32\x14.identity.v1.PatchOp\x12$\n\x04path\x18\x02 \x01(\x0b\x32\x16.identity.v1.PatchPath\x12%\n\x05value\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value*\xe5\x01\n\tCompareOp\x12\x1a\n\x16\x43OMPARE_OP_UNSPECIFIED\x10\x00\x12\x11\n\rCOMPARE_OP_EQ\x10\x01\x12\x11\n\rCOMPARE_OP_NE\x10\x02\x12\x11\n\rCOMPARE_OP_CO\x10\x03\x12\x11\n\rCOMPARE_OP_SW\x10\x04\x12\x11\n\rCOMPARE_OP_EW\x10\x05\x12\x11\n\rCOMPARE_OP_GT\x10\x06\x12\x11\n\rCOMPARE_OP_GE\x10\x07\x12\x11\n\rCOMPARE_OP_LT\x10\x08\x12\x11\n\rCOMPARE_OP_LE\x10\t\x12\x11\n\rCOMPARE_OP_PR\x10\n*\x9c\x04\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45RROR_REASON_NOT_FOUND\x10\x01\x12\x1b\n\x17\x45RROR_REASON_UNIQUENESS\x10\x02\x12!\n\x1d\x45RROR_REASON_VERSION_MISMATCH\x10\x03\x12\x1e\n\x1a\x45RROR_REASON_INVALID_VALUE\x10\x04\x12\x1f\n\x1b\x45RROR_REASON_INVALID_FILTER\x10\x05\x12\x1b\n\x17\x45RROR_REASON_MUTABILITY\x10\x06\x12\x19\n\x15\x45RROR_REASON_TOO_MANY\x10\x07\x12\x1f\n\x1b\x45RROR_REASON_INVALID_CURSOR\x10\x08\x12 \n\x1c\x45RROR_REASON_TENANT_INACTIVE\x10\t\x12 \n\x1c\x45RROR_REASON_UNAUTHENTICATED\x10\n\x12\x1a\n\x16\x45RROR_REASON_COMPACTED\x10\x0b\x12\"\n\x1e\x45RROR_REASON_PERMISSION_DENIED\x10\x0c\x12\x1c\n\x18\x45RROR_REASON_UNAVAILABLE\x10\r\x12\x1c\n\x18\x45RROR_REASON_TOKEN_SCOPE\x10\x0e\x12\x1d\n\x19\x45RROR_REASON_INVALID_PATH\x10\x0f\x12\x1a\n\x16\x45RROR_REASON_NO_TARGET\x10\x10*`\n\x07PatchOp\x12\x18\n\x14PATCH_OP_UNSPECIFIED\x10\x00\x12\x10\n\x0cPATCH_OP_ADD\x10\x01\x12\x13\n\x0fPATCH_OP_REMOVE\x10\x02\x12\x14\n\x10PATCH_OP_REPLACE\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'identity.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_COMPAREOP']._serialized_start=1219
-  _globals['_COMPAREOP']._serialized_end=1448
-  _globals['_ERRORREASON']._serialized_start=1451
-  _globals['_ERRORREASON']._serialized_end=1932
-  _globals['_META']._serialized_start=75
-  _globals['_META']._serialized_end=206
-  _globals['_ATTRIBUTEPATH']._serialized_start=208
-  _globals['_ATTRIBUTEPATH']._serialized_end=281
-  _globals['_VALUE']._serialized_start=283
-  _globals['_VALUE']._serialized_end=390
-  _globals['_COMPARISON']._serialized_start=392
-  _globals['_COMPARISON']._serialized_end=517
-  _globals['_FILTERLIST']._serialized_start=519
-  _globals['_FILTERLIST']._serialized_end=569
-  _globals['_VALUEFILTER']._serialized_start=571
-  _globals['_VALUEFILTER']._serialized_end=663
-  _globals['_FILTER']._serialized_start=666
-  _globals['_FILTER']._serialized_end=891
-  _globals['_SORT']._serialized_start=893
-  _globals['_SORT']._serialized_end=961
-  _globals['_PAGE']._serialized_start=963
-  _globals['_PAGE']._serialized_end=1056
-  _globals['_ERRORDETAIL']._serialized_start=1059
-  _globals['_ERRORDETAIL']._serialized_end=1216
+  _globals['_COMPAREOP']._serialized_start=1476
+  _globals['_COMPAREOP']._serialized_end=1705
+  _globals['_ERRORREASON']._serialized_start=1708
+  _globals['_ERRORREASON']._serialized_end=2248
+  _globals['_PATCHOP']._serialized_start=2250
+  _globals['_PATCHOP']._serialized_end=2346
+  _globals['_META']._serialized_start=105
+  _globals['_META']._serialized_end=236
+  _globals['_ATTRIBUTEPATH']._serialized_start=238
+  _globals['_ATTRIBUTEPATH']._serialized_end=311
+  _globals['_VALUE']._serialized_start=313
+  _globals['_VALUE']._serialized_end=420
+  _globals['_COMPARISON']._serialized_start=422
+  _globals['_COMPARISON']._serialized_end=547
+  _globals['_FILTERLIST']._serialized_start=549
+  _globals['_FILTERLIST']._serialized_end=599
+  _globals['_VALUEFILTER']._serialized_start=601
+  _globals['_VALUEFILTER']._serialized_end=693
+  _globals['_FILTER']._serialized_start=696
+  _globals['_FILTER']._serialized_end=921
+  _globals['_SORT']._serialized_start=923
+  _globals['_SORT']._serialized_end=991
+  _globals['_PAGE']._serialized_start=993
+  _globals['_PAGE']._serialized_end=1086
+  _globals['_ERRORDETAIL']._serialized_start=1089
+  _globals['_ERRORDETAIL']._serialized_end=1246
+  _globals['_PATCHPATH']._serialized_start=1248
+  _globals['_PATCHPATH']._serialized_end=1344
+  _globals['_PATCHOPERATION']._serialized_start=1346
+  _globals['_PATCHOPERATION']._serialized_end=1473
 # @@protoc_insertion_point(module_scope)

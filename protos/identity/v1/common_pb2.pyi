@@ -9,6 +9,7 @@ error detail every service attaches to a failed call.
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -100,6 +101,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """UNAVAILABLE: the database cannot be reached"""
     ERROR_REASON_TOKEN_SCOPE: _ErrorReason.ValueType  # 14
     """PERMISSION_DENIED: a tenant API token's scope forbids the call"""
+    ERROR_REASON_INVALID_PATH: _ErrorReason.ValueType  # 15
+    """INVALID_ARGUMENT: a PATCH path names no attribute that can take the operation"""
+    ERROR_REASON_NO_TARGET: _ErrorReason.ValueType  # 16
+    """INVALID_ARGUMENT: a PATCH path's value filter matches nothing to change"""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper): ...
 
@@ -132,7 +137,31 @@ ERROR_REASON_UNAVAILABLE: ErrorReason.ValueType  # 13
 """UNAVAILABLE: the database cannot be reached"""
 ERROR_REASON_TOKEN_SCOPE: ErrorReason.ValueType  # 14
 """PERMISSION_DENIED: a tenant API token's scope forbids the call"""
+ERROR_REASON_INVALID_PATH: ErrorReason.ValueType  # 15
+"""INVALID_ARGUMENT: a PATCH path names no attribute that can take the operation"""
+ERROR_REASON_NO_TARGET: ErrorReason.ValueType  # 16
+"""INVALID_ARGUMENT: a PATCH path's value filter matches nothing to change"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
+
+class _PatchOp:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PatchOpEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PatchOp.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PATCH_OP_UNSPECIFIED: _PatchOp.ValueType  # 0
+    PATCH_OP_ADD: _PatchOp.ValueType  # 1
+    PATCH_OP_REMOVE: _PatchOp.ValueType  # 2
+    PATCH_OP_REPLACE: _PatchOp.ValueType  # 3
+
+class PatchOp(_PatchOp, metaclass=_PatchOpEnumTypeWrapper):
+    """What a PATCH operation does (RFC 7644 §3.5.2.1-3)."""
+
+PATCH_OP_UNSPECIFIED: PatchOp.ValueType  # 0
+PATCH_OP_ADD: PatchOp.ValueType  # 1
+PATCH_OP_REMOVE: PatchOp.ValueType  # 2
+PATCH_OP_REPLACE: PatchOp.ValueType  # 3
+Global___PatchOp: _TypeAlias = PatchOp  # noqa: Y015
 
 @_typing.final
 class Meta(_message.Message):
@@ -460,3 +489,73 @@ class ErrorDetail(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ErrorDetail: _TypeAlias = ErrorDetail  # noqa: Y015
+
+@_typing.final
+class PatchPath(_message.Message):
+    """Where a PATCH operation applies: an attribute, optionally the elements of a
+    multi-valued attribute a value filter selects, optionally one sub-attribute
+    (of the attribute, or of each selected element). The same path model as the
+    filter tree's. `path.attribute` empty with `path.schema` set names a whole
+    extension schema.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    VALUE_FILTER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def path(self) -> Global___AttributePath: ...
+    @_builtins.property
+    def value_filter(self) -> Global___Filter:
+        """Selects elements of the multi-valued attribute `path` names; the filter's
+        paths are relative to one element (e.g. {attribute: "type"}).
+        """
+
+    def __init__(
+        self,
+        *,
+        path: Global___AttributePath | None = ...,
+        value_filter: Global___Filter | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["path", b"path", "value_filter", b"value_filter"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["path", b"path", "value_filter", b"value_filter"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PatchPath: _TypeAlias = PatchPath  # noqa: Y015
+
+@_typing.final
+class PatchOperation(_message.Message):
+    """One PATCH operation, typed; the core applies a list of them atomically."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OP_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    op: Global___PatchOp.ValueType
+    @_builtins.property
+    def path(self) -> Global___PatchPath:
+        """Absent: `value` is an object of attributes (keys may be attribute paths or
+        schema URNs), added or replaced as RFC 7644 §3.5.2.1/§3.5.2.3 say.
+        """
+
+    @_builtins.property
+    def value(self) -> _struct_pb2.Value:
+        """The operation's JSON value; absent when it has none (e.g. a remove)."""
+
+    def __init__(
+        self,
+        *,
+        op: Global___PatchOp.ValueType = ...,
+        path: Global___PatchPath | None = ...,
+        value: _struct_pb2.Value | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["path", b"path", "value", b"value"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["op", b"op", "path", b"path", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PatchOperation: _TypeAlias = PatchOperation  # noqa: Y015

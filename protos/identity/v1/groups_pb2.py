@@ -26,39 +26,41 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from identity.v1 import common_pb2 as identity_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18identity/v1/groups.proto\x12\x0bidentity.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x18identity/v1/common.proto\"O\n\x06Member\x12\r\n\x05value\x18\x01 \x01(\t\x12%\n\x04type\x18\x02 \x01(\x0e\x32\x17.identity.v1.MemberType\x12\x0f\n\x07\x64isplay\x18\x03 \x01(\t\"\xf8\x01\n\x05Group\x12\x1f\n\x04meta\x18\x01 \x01(\x0b\x32\x11.identity.v1.Meta\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x04 \x01(\t\x12$\n\x07members\x18\x05 \x03(\x0b\x32\x13.identity.v1.Member\x12\x14\n\x0cmember_count\x18\x06 \x01(\x03\x12+\n\nextensions\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x06mapped\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\"J\n\x12\x43reateGroupRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12!\n\x05group\x18\x02 \x01(\x0b\x32\x12.identity.v1.Group\"_\n\x0fGetGroupRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x17\n\x0finclude_members\x18\x03 \x01(\x08\x12\x14\n\x0cmember_limit\x18\x04 \x01(\x05\"\xa6\x01\n\x11ListGroupsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12#\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x13.identity.v1.Filter\x12\x1f\n\x04sort\x18\x03 \x01(\x0b\x32\x11.identity.v1.Sort\x12\x1f\n\x04page\x18\x04 \x01(\x0b\x32\x11.identity.v1.Page\x12\x17\n\x0finclude_members\x18\x05 \x01(\x08\"\x8b\x01\n\x12ListGroupsResponse\x12\"\n\x06groups\x18\x01 \x03(\x0b\x32\x12.identity.v1.Group\x12\x15\n\rtotal_results\x18\x02 \x01(\x03\x12\x13\n\x0bstart_index\x18\x03 \x01(\x05\x12\x13\n\x0bnext_cursor\x18\x04 \x01(\t\x12\x10\n\x08revision\x18\x05 \x01(\x03\"e\n\x13ReplaceGroupRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12!\n\x05group\x18\x02 \x01(\x0b\x32\x12.identity.v1.Group\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x03\"\xa9\x02\n\x12UpdateGroupRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x03\x12\x19\n\x0c\x64isplay_name\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x18\n\x0b\x65xternal_id\x18\x05 \x01(\tH\x01\x88\x01\x01\x12+\n\nextensions\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\rclear_members\x18\x07 \x01(\x08\x12(\n\x0b\x61\x64\x64_members\x18\x08 \x03(\x0b\x32\x13.identity.v1.Member\x12\x16\n\x0eremove_members\x18\t \x03(\tB\x0f\n\r_display_nameB\x0e\n\x0c_external_id\"M\n\x12\x44\x65leteGroupRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x03\"\x15\n\x13\x44\x65leteGroupResponse\"`\n\x12ListMembersRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x10\n\x08group_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"k\n\x13ListMembersResponse\x12$\n\x07members\x18\x01 \x03(\x0b\x32\x13.identity.v1.Member\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x15\n\rtotal_members\x18\x03 \x01(\x03*V\n\nMemberType\x12\x1b\n\x17MEMBER_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10MEMBER_TYPE_USER\x10\x01\x12\x15\n\x11MEMBER_TYPE_GROUP\x10\x02\x32\x8d\x04\n\x0cGroupService\x12\x42\n\x0b\x43reateGroup\x12\x1f.identity.v1.CreateGroupRequest\x1a\x12.identity.v1.Group\x12<\n\x08GetGroup\x12\x1c.identity.v1.GetGroupRequest\x1a\x12.identity.v1.Group\x12M\n\nListGroups\x12\x1e.identity.v1.ListGroupsRequest\x1a\x1f.identity.v1.ListGroupsResponse\x12\x44\n\x0cReplaceGroup\x12 .identity.v1.ReplaceGroupRequest\x1a\x12.identity.v1.Group\x12\x42\n\x0bUpdateGroup\x12\x1f.identity.v1.UpdateGroupRequest\x1a\x12.identity.v1.Group\x12P\n\x0b\x44\x65leteGroup\x12\x1f.identity.v1.DeleteGroupRequest\x1a .identity.v1.DeleteGroupResponse\x12P\n\x0bListMembers\x12\x1f.identity.v1.ListMembersRequest\x1a .identity.v1.ListMembersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18identity/v1/groups.proto\x12\x0bidentity.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x18identity/v1/common.proto\"O\n\x06Member\x12\r\n\x05value\x18\x01 \x01(\t\x12%\n\x04type\x18\x02 \x01(\x0e\x32\x17.identity.v1.MemberType\x12\x0f\n\x07\x64isplay\x18\x03 \x01(\t\"\x91\x02\n\x05Group\x12\x1f\n\x04meta\x18\x01 \x01(\x0b\x32\x11.identity.v1.Meta\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x04 \x01(\t\x12$\n\x07members\x18\x05 \x03(\x0b\x32\x13.identity.v1.Member\x12\x14\n\x0cmember_count\x18\x06 \x01(\x03\x12+\n\nextensions\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x06mapped\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x17\n\x0fskipped_members\x18\t \x03(\t\"J\n\x12\x43reateGroupRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12!\n\x05group\x18\x02 \x01(\x0b\x32\x12.identity.v1.Group\"_\n\x0fGetGroupRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x17\n\x0finclude_members\x18\x03 \x01(\x08\x12\x14\n\x0cmember_limit\x18\x04 \x01(\x05\"\xa6\x01\n\x11ListGroupsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12#\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x13.identity.v1.Filter\x12\x1f\n\x04sort\x18\x03 \x01(\x0b\x32\x11.identity.v1.Sort\x12\x1f\n\x04page\x18\x04 \x01(\x0b\x32\x11.identity.v1.Page\x12\x17\n\x0finclude_members\x18\x05 \x01(\x08\"\x8b\x01\n\x12ListGroupsResponse\x12\"\n\x06groups\x18\x01 \x03(\x0b\x32\x12.identity.v1.Group\x12\x15\n\rtotal_results\x18\x02 \x01(\x03\x12\x13\n\x0bstart_index\x18\x03 \x01(\x05\x12\x13\n\x0bnext_cursor\x18\x04 \x01(\t\x12\x10\n\x08revision\x18\x05 \x01(\x03\"e\n\x13ReplaceGroupRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12!\n\x05group\x18\x02 \x01(\x0b\x32\x12.identity.v1.Group\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x03\"\xa9\x02\n\x12UpdateGroupRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x03\x12\x19\n\x0c\x64isplay_name\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x18\n\x0b\x65xternal_id\x18\x05 \x01(\tH\x01\x88\x01\x01\x12+\n\nextensions\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\rclear_members\x18\x07 \x01(\x08\x12(\n\x0b\x61\x64\x64_members\x18\x08 \x03(\x0b\x32\x13.identity.v1.Member\x12\x16\n\x0eremove_members\x18\t \x03(\tB\x0f\n\r_display_nameB\x0e\n\x0c_external_id\"M\n\x12\x44\x65leteGroupRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x03\"\x15\n\x13\x44\x65leteGroupResponse\"`\n\x12ListMembersRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x10\n\x08group_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"k\n\x13ListMembersResponse\x12$\n\x07members\x18\x01 \x03(\x0b\x32\x13.identity.v1.Member\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x15\n\rtotal_members\x18\x03 \x01(\x03\"\xac\x01\n\x11PatchGroupRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12/\n\noperations\x18\x03 \x03(\x0b\x32\x1b.identity.v1.PatchOperation\x12\x18\n\x10\x65xpected_version\x18\x04 \x01(\x03\x12\x17\n\x0finclude_members\x18\x05 \x01(\x08\x12\x14\n\x0cmember_limit\x18\x06 \x01(\x05*V\n\nMemberType\x12\x1b\n\x17MEMBER_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10MEMBER_TYPE_USER\x10\x01\x12\x15\n\x11MEMBER_TYPE_GROUP\x10\x02\x32\xcf\x04\n\x0cGroupService\x12\x42\n\x0b\x43reateGroup\x12\x1f.identity.v1.CreateGroupRequest\x1a\x12.identity.v1.Group\x12<\n\x08GetGroup\x12\x1c.identity.v1.GetGroupRequest\x1a\x12.identity.v1.Group\x12M\n\nListGroups\x12\x1e.identity.v1.ListGroupsRequest\x1a\x1f.identity.v1.ListGroupsResponse\x12\x44\n\x0cReplaceGroup\x12 .identity.v1.ReplaceGroupRequest\x1a\x12.identity.v1.Group\x12\x42\n\x0bUpdateGroup\x12\x1f.identity.v1.UpdateGroupRequest\x1a\x12.identity.v1.Group\x12P\n\x0b\x44\x65leteGroup\x12\x1f.identity.v1.DeleteGroupRequest\x1a .identity.v1.DeleteGroupResponse\x12@\n\nPatchGroup\x12\x1e.identity.v1.PatchGroupRequest\x1a\x12.identity.v1.Group\x12P\n\x0bListMembers\x12\x1f.identity.v1.ListMembersRequest\x1a .identity.v1.ListMembersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'identity.v1.groups_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MEMBERTYPE']._serialized_start=1625
-  _globals['_MEMBERTYPE']._serialized_end=1711
+  _globals['_MEMBERTYPE']._serialized_start=1825
+  _globals['_MEMBERTYPE']._serialized_end=1911
   _globals['_MEMBER']._serialized_start=97
   _globals['_MEMBER']._serialized_end=176
   _globals['_GROUP']._serialized_start=179
-  _globals['_GROUP']._serialized_end=427
-  _globals['_CREATEGROUPREQUEST']._serialized_start=429
-  _globals['_CREATEGROUPREQUEST']._serialized_end=503
-  _globals['_GETGROUPREQUEST']._serialized_start=505
-  _globals['_GETGROUPREQUEST']._serialized_end=600
-  _globals['_LISTGROUPSREQUEST']._serialized_start=603
-  _globals['_LISTGROUPSREQUEST']._serialized_end=769
-  _globals['_LISTGROUPSRESPONSE']._serialized_start=772
-  _globals['_LISTGROUPSRESPONSE']._serialized_end=911
-  _globals['_REPLACEGROUPREQUEST']._serialized_start=913
-  _globals['_REPLACEGROUPREQUEST']._serialized_end=1014
-  _globals['_UPDATEGROUPREQUEST']._serialized_start=1017
-  _globals['_UPDATEGROUPREQUEST']._serialized_end=1314
-  _globals['_DELETEGROUPREQUEST']._serialized_start=1316
-  _globals['_DELETEGROUPREQUEST']._serialized_end=1393
-  _globals['_DELETEGROUPRESPONSE']._serialized_start=1395
-  _globals['_DELETEGROUPRESPONSE']._serialized_end=1416
-  _globals['_LISTMEMBERSREQUEST']._serialized_start=1418
-  _globals['_LISTMEMBERSREQUEST']._serialized_end=1514
-  _globals['_LISTMEMBERSRESPONSE']._serialized_start=1516
-  _globals['_LISTMEMBERSRESPONSE']._serialized_end=1623
-  _globals['_GROUPSERVICE']._serialized_start=1714
-  _globals['_GROUPSERVICE']._serialized_end=2239
+  _globals['_GROUP']._serialized_end=452
+  _globals['_CREATEGROUPREQUEST']._serialized_start=454
+  _globals['_CREATEGROUPREQUEST']._serialized_end=528
+  _globals['_GETGROUPREQUEST']._serialized_start=530
+  _globals['_GETGROUPREQUEST']._serialized_end=625
+  _globals['_LISTGROUPSREQUEST']._serialized_start=628
+  _globals['_LISTGROUPSREQUEST']._serialized_end=794
+  _globals['_LISTGROUPSRESPONSE']._serialized_start=797
+  _globals['_LISTGROUPSRESPONSE']._serialized_end=936
+  _globals['_REPLACEGROUPREQUEST']._serialized_start=938
+  _globals['_REPLACEGROUPREQUEST']._serialized_end=1039
+  _globals['_UPDATEGROUPREQUEST']._serialized_start=1042
+  _globals['_UPDATEGROUPREQUEST']._serialized_end=1339
+  _globals['_DELETEGROUPREQUEST']._serialized_start=1341
+  _globals['_DELETEGROUPREQUEST']._serialized_end=1418
+  _globals['_DELETEGROUPRESPONSE']._serialized_start=1420
+  _globals['_DELETEGROUPRESPONSE']._serialized_end=1441
+  _globals['_LISTMEMBERSREQUEST']._serialized_start=1443
+  _globals['_LISTMEMBERSREQUEST']._serialized_end=1539
+  _globals['_LISTMEMBERSRESPONSE']._serialized_start=1541
+  _globals['_LISTMEMBERSRESPONSE']._serialized_end=1648
+  _globals['_PATCHGROUPREQUEST']._serialized_start=1651
+  _globals['_PATCHGROUPREQUEST']._serialized_end=1823
+  _globals['_GROUPSERVICE']._serialized_start=1914
+  _globals['_GROUPSERVICE']._serialized_end=2505
 # @@protoc_insertion_point(module_scope)

@@ -81,6 +81,7 @@ class Group(_message.Message):
     MEMBER_COUNT_FIELD_NUMBER: _builtins.int
     EXTENSIONS_FIELD_NUMBER: _builtins.int
     MAPPED_FIELD_NUMBER: _builtins.int
+    SKIPPED_MEMBERS_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     display_name: _builtins.str
     """Required."""
@@ -103,6 +104,12 @@ class Group(_message.Message):
         list-of-reference fields from members are filled only with the members.
         """
 
+    @_builtins.property
+    def skipped_members(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Read-only, in the answer to a write: member ids it named that are not (or no
+        longer) users or groups of the tenant, skipped (TenantPolicy.unknown_members).
+        """
+
     def __init__(
         self,
         *,
@@ -114,10 +121,11 @@ class Group(_message.Message):
         member_count: _builtins.int = ...,
         extensions: _struct_pb2.Struct | None = ...,
         mapped: _struct_pb2.Struct | None = ...,
+        skipped_members: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["extensions", b"extensions", "mapped", b"mapped", "meta", b"meta"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "extensions", b"extensions", "external_id", b"external_id", "mapped", b"mapped", "member_count", b"member_count", "members", b"members", "meta", b"meta", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "extensions", b"extensions", "external_id", b"external_id", "mapped", b"mapped", "member_count", b"member_count", "members", b"members", "meta", b"meta", "skipped_members", b"skipped_members", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -435,3 +443,48 @@ class ListMembersResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListMembersResponse: _TypeAlias = ListMembersResponse  # noqa: Y015
+
+@_typing.final
+class PatchGroupRequest(_message.Message):
+    """Applies PATCH operations to one group in one transaction, under the group's
+    row lock. Membership operations cost O(members named), whatever the group's size.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    OPERATIONS_FIELD_NUMBER: _builtins.int
+    EXPECTED_VERSION_FIELD_NUMBER: _builtins.int
+    INCLUDE_MEMBERS_FIELD_NUMBER: _builtins.int
+    MEMBER_LIMIT_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    id: _builtins.str
+    expected_version: _builtins.int
+    include_members: _builtins.bool
+    """Return the group's members as well, read after the change in the same
+    transaction (as GetGroupRequest.include_members).
+    """
+    member_limit: _builtins.int
+    """With include_members: when the group then has more than this many members,
+    leave them all out (member_count tells how many). 0: no such limit.
+    """
+    @_builtins.property
+    def operations(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.PatchOperation]: ...
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        id: _builtins.str = ...,
+        operations: _abc.Iterable[_common_pb2.PatchOperation] | None = ...,
+        expected_version: _builtins.int = ...,
+        include_members: _builtins.bool = ...,
+        member_limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_version", b"expected_version", "id", b"id", "include_members", b"include_members", "member_limit", b"member_limit", "operations", b"operations", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PatchGroupRequest: _TypeAlias = PatchGroupRequest  # noqa: Y015

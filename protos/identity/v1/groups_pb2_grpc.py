@@ -64,6 +64,11 @@ class GroupServiceStub:
                 request_serializer=identity_dot_v1_dot_groups__pb2.DeleteGroupRequest.SerializeToString,
                 response_deserializer=identity_dot_v1_dot_groups__pb2.DeleteGroupResponse.FromString,
                 _registered_method=True)
+        self.PatchGroup = channel.unary_unary(
+                '/identity.v1.GroupService/PatchGroup',
+                request_serializer=identity_dot_v1_dot_groups__pb2.PatchGroupRequest.SerializeToString,
+                response_deserializer=identity_dot_v1_dot_groups__pb2.Group.FromString,
+                _registered_method=True)
         self.ListMembers = channel.unary_unary(
                 '/identity.v1.GroupService/ListMembers',
                 request_serializer=identity_dot_v1_dot_groups__pb2.ListMembersRequest.SerializeToString,
@@ -112,6 +117,14 @@ class GroupServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PatchGroup(self, request, context):
+        """Applies the operations atomically; returns the group (with its members when
+        asked and no more than member_limit).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListMembers(self, request, context):
         """Pages through a group's members in a stable order.
         """
@@ -151,6 +164,11 @@ def add_GroupServiceServicer_to_server(servicer, server):
                     servicer.DeleteGroup,
                     request_deserializer=identity_dot_v1_dot_groups__pb2.DeleteGroupRequest.FromString,
                     response_serializer=identity_dot_v1_dot_groups__pb2.DeleteGroupResponse.SerializeToString,
+            ),
+            'PatchGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.PatchGroup,
+                    request_deserializer=identity_dot_v1_dot_groups__pb2.PatchGroupRequest.FromString,
+                    response_serializer=identity_dot_v1_dot_groups__pb2.Group.SerializeToString,
             ),
             'ListMembers': grpc.unary_unary_rpc_method_handler(
                     servicer.ListMembers,
@@ -320,6 +338,33 @@ class GroupService:
             '/identity.v1.GroupService/DeleteGroup',
             identity_dot_v1_dot_groups__pb2.DeleteGroupRequest.SerializeToString,
             identity_dot_v1_dot_groups__pb2.DeleteGroupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PatchGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/identity.v1.GroupService/PatchGroup',
+            identity_dot_v1_dot_groups__pb2.PatchGroupRequest.SerializeToString,
+            identity_dot_v1_dot_groups__pb2.Group.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,6 +42,10 @@ class GroupServiceStub:
     group without members.
     """
     DeleteGroup: _grpc.UnaryUnaryMultiCallable[_groups_pb2.DeleteGroupRequest, _groups_pb2.DeleteGroupResponse]
+    PatchGroup: _grpc.UnaryUnaryMultiCallable[_groups_pb2.PatchGroupRequest, _groups_pb2.Group]
+    """Applies the operations atomically; returns the group (with its members when
+    asked and no more than member_limit).
+    """
     ListMembers: _grpc.UnaryUnaryMultiCallable[_groups_pb2.ListMembersRequest, _groups_pb2.ListMembersResponse]
     """Pages through a group's members in a stable order."""
 
@@ -57,6 +61,10 @@ class GroupServiceAsyncStub(GroupServiceStub):
     group without members.
     """
     DeleteGroup: _aio.UnaryUnaryMultiCallable[_groups_pb2.DeleteGroupRequest, _groups_pb2.DeleteGroupResponse]  # type: ignore[assignment]
+    PatchGroup: _aio.UnaryUnaryMultiCallable[_groups_pb2.PatchGroupRequest, _groups_pb2.Group]  # type: ignore[assignment]
+    """Applies the operations atomically; returns the group (with its members when
+    asked and no more than member_limit).
+    """
     ListMembers: _aio.UnaryUnaryMultiCallable[_groups_pb2.ListMembersRequest, _groups_pb2.ListMembersResponse]  # type: ignore[assignment]
     """Pages through a group's members in a stable order."""
 
@@ -105,6 +113,16 @@ class GroupServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _groups_pb2.DeleteGroupRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_groups_pb2.DeleteGroupResponse, _abc.Awaitable[_groups_pb2.DeleteGroupResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def PatchGroup(
+        self,
+        request: _groups_pb2.PatchGroupRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_groups_pb2.Group, _abc.Awaitable[_groups_pb2.Group]]:
+        """Applies the operations atomically; returns the group (with its members when
+        asked and no more than member_limit).
+        """
 
     @_abc_1.abstractmethod
     def ListMembers(

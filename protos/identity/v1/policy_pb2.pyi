@@ -122,6 +122,31 @@ MAPPING_KIND_LIST_OF_REFERENCES: MappingKind.ValueType  # 2
 """many ids (e.g. group members)"""
 Global___MappingKind: _TypeAlias = MappingKind  # noqa: Y015
 
+class _UnknownMembers:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _UnknownMembersEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_UnknownMembers.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    UNKNOWN_MEMBERS_SKIP: _UnknownMembers.ValueType  # 0
+    """Skip them: the rest of the write applies; the skipped ids are answered
+    (Group.skipped_members) and recorded in the operation's history. An IdP keeps
+    a deleted user's id, and one gone member must not fail a whole group push.
+    """
+    UNKNOWN_MEMBERS_REJECT: _UnknownMembers.ValueType  # 1
+    """Refuse the write (INVALID_ARGUMENT, REASON_INVALID_VALUE naming them); nothing applies."""
+
+class UnknownMembers(_UnknownMembers, metaclass=_UnknownMembersEnumTypeWrapper): ...
+
+UNKNOWN_MEMBERS_SKIP: UnknownMembers.ValueType  # 0
+"""Skip them: the rest of the write applies; the skipped ids are answered
+(Group.skipped_members) and recorded in the operation's history. An IdP keeps
+a deleted user's id, and one gone member must not fail a whole group push.
+"""
+UNKNOWN_MEMBERS_REJECT: UnknownMembers.ValueType  # 1
+"""Refuse the write (INVALID_ARGUMENT, REASON_INVALID_VALUE naming them); nothing applies."""
+Global___UnknownMembers: _TypeAlias = UnknownMembers  # noqa: Y015
+
 @_typing.final
 class GroupRoleRule(_message.Message):
     """Roles from group names: membership of a group whose displayName matches
@@ -305,6 +330,7 @@ class TenantPolicy(_message.Message):
     EXTENSION_SCHEMAS_FIELD_NUMBER: _builtins.int
     USER_MAPPINGS_FIELD_NUMBER: _builtins.int
     GROUP_MAPPINGS_FIELD_NUMBER: _builtins.int
+    UNKNOWN_MEMBERS_FIELD_NUMBER: _builtins.int
     on_last_scim_role_removed: Global___LastRoleAction.ValueType
     on_scim_delete: Global___DeleteAction.ValueType
     unique_identifier: Global___UniqueIdentifier.ValueType
@@ -312,6 +338,10 @@ class TenantPolicy(_message.Message):
     scim_create_disabled: _builtins.bool
     """False: SCIM may only update users that JIT sign-in created (Panther)."""
     local_edits: Global___LocalEdits.ValueType
+    unknown_members: Global___UnknownMembers.ValueType
+    """What a group write does with member ids that are not (or no longer) users or
+    groups of the tenant.
+    """
     @_builtins.property
     def group_role_rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___GroupRoleRule]: ...
     @_builtins.property
@@ -335,10 +365,11 @@ class TenantPolicy(_message.Message):
         extension_schemas: _abc.Iterable[Global___ExtensionSchema] | None = ...,
         user_mappings: _abc.Iterable[Global___AttributeMapping] | None = ...,
         group_mappings: _abc.Iterable[Global___AttributeMapping] | None = ...,
+        unknown_members: Global___UnknownMembers.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["attribute_role", b"attribute_role"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attribute_role", b"attribute_role", "extension_schemas", b"extension_schemas", "group_mappings", b"group_mappings", "group_role_rules", b"group_role_rules", "local_edits", b"local_edits", "on_last_scim_role_removed", b"on_last_scim_role_removed", "on_scim_delete", b"on_scim_delete", "scim_create_disabled", b"scim_create_disabled", "unique_identifier", b"unique_identifier", "user_mappings", b"user_mappings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attribute_role", b"attribute_role", "extension_schemas", b"extension_schemas", "group_mappings", b"group_mappings", "group_role_rules", b"group_role_rules", "local_edits", b"local_edits", "on_last_scim_role_removed", b"on_last_scim_role_removed", "on_scim_delete", b"on_scim_delete", "scim_create_disabled", b"scim_create_disabled", "unique_identifier", b"unique_identifier", "unknown_members", b"unknown_members", "user_mappings", b"user_mappings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -389,3 +420,194 @@ class SetPolicyRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SetPolicyRequest: _TypeAlias = SetPolicyRequest  # noqa: Y015
+
+@_typing.final
+class AttributeDefinition(_message.Message):
+    """-- the attribute catalogue (RFC 7643 §7), owned by the core ---------------------
+
+    One attribute's definition, as RFC 7643 §7 describes it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    MULTI_VALUED_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    REQUIRED_FIELD_NUMBER: _builtins.int
+    CASE_EXACT_FIELD_NUMBER: _builtins.int
+    MUTABILITY_FIELD_NUMBER: _builtins.int
+    RETURNED_FIELD_NUMBER: _builtins.int
+    UNIQUENESS_FIELD_NUMBER: _builtins.int
+    SUB_ATTRIBUTES_FIELD_NUMBER: _builtins.int
+    CANONICAL_VALUES_FIELD_NUMBER: _builtins.int
+    REFERENCE_TYPES_FIELD_NUMBER: _builtins.int
+    PROTO_FIELD_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    type: _builtins.str
+    """"string", "boolean", "decimal", "integer", "dateTime", "reference", "complex", "binary"."""
+    multi_valued: _builtins.bool
+    description: _builtins.str
+    required: _builtins.bool
+    case_exact: _builtins.bool
+    mutability: _builtins.str
+    """"readOnly", "readWrite", "immutable" or "writeOnly"."""
+    returned: _builtins.str
+    """"always", "never", "default" or "request"."""
+    uniqueness: _builtins.str
+    """"none", "server" or "global"."""
+    proto_field: _builtins.str
+    """Where identity.v1.User / Group hold it, e.g. "user_name", "phone_numbers",
+    "enterprise.cost_center"; "extensions" for a tenant's own attributes.
+    """
+    @_builtins.property
+    def sub_attributes(self) -> _containers.RepeatedCompositeFieldContainer[Global___AttributeDefinition]: ...
+    @_builtins.property
+    def canonical_values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def reference_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        type: _builtins.str = ...,
+        multi_valued: _builtins.bool = ...,
+        description: _builtins.str = ...,
+        required: _builtins.bool = ...,
+        case_exact: _builtins.bool = ...,
+        mutability: _builtins.str = ...,
+        returned: _builtins.str = ...,
+        uniqueness: _builtins.str = ...,
+        sub_attributes: _abc.Iterable[Global___AttributeDefinition] | None = ...,
+        canonical_values: _abc.Iterable[_builtins.str] | None = ...,
+        reference_types: _abc.Iterable[_builtins.str] | None = ...,
+        proto_field: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["canonical_values", b"canonical_values", "case_exact", b"case_exact", "description", b"description", "multi_valued", b"multi_valued", "mutability", b"mutability", "name", b"name", "proto_field", b"proto_field", "reference_types", b"reference_types", "required", b"required", "returned", b"returned", "sub_attributes", b"sub_attributes", "type", b"type", "uniqueness", b"uniqueness"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AttributeDefinition: _TypeAlias = AttributeDefinition  # noqa: Y015
+
+@_typing.final
+class SchemaDefinition(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    ATTRIBUTES_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The schema URN."""
+    name: _builtins.str
+    description: _builtins.str
+    @_builtins.property
+    def attributes(self) -> _containers.RepeatedCompositeFieldContainer[Global___AttributeDefinition]: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        attributes: _abc.Iterable[Global___AttributeDefinition] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attributes", b"attributes", "description", b"description", "id", b"id", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SchemaDefinition: _TypeAlias = SchemaDefinition  # noqa: Y015
+
+@_typing.final
+class ResourceTypeDefinition(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    ENDPOINT_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    SCHEMA_FIELD_NUMBER: _builtins.int
+    SCHEMA_EXTENSIONS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    name: _builtins.str
+    endpoint: _builtins.str
+    """e.g. "/Users"."""
+    description: _builtins.str
+    schema: _builtins.str
+    """The core schema's URN."""
+    @_builtins.property
+    def schema_extensions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Extension schema URNs (none is required)."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        endpoint: _builtins.str = ...,
+        description: _builtins.str = ...,
+        schema: _builtins.str = ...,
+        schema_extensions: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "endpoint", b"endpoint", "id", b"id", "name", b"name", "schema", b"schema", "schema_extensions", b"schema_extensions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResourceTypeDefinition: _TypeAlias = ResourceTypeDefinition  # noqa: Y015
+
+@_typing.final
+class GetSchemasRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant whose own schemas (TenantPolicy.extension_schemas) are included;
+    empty: the built-in catalogue alone.
+    """
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSchemasRequest: _TypeAlias = GetSchemasRequest  # noqa: Y015
+
+@_typing.final
+class GetSchemasResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEMAS_FIELD_NUMBER: _builtins.int
+    RESOURCE_TYPES_FIELD_NUMBER: _builtins.int
+    COMMON_ATTRIBUTES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def schemas(self) -> _containers.RepeatedCompositeFieldContainer[Global___SchemaDefinition]: ...
+    @_builtins.property
+    def resource_types(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResourceTypeDefinition]: ...
+    @_builtins.property
+    def common_attributes(self) -> _containers.RepeatedCompositeFieldContainer[Global___AttributeDefinition]:
+        """RFC 7643 §3.1's common attributes (id, externalId, meta): in no schema."""
+
+    def __init__(
+        self,
+        *,
+        schemas: _abc.Iterable[Global___SchemaDefinition] | None = ...,
+        resource_types: _abc.Iterable[Global___ResourceTypeDefinition] | None = ...,
+        common_attributes: _abc.Iterable[Global___AttributeDefinition] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["common_attributes", b"common_attributes", "resource_types", b"resource_types", "schemas", b"schemas"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSchemasResponse: _TypeAlias = GetSchemasResponse  # noqa: Y015

@@ -39,6 +39,11 @@ class PolicyServiceStub:
                 request_serializer=identity_dot_v1_dot_policy__pb2.GetPolicyRequest.SerializeToString,
                 response_deserializer=identity_dot_v1_dot_policy__pb2.TenantPolicy.FromString,
                 _registered_method=True)
+        self.GetSchemas = channel.unary_unary(
+                '/identity.v1.PolicyService/GetSchemas',
+                request_serializer=identity_dot_v1_dot_policy__pb2.GetSchemasRequest.SerializeToString,
+                response_deserializer=identity_dot_v1_dot_policy__pb2.GetSchemasResponse.FromString,
+                _registered_method=True)
         self.SetPolicy = channel.unary_unary(
                 '/identity.v1.PolicyService/SetPolicy',
                 request_serializer=identity_dot_v1_dot_policy__pb2.SetPolicyRequest.SerializeToString,
@@ -51,6 +56,15 @@ class PolicyServiceServicer:
 
     def GetPolicy(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSchemas(self, request, context):
+        """The attribute catalogue: every attribute's type, mutability, caseExact,
+        uniqueness and sub-attributes, and the resource types, with the tenant's own
+        schemas. What the gateway's /Schemas and /ResourceTypes show.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -71,6 +85,11 @@ def add_PolicyServiceServicer_to_server(servicer, server):
                     servicer.GetPolicy,
                     request_deserializer=identity_dot_v1_dot_policy__pb2.GetPolicyRequest.FromString,
                     response_serializer=identity_dot_v1_dot_policy__pb2.TenantPolicy.SerializeToString,
+            ),
+            'GetSchemas': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSchemas,
+                    request_deserializer=identity_dot_v1_dot_policy__pb2.GetSchemasRequest.FromString,
+                    response_serializer=identity_dot_v1_dot_policy__pb2.GetSchemasResponse.SerializeToString,
             ),
             'SetPolicy': grpc.unary_unary_rpc_method_handler(
                     servicer.SetPolicy,
@@ -105,6 +124,33 @@ class PolicyService:
             '/identity.v1.PolicyService/GetPolicy',
             identity_dot_v1_dot_policy__pb2.GetPolicyRequest.SerializeToString,
             identity_dot_v1_dot_policy__pb2.TenantPolicy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSchemas(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/identity.v1.PolicyService/GetSchemas',
+            identity_dot_v1_dot_policy__pb2.GetSchemasRequest.SerializeToString,
+            identity_dot_v1_dot_policy__pb2.GetSchemasResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -35,6 +35,11 @@ class PolicyServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> PolicyServiceAsyncStub: ...
     GetPolicy: _grpc.UnaryUnaryMultiCallable[_policy_pb2.GetPolicyRequest, _policy_pb2.TenantPolicy]
+    GetSchemas: _grpc.UnaryUnaryMultiCallable[_policy_pb2.GetSchemasRequest, _policy_pb2.GetSchemasResponse]
+    """The attribute catalogue: every attribute's type, mutability, caseExact,
+    uniqueness and sub-attributes, and the resource types, with the tenant's own
+    schemas. What the gateway's /Schemas and /ResourceTypes show.
+    """
     SetPolicy: _grpc.UnaryUnaryMultiCallable[_policy_pb2.SetPolicyRequest, _policy_pb2.TenantPolicy]
     """INVALID_ARGUMENT (with a detail saying what to fix) for a pattern without
     {role}, a rule on an unknown attribute, a mapping from a missing attribute,
@@ -45,6 +50,11 @@ class PolicyServiceStub:
 class PolicyServiceAsyncStub(PolicyServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetPolicy: _aio.UnaryUnaryMultiCallable[_policy_pb2.GetPolicyRequest, _policy_pb2.TenantPolicy]  # type: ignore[assignment]
+    GetSchemas: _aio.UnaryUnaryMultiCallable[_policy_pb2.GetSchemasRequest, _policy_pb2.GetSchemasResponse]  # type: ignore[assignment]
+    """The attribute catalogue: every attribute's type, mutability, caseExact,
+    uniqueness and sub-attributes, and the resource types, with the tenant's own
+    schemas. What the gateway's /Schemas and /ResourceTypes show.
+    """
     SetPolicy: _aio.UnaryUnaryMultiCallable[_policy_pb2.SetPolicyRequest, _policy_pb2.TenantPolicy]  # type: ignore[assignment]
     """INVALID_ARGUMENT (with a detail saying what to fix) for a pattern without
     {role}, a rule on an unknown attribute, a mapping from a missing attribute,
@@ -58,6 +68,17 @@ class PolicyServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _policy_pb2.GetPolicyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_policy_pb2.TenantPolicy, _abc.Awaitable[_policy_pb2.TenantPolicy]]: ...
+
+    @_abc_1.abstractmethod
+    def GetSchemas(
+        self,
+        request: _policy_pb2.GetSchemasRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_policy_pb2.GetSchemasResponse, _abc.Awaitable[_policy_pb2.GetSchemasResponse]]:
+        """The attribute catalogue: every attribute's type, mutability, caseExact,
+        uniqueness and sub-attributes, and the resource types, with the tenant's own
+        schemas. What the gateway's /Schemas and /ResourceTypes show.
+        """
 
     @_abc_1.abstractmethod
     def SetPolicy(

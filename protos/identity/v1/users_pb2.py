@@ -26,51 +26,53 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from identity.v1 import common_pb2 as identity_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17identity/v1/users.proto\x12\x0bidentity.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x18identity/v1/common.proto\"\x8b\x01\n\x04Name\x12\x11\n\tformatted\x18\x01 \x01(\t\x12\x13\n\x0b\x66\x61mily_name\x18\x02 \x01(\t\x12\x12\n\ngiven_name\x18\x03 \x01(\t\x12\x13\n\x0bmiddle_name\x18\x04 \x01(\t\x12\x18\n\x10honorific_prefix\x18\x05 \x01(\t\x12\x18\n\x10honorific_suffix\x18\x06 \x01(\t\"K\n\nMultiValue\x12\r\n\x05value\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0f\n\x07primary\x18\x03 \x01(\x08\x12\x0f\n\x07\x64isplay\x18\x04 \x01(\t\"\x9b\x01\n\x07\x41\x64\x64ress\x12\x11\n\tformatted\x18\x01 \x01(\t\x12\x16\n\x0estreet_address\x18\x02 \x01(\t\x12\x10\n\x08locality\x18\x03 \x01(\t\x12\x0e\n\x06region\x18\x04 \x01(\t\x12\x13\n\x0bpostal_code\x18\x05 \x01(\t\x12\x0f\n\x07\x63ountry\x18\x06 \x01(\t\x12\x0c\n\x04type\x18\x07 \x01(\t\x12\x0f\n\x07primary\x18\x08 \x01(\x08\".\n\x07Manager\x12\r\n\x05value\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\"\xa1\x01\n\x0e\x45nterpriseUser\x12\x17\n\x0f\x65mployee_number\x18\x01 \x01(\t\x12\x13\n\x0b\x63ost_center\x18\x02 \x01(\t\x12\x14\n\x0corganization\x18\x03 \x01(\t\x12\x10\n\x08\x64ivision\x18\x04 \x01(\t\x12\x12\n\ndepartment\x18\x05 \x01(\t\x12%\n\x07manager\x18\x06 \x01(\x0b\x32\x14.identity.v1.Manager\",\n\x08GroupRef\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\"G\n\x0eRoleAssignment\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\'\n\x06source\x18\x02 \x01(\x0e\x32\x17.identity.v1.RoleSource\"\x96\x07\n\x04User\x12\x1f\n\x04meta\x18\x01 \x01(\x0b\x32\x11.identity.v1.Meta\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x11\n\tuser_name\x18\x03 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x04 \x01(\t\x12\x1f\n\x04name\x18\x05 \x01(\x0b\x32\x11.identity.v1.Name\x12\x14\n\x0c\x64isplay_name\x18\x06 \x01(\t\x12\x11\n\tnick_name\x18\x07 \x01(\t\x12\x13\n\x0bprofile_url\x18\x08 \x01(\t\x12\r\n\x05title\x18\t \x01(\t\x12\x11\n\tuser_type\x18\n \x01(\t\x12\x1a\n\x12preferred_language\x18\x0b \x01(\t\x12\x0e\n\x06locale\x18\x0c \x01(\t\x12\x10\n\x08timezone\x18\r \x01(\t\x12\x13\n\x06\x61\x63tive\x18\x0e \x01(\x08H\x00\x88\x01\x01\x12\'\n\x06\x65mails\x18\x0f \x03(\x0b\x32\x17.identity.v1.MultiValue\x12.\n\rphone_numbers\x18\x10 \x03(\x0b\x32\x17.identity.v1.MultiValue\x12$\n\x03ims\x18\x11 \x03(\x0b\x32\x17.identity.v1.MultiValue\x12\'\n\x06photos\x18\x12 \x03(\x0b\x32\x17.identity.v1.MultiValue\x12\'\n\taddresses\x18\x13 \x03(\x0b\x32\x14.identity.v1.Address\x12-\n\x0c\x65ntitlements\x18\x14 \x03(\x0b\x32\x17.identity.v1.MultiValue\x12&\n\x05roles\x18\x15 \x03(\x0b\x32\x17.identity.v1.MultiValue\x12\x32\n\x11x509_certificates\x18\x16 \x03(\x0b\x32\x17.identity.v1.MultiValue\x12/\n\nenterprise\x18\x17 \x01(\x0b\x32\x1b.identity.v1.EnterpriseUser\x12%\n\x06groups\x18\x18 \x03(\x0b\x32\x15.identity.v1.GroupRef\x12\x35\n\x10role_assignments\x18\x19 \x03(\x0b\x32\x1b.identity.v1.RoleAssignment\x12+\n\nextensions\x18\x1a \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nmanaged_by\x18\x1b \x01(\t\x12\'\n\x06mapped\x18\x1c \x01(\x0b\x32\x17.google.protobuf.StructB\t\n\x07_active\"G\n\x11\x43reateUserRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x1f\n\x04user\x18\x02 \x01(\x0b\x32\x11.identity.v1.User\"/\n\x0eGetUserRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"\x8c\x01\n\x10ListUsersRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12#\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x13.identity.v1.Filter\x12\x1f\n\x04sort\x18\x03 \x01(\x0b\x32\x11.identity.v1.Sort\x12\x1f\n\x04page\x18\x04 \x01(\x0b\x32\x11.identity.v1.Page\"\x88\x01\n\x11ListUsersResponse\x12 \n\x05users\x18\x01 \x03(\x0b\x32\x11.identity.v1.User\x12\x15\n\rtotal_results\x18\x02 \x01(\x03\x12\x13\n\x0bstart_index\x18\x03 \x01(\x05\x12\x13\n\x0bnext_cursor\x18\x04 \x01(\t\x12\x10\n\x08revision\x18\x05 \x01(\x03\"b\n\x12ReplaceUserRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x1f\n\x04user\x18\x02 \x01(\x0b\x32\x11.identity.v1.User\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x03\"s\n\x11\x44\x65leteUserRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x03\x12%\n\x04mode\x18\x04 \x01(\x0e\x32\x17.identity.v1.DeleteMode\"F\n\x12\x44\x65leteUserResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\x12\x1f\n\x04user\x18\x02 \x01(\x0b\x32\x11.identity.v1.User\"\x89\x01\n\x13JitProvisionRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x11\n\tuser_name\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\x12\n\ngiven_name\x18\x04 \x01(\t\x12\x13\n\x0b\x66\x61mily_name\x18\x05 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x06 \x01(\t\"H\n\x14JitProvisionResponse\x12\x1f\n\x04user\x18\x01 \x01(\x0b\x32\x11.identity.v1.User\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08*V\n\nRoleSource\x12\x1b\n\x17ROLE_SOURCE_UNSPECIFIED\x10\x00\x12\x14\n\x10ROLE_SOURCE_SCIM\x10\x01\x12\x15\n\x11ROLE_SOURCE_LOCAL\x10\x02*:\n\nDeleteMode\x12\x16\n\x12\x44\x45LETE_MODE_POLICY\x10\x00\x12\x14\n\x10\x44\x45LETE_MODE_HARD\x10\x01\x32\xbc\x03\n\x0bUserService\x12?\n\nCreateUser\x12\x1e.identity.v1.CreateUserRequest\x1a\x11.identity.v1.User\x12\x39\n\x07GetUser\x12\x1b.identity.v1.GetUserRequest\x1a\x11.identity.v1.User\x12J\n\tListUsers\x12\x1d.identity.v1.ListUsersRequest\x1a\x1e.identity.v1.ListUsersResponse\x12\x41\n\x0bReplaceUser\x12\x1f.identity.v1.ReplaceUserRequest\x1a\x11.identity.v1.User\x12M\n\nDeleteUser\x12\x1e.identity.v1.DeleteUserRequest\x1a\x1f.identity.v1.DeleteUserResponse\x12S\n\x0cJitProvision\x12 .identity.v1.JitProvisionRequest\x1a!.identity.v1.JitProvisionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17identity/v1/users.proto\x12\x0bidentity.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x18identity/v1/common.proto\"\x8b\x01\n\x04Name\x12\x11\n\tformatted\x18\x01 \x01(\t\x12\x13\n\x0b\x66\x61mily_name\x18\x02 \x01(\t\x12\x12\n\ngiven_name\x18\x03 \x01(\t\x12\x13\n\x0bmiddle_name\x18\x04 \x01(\t\x12\x18\n\x10honorific_prefix\x18\x05 \x01(\t\x12\x18\n\x10honorific_suffix\x18\x06 \x01(\t\"\\\n\nMultiValue\x12\r\n\x05value\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x14\n\x07primary\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12\x0f\n\x07\x64isplay\x18\x04 \x01(\tB\n\n\x08_primary\"\xac\x01\n\x07\x41\x64\x64ress\x12\x11\n\tformatted\x18\x01 \x01(\t\x12\x16\n\x0estreet_address\x18\x02 \x01(\t\x12\x10\n\x08locality\x18\x03 \x01(\t\x12\x0e\n\x06region\x18\x04 \x01(\t\x12\x13\n\x0bpostal_code\x18\x05 \x01(\t\x12\x0f\n\x07\x63ountry\x18\x06 \x01(\t\x12\x0c\n\x04type\x18\x07 \x01(\t\x12\x14\n\x07primary\x18\x08 \x01(\x08H\x00\x88\x01\x01\x42\n\n\x08_primary\".\n\x07Manager\x12\r\n\x05value\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\"\xa1\x01\n\x0e\x45nterpriseUser\x12\x17\n\x0f\x65mployee_number\x18\x01 \x01(\t\x12\x13\n\x0b\x63ost_center\x18\x02 \x01(\t\x12\x14\n\x0corganization\x18\x03 \x01(\t\x12\x10\n\x08\x64ivision\x18\x04 \x01(\t\x12\x12\n\ndepartment\x18\x05 \x01(\t\x12%\n\x07manager\x18\x06 \x01(\x0b\x32\x14.identity.v1.Manager\",\n\x08GroupRef\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\"G\n\x0eRoleAssignment\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\'\n\x06source\x18\x02 \x01(\x0e\x32\x17.identity.v1.RoleSource\"\x96\x07\n\x04User\x12\x1f\n\x04meta\x18\x01 \x01(\x0b\x32\x11.identity.v1.Meta\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x11\n\tuser_name\x18\x03 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x04 \x01(\t\x12\x1f\n\x04name\x18\x05 \x01(\x0b\x32\x11.identity.v1.Name\x12\x14\n\x0c\x64isplay_name\x18\x06 \x01(\t\x12\x11\n\tnick_name\x18\x07 \x01(\t\x12\x13\n\x0bprofile_url\x18\x08 \x01(\t\x12\r\n\x05title\x18\t \x01(\t\x12\x11\n\tuser_type\x18\n \x01(\t\x12\x1a\n\x12preferred_language\x18\x0b \x01(\t\x12\x0e\n\x06locale\x18\x0c \x01(\t\x12\x10\n\x08timezone\x18\r \x01(\t\x12\x13\n\x06\x61\x63tive\x18\x0e \x01(\x08H\x00\x88\x01\x01\x12\'\n\x06\x65mails\x18\x0f \x03(\x0b\x32\x17.identity.v1.MultiValue\x12.\n\rphone_numbers\x18\x10 \x03(\x0b\x32\x17.identity.v1.MultiValue\x12$\n\x03ims\x18\x11 \x03(\x0b\x32\x17.identity.v1.MultiValue\x12\'\n\x06photos\x18\x12 \x03(\x0b\x32\x17.identity.v1.MultiValue\x12\'\n\taddresses\x18\x13 \x03(\x0b\x32\x14.identity.v1.Address\x12-\n\x0c\x65ntitlements\x18\x14 \x03(\x0b\x32\x17.identity.v1.MultiValue\x12&\n\x05roles\x18\x15 \x03(\x0b\x32\x17.identity.v1.MultiValue\x12\x32\n\x11x509_certificates\x18\x16 \x03(\x0b\x32\x17.identity.v1.MultiValue\x12/\n\nenterprise\x18\x17 \x01(\x0b\x32\x1b.identity.v1.EnterpriseUser\x12%\n\x06groups\x18\x18 \x03(\x0b\x32\x15.identity.v1.GroupRef\x12\x35\n\x10role_assignments\x18\x19 \x03(\x0b\x32\x1b.identity.v1.RoleAssignment\x12+\n\nextensions\x18\x1a \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nmanaged_by\x18\x1b \x01(\t\x12\'\n\x06mapped\x18\x1c \x01(\x0b\x32\x17.google.protobuf.StructB\t\n\x07_active\"G\n\x11\x43reateUserRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x1f\n\x04user\x18\x02 \x01(\x0b\x32\x11.identity.v1.User\"/\n\x0eGetUserRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"\x8c\x01\n\x10ListUsersRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12#\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x13.identity.v1.Filter\x12\x1f\n\x04sort\x18\x03 \x01(\x0b\x32\x11.identity.v1.Sort\x12\x1f\n\x04page\x18\x04 \x01(\x0b\x32\x11.identity.v1.Page\"\x88\x01\n\x11ListUsersResponse\x12 \n\x05users\x18\x01 \x03(\x0b\x32\x11.identity.v1.User\x12\x15\n\rtotal_results\x18\x02 \x01(\x03\x12\x13\n\x0bstart_index\x18\x03 \x01(\x05\x12\x13\n\x0bnext_cursor\x18\x04 \x01(\t\x12\x10\n\x08revision\x18\x05 \x01(\x03\"b\n\x12ReplaceUserRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x1f\n\x04user\x18\x02 \x01(\x0b\x32\x11.identity.v1.User\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x03\"s\n\x11\x44\x65leteUserRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x03\x12%\n\x04mode\x18\x04 \x01(\x0e\x32\x17.identity.v1.DeleteMode\"F\n\x12\x44\x65leteUserResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\x12\x1f\n\x04user\x18\x02 \x01(\x0b\x32\x11.identity.v1.User\"\x89\x01\n\x13JitProvisionRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x11\n\tuser_name\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\x12\n\ngiven_name\x18\x04 \x01(\t\x12\x13\n\x0b\x66\x61mily_name\x18\x05 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x06 \x01(\t\"H\n\x14JitProvisionResponse\x12\x1f\n\x04user\x18\x01 \x01(\x0b\x32\x11.identity.v1.User\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"|\n\x10PatchUserRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12/\n\noperations\x18\x03 \x03(\x0b\x32\x1b.identity.v1.PatchOperation\x12\x18\n\x10\x65xpected_version\x18\x04 \x01(\x03*V\n\nRoleSource\x12\x1b\n\x17ROLE_SOURCE_UNSPECIFIED\x10\x00\x12\x14\n\x10ROLE_SOURCE_SCIM\x10\x01\x12\x15\n\x11ROLE_SOURCE_LOCAL\x10\x02*:\n\nDeleteMode\x12\x16\n\x12\x44\x45LETE_MODE_POLICY\x10\x00\x12\x14\n\x10\x44\x45LETE_MODE_HARD\x10\x01\x32\xfb\x03\n\x0bUserService\x12?\n\nCreateUser\x12\x1e.identity.v1.CreateUserRequest\x1a\x11.identity.v1.User\x12\x39\n\x07GetUser\x12\x1b.identity.v1.GetUserRequest\x1a\x11.identity.v1.User\x12J\n\tListUsers\x12\x1d.identity.v1.ListUsersRequest\x1a\x1e.identity.v1.ListUsersResponse\x12\x41\n\x0bReplaceUser\x12\x1f.identity.v1.ReplaceUserRequest\x1a\x11.identity.v1.User\x12M\n\nDeleteUser\x12\x1e.identity.v1.DeleteUserRequest\x1a\x1f.identity.v1.DeleteUserResponse\x12=\n\tPatchUser\x12\x1d.identity.v1.PatchUserRequest\x1a\x11.identity.v1.User\x12S\n\x0cJitProvision\x12 .identity.v1.JitProvisionRequest\x1a!.identity.v1.JitProvisionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'identity.v1.users_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLESOURCE']._serialized_start=2632
-  _globals['_ROLESOURCE']._serialized_end=2718
-  _globals['_DELETEMODE']._serialized_start=2720
-  _globals['_DELETEMODE']._serialized_end=2778
+  _globals['_ROLESOURCE']._serialized_start=2792
+  _globals['_ROLESOURCE']._serialized_end=2878
+  _globals['_DELETEMODE']._serialized_start=2880
+  _globals['_DELETEMODE']._serialized_end=2938
   _globals['_NAME']._serialized_start=97
   _globals['_NAME']._serialized_end=236
   _globals['_MULTIVALUE']._serialized_start=238
-  _globals['_MULTIVALUE']._serialized_end=313
-  _globals['_ADDRESS']._serialized_start=316
-  _globals['_ADDRESS']._serialized_end=471
-  _globals['_MANAGER']._serialized_start=473
-  _globals['_MANAGER']._serialized_end=519
-  _globals['_ENTERPRISEUSER']._serialized_start=522
-  _globals['_ENTERPRISEUSER']._serialized_end=683
-  _globals['_GROUPREF']._serialized_start=685
-  _globals['_GROUPREF']._serialized_end=729
-  _globals['_ROLEASSIGNMENT']._serialized_start=731
-  _globals['_ROLEASSIGNMENT']._serialized_end=802
-  _globals['_USER']._serialized_start=805
-  _globals['_USER']._serialized_end=1723
-  _globals['_CREATEUSERREQUEST']._serialized_start=1725
-  _globals['_CREATEUSERREQUEST']._serialized_end=1796
-  _globals['_GETUSERREQUEST']._serialized_start=1798
-  _globals['_GETUSERREQUEST']._serialized_end=1845
-  _globals['_LISTUSERSREQUEST']._serialized_start=1848
-  _globals['_LISTUSERSREQUEST']._serialized_end=1988
-  _globals['_LISTUSERSRESPONSE']._serialized_start=1991
-  _globals['_LISTUSERSRESPONSE']._serialized_end=2127
-  _globals['_REPLACEUSERREQUEST']._serialized_start=2129
-  _globals['_REPLACEUSERREQUEST']._serialized_end=2227
-  _globals['_DELETEUSERREQUEST']._serialized_start=2229
-  _globals['_DELETEUSERREQUEST']._serialized_end=2344
-  _globals['_DELETEUSERRESPONSE']._serialized_start=2346
-  _globals['_DELETEUSERRESPONSE']._serialized_end=2416
-  _globals['_JITPROVISIONREQUEST']._serialized_start=2419
-  _globals['_JITPROVISIONREQUEST']._serialized_end=2556
-  _globals['_JITPROVISIONRESPONSE']._serialized_start=2558
-  _globals['_JITPROVISIONRESPONSE']._serialized_end=2630
-  _globals['_USERSERVICE']._serialized_start=2781
-  _globals['_USERSERVICE']._serialized_end=3225
+  _globals['_MULTIVALUE']._serialized_end=330
+  _globals['_ADDRESS']._serialized_start=333
+  _globals['_ADDRESS']._serialized_end=505
+  _globals['_MANAGER']._serialized_start=507
+  _globals['_MANAGER']._serialized_end=553
+  _globals['_ENTERPRISEUSER']._serialized_start=556
+  _globals['_ENTERPRISEUSER']._serialized_end=717
+  _globals['_GROUPREF']._serialized_start=719
+  _globals['_GROUPREF']._serialized_end=763
+  _globals['_ROLEASSIGNMENT']._serialized_start=765
+  _globals['_ROLEASSIGNMENT']._serialized_end=836
+  _globals['_USER']._serialized_start=839
+  _globals['_USER']._serialized_end=1757
+  _globals['_CREATEUSERREQUEST']._serialized_start=1759
+  _globals['_CREATEUSERREQUEST']._serialized_end=1830
+  _globals['_GETUSERREQUEST']._serialized_start=1832
+  _globals['_GETUSERREQUEST']._serialized_end=1879
+  _globals['_LISTUSERSREQUEST']._serialized_start=1882
+  _globals['_LISTUSERSREQUEST']._serialized_end=2022
+  _globals['_LISTUSERSRESPONSE']._serialized_start=2025
+  _globals['_LISTUSERSRESPONSE']._serialized_end=2161
+  _globals['_REPLACEUSERREQUEST']._serialized_start=2163
+  _globals['_REPLACEUSERREQUEST']._serialized_end=2261
+  _globals['_DELETEUSERREQUEST']._serialized_start=2263
+  _globals['_DELETEUSERREQUEST']._serialized_end=2378
+  _globals['_DELETEUSERRESPONSE']._serialized_start=2380
+  _globals['_DELETEUSERRESPONSE']._serialized_end=2450
+  _globals['_JITPROVISIONREQUEST']._serialized_start=2453
+  _globals['_JITPROVISIONREQUEST']._serialized_end=2590
+  _globals['_JITPROVISIONRESPONSE']._serialized_start=2592
+  _globals['_JITPROVISIONRESPONSE']._serialized_end=2664
+  _globals['_PATCHUSERREQUEST']._serialized_start=2666
+  _globals['_PATCHUSERREQUEST']._serialized_end=2790
+  _globals['_USERSERVICE']._serialized_start=2941
+  _globals['_USERSERVICE']._serialized_end=3448
 # @@protoc_insertion_point(module_scope)

@@ -116,20 +116,23 @@ class MultiValue(_message.Message):
     type: _builtins.str
     """e.g. "work", "home"; free text."""
     primary: _builtins.bool
+    """Explicit presence: a client's `primary: false` is kept and returned as sent."""
     display: _builtins.str
     def __init__(
         self,
         *,
         value: _builtins.str = ...,
         type: _builtins.str = ...,
-        primary: _builtins.bool = ...,
+        primary: _builtins.bool | None = ...,
         display: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_primary", b"_primary", "primary", b"primary"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["display", b"display", "primary", b"primary", "type", b"type", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_primary", b"_primary", "display", b"display", "primary", b"primary", "type", b"type", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__primary: _TypeAlias = _typing.Literal["primary"]  # noqa: Y015
+    _WhichOneofArgType__primary: _TypeAlias = _typing.Literal["_primary", b"_primary"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__primary) -> _WhichOneofReturnType__primary | None: ...
 
 Global___MultiValue: _TypeAlias = MultiValue  # noqa: Y015
 
@@ -163,13 +166,15 @@ class Address(_message.Message):
         postal_code: _builtins.str = ...,
         country: _builtins.str = ...,
         type: _builtins.str = ...,
-        primary: _builtins.bool = ...,
+        primary: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_primary", b"_primary", "primary", b"primary"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["country", b"country", "formatted", b"formatted", "locality", b"locality", "postal_code", b"postal_code", "primary", b"primary", "region", b"region", "street_address", b"street_address", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_primary", b"_primary", "country", b"country", "formatted", b"formatted", "locality", b"locality", "postal_code", b"postal_code", "primary", b"primary", "region", b"region", "street_address", b"street_address", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__primary: _TypeAlias = _typing.Literal["primary"]  # noqa: Y015
+    _WhichOneofArgType__primary: _TypeAlias = _typing.Literal["_primary", b"_primary"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__primary) -> _WhichOneofReturnType__primary | None: ...
 
 Global___Address: _TypeAlias = Address  # noqa: Y015
 
@@ -679,3 +684,39 @@ class JitProvisionResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___JitProvisionResponse: _TypeAlias = JitProvisionResponse  # noqa: Y015
+
+@_typing.final
+class PatchUserRequest(_message.Message):
+    """Applies PATCH operations to one user in one transaction, under the user's row
+    lock: concurrent patches of one user are serialised, never refused.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    OPERATIONS_FIELD_NUMBER: _builtins.int
+    EXPECTED_VERSION_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    id: _builtins.str
+    expected_version: _builtins.int
+    """When non-zero, ABORTED (REASON_VERSION_MISMATCH) unless the stored version equals it."""
+    @_builtins.property
+    def operations(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.PatchOperation]:
+        """Applied in order; all or none."""
+
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        id: _builtins.str = ...,
+        operations: _abc.Iterable[_common_pb2.PatchOperation] | None = ...,
+        expected_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_version", b"expected_version", "id", b"id", "operations", b"operations", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PatchUserRequest: _TypeAlias = PatchUserRequest  # noqa: Y015

@@ -59,6 +59,11 @@ class UserServiceStub:
                 request_serializer=identity_dot_v1_dot_users__pb2.DeleteUserRequest.SerializeToString,
                 response_deserializer=identity_dot_v1_dot_users__pb2.DeleteUserResponse.FromString,
                 _registered_method=True)
+        self.PatchUser = channel.unary_unary(
+                '/identity.v1.UserService/PatchUser',
+                request_serializer=identity_dot_v1_dot_users__pb2.PatchUserRequest.SerializeToString,
+                response_deserializer=identity_dot_v1_dot_users__pb2.User.FromString,
+                _registered_method=True)
         self.JitProvision = channel.unary_unary(
                 '/identity.v1.UserService/JitProvision',
                 request_serializer=identity_dot_v1_dot_users__pb2.JitProvisionRequest.SerializeToString,
@@ -104,6 +109,15 @@ class UserServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PatchUser(self, request, context):
+        """Applies the operations atomically and returns the stored user. INVALID_ARGUMENT
+        (REASON_INVALID_PATH, REASON_NO_TARGET, REASON_INVALID_VALUE, REASON_MUTABILITY)
+        for an operation that cannot apply; nothing is changed then.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def JitProvision(self, request, context):
         """Finds (by the tenant's unique identifier, case-insensitively) or creates the
         user at first sign-in. A later SCIM create of the same person adopts it.
@@ -139,6 +153,11 @@ def add_UserServiceServicer_to_server(servicer, server):
                     servicer.DeleteUser,
                     request_deserializer=identity_dot_v1_dot_users__pb2.DeleteUserRequest.FromString,
                     response_serializer=identity_dot_v1_dot_users__pb2.DeleteUserResponse.SerializeToString,
+            ),
+            'PatchUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.PatchUser,
+                    request_deserializer=identity_dot_v1_dot_users__pb2.PatchUserRequest.FromString,
+                    response_serializer=identity_dot_v1_dot_users__pb2.User.SerializeToString,
             ),
             'JitProvision': grpc.unary_unary_rpc_method_handler(
                     servicer.JitProvision,
@@ -281,6 +300,33 @@ class UserService:
             '/identity.v1.UserService/DeleteUser',
             identity_dot_v1_dot_users__pb2.DeleteUserRequest.SerializeToString,
             identity_dot_v1_dot_users__pb2.DeleteUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PatchUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/identity.v1.UserService/PatchUser',
+            identity_dot_v1_dot_users__pb2.PatchUserRequest.SerializeToString,
+            identity_dot_v1_dot_users__pb2.User.FromString,
             options,
             channel_credentials,
             insecure,

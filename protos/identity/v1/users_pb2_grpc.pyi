@@ -48,6 +48,11 @@ class UserServiceStub:
     ReplaceUser: _grpc.UnaryUnaryMultiCallable[_users_pb2.ReplaceUserRequest, _users_pb2.User]
     DeleteUser: _grpc.UnaryUnaryMultiCallable[_users_pb2.DeleteUserRequest, _users_pb2.DeleteUserResponse]
     """Removes the user, or deactivates it when the tenant's policy says DELETE deactivates."""
+    PatchUser: _grpc.UnaryUnaryMultiCallable[_users_pb2.PatchUserRequest, _users_pb2.User]
+    """Applies the operations atomically and returns the stored user. INVALID_ARGUMENT
+    (REASON_INVALID_PATH, REASON_NO_TARGET, REASON_INVALID_VALUE, REASON_MUTABILITY)
+    for an operation that cannot apply; nothing is changed then.
+    """
     JitProvision: _grpc.UnaryUnaryMultiCallable[_users_pb2.JitProvisionRequest, _users_pb2.JitProvisionResponse]
     """Finds (by the tenant's unique identifier, case-insensitively) or creates the
     user at first sign-in. A later SCIM create of the same person adopts it.
@@ -67,6 +72,11 @@ class UserServiceAsyncStub(UserServiceStub):
     ReplaceUser: _aio.UnaryUnaryMultiCallable[_users_pb2.ReplaceUserRequest, _users_pb2.User]  # type: ignore[assignment]
     DeleteUser: _aio.UnaryUnaryMultiCallable[_users_pb2.DeleteUserRequest, _users_pb2.DeleteUserResponse]  # type: ignore[assignment]
     """Removes the user, or deactivates it when the tenant's policy says DELETE deactivates."""
+    PatchUser: _aio.UnaryUnaryMultiCallable[_users_pb2.PatchUserRequest, _users_pb2.User]  # type: ignore[assignment]
+    """Applies the operations atomically and returns the stored user. INVALID_ARGUMENT
+    (REASON_INVALID_PATH, REASON_NO_TARGET, REASON_INVALID_VALUE, REASON_MUTABILITY)
+    for an operation that cannot apply; nothing is changed then.
+    """
     JitProvision: _aio.UnaryUnaryMultiCallable[_users_pb2.JitProvisionRequest, _users_pb2.JitProvisionResponse]  # type: ignore[assignment]
     """Finds (by the tenant's unique identifier, case-insensitively) or creates the
     user at first sign-in. A later SCIM create of the same person adopts it.
@@ -113,6 +123,17 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_users_pb2.DeleteUserResponse, _abc.Awaitable[_users_pb2.DeleteUserResponse]]:
         """Removes the user, or deactivates it when the tenant's policy says DELETE deactivates."""
+
+    @_abc_1.abstractmethod
+    def PatchUser(
+        self,
+        request: _users_pb2.PatchUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_users_pb2.User, _abc.Awaitable[_users_pb2.User]]:
+        """Applies the operations atomically and returns the stored user. INVALID_ARGUMENT
+        (REASON_INVALID_PATH, REASON_NO_TARGET, REASON_INVALID_VALUE, REASON_MUTABILITY)
+        for an operation that cannot apply; nothing is changed then.
+        """
 
     @_abc_1.abstractmethod
     def JitProvision(

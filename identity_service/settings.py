@@ -79,6 +79,15 @@ class Settings:
     watch_poll_interval_ms: int = 1000
     #: Events a subscriber may have waiting before it is disconnected as too slow.
     watch_queue_events: int = 4096
+    #: Bytes of events a subscriber may have waiting before it is disconnected as too slow.
+    watch_queue_bytes: int = 16 * 1024 * 1024
+    #: Most events in one WatchResponse for subscribers that ask for batches.
+    watch_batch_events: int = 1000
+    #: Most bytes of events in one WatchResponse (an event larger than this goes alone).
+    watch_batch_bytes: int = 1024 * 1024
+    #: Milliseconds a tenant's feed waits after a delivery before reading the log
+    #: again, so that commits in between reach each subscriber as one message.
+    watch_batch_window_ms: int = 20
     #: Events read per database query when replaying or tailing.
     watch_page_size: int = 500
     #: Threads that read the event log for streams (kept apart from the writers' threads).
@@ -146,6 +155,12 @@ class Settings:
                 env, "IDENTITY_WATCH_POLL_INTERVAL_MS", d.watch_poll_interval_ms
             ),
             watch_queue_events=_int(env, "IDENTITY_WATCH_QUEUE_EVENTS", d.watch_queue_events),
+            watch_queue_bytes=_int(env, "IDENTITY_WATCH_QUEUE_BYTES", d.watch_queue_bytes),
+            watch_batch_events=_int(env, "IDENTITY_WATCH_BATCH_EVENTS", d.watch_batch_events),
+            watch_batch_bytes=_int(env, "IDENTITY_WATCH_BATCH_BYTES", d.watch_batch_bytes),
+            watch_batch_window_ms=_int(
+                env, "IDENTITY_WATCH_BATCH_WINDOW_MS", d.watch_batch_window_ms
+            ),
             watch_page_size=_int(env, "IDENTITY_WATCH_PAGE_SIZE", d.watch_page_size),
             watch_db_threads=_int(env, "IDENTITY_WATCH_DB_THREADS", d.watch_db_threads),
             tls_cert_file=cert,

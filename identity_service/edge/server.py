@@ -23,7 +23,6 @@ from grpc_reflection.v1alpha import reflection
 
 from identity.v1 import (
     changes_pb2,
-    changes_pb2_grpc,
     groups_pb2,
     groups_pb2_grpc,
     history_pb2,
@@ -45,6 +44,7 @@ from ..storage import migrate
 from ..storage.db import Database
 from .auth import AuthInterceptor, load_credentials
 from .interceptors import ErrorInterceptor
+from .interceptors import _abort as abort_call
 from .observability import Metrics
 from .servicers import (
     ChangeServicer,
@@ -91,7 +91,7 @@ class IdentityService:
             ],
         )
         self.changes = ChangeServicer(self.db, settings)
-        self.streams = StreamHub(self.db, settings)
+        self.streams = StreamHub(self.db, settings, abort=abort_call)
         self.changes.streams = self.streams
         self.metrics.active_streams.set_function(self.streams.active_streams)
         self.metrics.subscriber_lag.set_function(self.streams.lag)
@@ -108,7 +108,7 @@ class IdentityService:
         roles_pb2_grpc.add_RoleServiceServicer_to_server(
             RoleServicer(self.db, settings), self.server
         )
-        changes_pb2_grpc.add_ChangeServiceServicer_to_server(self.changes, self.server)
+        self.changes.add_to_server(self.server)
         history_pb2_grpc.add_HistoryServiceServicer_to_server(
             HistoryServicer(self.db, settings), self.server
         )

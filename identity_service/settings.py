@@ -92,6 +92,9 @@ class Settings:
     watch_page_size: int = 500
     #: Threads that read the event log for streams (kept apart from the writers' threads).
     watch_db_threads: int = 4
+    #: "all" (every RPC) or "streams" (a stream replica: Watch, GetRevision and reads
+    #: only, no migrations, no compaction; see auth.STREAM_REPLICA_METHODS).
+    role: str = "all"
     #: "json" (one object per line) or "text".
     log_format: str = "json"
     log_level: str = "INFO"
@@ -127,6 +130,7 @@ class Settings:
         return cls(
             database_url=database_url,
             listen=env.get("IDENTITY_LISTEN", "").strip() or d.listen,
+            role=_choice(env, "IDENTITY_ROLE", ("all", "streams"), d.role),
             log_format=_choice(env, "IDENTITY_LOG_FORMAT", ("json", "text"), d.log_format),
             log_level=_choice(
                 env, "IDENTITY_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), d.log_level

@@ -88,6 +88,10 @@ class Settings:
     #: Milliseconds a tenant's feed waits after a delivery before reading the log
     #: again, so that commits in between reach each subscriber as one message.
     watch_batch_window_ms: int = 20
+    #: On a process that also takes writes: the most of its event loop's time, in
+    #: percent, that delivering a tenant's events to its subscribers may take while
+    #: the tenant is written to continuously (the feed waits longer between reads).
+    watch_loop_share_percent: int = 10
     #: Events read per database query when replaying or tailing.
     watch_page_size: int = 500
     #: Threads that read the event log for streams (kept apart from the writers' threads).
@@ -164,6 +168,9 @@ class Settings:
             watch_batch_bytes=_int(env, "IDENTITY_WATCH_BATCH_BYTES", d.watch_batch_bytes),
             watch_batch_window_ms=_int(
                 env, "IDENTITY_WATCH_BATCH_WINDOW_MS", d.watch_batch_window_ms
+            ),
+            watch_loop_share_percent=_int(
+                env, "IDENTITY_WATCH_LOOP_SHARE_PERCENT", d.watch_loop_share_percent
             ),
             watch_page_size=_int(env, "IDENTITY_WATCH_PAGE_SIZE", d.watch_page_size),
             watch_db_threads=_int(env, "IDENTITY_WATCH_DB_THREADS", d.watch_db_threads),

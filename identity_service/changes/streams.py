@@ -64,6 +64,8 @@ MAX_HEARTBEAT_SECONDS = 3600
 #: Pause before re-reading after a gap in the log, which the locking rules say
 #: cannot happen; if it does, the reader waits for the writer rather than skip.
 GAP_RETRY_SECONDS = 0.05
+#: Longest a tenant's feed waits between reads of the log (see _Feed._pace).
+MAX_PACE_SECONDS = 1.0
 #: Heartbeats are due at most this late.
 HEARTBEAT_TICK_SECONDS = 0.25
 
@@ -260,6 +262,8 @@ class _Watcher:
     pending_bytes: int = 0
     #: The generator is parked in a yield (gRPC has not taken the message yet).
     sending: bool = False
+    #: The feed waiting for this watcher's next send (see _Feed._pace).
+    feed: _Feed | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     error: DomainError | None = None
 
@@ -288,6 +292,9 @@ class _Feed:
         self.watchers: set[_Watcher] = set()
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        #: Watchers woken by the last delivery that have not taken their first message.
+        self.awaiting: set[_Watcher] = set()
+        self.round_done = asyncio.Event()
 
     def attach(self, w: _Watcher) -> None:
         w.position = max(w.position, w.cursor)
@@ -295,17 +302,44 @@ class _Feed:
 
     def detach(self, w: _Watcher) -> None:
         self.watchers.discard(w)
+        self.sent(w)
         if not self.watchers:
             self.hub._drop_feed(self)
 
+    def sent(self, w: _Watcher) -> None:
+        """`w` has taken what the last delivery woke it for (or left)."""
+        if w in self.awaiting:
+            self.awaiting.discard(w)
+            if not self.awaiting:
+                self.round_done.set()
+
+    async def _pace(self, started: float) -> None:
+        """Waits before the next read of the log. At least the batch window; and, unless
+        this process only serves streams, long enough that delivering to every subscriber
+        takes at most `hub.share` of the event loop's time: one message per subscriber
+        costs ~50-100 us of gRPC work on the loop the writers also use, whatever the
+        batch size, so the number of deliveries, not of events, is what to bound."""
+        loop = asyncio.get_running_loop()
+        wait = self.hub.batch_window
+        if self.hub.share < 1.0 and self.awaiting:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(MAX_PACE_SECONDS):
+                    await self.round_done.wait()
+            cost = loop.time() - started
+            wait = min(max(wait, cost * (1 / self.hub.share - 1)), MAX_PACE_SECONDS)
+        self.awaiting.clear()
+        remaining = started + wait - loop.time() if wait > self.hub.batch_window else wait
+        if remaining > 0:
+            await asyncio.sleep(remaining)
+
     async def run(self) -> None:
         poll = self.hub.poll_interval
-        window = self.hub.batch_window
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(poll):
                     await self.wake.wait()
             self.wake.clear()
+            started = asyncio.get_running_loop().time()
             try:
                 delivered = await self._drain()
             except DomainError as exc:
@@ -323,11 +357,11 @@ class _Feed:
                     type(exc).__name__,
                 )
                 continue
-            if delivered and window > 0:
+            if delivered:
                 # Let the next commits gather: every delivery costs each subscriber a
                 # message, so a tenant written to continuously is read (and its
                 # subscribers woken) at most once per window, with bigger batches.
-                await asyncio.sleep(window)
+                await self._pace(started)
 
     async def _drain(self) -> bool:
         limit = self.hub.page_size
@@ -353,6 +387,7 @@ class _Feed:
         # Runs on the event loop without awaiting: attach/detach cannot interleave.
         # Each distinct filter is applied once per page, not once per subscriber.
         first, last = rows[0].revision, rows[-1].revision
+        self.round_done.clear()
         matched: dict[_Filter, tuple[Sequence[_Item], list[int]]] = {}
         for w in list(self.watchers):
             m = matched.get(w.filter)
@@ -389,8 +424,13 @@ class _Feed:
                     ),
                 )
             else:
+                if not w.sending:  # one parked on flow control costs nothing now
+                    self.awaiting.add(w)
+                    w.feed = self
                 w.wake.set()
         self.head = last
+        if not self.awaiting:
+            self.round_done.set()
 
 
 def _revision(item: _Item) -> int:
@@ -421,6 +461,12 @@ class StreamHub:
         self.batch_events = max(settings.watch_batch_events, 1)
         self.batch_bytes = max(settings.watch_batch_bytes, 1)
         self.batch_window = max(settings.watch_batch_window_ms, 0) / 1000
+        # A stream replica has no writers to leave time to.
+        self.share = (
+            1.0
+            if settings.role == "streams"
+            else min(max(settings.watch_loop_share_percent, 1), 100) / 100
+        )
         self.default_heartbeat = min(
             max(settings.watch_heartbeat_seconds, 1), MAX_HEARTBEAT_SECONDS
         )
@@ -721,6 +767,11 @@ class StreamHub:
                 if w.pending:
                     # Everything queued is after the cursor (the feed skips what is not).
                     data, w.cursor = w.next_message()
+                    if w.feed is not None:
+                        # Its turn on the loop came: the round is done for it (a send
+                        # then parked on flow control must not hold the feed up).
+                        w.feed.sent(w)
+                        w.feed = None
                     w.sending = True
                     yield data
                     w.sending = False

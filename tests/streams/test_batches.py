@@ -18,7 +18,7 @@ from identity_client.types import Group, Tenant
 from identity_client.watch import RESUMABLE
 from identity_service.edge.server import IdentityService
 
-from .conftest import Collector, big_user, new_user
+from .conftest import Collector, big_user, new_user, wait_until
 
 Factory = Callable[..., tuple[IdentityService, str]]
 
@@ -161,12 +161,14 @@ def test_byte_bound_cuts_a_stuck_subscriber_off_at_once(
         )
         assert next(stuck).WhichOneof("item") == "heartbeat"  # attached and tailing
         assert registry.get_sample_value("identity_watch_streams_active") == 1
-        n = 0
-        while service.streams.active_streams() and n < 200:
-            c.create_user(tenant.id, big_user(n, 4000))
-            n += 1
-        # Cut off with the stream still unread: it left the gauge without a read.
-        assert service.streams.active_streams() == 0
+        (watcher,) = service.streams._watchers
+        n = 40
+        for i in range(n):
+            c.create_user(tenant.id, big_user(i, 4000))
+        # Cut off with the stream still unread: it leaves the gauge without a read.
+        wait_until(lambda: service.streams.active_streams() == 0, 30, "the stream cut off")
+        # And ended by the server, although its send is parked on flow control.
+        wait_until(watcher.context.done, 30, "the call to end")
         assert registry.get_sample_value("identity_watch_streams_active") == 0
         # Its queue held at most the bound (+ one delivery) before it was freed.
         assert 4000 * n > bound

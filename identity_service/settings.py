@@ -88,9 +88,10 @@ class Settings:
     #: Milliseconds a tenant's feed waits after a delivery before reading the log
     #: again, so that commits in between reach each subscriber as one message.
     watch_batch_window_ms: int = 20
-    #: On a process that also takes writes: the most of its event loop's time, in
-    #: percent, that delivering a tenant's events to its subscribers may take while
-    #: the tenant is written to continuously (the feed waits longer between reads).
+    #: The most of the event loop's time, in percent, that delivering a tenant's events
+    #: to its subscribers may take while the tenant is written to continuously (the
+    #: feed waits longer between reads, so each message carries more). Default 10 on a
+    #: process that takes writes, 50 on a stream replica (IDENTITY_ROLE=streams).
     watch_loop_share_percent: int = 10
     #: Events read per database query when replaying or tailing.
     watch_page_size: int = 500
@@ -170,7 +171,13 @@ class Settings:
                 env, "IDENTITY_WATCH_BATCH_WINDOW_MS", d.watch_batch_window_ms
             ),
             watch_loop_share_percent=_int(
-                env, "IDENTITY_WATCH_LOOP_SHARE_PERCENT", d.watch_loop_share_percent
+                env,
+                "IDENTITY_WATCH_LOOP_SHARE_PERCENT",
+                50
+                if _choice(env, "IDENTITY_ROLE", ("all", "streams"), d.role) == "streams"
+                # A replica has no writers to leave time to, but its subscribers must
+                # each receive (and decode) every message it sends.
+                else d.watch_loop_share_percent,
             ),
             watch_page_size=_int(env, "IDENTITY_WATCH_PAGE_SIZE", d.watch_page_size),
             watch_db_threads=_int(env, "IDENTITY_WATCH_DB_THREADS", d.watch_db_threads),

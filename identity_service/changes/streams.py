@@ -314,11 +314,11 @@ class _Feed:
                 self.round_done.set()
 
     async def _pace(self, started: float) -> None:
-        """Waits before the next read of the log. At least the batch window; and, unless
-        this process only serves streams, long enough that delivering to every subscriber
-        takes at most `hub.share` of the event loop's time: one message per subscriber
-        costs ~50-100 us of gRPC work on the loop the writers also use, whatever the
-        batch size, so the number of deliveries, not of events, is what to bound."""
+        """Waits before the next read of the log: at least the batch window, and long
+        enough that delivering to every subscriber takes at most `hub.share` of the event
+        loop's time. One message per subscriber costs ~50-100 us of gRPC work (on the loop
+        the writers also use, and again in each subscriber), whatever the batch size, so
+        the number of deliveries, not of events, is what to bound."""
         loop = asyncio.get_running_loop()
         wait = self.hub.batch_window
         if self.hub.share < 1.0 and self.awaiting:
@@ -461,12 +461,7 @@ class StreamHub:
         self.batch_events = max(settings.watch_batch_events, 1)
         self.batch_bytes = max(settings.watch_batch_bytes, 1)
         self.batch_window = max(settings.watch_batch_window_ms, 0) / 1000
-        # A stream replica has no writers to leave time to.
-        self.share = (
-            1.0
-            if settings.role == "streams"
-            else min(max(settings.watch_loop_share_percent, 1), 100) / 100
-        )
+        self.share = min(max(settings.watch_loop_share_percent, 1), 100) / 100
         self.default_heartbeat = min(
             max(settings.watch_heartbeat_seconds, 1), MAX_HEARTBEAT_SECONDS
         )

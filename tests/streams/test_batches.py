@@ -18,7 +18,7 @@ from identity_client.types import Group, Tenant
 from identity_client.watch import RESUMABLE
 from identity_service.edge.server import IdentityService
 
-from .conftest import Collector, big_user, new_user, wait_until
+from .conftest import SMALL_POOL, Collector, big_user, new_user, wait_until
 
 Factory = Callable[..., tuple[IdentityService, str]]
 
@@ -51,7 +51,7 @@ def test_batch_aware_and_unaware_subscribers_get_the_same_events_in_order(
     service_factory: Factory, tenant: Tenant, resource_types: list[str]
 ) -> None:
     # Pages of 3 events, batches of at most 4: replay crosses pages and batches.
-    _svc, target = service_factory(watch_page_size=3, watch_batch_events=4)
+    _svc, target = service_factory(watch_page_size=3, watch_batch_events=4, db_pool_size=SMALL_POOL)
     with IdentityClient(target) as c, grpc.insecure_channel(target) as ch:
         stub = changes_pb2_grpc.ChangeServiceStub(ch)
         _write_mixed(c, tenant, 12)
@@ -89,7 +89,7 @@ def test_batch_aware_and_unaware_subscribers_get_the_same_events_in_order(
 def test_replay_and_tail_cross_pages_with_batches(service_factory: Factory, tenant: Tenant) -> None:
     # Pages of 2 and a long feed window: each read of the tail spans several pages.
     _svc, target = service_factory(
-        watch_page_size=2, watch_batch_events=3, watch_batch_window_ms=300
+        db_pool_size=SMALL_POOL, watch_page_size=2, watch_batch_events=3, watch_batch_window_ms=300
     )
     with IdentityClient(target) as c:
         for i in range(9):
@@ -147,7 +147,9 @@ def test_byte_bound_cuts_a_stuck_subscriber_off_at_once(
     service_factory: Factory, tenant: Tenant
 ) -> None:
     bound = 64 * 1024
-    service, target = service_factory(watch_queue_bytes=bound, watch_queue_events=1_000_000)
+    service, target = service_factory(
+        watch_queue_bytes=bound, watch_queue_events=1_000_000, db_pool_size=SMALL_POOL
+    )
     registry = service.metrics.registry
     # A client that buffers almost nothing and stops reading: HTTP/2 flow control
     # parks the server's send, and the feed's queue for it fills.

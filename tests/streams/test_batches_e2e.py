@@ -14,7 +14,7 @@ from identity_client import IdentityClient, MemoryCheckpoint
 from identity_client.watch import RESUMABLE
 
 from ..support import free_port, start_identity_process
-from .conftest import FAST_RECONNECT, Collector, big_user, new_user, wait_until
+from .conftest import FAST_RECONNECT, SMALL_POOL, Collector, big_user, new_user, wait_until
 from .test_e2e import Writer, _database, _start_on
 
 pytestmark = pytest.mark.e2e
@@ -79,7 +79,9 @@ def test_stuck_subscriber_memory_is_bounded_then_cut_with_a_resumable_status(
     RSS grows by less than the queue's byte bound (the default, 16 MiB) plus 50 MB,
     and the stream is cut with a status the client resumes after."""
     bound = 16 * 1024 * 1024
-    proc, target = start_identity_process(database_url, tmp_path)
+    proc, target = start_identity_process(
+        database_url, tmp_path, IDENTITY_DB_POOL_SIZE=str(SMALL_POOL)
+    )
     tight = [("grpc.http2.lookahead_bytes", 1024), ("grpc.http2.bdp_probe", 0)]
     try:
         with IdentityClient(target) as c, grpc.insecure_channel(target, options=tight) as ch:

@@ -13,7 +13,7 @@ from identity_client.types import Group, Tenant
 from identity_service.edge.auth import STREAM_REPLICA_METHODS
 from identity_service.edge.server import IdentityService
 
-from .conftest import Collector, new_user
+from .conftest import SMALL_POOL, Collector, new_user
 
 Factory = Callable[..., tuple[IdentityService, str]]
 
@@ -23,7 +23,7 @@ def test_stream_replica_refuses_writes_and_serves_reads(
 ) -> None:
     user = client.create_user(tenant.id, new_user("w"))
     before = client.get_revision(tenant.id).revision
-    _replica, target = service_factory(role="streams")
+    _replica, target = service_factory(role="streams", db_pool_size=SMALL_POOL)
     with IdentityClient(target) as r:
         writes: list[Callable[[], object]] = [
             lambda: r.create_user(tenant.id, new_user("r")),
@@ -60,7 +60,7 @@ def test_stream_replica_follows_the_writer(
 ) -> None:
     """Writes on the writer reach a subscriber of the replica (a separate Database,
     so no in-process wake-up: LISTEN/NOTIFY on PostgreSQL, the poll on SQLite)."""
-    _replica, target = service_factory(role="streams")
+    _replica, target = service_factory(role="streams", db_pool_size=SMALL_POOL)
     start = client.get_revision(tenant.id).revision
     with IdentityClient(target) as r:
         col = Collector(r.watch(tenant.id, since=start))

@@ -84,7 +84,7 @@ def previous_sections(path: Path) -> dict[str, str]:
 
 def run_module(name: str, quick: bool, backends: list[str]) -> str:
     mod = importlib.import_module(f"bench.{name}")
-    if name in ("gateway", "groups"):
+    if name in ("gateway", "groups", "streams"):
         return str(mod.run(quick=quick, backends=backends))
     return str(mod.run(quick=quick))
 

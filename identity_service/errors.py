@@ -73,6 +73,12 @@ class LimitReached(DomainError):
     reason = R.ERROR_REASON_TOO_MANY
 
 
+class ReplicaReadOnly(DomainError):
+    """A write (or any RPC outside its role) sent to a stream replica."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
 class TenantInactive(DomainError):
     code = grpc.StatusCode.FAILED_PRECONDITION
     reason = R.ERROR_REASON_TENANT_INACTIVE

@@ -79,10 +79,27 @@ class Settings:
     watch_poll_interval_ms: int = 1000
     #: Events a subscriber may have waiting before it is disconnected as too slow.
     watch_queue_events: int = 4096
+    #: Bytes of events a subscriber may have waiting before it is disconnected as too slow.
+    watch_queue_bytes: int = 16 * 1024 * 1024
+    #: Most events in one WatchResponse for subscribers that ask for batches.
+    watch_batch_events: int = 1000
+    #: Most bytes of events in one WatchResponse (an event larger than this goes alone).
+    watch_batch_bytes: int = 1024 * 1024
+    #: Milliseconds a tenant's feed waits after a delivery before reading the log
+    #: again, so that commits in between reach each subscriber as one message.
+    watch_batch_window_ms: int = 20
+    #: The most of the event loop's time, in percent, that delivering a tenant's events
+    #: to its subscribers may take while the tenant is written to continuously (the
+    #: feed waits longer between reads, so each message carries more). Default 10 on a
+    #: process that takes writes, 50 on a stream replica (IDENTITY_ROLE=streams).
+    watch_loop_share_percent: int = 10
     #: Events read per database query when replaying or tailing.
     watch_page_size: int = 500
     #: Threads that read the event log for streams (kept apart from the writers' threads).
     watch_db_threads: int = 4
+    #: "all" (every RPC) or "streams" (a stream replica: Watch, GetRevision and reads
+    #: only, no migrations, no compaction; see auth.STREAM_REPLICA_METHODS).
+    role: str = "all"
     #: "json" (one object per line) or "text".
     log_format: str = "json"
     log_level: str = "INFO"
@@ -118,6 +135,7 @@ class Settings:
         return cls(
             database_url=database_url,
             listen=env.get("IDENTITY_LISTEN", "").strip() or d.listen,
+            role=_choice(env, "IDENTITY_ROLE", ("all", "streams"), d.role),
             log_format=_choice(env, "IDENTITY_LOG_FORMAT", ("json", "text"), d.log_format),
             log_level=_choice(
                 env, "IDENTITY_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), d.log_level
@@ -146,6 +164,21 @@ class Settings:
                 env, "IDENTITY_WATCH_POLL_INTERVAL_MS", d.watch_poll_interval_ms
             ),
             watch_queue_events=_int(env, "IDENTITY_WATCH_QUEUE_EVENTS", d.watch_queue_events),
+            watch_queue_bytes=_int(env, "IDENTITY_WATCH_QUEUE_BYTES", d.watch_queue_bytes),
+            watch_batch_events=_int(env, "IDENTITY_WATCH_BATCH_EVENTS", d.watch_batch_events),
+            watch_batch_bytes=_int(env, "IDENTITY_WATCH_BATCH_BYTES", d.watch_batch_bytes),
+            watch_batch_window_ms=_int(
+                env, "IDENTITY_WATCH_BATCH_WINDOW_MS", d.watch_batch_window_ms
+            ),
+            watch_loop_share_percent=_int(
+                env,
+                "IDENTITY_WATCH_LOOP_SHARE_PERCENT",
+                50
+                if _choice(env, "IDENTITY_ROLE", ("all", "streams"), d.role) == "streams"
+                # A replica has no writers to leave time to, but its subscribers must
+                # each receive (and decode) every message it sends.
+                else d.watch_loop_share_percent,
+            ),
             watch_page_size=_int(env, "IDENTITY_WATCH_PAGE_SIZE", d.watch_page_size),
             watch_db_threads=_int(env, "IDENTITY_WATCH_DB_THREADS", d.watch_db_threads),
             tls_cert_file=cert,

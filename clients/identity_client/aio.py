@@ -49,7 +49,7 @@ from ._common import (
 )
 from .checkpoint import Checkpoint
 from .errors import from_rpc_error
-from .watch import AsyncWatchIterator, Backoff, _Resume
+from .watch import BATCH_EVENTS, AsyncWatchIterator, Backoff, _Resume
 
 _T = TypeVar("_T")
 _NO_CONTEXT = CallContext()
@@ -391,6 +391,7 @@ class AsyncIdentityClient:
         heartbeat_seconds: int = 5,
         backoff: Backoff | None = None,
         give_up_after: float | None = None,
+        max_batch_events: int = BATCH_EVENTS,
         ctx: CallContext | None = None,
     ) -> AsyncWatchIterator:
         """`async for event in client.watch(...)`: as IdentityClient.watch. The
@@ -404,5 +405,6 @@ class AsyncIdentityClient:
             heartbeat_seconds=heartbeat_seconds,
             backoff=backoff,
             give_up_after=give_up_after,
+            max_batch_events=max_batch_events,
         )
         return AsyncWatchIterator(self._changes, core, (ctx or _NO_CONTEXT).metadata() + self._auth)

@@ -52,7 +52,7 @@ from ._common import (
 )
 from .checkpoint import Checkpoint
 from .errors import Unavailable, from_rpc_error
-from .watch import Backoff, WatchIterator, _Resume
+from .watch import BATCH_EVENTS, Backoff, WatchIterator, _Resume
 
 _T = TypeVar("_T")
 _NO_CONTEXT = CallContext()
@@ -616,6 +616,7 @@ class IdentityClient:
         heartbeat_seconds: int = 5,
         backoff: Backoff | None = None,
         give_up_after: float | None = None,
+        max_batch_events: int = BATCH_EVENTS,
         ctx: CallContext | None = None,
     ) -> WatchIterator:
         """The tenant's events after revision `since` (else the checkpoint's, else 0),
@@ -623,7 +624,10 @@ class IdentityClient:
 
         `resource_types` ("User", "Group", ...) and `event_types` (EventType numbers or
         names such as "user.created") filter on the server. `give_up_after`: seconds
-        of failed reconnects before raising Unavailable (None: never)."""
+        of failed reconnects before raising Unavailable (None: never).
+        `max_batch_events`: events the server may send in one message (they are still
+        returned one at a time, and the cursor and checkpoint move per event returned);
+        0 asks for one event per message."""
         core = _Resume(
             tenant_id,
             since=since,
@@ -633,6 +637,7 @@ class IdentityClient:
             heartbeat_seconds=heartbeat_seconds,
             backoff=backoff,
             give_up_after=give_up_after,
+            max_batch_events=max_batch_events,
         )
         return WatchIterator(self._changes, core, (ctx or _NO_CONTEXT).metadata() + self._auth)
 

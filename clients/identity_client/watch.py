@@ -12,6 +12,15 @@ it reconnects with exponential backoff and full jitter and asks for the events
 after `cursor`, so the caller sees every change once, in revision order.
 Events already seen (revision <= cursor) are dropped if a server repeats them.
 
+The server sends events in batches (WatchResponse.events, up to
+`max_batch_events` per message): one message per write for each subscriber is
+what made subscribers slow the writers down. The iterator still returns one
+event at a time and moves `cursor` (and saves the checkpoint) per event handed
+out, never to the end of a batch the caller has not finished, so a consumer that
+stops in the middle of a batch resumes right after its last handled event. The
+next message is read only once the batch is handed out, so a heartbeat never
+moves the cursor past buffered events.
+
 Errors a retry cannot fix surface as typed exceptions: `OutOfRange` when the
 events after `cursor` were compacted (its `.detail.oldest_revision` names the
 oldest kept; list the state and watch from the list's revision), `NotFound`
@@ -26,6 +35,7 @@ import random
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +62,8 @@ RESUMABLE = frozenset(
     }
 )
 _PREFIX = "EVENT_TYPE_"
+#: Events per message the iterators ask for (the server caps it too).
+BATCH_EVENTS = 1000
 
 
 def event_name(event_type: int) -> str:
@@ -102,6 +114,7 @@ class _Resume:
         heartbeat_seconds: int,
         backoff: Backoff | None,
         give_up_after: float | None,
+        max_batch_events: int = BATCH_EVENTS,
     ) -> None:
         if since is None and checkpoint is not None:
             since = checkpoint.load()
@@ -113,6 +126,9 @@ class _Resume:
         self.heartbeat_seconds = heartbeat_seconds
         self.backoff = backoff or Backoff()
         self.give_up_after = give_up_after
+        self.max_batch_events = max(max_batch_events, 0)
+        #: Events received and not yet handed out (the rest of a batch), in order.
+        self.buffer: deque[changes_pb2.ChangeEvent] = deque()
         #: A stream that says nothing (not even a heartbeat) this long is presumed dead.
         self.idle_timeout = 3.0 * max(heartbeat_seconds or 5, 1) + 5.0
         self.attempt = 0
@@ -127,6 +143,7 @@ class _Resume:
             resource_types=self.resource_types,
             event_types=self.event_types,  # type: ignore[arg-type]
             heartbeat_seconds=self.heartbeat_seconds,
+            max_batch_events=self.max_batch_events,
         )
 
     def handled(self) -> None:
@@ -135,24 +152,34 @@ class _Resume:
             self.checkpoint.save(self._unsaved)
         self._unsaved = None
 
-    def received(self, resp: changes_pb2.WatchResponse) -> changes_pb2.ChangeEvent | None:
-        """The event to hand out, or None (a heartbeat or a repeat)."""
+    def received(self, resp: changes_pb2.WatchResponse) -> None:
+        """Takes in a message: its new events go to `buffer` (repeats are dropped); a
+        heartbeat moves the cursor. Only called with an empty buffer."""
         self.attempt = 0
         self.down_since = None
         which = resp.WhichOneof("item")
-        if which == "event":
-            ev = resp.event
-            if ev.revision <= self.cursor:
-                return None
-            self.cursor = ev.revision
-            self._unsaved = ev.revision
-            return ev
-        if which == "heartbeat" and resp.heartbeat.revision > self.cursor:
-            # Nothing for us up to this revision: safe to resume from it.
-            self.cursor = resp.heartbeat.revision
-            if self.checkpoint is not None:
-                self.checkpoint.save(self.cursor)
-        return None
+        if which == "heartbeat":
+            if resp.heartbeat.revision > self.cursor:
+                # Nothing for us up to this revision: safe to resume from it.
+                self.cursor = resp.heartbeat.revision
+                if self.checkpoint is not None:
+                    self.checkpoint.save(self.cursor)
+            return
+        last = self.cursor
+        for ev in (resp.event,) if which == "event" else resp.events:
+            if ev.revision > last:
+                self.buffer.append(ev)
+                last = ev.revision
+
+    def take(self) -> changes_pb2.ChangeEvent | None:
+        """The next event to hand out, or None when the buffer is empty. The cursor
+        (and, once the caller asks for the next one, the checkpoint) moves to it."""
+        if not self.buffer:
+            return None
+        ev = self.buffer.popleft()
+        self.cursor = ev.revision
+        self._unsaved = ev.revision
+        return ev
 
     def retry_delay(self, err: grpc.RpcError) -> float:
         """Seconds to wait before reconnecting; raises the typed error when a retry
@@ -277,6 +304,9 @@ class WatchIterator(Iterator[changes_pb2.ChangeEvent]):
 
     def __next__(self) -> changes_pb2.ChangeEvent:
         self._core.handled()
+        ev = self._core.take()
+        if ev is not None and not self._closed.is_set():
+            return ev
         while not self._closed.is_set():
             call = self._call if self._call is not None else self._open()
             try:
@@ -299,7 +329,8 @@ class WatchIterator(Iterator[changes_pb2.ChangeEvent]):
                 continue
             with self._lock:
                 self._last_rx = time.monotonic()
-            ev = self._core.received(resp)
+            self._core.received(resp)
+            ev = self._core.take()
             if ev is not None:
                 return ev
         raise StopIteration
@@ -358,6 +389,9 @@ class AsyncWatchIterator(AsyncIterator[changes_pb2.ChangeEvent]):
 
     async def __anext__(self) -> changes_pb2.ChangeEvent:
         self._core.handled()
+        ev = self._core.take()
+        if ev is not None and not self._closed.is_set():
+            return ev
         while not self._closed.is_set():
             if self._call is None:
                 self._call = self._stub.Watch(self._core.request(), metadata=self._metadata)
@@ -383,7 +417,8 @@ class AsyncWatchIterator(AsyncIterator[changes_pb2.ChangeEvent]):
                     break
                 self._core.attempt += 1
                 continue
-            ev = self._core.received(resp)
+            self._core.received(resp)
+            ev = self._core.take()
             if ev is not None:
                 return ev
         raise StopAsyncIteration

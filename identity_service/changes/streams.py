@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
+from bisect import bisect_right
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -62,6 +64,10 @@ MAX_HEARTBEAT_SECONDS = 3600
 #: Pause before re-reading after a gap in the log, which the locking rules say
 #: cannot happen; if it does, the reader waits for the writer rather than skip.
 GAP_RETRY_SECONDS = 0.05
+#: What sending one message costs a process, at least (grpc.aio, measured: 50-100 us).
+MESSAGE_COST_SECONDS = 80e-6
+#: Longest a tenant's feed waits between reads of the log (see _Feed._pace).
+MAX_PACE_SECONDS = 1.0
 #: Heartbeats are due at most this late.
 HEARTBEAT_TICK_SECONDS = 0.25
 
@@ -76,18 +82,54 @@ class TooFarBehind(DomainError):
 # -- reading the log --------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Row:
-    revision: int
-    type: int
-    resource_type: str
-    payload: bytes
+#: WatchResponse field tags (length-delimited): `event` (1) and `events` (3).
+_TAG_EVENT = b"\x0a"
+_TAG_EVENTS = b"\x1a"
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+class _Item:
+    """One event of the log, encoded once per process for every subscriber of its
+    tenant: `piece` is the stored ChangeEvent bytes framed as one element of
+    WatchResponse.events, so a batch is the concatenation of its pieces (protobuf
+    concatenates repeated fields) and no subscriber parses or serializes an event."""
+
+    __slots__ = ("_single", "piece", "resource_type", "revision", "type")
+
+    def __init__(self, revision: int, type_: int, resource_type: str, payload: bytes) -> None:
+        self.revision = revision
+        self.type = type_
+        self.resource_type = resource_type
+        self.piece = _TAG_EVENTS + _varint(len(payload)) + payload
+        self._single: bytes | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.piece)
+
+    def single(self) -> bytes:
+        """WatchResponse{event}: for subscribers that did not ask for batches (the
+        same framing with field 1's tag; made at most once per event)."""
+        if self._single is None:
+            self._single = _TAG_EVENT + self.piece[1:]
+        return self._single
 
 
 @dataclass(frozen=True, slots=True)
 class _Page:
     #: Contiguous events after the requested revision, in revision order.
-    rows: Sequence[_Row]
+    rows: Sequence[_Item]
     #: The tenant's revision in the same snapshot.
     tenant_revision: int
     #: The log had a hole after the rows returned (defensive; see GAP_RETRY_SECONDS).
@@ -141,12 +183,12 @@ def _read_page(db: Database, tenant_pk: int, after: int, limit: int) -> _Page:
         if after < compacted_through:
             raise _compacted(after, compacted_through)
         result = _EVENTS.run(s, {"t": tenant_pk, "after": after, "n": limit})
-    rows: list[_Row] = []
+    rows: list[_Item] = []
     expected = after + 1
     for r in result:
         if r[0] != expected:
             break
-        rows.append(_Row(int(r[0]), int(r[1]), str(r[2]), bytes(r[3])))
+        rows.append(_Item(int(r[0]), int(r[1]), str(r[2]), bytes(r[3])))
         expected += 1
     last = rows[-1].revision if rows else after
     # Short of a full page, the snapshot's counter says where the log ends.
@@ -154,28 +196,32 @@ def _read_page(db: Database, tenant_pk: int, after: int, limit: int) -> _Page:
     return _Page(rows, revision, gap)
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def _event_response(payload: bytes) -> changes_pb2.WatchResponse:
-    """WatchResponse{event} from the stored ChangeEvent bytes, decoded once in C
-    (field 1, length-delimited) instead of parsing and copying the event."""
-    return changes_pb2.WatchResponse.FromString(b"\x0a" + _varint(len(payload)) + payload)
-
-
-def _heartbeat(revision: int) -> changes_pb2.WatchResponse:
+def _heartbeat(revision: int) -> bytes:
     now = timestamp_pb2.Timestamp()
     now.GetCurrentTime()
-    return changes_pb2.WatchResponse(heartbeat=changes_pb2.Heartbeat(revision=revision, time=now))
+    resp = changes_pb2.WatchResponse(heartbeat=changes_pb2.Heartbeat(revision=revision, time=now))
+    return resp.SerializeToString()
+
+
+def _batch(items: deque[_Item], max_events: int, max_bytes: int) -> tuple[bytes, int, int]:
+    """Takes the next message off `items`: (WatchResponse bytes, its last revision, the
+    bytes taken). max_events 0: one event in the `event` field (a batch-unaware
+    subscriber); else up to max_events events and max_bytes bytes, at least one."""
+    first = items.popleft()
+    if max_events <= 0:
+        return first.single(), first.revision, first.size
+    parts = [first.piece]
+    size = first.size
+    last = first.revision
+    while items and len(parts) < max_events:
+        nxt = items[0]
+        if size + nxt.size > max_bytes:
+            break
+        items.popleft()
+        parts.append(nxt.piece)
+        size += nxt.size
+        last = nxt.revision
+    return b"".join(parts), last, size
 
 
 # -- subscribers ------------------------------------------------------------------------
@@ -186,7 +232,7 @@ class _Filter:
     resource_types: frozenset[str]
     event_types: frozenset[int]
 
-    def matches(self, row: _Row) -> bool:
+    def matches(self, row: _Item) -> bool:
         # The log stores type and resource_type beside the payload: no decoding here.
         return (not self.resource_types or row.resource_type in self.resource_types) and (
             not self.event_types or row.type in self.event_types
@@ -197,16 +243,29 @@ class _Filter:
 class _Watcher:
     tenant_id: str
     filter: _Filter
+    #: Most events, and bytes of events, that may wait in `pending`.
     limit: int
+    byte_limit: int
     #: Seconds of silence after which the stream gets a heartbeat.
     heartbeat: float
     #: Last revision handed to gRPC (the client's resume point as far as we know).
     cursor: int
+    #: Events per message (0: one per message in `event`, a batch-unaware client).
+    batch: int = 0
+    #: Most bytes of events per batch (a larger event goes alone).
+    batch_bytes: int = 1 << 20
+    #: The call's context, to end it while a send is parked on flow control.
+    context: Any = None
     #: time.monotonic() of the last message sent.
     last_sent: float = field(default_factory=time.monotonic)
     #: Last revision examined: queued, or skipped by the filter or as already sent.
     position: int = 0
-    pending: deque[tuple[int, changes_pb2.WatchResponse]] = field(default_factory=deque)
+    pending: deque[_Item] = field(default_factory=deque)
+    pending_bytes: int = 0
+    #: The generator is parked in a yield (gRPC has not taken the message yet).
+    sending: bool = False
+    #: The feed waiting for this watcher's next send (see _Feed._pace).
+    feed: _Feed | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     error: DomainError | None = None
 
@@ -214,7 +273,13 @@ class _Watcher:
         if self.error is None:
             self.error = error
         self.pending.clear()
+        self.pending_bytes = 0
         self.wake.set()
+
+    def next_message(self) -> tuple[bytes, int]:
+        data, last, size = _batch(self.pending, self.batch, self.batch_bytes)
+        self.pending_bytes -= size
+        return data, last
 
 
 class _Feed:
@@ -229,6 +294,14 @@ class _Feed:
         self.watchers: set[_Watcher] = set()
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        #: Watchers woken by the last delivery that have not taken their first message.
+        self.awaiting: set[_Watcher] = set()
+        self.round_done = asyncio.Event()
+        #: loop.time() of this wake-up's first delivery: the round's cost starts there,
+        #: not at the read of the log (a database thread's time, not the loop's).
+        self.delivered_at: float | None = None
+        #: time.process_time() then.
+        self.delivered_cpu = 0.0
 
     def attach(self, w: _Watcher) -> None:
         w.position = max(w.position, w.cursor)
@@ -236,8 +309,40 @@ class _Feed:
 
     def detach(self, w: _Watcher) -> None:
         self.watchers.discard(w)
+        self.sent(w)
         if not self.watchers:
             self.hub._drop_feed(self)
+
+    def sent(self, w: _Watcher) -> None:
+        """`w` has taken what the last delivery woke it for (or left)."""
+        if w in self.awaiting:
+            self.awaiting.discard(w)
+            if not self.awaiting:
+                self.round_done.set()
+
+    async def _pace(self, started: float) -> None:
+        """Waits before the next read of the log: at least the batch window, and long
+        enough that delivering to every subscriber takes at most `hub.share` of the event
+        loop's time. One message per subscriber costs ~50-100 us of gRPC work (on the loop
+        the writers also use, and again in each subscriber), whatever the batch size, so
+        the number of deliveries, not of events, is what to bound."""
+        loop = asyncio.get_running_loop()
+        wait = self.hub.batch_window
+        if self.hub.share < 1.0 and self.awaiting:
+            woken = len(self.awaiting)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(MAX_PACE_SECONDS):
+                    await self.round_done.wait()
+            # The loop thread's CPU over the round, not wall time: on a busy machine the
+            # process waits for a core too, and that is no cost of the deliveries.
+            # Each taken message is sent afterwards (gRPC's work, off this measurement):
+            # count it at MESSAGE_COST_SECONDS at least.
+            cost = max(time.process_time() - self.delivered_cpu, woken * MESSAGE_COST_SECONDS)
+            wait = min(max(wait, cost * (1 / self.hub.share - 1)), MAX_PACE_SECONDS)
+        self.awaiting.clear()
+        remaining = started + wait - loop.time() if wait > self.hub.batch_window else wait
+        if remaining > 0:
+            await asyncio.sleep(remaining)
 
     async def run(self) -> None:
         poll = self.hub.poll_interval
@@ -246,29 +351,38 @@ class _Feed:
                 async with asyncio.timeout(poll):
                     await self.wake.wait()
             self.wake.clear()
+            self.delivered_at = None
             try:
-                await self._drain()
+                delivered = await self._drain()
             except DomainError as exc:
                 if isinstance(exc, (Compacted, NotFound)):
                     # The tail itself is gone: every subscriber must start over.
                     for w in list(self.watchers):
-                        w.fail(exc)
-                        self.detach(w)
+                        self.hub._end(w, exc)
                     return
                 log.warning("event feed for tenant %s: %s", self.tenant_id, exc.message)
+                continue
             except Exception as exc:  # the database may come back; keep polling
                 log.warning(
                     "event feed for tenant %s cannot read the log: %s",
                     self.tenant_id,
                     type(exc).__name__,
                 )
+                continue
+            if delivered:
+                # Let the next commits gather: every delivery costs each subscriber a
+                # message, so a tenant written to continuously is read (and its
+                # subscribers woken) at most once per window, with bigger batches.
+                await self._pace(self.delivered_at or asyncio.get_running_loop().time())
 
-    async def _drain(self) -> None:
+    async def _drain(self) -> bool:
         limit = self.hub.page_size
+        delivered = False
         while self.watchers:
             page = await self.hub._run(_read_page, self.hub.db, self.tenant_pk, self.head, limit)
             if page.rows:
                 self._deliver(page.rows)
+                delivered = True
             if page.gap:
                 # Deliver the contiguous part only; the next wake-up or poll re-reads.
                 log.warning(
@@ -276,37 +390,66 @@ class _Feed:
                     self.tenant_id,
                     self.head,
                 )
-                return
+                return delivered
             if len(page.rows) < limit:
-                return
+                return delivered
+        return delivered
 
-    def _deliver(self, rows: Sequence[_Row]) -> None:
+    def _deliver(self, rows: Sequence[_Item]) -> None:
         # Runs on the event loop without awaiting: attach/detach cannot interleave.
-        responses: list[changes_pb2.WatchResponse | None] = [None] * len(rows)
-        last = rows[-1].revision
+        # Each distinct filter is applied once per page, not once per subscriber.
+        first, last = rows[0].revision, rows[-1].revision
+        self.round_done.clear()
+        if self.delivered_at is None:
+            self.delivered_at = asyncio.get_running_loop().time()
+            self.delivered_cpu = time.process_time()
+        matched: dict[_Filter, tuple[Sequence[_Item], list[int]]] = {}
         for w in list(self.watchers):
-            for i, row in enumerate(rows):
-                if row.revision <= w.position:
-                    continue
-                if w.filter.matches(row):
-                    resp = responses[i]
-                    if resp is None:
-                        resp = responses[i] = _event_response(row.payload)
-                    w.pending.append((row.revision, resp))
-                w.position = row.revision
+            m = matched.get(w.filter)
+            if m is None:
+                items = (
+                    rows
+                    if not w.filter.resource_types and not w.filter.event_types
+                    else [r for r in rows if w.filter.matches(r)]
+                )
+                sizes = [0]
+                for it in items:
+                    sizes.append(sizes[-1] + it.size)
+                m = matched[w.filter] = (items, sizes)
+            items, sizes = m
+            # Skip what this subscriber already has (it joined in the middle of a page).
+            start = 0 if w.position < first else bisect_right(items, w.position, key=_revision)
             w.position = max(w.position, last)
-            if len(w.pending) > w.limit:
-                w.fail(
+            if start >= len(items):
+                continue  # nothing for it: no wake-up
+            w.pending.extend(itertools.islice(items, start, None))
+            w.pending_bytes += sizes[-1] - sizes[start]
+            if len(w.pending) > w.limit or w.pending_bytes > w.byte_limit:
+                what = (
+                    f"more than {w.limit} events"
+                    if len(w.pending) > w.limit
+                    else f"more than {w.byte_limit} bytes of events"
+                )
+                self.hub._end(
+                    w,
                     TooFarBehind(
-                        f"subscriber too far behind: more than {w.limit} events waiting; "
+                        f"subscriber too far behind: {what} waiting; "
                         f"watch again with from_revision={w.cursor}",
                         field="from_revision",
-                    )
+                    ),
                 )
-                self.detach(w)
             else:
+                if not w.sending:  # one parked on flow control costs nothing now
+                    self.awaiting.add(w)
+                    w.feed = self
                 w.wake.set()
         self.head = last
+        if not self.awaiting:
+            self.round_done.set()
+
+
+def _revision(item: _Item) -> int:
+    return item.revision
 
 
 # -- the hub ----------------------------------------------------------------------------
@@ -315,12 +458,25 @@ class _Feed:
 class StreamHub:
     """Serves Watch for one process. `start()` on the server's loop, `stop()` at shutdown."""
 
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        abort: Callable[[Any, DomainError, str], Awaitable[None]] | None = None,
+    ) -> None:
         self.db = db
         self.settings = settings
+        #: Ends a call with a domain error's status (the edge's one conversion, passed
+        #: in: this layer knows no interceptors). Used to cut off a parked stream.
+        self.abort = abort
         self.poll_interval = max(settings.watch_poll_interval_ms, 10) / 1000
         self.page_size = max(settings.watch_page_size, 1)
         self.queue_limit = max(settings.watch_queue_events, 1)
+        self.queue_bytes = max(settings.watch_queue_bytes, 1)
+        self.batch_events = max(settings.watch_batch_events, 1)
+        self.batch_bytes = max(settings.watch_batch_bytes, 1)
+        self.batch_window = max(settings.watch_batch_window_ms, 0) / 1000
+        self.share = min(max(settings.watch_loop_share_percent, 1), 100) / 100
         self.default_heartbeat = min(
             max(settings.watch_heartbeat_seconds, 1), MAX_HEARTBEAT_SECONDS
         )
@@ -331,6 +487,8 @@ class StreamHub:
         self._listen_task: asyncio.Task[None] | None = None
         self._ticker_task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        #: Aborts of streams cut off while parked in a send (kept until done).
+        self._aborts: set[asyncio.Task[None]] = set()
         self.closed = False
 
     # lifecycle
@@ -368,11 +526,12 @@ class StreamHub:
         with contextlib.suppress(ValueError):
             self.db.commit_listeners.remove(self._on_commit)
         for w in list(self._watchers):
-            w.fail(
+            self._end(
+                w,
                 Unavailable(
                     "the identity service is shutting down; watch again with "
                     f"from_revision={w.cursor}"
-                )
+                ),
             )
         tasks = [f.task for f in self._feeds.values() if f.task is not None]
         self._feeds.clear()
@@ -382,6 +541,9 @@ class StreamHub:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self._aborts:
+            # Streams parked in a send get their status now, not at the server's grace.
+            await asyncio.wait(set(self._aborts), timeout=1.0)
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -490,6 +652,24 @@ class StreamHub:
         if feed is not None and w in feed.watchers:
             feed.detach(w)
 
+    def _end(self, w: _Watcher, error: DomainError) -> None:
+        """Cuts a stream off with `error`: its queue is freed and it leaves the count of
+        open streams at once. A stream whose send is parked (the client stopped reading,
+        so HTTP/2 flow control holds gRPC's write) would only see the error after that
+        send completes, which may be never: its call is aborted from here instead."""
+        parked = w.sending and w.error is None and w.context is not None and self.abort is not None
+        w.fail(error)
+        self._leave(w)
+        if parked:
+            task = asyncio.create_task(self._abort(w, error), name="watch-cut")
+            self._aborts.add(task)
+            task.add_done_callback(self._aborts.discard)
+
+    async def _abort(self, w: _Watcher, error: DomainError) -> None:
+        assert self.abort is not None
+        with contextlib.suppress(grpc.aio.AbortError, asyncio.CancelledError, Exception):
+            await self.abort(w.context, error, WATCH_METHOD)
+
     # the RPC
 
     def _validate(
@@ -518,6 +698,11 @@ class StreamHub:
         for t in request.event_types:
             if t not in EVENT_NAMES:
                 raise InvalidValue(f"unknown event type {t}", field="event_types")
+        if request.max_batch_events < 0:
+            raise InvalidValue(
+                f"max_batch_events must be 0 or more, got {request.max_batch_events}",
+                field="max_batch_events",
+            )
         hb = request.heartbeat_seconds
         if hb < 0 or hb > MAX_HEARTBEAT_SECONDS:
             raise InvalidValue(
@@ -530,16 +715,25 @@ class StreamHub:
         )
 
     async def watch(
-        self,
-        request: changes_pb2.WatchRequest,
-        context: grpc.aio.ServicerContext[changes_pb2.WatchRequest, changes_pb2.WatchResponse],
-    ) -> AsyncIterator[changes_pb2.WatchResponse]:
+        self, request: changes_pb2.WatchRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[bytes]:
+        """The Watch RPC. Yields serialized WatchResponse messages: the stream's method
+        handler sends them as they are (see `watch_handler`), so an event is encoded
+        once per process, whatever the number of subscribers."""
         if self.closed:
             raise Unavailable("the identity service is shutting down; watch another replica")
         tenant = await self._run(_load_tenant, self.db, request.tenant_id)
         filt, heartbeat = self._validate(request, tenant)
         w = _Watcher(
-            tenant.id, filt, self.queue_limit, heartbeat=heartbeat, cursor=request.from_revision
+            tenant.id,
+            filt,
+            self.queue_limit,
+            self.queue_bytes,
+            heartbeat=heartbeat,
+            cursor=request.from_revision,
+            batch=min(request.max_batch_events, self.batch_events),
+            batch_bytes=self.batch_bytes,
+            context=context,
         )
         w.position = w.cursor
         self._watchers.add(w)
@@ -552,15 +746,17 @@ class StreamHub:
             # Phase 1: replay from the log until the tenant's feed is not ahead of us.
             while True:
                 page = await self._run(_read_page, self.db, tenant.pk, w.cursor, self.page_size)
-                for row in page.rows:
+                matched = deque(r for r in page.rows if filt.matches(r))
+                while matched:
                     if w.error is not None:
                         raise w.error
-                    w.cursor = row.revision
-                    if filt.matches(row):
-                        yield _event_response(row.payload)
-                        w.last_sent = time.monotonic()
+                    data, w.cursor, _size = _batch(matched, w.batch, w.batch_bytes)
+                    yield data
+                    w.last_sent = time.monotonic()
                 if w.error is not None:
                     raise w.error
+                if page.rows:
+                    w.cursor = page.rows[-1].revision
                 if time.monotonic() - w.last_sent >= heartbeat:
                     # A long replay that matches nothing still lets the client checkpoint.
                     yield _heartbeat(w.cursor)
@@ -579,11 +775,17 @@ class StreamHub:
                 if context.done():
                     return
                 if w.pending:
-                    revision, resp = w.pending.popleft()
-                    if revision > w.cursor:
-                        w.cursor = revision
-                        yield resp
-                        w.last_sent = time.monotonic()
+                    # Everything queued is after the cursor (the feed skips what is not).
+                    data, w.cursor = w.next_message()
+                    if w.feed is not None:
+                        # Its turn on the loop came: the round is done for it (a send
+                        # then parked on flow control must not hold the feed up).
+                        w.feed.sent(w)
+                        w.feed = None
+                    w.sending = True
+                    yield data
+                    w.sending = False
+                    w.last_sent = time.monotonic()
                     continue
                 if time.monotonic() - w.last_sent >= heartbeat:
                     # Nothing waits in the queue: everything up to position was handled.
@@ -597,3 +799,18 @@ class StreamHub:
                 await w.wake.wait()
         finally:
             self._leave(w)
+
+
+#: The full name of the Watch method (for logs and the status a cut-off stream gets).
+WATCH_METHOD = "/identity.v1.ChangeService/Watch"
+
+
+def watch_handler(
+    watch: Callable[[changes_pb2.WatchRequest, Any], AsyncIterator[bytes]],
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """The Watch method handler: responses are already-serialized bytes (no serializer)."""
+    return grpc.unary_stream_rpc_method_handler(
+        watch,
+        request_deserializer=changes_pb2.WatchRequest.FromString,
+        response_serializer=None,
+    )

@@ -37,7 +37,7 @@ from sqlalchemy import select
 from identity.v1 import history_pb2, policy_pb2
 
 from ..context import RequestContext
-from ..errors import DomainError, PermissionDenied, Unauthenticated
+from ..errors import DomainError, PermissionDenied, ReplicaReadOnly, Unauthenticated
 from ..storage.db import Database
 from ..storage.models import TenantRow
 from .interceptors import _abort
@@ -89,6 +89,19 @@ SUBSCRIBER_METHODS = (
     | _methods("UserService", "GetUser", "ListUsers")
     | _methods("GroupService", "GetGroup", "ListGroups", "ListMembers")
     | _methods("RoleService", "ListRoles", "ListAssignments")
+)
+
+
+#: What a stream replica (IDENTITY_ROLE=streams) serves: change streams and the reads
+#: that change nothing. AuthenticateToken is not one (it records the token's use).
+STREAM_REPLICA_METHODS = (
+    _methods("ChangeService", "Watch", "GetRevision")
+    | _methods("TenantService", "GetTenant", "ListTenants", "ListTokens")
+    | _methods("UserService", "GetUser", "ListUsers")
+    | _methods("GroupService", "GetGroup", "ListGroups", "ListMembers")
+    | _methods("RoleService", "ListRoles", "ListAssignments")
+    | _methods("PolicyService", "GetPolicy")
+    | _methods("HistoryService", "ListOperations")
 )
 
 
@@ -324,6 +337,33 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 response_serializer=handler.response_serializer,
             )
         return _refusing(handler, method, denied)  # the contract has no client streams
+
+
+class ReplicaRoleInterceptor(grpc.aio.ServerInterceptor):
+    """On a stream replica (IDENTITY_ROLE=streams), every RPC outside
+    STREAM_REPLICA_METHODS is refused with FAILED_PRECONDITION naming the role, before
+    it reaches a servicer: such a replica serves Watch and reads from the shared
+    PostgreSQL and must never write."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        handler = await continuation(details)
+        method = details.method
+        if handler is None or method.startswith("/grpc.") or method in STREAM_REPLICA_METHODS:
+            return handler
+        short = method.rsplit("/", 1)[-1]
+        return _refusing(
+            handler,
+            method,
+            ReplicaReadOnly(
+                f"this identity-service runs with IDENTITY_ROLE=streams: it serves Watch, "
+                f"GetRevision and reads only; call {short} on a replica with "
+                "IDENTITY_ROLE=all"
+            ),
+        )
 
 
 def _refusing(handler: Handler, method: str, err: DomainError) -> Handler:

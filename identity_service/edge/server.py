@@ -23,7 +23,6 @@ from grpc_reflection.v1alpha import reflection
 
 from identity.v1 import (
     changes_pb2,
-    changes_pb2_grpc,
     groups_pb2,
     groups_pb2_grpc,
     history_pb2,
@@ -43,8 +42,9 @@ from ..changes.streams import StreamHub
 from ..settings import Settings
 from ..storage import migrate
 from ..storage.db import Database
-from .auth import AuthInterceptor, load_credentials
+from .auth import AuthInterceptor, ReplicaRoleInterceptor, load_credentials
 from .interceptors import ErrorInterceptor
+from .interceptors import _abort as abort_call
 from .observability import Metrics
 from .servicers import (
     ChangeServicer,
@@ -80,6 +80,9 @@ class IdentityService:
         self.metrics_port = 0
         self.health = health.aio.HealthServicer()
         interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor(self.metrics)]
+        if settings.role == "streams":
+            # Before the error handling: a refused call reaches no servicer.
+            interceptors.insert(0, ReplicaRoleInterceptor())
         if settings.credentials_file:
             # First, so a refused call reaches neither the error handling nor a servicer.
             creds = load_credentials(settings.credentials_file)
@@ -94,7 +97,7 @@ class IdentityService:
         #: Tokens' last use, written in batches off the calls (shared by the servicers).
         self.token_uses = TokenUses(self.db)
         self.changes = ChangeServicer(self.db, settings, self.token_uses)
-        self.streams = StreamHub(self.db, settings)
+        self.streams = StreamHub(self.db, settings, abort=abort_call)
         self.changes.streams = self.streams
         self.metrics.active_streams.set_function(self.streams.active_streams)
         self.metrics.subscriber_lag.set_function(self.streams.lag)
@@ -111,7 +114,7 @@ class IdentityService:
         roles_pb2_grpc.add_RoleServiceServicer_to_server(
             RoleServicer(self.db, settings, self.token_uses), self.server
         )
-        changes_pb2_grpc.add_ChangeServiceServicer_to_server(self.changes, self.server)
+        self.changes.add_to_server(self.server)
         history_pb2_grpc.add_HistoryServiceServicer_to_server(
             HistoryServicer(self.db, settings, self.token_uses), self.server
         )
@@ -145,13 +148,15 @@ class IdentityService:
             raise SystemExit(f"cannot bind {self.settings.listen}")
         await self._probe()
         await self.streams.start()
-        self.compactor.start()
+        if self.settings.role != "streams":  # a stream replica never writes
+            self.compactor.start()
         await self.server.start()
         self._health_task = asyncio.create_task(self._health_loop(), name="health")
         log.info(
-            "identity service listening on port %d (%s, %s%s)",
+            "identity service listening on port %d (%s%s, %s%s)",
             self.port,
             self.db.dialect,
+            ", stream replica" if self.settings.role == "streams" else "",
             "mTLS" if self.settings.tls_client_ca_file else "TLS" if creds else "plaintext",
             ", service credentials required" if self.settings.credentials_file else "",
         )
@@ -160,6 +165,11 @@ class IdentityService:
     def _check(self) -> None:
         self.db.ping()
         if not migrate.is_current(self.db):
+            if self.settings.role == "streams":
+                raise RuntimeError(
+                    "database schema is not at the migration head; a stream replica "
+                    "never migrates: run migrate or start a replica with IDENTITY_ROLE=all"
+                )
             if not self.settings.migrate_on_start:
                 raise RuntimeError("database schema is not at the migration head; run migrate")
             migrate.upgrade(self.db)

@@ -14,7 +14,6 @@ from sqlalchemy.orm import Session
 
 from identity.v1 import (
     changes_pb2,
-    changes_pb2_grpc,
     groups_pb2,
     groups_pb2_grpc,
     history_pb2,
@@ -30,7 +29,7 @@ from identity.v1 import (
 )
 
 from .. import schema
-from ..changes.streams import StreamHub
+from ..changes.streams import StreamHub, watch_handler
 from ..context import AUTHENTICATED_KEY, CURRENT_CALL, RequestContext
 from ..domain import connector, groups, history, policy, roles, tenants, users
 from ..domain.policy_apply import apply_policy
@@ -619,21 +618,32 @@ class HistoryServicer(_Base, history_pb2_grpc.HistoryServiceServicer):
         )
 
 
-class ChangeServicer(_Base, changes_pb2_grpc.ChangeServiceServicer):
-    """GetRevision here; Watch is served by identity_service.changes.streams."""
+class ChangeServicer(_Base):
+    """GetRevision here; Watch is served by identity_service.changes.streams, which yields
+    serialized responses, so the service's handlers are built by `add_to_server`
+    rather than by the generated code (whose Watch serializer expects messages)."""
 
     #: Set by IdentityService: the process's stream hub.
     streams: StreamHub | None = None
 
-    async def Watch(
-        self,
-        request: changes_pb2.WatchRequest,
-        context: grpc.aio.ServicerContext[changes_pb2.WatchRequest, changes_pb2.WatchResponse],
-    ) -> AsyncIterator[changes_pb2.WatchResponse]:
+    def Watch(
+        self, request: changes_pb2.WatchRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[bytes]:
         if self.streams is None:
             raise Unavailable("change streams are not running on this server")
-        async for item in self.streams.watch(request, context):
-            yield item
+        return self.streams.watch(request, context)
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
+            "Watch": watch_handler(self.Watch),
+            "GetRevision": grpc.unary_unary_rpc_method_handler(
+                self.GetRevision,
+                request_deserializer=changes_pb2.GetRevisionRequest.FromString,
+                response_serializer=changes_pb2.GetRevisionResponse.SerializeToString,
+            ),
+        }
+        name = changes_pb2.DESCRIPTOR.services_by_name["ChangeService"].full_name
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
 
     async def GetRevision(
         self, request: changes_pb2.GetRevisionRequest, context: Any

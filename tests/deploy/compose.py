@@ -149,8 +149,12 @@ class Stack:
         user = urlsplit(PG_ADMIN_URL).username or "postgres"
         # The test server trusts loopback, so whatever password the URL gets is accepted.
         self.pg_url = f"postgresql://{user}@127.0.0.1:{self.pg.port}/{db_name}"
-        # Container hostname:port -> local address.
-        self.addr = {"identity:50051": f"127.0.0.1:{free_port()}"}
+        # Container hostname:port -> local address (the core and the stream replica).
+        self.addr = {
+            f"{n}:50051": f"127.0.0.1:{free_port()}"
+            for n in ("identity", "streams")
+            if n in self.services
+        }
         self.binds: dict[str, dict[str, str]] = {}
         self.volumes = tmp / "volumes"
 
@@ -199,8 +203,8 @@ class Stack:
     def env(self, name: str) -> dict[str, str]:
         raw = self.services[name].get("environment") or {}
         env = {**image_env(), **{k: self.local(name, str(v)) for k, v in raw.items()}}
-        if name == "identity":
-            env["IDENTITY_LISTEN"] = self.addr["identity:50051"]
+        if f"{name}:50051" in self.addr:
+            env["IDENTITY_LISTEN"] = self.addr[f"{name}:50051"]
         return env
 
     def argv(self, name: str, cmd: list[str]) -> list[str]:

@@ -82,7 +82,15 @@ def test_first_start_is_secured_and_needs_no_manual_step(tmp_path: Path) -> None
     compose = yaml.safe_load(COMPOSE.read_text())
     services = compose["services"]
     order = start_order(services)
-    assert order == ["credentials", "postgres", "migrate", "identity", "gateway", "subscriber"]
+    assert order == [
+        "credentials",
+        "postgres",
+        "migrate",
+        "identity",
+        "gateway",
+        "streams",
+        "subscriber",
+    ]
     assert "pgdata:/var/lib/postgresql/data" in services["postgres"]["volumes"]
     with throwaway_pg_database("identity_compose") as db_url:
         stack = Stack(compose, db_url.rsplit("/", 1)[1], tmp_path)
@@ -96,6 +104,7 @@ def test_first_start_is_secured_and_needs_no_manual_step(tmp_path: Path) -> None
             ident_env = stack.start("identity")
             assert ident_env["IDENTITY_MIGRATE_ON_START"] == "false"  # migrate ran it
             gw_env = stack.start("gateway")
+            assert stack.start("streams")["IDENTITY_ROLE"] == "streams"
             stack.start("subscriber")
             subscriber = stack.procs["subscriber"]
             wait_for(subscriber, "audit_log: tenant demo does not exist yet")
@@ -125,6 +134,10 @@ def test_first_start_is_secured_and_needs_no_manual_step(tmp_path: Path) -> None
             issued = stack.run("identityctl", "token", "issue", "demo")
             assert issued.returncode == 0, issued.stderr
             secret = issued.stdout.strip().splitlines()[-1]
+            # The stream replica the subscriber reads from refuses writes, even an admin's.
+            streams = stack.addr["streams:50051"]
+            refused = stack.run("identityctl", "--target", streams, "tenant", "create", "x")
+            assert refused.returncode != 0 and "IDENTITY_ROLE=streams" in refused.stderr
             # The subscriber was waiting for its tenant and now watches it.
             wait_for(subscriber, "audit_log: watching demo")
 

@@ -73,6 +73,19 @@ def new_user(i: int | str = "") -> User:
     return User(user_name=f"u{i}-{uuid.uuid4().hex[:8]}@example.com", active=True)
 
 
+#: Pool size of the extra services tests start: PostgreSQL's connections are shared by
+#: every test worker (and, on a shared machine, by other suites), and the default pool
+#: of an extra service is sized for production, not for a test.
+SMALL_POOL = 2
+
+
+def big_user(i: int | str, size: int) -> User:
+    """A user whose stored document (and so its events) is about `size` bytes larger."""
+    u = new_user(i)
+    u.extensions.update({"urn:example:scim:blob": {"data": "z" * size}})
+    return u
+
+
 @pytest.fixture
 def service_factory(database_url: str) -> Iterator[Callable[..., tuple[IdentityService, str]]]:
     """Starts extra in-process identity services on the test database with

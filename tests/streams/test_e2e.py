@@ -36,6 +36,13 @@ def _start_on(database_url: str, target: str, log: Path) -> Proc:
     return proc
 
 
+def _database(db: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A fresh SQLite file, or the session's PostgreSQL database."""
+    if db == "sqlite":
+        return f"sqlite:///{tmp_path / 'identity.db'}"
+    return str(request.getfixturevalue("pg_database"))
+
+
 class Writer:
     """Creates users one after another until stopped, retrying through outages.
     A create whose answer was lost is retried with the same name; ALREADY_EXISTS
@@ -85,11 +92,7 @@ def _read_lines(stream: object, into: list[str]) -> threading.Thread:
 def test_kill_9_mid_stream_subscriber_resumes_exactly_once(
     db: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    if db == "sqlite":
-        url = f"sqlite:///{tmp_path / 'identity.db'}"
-    else:
-        url = str(request.getfixturevalue("pg_database"))
-    target = f"127.0.0.1:{free_port()}"
+    url, target = _database(db, tmp_path, request), f"127.0.0.1:{free_port()}"
     proc = _start_on(url, target, tmp_path / "run1.log")
     cli: subprocess.Popen[str] | None = None
     try:

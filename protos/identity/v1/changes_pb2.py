@@ -29,15 +29,15 @@ from identity.v1 import tenants_pb2 as identity_dot_v1_dot_tenants__pb2
 from identity.v1 import users_pb2 as identity_dot_v1_dot_users__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19identity/v1/changes.proto\x12\x0bidentity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18identity/v1/groups.proto\x1a\x17identity/v1/roles.proto\x1a\x19identity/v1/tenants.proto\x1a\x17identity/v1/users.proto\"!\n\x05\x41\x63tor\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"J\n\x10MembershipChange\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12$\n\x07members\x18\x02 \x03(\x0b\x32\x13.identity.v1.Member\"\xa6\x04\n\x0b\x43hangeEvent\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12$\n\x04type\x18\x03 \x01(\x0e\x32\x16.identity.v1.EventType\x12\x15\n\rresource_type\x18\x04 \x01(\t\x12\x13\n\x0bresource_id\x18\x05 \x01(\t\x12(\n\x04time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x05\x61\x63tor\x18\x07 \x01(\x0b\x32\x12.identity.v1.Actor\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x12\x1a\n\x12\x63hanged_attributes\x18\t \x03(\t\x12!\n\x04user\x18\n \x01(\x0b\x32\x11.identity.v1.UserH\x00\x12#\n\x05group\x18\x0b \x01(\x0b\x32\x12.identity.v1.GroupH\x00\x12-\n\nassignment\x18\x0c \x01(\x0b\x32\x17.identity.v1.AssignmentH\x00\x12!\n\x04role\x18\r \x01(\x0b\x32\x11.identity.v1.RoleH\x00\x12%\n\x06tenant\x18\x0e \x01(\x0b\x32\x13.identity.v1.TenantH\x00\x12#\n\x05token\x18\x0f \x01(\x0b\x32\x12.identity.v1.TokenH\x00\x12\x31\n\nmembership\x18\x10 \x01(\x0b\x32\x1d.identity.v1.MembershipChangeB\n\n\x08resource\"\x98\x01\n\x0cWatchRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x15\n\rfrom_revision\x18\x02 \x01(\x03\x12\x16\n\x0eresource_types\x18\x03 \x03(\t\x12+\n\x0b\x65vent_types\x18\x04 \x03(\x0e\x32\x16.identity.v1.EventType\x12\x19\n\x11heartbeat_seconds\x18\x05 \x01(\x05\"G\n\tHeartbeat\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"o\n\rWatchResponse\x12)\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x18.identity.v1.ChangeEventH\x00\x12+\n\theartbeat\x18\x02 \x01(\x0b\x32\x16.identity.v1.HeartbeatH\x00\x42\x06\n\x04item\"\'\n\x12GetRevisionRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\"@\n\x13GetRevisionResponse\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12\x17\n\x0foldest_revision\x18\x02 \x01(\x03*\xd0\x04\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x45VENT_TYPE_USER_CREATED\x10\x01\x12\x1b\n\x17\x45VENT_TYPE_USER_UPDATED\x10\x02\x12\x1f\n\x1b\x45VENT_TYPE_USER_DEACTIVATED\x10\x03\x12\x1f\n\x1b\x45VENT_TYPE_USER_REACTIVATED\x10\x04\x12\x1b\n\x17\x45VENT_TYPE_USER_DELETED\x10\x05\x12\x1c\n\x18\x45VENT_TYPE_GROUP_CREATED\x10\x06\x12\x1c\n\x18\x45VENT_TYPE_GROUP_UPDATED\x10\x07\x12\x1c\n\x18\x45VENT_TYPE_GROUP_DELETED\x10\x08\x12!\n\x1d\x45VENT_TYPE_GROUP_MEMBER_ADDED\x10\t\x12#\n\x1f\x45VENT_TYPE_GROUP_MEMBER_REMOVED\x10\n\x12\x1c\n\x18\x45VENT_TYPE_ROLE_ASSIGNED\x10\x0b\x12\x1b\n\x17\x45VENT_TYPE_ROLE_REVOKED\x10\x0c\x12\x1b\n\x17\x45VENT_TYPE_ROLE_CREATED\x10\r\x12\x1b\n\x17\x45VENT_TYPE_ROLE_DELETED\x10\x0e\x12\x1d\n\x19\x45VENT_TYPE_TENANT_CREATED\x10\x0f\x12\x1d\n\x19\x45VENT_TYPE_TENANT_UPDATED\x10\x10\x12\x1b\n\x17\x45VENT_TYPE_TOKEN_ISSUED\x10\x11\x12\x1c\n\x18\x45VENT_TYPE_TOKEN_REVOKED\x10\x12\x32\xa3\x01\n\rChangeService\x12@\n\x05Watch\x12\x19.identity.v1.WatchRequest\x1a\x1a.identity.v1.WatchResponse0\x01\x12P\n\x0bGetRevision\x12\x1f.identity.v1.GetRevisionRequest\x1a .identity.v1.GetRevisionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19identity/v1/changes.proto\x12\x0bidentity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18identity/v1/groups.proto\x1a\x17identity/v1/roles.proto\x1a\x19identity/v1/tenants.proto\x1a\x17identity/v1/users.proto\"!\n\x05\x41\x63tor\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"J\n\x10MembershipChange\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12$\n\x07members\x18\x02 \x03(\x0b\x32\x13.identity.v1.Member\"\xa6\x04\n\x0b\x43hangeEvent\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12$\n\x04type\x18\x03 \x01(\x0e\x32\x16.identity.v1.EventType\x12\x15\n\rresource_type\x18\x04 \x01(\t\x12\x13\n\x0bresource_id\x18\x05 \x01(\t\x12(\n\x04time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x05\x61\x63tor\x18\x07 \x01(\x0b\x32\x12.identity.v1.Actor\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x12\x1a\n\x12\x63hanged_attributes\x18\t \x03(\t\x12!\n\x04user\x18\n \x01(\x0b\x32\x11.identity.v1.UserH\x00\x12#\n\x05group\x18\x0b \x01(\x0b\x32\x12.identity.v1.GroupH\x00\x12-\n\nassignment\x18\x0c \x01(\x0b\x32\x17.identity.v1.AssignmentH\x00\x12!\n\x04role\x18\r \x01(\x0b\x32\x11.identity.v1.RoleH\x00\x12%\n\x06tenant\x18\x0e \x01(\x0b\x32\x13.identity.v1.TenantH\x00\x12#\n\x05token\x18\x0f \x01(\x0b\x32\x12.identity.v1.TokenH\x00\x12\x31\n\nmembership\x18\x10 \x01(\x0b\x32\x1d.identity.v1.MembershipChangeB\n\n\x08resource\"\xb2\x01\n\x0cWatchRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x15\n\rfrom_revision\x18\x02 \x01(\x03\x12\x16\n\x0eresource_types\x18\x03 \x03(\t\x12+\n\x0b\x65vent_types\x18\x04 \x03(\x0e\x32\x16.identity.v1.EventType\x12\x19\n\x11heartbeat_seconds\x18\x05 \x01(\x05\x12\x18\n\x10max_batch_events\x18\x06 \x01(\x05\"G\n\tHeartbeat\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x99\x01\n\rWatchResponse\x12)\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x18.identity.v1.ChangeEventH\x00\x12+\n\theartbeat\x18\x02 \x01(\x0b\x32\x16.identity.v1.HeartbeatH\x00\x12(\n\x06\x65vents\x18\x03 \x03(\x0b\x32\x18.identity.v1.ChangeEventB\x06\n\x04item\"\'\n\x12GetRevisionRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\"@\n\x13GetRevisionResponse\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12\x17\n\x0foldest_revision\x18\x02 \x01(\x03*\xd0\x04\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x45VENT_TYPE_USER_CREATED\x10\x01\x12\x1b\n\x17\x45VENT_TYPE_USER_UPDATED\x10\x02\x12\x1f\n\x1b\x45VENT_TYPE_USER_DEACTIVATED\x10\x03\x12\x1f\n\x1b\x45VENT_TYPE_USER_REACTIVATED\x10\x04\x12\x1b\n\x17\x45VENT_TYPE_USER_DELETED\x10\x05\x12\x1c\n\x18\x45VENT_TYPE_GROUP_CREATED\x10\x06\x12\x1c\n\x18\x45VENT_TYPE_GROUP_UPDATED\x10\x07\x12\x1c\n\x18\x45VENT_TYPE_GROUP_DELETED\x10\x08\x12!\n\x1d\x45VENT_TYPE_GROUP_MEMBER_ADDED\x10\t\x12#\n\x1f\x45VENT_TYPE_GROUP_MEMBER_REMOVED\x10\n\x12\x1c\n\x18\x45VENT_TYPE_ROLE_ASSIGNED\x10\x0b\x12\x1b\n\x17\x45VENT_TYPE_ROLE_REVOKED\x10\x0c\x12\x1b\n\x17\x45VENT_TYPE_ROLE_CREATED\x10\r\x12\x1b\n\x17\x45VENT_TYPE_ROLE_DELETED\x10\x0e\x12\x1d\n\x19\x45VENT_TYPE_TENANT_CREATED\x10\x0f\x12\x1d\n\x19\x45VENT_TYPE_TENANT_UPDATED\x10\x10\x12\x1b\n\x17\x45VENT_TYPE_TOKEN_ISSUED\x10\x11\x12\x1c\n\x18\x45VENT_TYPE_TOKEN_REVOKED\x10\x12\x32\xa3\x01\n\rChangeService\x12@\n\x05Watch\x12\x19.identity.v1.WatchRequest\x1a\x1a.identity.v1.WatchResponse0\x01\x12P\n\x0bGetRevision\x12\x1f.identity.v1.GetRevisionRequest\x1a .identity.v1.GetRevisionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'identity.v1.changes_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EVENTTYPE']._serialized_start=1291
-  _globals['_EVENTTYPE']._serialized_end=1883
+  _globals['_EVENTTYPE']._serialized_start=1360
+  _globals['_EVENTTYPE']._serialized_end=1952
   _globals['_ACTOR']._serialized_start=178
   _globals['_ACTOR']._serialized_end=211
   _globals['_MEMBERSHIPCHANGE']._serialized_start=213
@@ -45,15 +45,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHANGEEVENT']._serialized_start=290
   _globals['_CHANGEEVENT']._serialized_end=840
   _globals['_WATCHREQUEST']._serialized_start=843
-  _globals['_WATCHREQUEST']._serialized_end=995
-  _globals['_HEARTBEAT']._serialized_start=997
-  _globals['_HEARTBEAT']._serialized_end=1068
-  _globals['_WATCHRESPONSE']._serialized_start=1070
-  _globals['_WATCHRESPONSE']._serialized_end=1181
-  _globals['_GETREVISIONREQUEST']._serialized_start=1183
-  _globals['_GETREVISIONREQUEST']._serialized_end=1222
-  _globals['_GETREVISIONRESPONSE']._serialized_start=1224
-  _globals['_GETREVISIONRESPONSE']._serialized_end=1288
-  _globals['_CHANGESERVICE']._serialized_start=1886
-  _globals['_CHANGESERVICE']._serialized_end=2049
+  _globals['_WATCHREQUEST']._serialized_end=1021
+  _globals['_HEARTBEAT']._serialized_start=1023
+  _globals['_HEARTBEAT']._serialized_end=1094
+  _globals['_WATCHRESPONSE']._serialized_start=1097
+  _globals['_WATCHRESPONSE']._serialized_end=1250
+  _globals['_GETREVISIONREQUEST']._serialized_start=1252
+  _globals['_GETREVISIONREQUEST']._serialized_end=1291
+  _globals['_GETREVISIONRESPONSE']._serialized_start=1293
+  _globals['_GETREVISIONRESPONSE']._serialized_end=1357
+  _globals['_CHANGESERVICE']._serialized_start=1955
+  _globals['_CHANGESERVICE']._serialized_end=2118
 # @@protoc_insertion_point(module_scope)

@@ -262,6 +262,7 @@ class WatchRequest(_message.Message):
     RESOURCE_TYPES_FIELD_NUMBER: _builtins.int
     EVENT_TYPES_FIELD_NUMBER: _builtins.int
     HEARTBEAT_SECONDS_FIELD_NUMBER: _builtins.int
+    MAX_BATCH_EVENTS_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     from_revision: _builtins.int
     """Deliver events with revision > from_revision. 0: from the beginning.
@@ -269,6 +270,13 @@ class WatchRequest(_message.Message):
     """
     heartbeat_seconds: _builtins.int
     """Seconds between heartbeats on an idle stream; 0: the server's default."""
+    max_batch_events: _builtins.int
+    """Batched delivery, as etcd's Watch: when > 0, events arrive in
+    WatchResponse.events, up to this many per message (the server may send
+    fewer: it also caps a message's count and bytes; an event larger than the
+    byte cap comes alone). 0: one event per message in WatchResponse.event, as
+    before batches existed.
+    """
     @_builtins.property
     def resource_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Only these resource types ("User", "Group", ...); empty: all."""
@@ -285,10 +293,11 @@ class WatchRequest(_message.Message):
         resource_types: _abc.Iterable[_builtins.str] | None = ...,
         event_types: _abc.Iterable[Global___EventType.ValueType] | None = ...,
         heartbeat_seconds: _builtins.int = ...,
+        max_batch_events: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_types", b"event_types", "from_revision", b"from_revision", "heartbeat_seconds", b"heartbeat_seconds", "resource_types", b"resource_types", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_types", b"event_types", "from_revision", b"from_revision", "heartbeat_seconds", b"heartbeat_seconds", "max_batch_events", b"max_batch_events", "resource_types", b"resource_types", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -325,19 +334,29 @@ class WatchResponse(_message.Message):
 
     EVENT_FIELD_NUMBER: _builtins.int
     HEARTBEAT_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def event(self) -> Global___ChangeEvent: ...
     @_builtins.property
     def heartbeat(self) -> Global___Heartbeat: ...
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChangeEvent]:
+        """Only to a request with max_batch_events > 0: consecutive matching events in
+        revision order, never empty when `item` is unset. A subscriber that resumes
+        from any revision it has handled (even in the middle of a batch) gets the
+        rest with no gap and no repeat.
+        """
+
     def __init__(
         self,
         *,
         event: Global___ChangeEvent | None = ...,
         heartbeat: Global___Heartbeat | None = ...,
+        events: _abc.Iterable[Global___ChangeEvent] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "heartbeat", b"heartbeat", "item", b"item"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "heartbeat", b"heartbeat", "item", b"item"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "events", b"events", "heartbeat", b"heartbeat", "item", b"item"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["event", "heartbeat"]  # noqa: Y015
     _WhichOneofArgType_item: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015

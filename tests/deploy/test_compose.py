@@ -165,7 +165,7 @@ def test_first_start_is_secured_and_needs_no_manual_step(tmp_path: Path) -> None
             wait_for(subscriber, "compose@example.com", timeout=20)
             metrics_bind = stack.binds["identity"]["0.0.0.0:9464"]
             with urllib.request.urlopen(f"http://{metrics_bind}/metrics", timeout=5) as resp:
-                assert b"identity_rpc_requests_total" in resp.read()
+                assert b"grpc_server_handled_total" in resp.read()
             for line in stack.procs["identity"].output().splitlines():
                 if line.startswith("{"):
                     json.loads(line)  # IDENTITY_LOG_FORMAT=json: every line is an object

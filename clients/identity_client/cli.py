@@ -17,9 +17,10 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from google.protobuf import json_format, timestamp_pb2
 
@@ -79,15 +80,37 @@ def _tenant_id(client: IdentityClient, ref: str) -> str:
     return client.get_tenant(ref).id
 
 
+def _as_dict(message: Any) -> dict[str, Any]:
+    """A message as `-o json` prints it: proto field names, enums by name, every field."""
+    return json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
+def _json_out(args: argparse.Namespace) -> bool:
+    return getattr(args, "output", "text") == "json"
+
+
+def _emit(args: argparse.Namespace, messages: Iterable[Any], line: Callable[[Any], None]) -> None:
+    """A list command's answer: a line each (text), or one JSON array (-o json)."""
+    if _json_out(args):
+        print(json.dumps([_as_dict(m) for m in messages], indent=2))
+        return
+    for m in messages:
+        line(m)
+
+
 def cmd_tenant(client: IdentityClient, args: argparse.Namespace) -> int:
     if args.action == "create":
         t = client.create_tenant(args.name, display_name=args.display_name or "", ctx=ADMIN)
         print(t.id)
     elif args.action == "list":
-        for t in client.list_tenants():
-            _print_tenant(t)
+        _emit(args, client.list_tenants(), _print_tenant)
     elif args.action == "show":
         t = client.get_tenant(args.tenant)
+        if _json_out(args):
+            print(json.dumps(_as_dict(t), indent=2))
+            return 0
         _print_tenant(t)
         if t.display_name != t.name:
             print(f"display name: {t.display_name}")
@@ -148,8 +171,7 @@ def cmd_token(client: IdentityClient, args: argparse.Namespace) -> int:
         print(f"token id: {token.id} (the secret below is shown once)", file=sys.stderr)
         print(secret)
     elif args.action == "list":
-        for t in client.list_tokens(args.tenant, include_inactive=args.all):
-            _print_token(t)
+        _emit(args, client.list_tokens(args.tenant, include_inactive=args.all), _print_token)
     elif args.action == "revoke":
         _print_token(client.revoke_token(args.tenant, args.token_id, ctx=ADMIN))
     return 0
@@ -161,17 +183,21 @@ def cmd_role(client: IdentityClient, args: argparse.Namespace) -> int:
         r = client.create_role(tid, args.role, description=args.description or "", ctx=ADMIN)
         print(r.name)
     elif args.action == "list":
-        for r in client.list_roles(tid):
-            print(f"{r.name:<32} {r.description}")
+        _emit(args, client.list_roles(tid), lambda r: print(f"{r.name:<32} {r.description}"))
     elif args.action == "delete":
         client.delete_role(tid, args.role, ctx=ADMIN)
     elif args.action in ("assign", "revoke"):
         fn = client.assign_role if args.action == "assign" else client.revoke_role
         fn(tid, args.user_id, args.role, source=users_pb2.ROLE_SOURCE_LOCAL, ctx=ADMIN)
     elif args.action == "assignments":
-        for a in client.list_assignments(tid, user_id=args.user or "", role=args.role or ""):
+
+        def line(a: Any) -> None:
             src = "scim" if a.source == users_pb2.ROLE_SOURCE_SCIM else "local"
             print(f"{a.user_id}  {a.role:<32} {src}")
+
+        _emit(
+            args, client.list_assignments(tid, user_id=args.user or "", role=args.role or ""), line
+        )
     return 0
 
 
@@ -203,13 +229,16 @@ def cmd_history(client: IdentityClient, args: argparse.Namespace) -> int:
         until=args.until,
         page_size=args.limit,
     )
-    for op in resp.operations:
+
+    def line(op: Any) -> None:
         err = f" {op.scim_type or ''} {op.detail}".rstrip() if op.status >= 400 else ""
         print(
             f"{_time(op.time)}  {op.method:<6} {KIND_NAMES.get(op.kind, '?'):<6} "
             f"{op.resource_type or '-':<8} {op.resource_id or '-':<36} {op.status} "
             f"{op.duration_ms:.1f}ms req={op.request_id or '-'} token={op.token_id or '-'}{err}"
         )
+
+    _emit(args, resp.operations, line)
     return 0
 
 
@@ -242,19 +271,17 @@ def _event_line(ev: changes_pb2.ChangeEvent) -> str:
 
 
 def cmd_watch(client: IdentityClient, args: argparse.Namespace) -> int:
-    tenant = client.get_tenant(args.tenant)
-    since = tenant.revision if args.from_revision is None else args.from_revision
     # Its own channel, tuned to find a restarted service within seconds.
     with client.clone(options=RECONNECT_OPTIONS) as wc:
         w = wc.watch(
-            tenant.id,
-            since=since,
+            args.tenant,
+            since=args.from_revision,  # None: from now on, as IdentityClient.watch
             resource_types=args.resource_type or (),
             event_types=args.event_type or (),
         )
         # SIGTERM ends the stream like Ctrl-C: the last line printed is complete.
         signal.signal(signal.SIGTERM, lambda *_: w.close())
-        fmt = _event_json if args.json else _event_line
+        fmt = _event_json if args.json or _json_out(args) else _event_line
         for ev in w:
             print(fmt(ev), flush=True)
     return 0
@@ -289,23 +316,73 @@ def cmd_user(client: IdentityClient, args: argparse.Namespace) -> int:
         )
         print(f"{resp.user.meta.id}  {'created' if resp.created else 'found'}")
     elif args.action == "list":
-        cursor = ""
-        while True:
-            page = client.list_users(tid, cursor=cursor, count=500)
-            for u in page.users:
-                state = "active" if u.active else "inactive"
-                print(f"{u.meta.id}  {u.user_name:<40} {state:<8} {u.managed_by}")
-            if not page.next_cursor:
-                break
-            cursor = page.next_cursor
+
+        def line(u: Any) -> None:
+            state = "active" if u.active else "inactive"
+            print(f"{u.meta.id}  {u.user_name:<40} {state:<8} {u.managed_by}")
+
+        _emit(args, client.iter_users(tid, page_size=500), line)
+    elif args.action == "show":
+        u = client.get_user(tid, args.user_id)
+        if _json_out(args):
+            print(json.dumps(_as_dict(u), indent=2))
+        else:
+            print(json_format.MessageToJson(u, indent=2, preserving_proto_field_name=True))
     elif args.action == "delete":
         outcome = client.delete_user(tid, args.user_id, hard=args.hard, ctx=ADMIN)
         print("deleted" if outcome.deleted else "deactivated (the tenant's policy keeps users)")
     return 0
 
 
+class _Version(argparse.Action):
+    """--version: the installed distribution's version, looked up only when asked."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        from importlib import metadata  # noqa: PLC0415
+
+        try:
+            version = metadata.version("scim-identity-client")
+        except metadata.PackageNotFoundError:
+            try:
+                version = metadata.version("scim-identity")
+            except metadata.PackageNotFoundError:
+                version = "unknown"
+        print(f"{parser.prog} {version}")  # stdout, as argparse's own version action
+        parser.exit()
+
+
+def _sub(
+    parent: Any, name: str, help: str, *, output: bool = False, **kwargs: Any
+) -> argparse.ArgumentParser:
+    """A subcommand with its help (in the list and on its own --help) and, for the
+    commands that list or show, `-o text|json`."""
+    parents = [_OUTPUT] if output else []
+    return parent.add_parser(  # type: ignore[no-any-return]
+        name, help=help, description=help[0].upper() + help[1:] + ".", parents=parents, **kwargs
+    )
+
+
+_OUTPUT = argparse.ArgumentParser(add_help=False)
+_OUTPUT.add_argument(
+    "-o",
+    "--output",
+    choices=["text", "json"],
+    default="text",
+    help="text (default): one line per item; json: a JSON array (show: an object) with the "
+    "contract's field names",
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="identityctl", description="Administer the identity service.")
+    p = argparse.ArgumentParser(
+        prog="identityctl",
+        description="Administer the identity service. Tenants are named by name or id everywhere.",
+        epilog="Every command has --help. Commands that list or show take -o json.",
+    )
+    p.add_argument("--version", action=_Version)
     p.add_argument(
         "--target",
         default=os.environ.get("IDENTITY_TARGET", "127.0.0.1:50051"),
@@ -334,128 +411,148 @@ def build_parser() -> argparse.ArgumentParser:
         default=env.get("IDENTITY_TLS_KEY_FILE") or None,
         help="PEM client key for mTLS (env IDENTITY_TLS_KEY_FILE)",
     )
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    tenant_help = "tenant name or id"
 
-    t = sub.add_parser(
+    t = _sub(
+        sub,
         "tenant",
-        help="create, list, show, update, activate, deactivate tenants; delete a connector",
+        "create, list, show, update, activate, deactivate tenants; delete a connector",
     )
-    ts = t.add_subparsers(dest="action", required=True)
-    c = ts.add_parser("create", help="create a tenant; prints its id")
-    c.add_argument("name")
-    c.add_argument("--display-name")
-    ts.add_parser("list")
-    for action in ("show", "activate", "deactivate"):
-        ts.add_parser(action).add_argument("tenant", help="name or id")
-    u = ts.add_parser("update")
-    u.add_argument("tenant")
-    u.add_argument("--display-name", required=True)
-    dc = ts.add_parser(
+    ts = t.add_subparsers(dest="action", required=True, metavar="ACTION")
+    c = _sub(ts, "create", "create a tenant; prints its id")
+    c.add_argument("name", help="the tenant's name (unique; used in SCIM URLs)")
+    c.add_argument("--display-name", help="a human-readable name (default: the name)")
+    _sub(ts, "list", "list every tenant", output=True)
+    _sub(ts, "show", "show one tenant", output=True).add_argument("tenant", help=tenant_help)
+    _sub(ts, "activate", "let the tenant's SCIM connector in again").add_argument(
+        "tenant", help=tenant_help
+    )
+    _sub(ts, "deactivate", "refuse every SCIM request of the tenant").add_argument(
+        "tenant", help=tenant_help
+    )
+    u = _sub(ts, "update", "change a tenant's display name")
+    u.add_argument("tenant", help=tenant_help)
+    u.add_argument("--display-name", required=True, help="the new display name")
+    dc = _sub(
+        ts,
         "delete-connector",
-        help="revoke every token, clear the policy's rules, schemas and mappings, deactivate; "
+        "revoke every token, clear the policy's rules, schemas and mappings, deactivate; "
         "users and groups are kept unless --purge",
     )
-    dc.add_argument("tenant", help="name or id")
+    dc.add_argument("tenant", help=tenant_help)
     dc.add_argument("--purge", action="store_true", help="also delete every user and group")
     dc.add_argument("--yes", action="store_true", help="confirm --purge")
     t.set_defaults(func=cmd_tenant)
 
-    k = sub.add_parser("token", help="issue, rotate, list, revoke API tokens")
-    ks = k.add_subparsers(dest="action", required=True)
+    k = _sub(sub, "token", "issue, rotate, list, revoke a tenant's SCIM API tokens")
+    ks = k.add_subparsers(dest="action", required=True, metavar="ACTION")
     for action in ("issue", "rotate"):
-        i = ks.add_parser(action, help="prints the secret alone on its last line")
-        i.add_argument("tenant", help="name or id")
-        i.add_argument("--description")
+        i = _sub(
+            ks,
+            action,
+            f"{action} a token; prints the secret alone on its last line (shown once)",
+        )
+        i.add_argument("tenant", help=tenant_help)
+        i.add_argument("--description", help="a note to tell tokens apart")
         i.add_argument(
             "--scope",
             choices=sorted(SCOPES),
             default="full" if action == "issue" else None,
             help="default: full (rotate: the revoked token's scope)",
         )
-        i.add_argument("--expires-in-days", type=int)
+        i.add_argument("--expires-in-days", type=int, help="default: never expires")
         if action == "rotate":
             i.add_argument(
                 "--revoke",
                 metavar="TOKEN_ID",
                 help="the token to revoke in the same transaction as the new one is issued",
             )
-    lst = ks.add_parser("list")
-    lst.add_argument("tenant")
+    lst = _sub(ks, "list", "list a tenant's tokens (never their secrets)", output=True)
+    lst.add_argument("tenant", help=tenant_help)
     lst.add_argument("--all", action="store_true", help="include revoked and expired tokens")
-    r = ks.add_parser("revoke")
-    r.add_argument("tenant")
-    r.add_argument("token_id")
+    r = _sub(ks, "revoke", "revoke a token at once")
+    r.add_argument("tenant", help=tenant_help)
+    r.add_argument("token_id", help="the token's id (token list)")
     k.set_defaults(func=cmd_token)
 
-    ro = sub.add_parser("role", help="define roles and assign them")
-    ros = ro.add_subparsers(dest="action", required=True)
-    rc = ros.add_parser("create")
-    rc.add_argument("tenant")
-    rc.add_argument("role")
-    rc.add_argument("--description")
-    ros.add_parser("list").add_argument("tenant")
-    rd = ros.add_parser("delete")
-    rd.add_argument("tenant")
-    rd.add_argument("role")
+    ro = _sub(sub, "role", "define roles and assign them")
+    ros = ro.add_subparsers(dest="action", required=True, metavar="ACTION")
+    rc = _sub(ros, "create", "define a role")
+    rc.add_argument("tenant", help=tenant_help)
+    rc.add_argument("role", help="the role's name")
+    rc.add_argument("--description", help="what the role is for")
+    _sub(ros, "list", "list a tenant's roles", output=True).add_argument("tenant", help=tenant_help)
+    rd = _sub(ros, "delete", "delete a role and its assignments")
+    rd.add_argument("tenant", help=tenant_help)
+    rd.add_argument("role", help="the role's name")
     for action in ("assign", "revoke"):
-        ra = ros.add_parser(action, help=f"{action} a local role")
-        ra.add_argument("tenant")
-        ra.add_argument("user_id")
-        ra.add_argument("role")
-    rl = ros.add_parser("assignments")
-    rl.add_argument("tenant")
-    rl.add_argument("--user")
-    rl.add_argument("--role")
+        ra = _sub(ros, action, f"{action} a local role")
+        ra.add_argument("tenant", help=tenant_help)
+        ra.add_argument("user_id", help="the user's id")
+        ra.add_argument("role", help="the role's name")
+    rl = _sub(ros, "assignments", "list role assignments", output=True)
+    rl.add_argument("tenant", help=tenant_help)
+    rl.add_argument("--user", help="only this user's (id)")
+    rl.add_argument("--role", help="only this role's")
     ro.set_defaults(func=cmd_role)
 
-    po = sub.add_parser("policy", help="show or set the tenant's provisioning policy")
-    pos = po.add_subparsers(dest="action", required=True)
-    pos.add_parser("show").add_argument("tenant")
-    ps = pos.add_parser(
-        "set", help="replace the policy with a TenantPolicy JSON file (- for stdin)"
+    po = _sub(sub, "policy", "show or set the tenant's provisioning policy")
+    pos = po.add_subparsers(dest="action", required=True, metavar="ACTION")
+    _sub(pos, "show", "print the policy as JSON", output=True).add_argument(
+        "tenant", help=tenant_help
     )
-    ps.add_argument("tenant")
-    ps.add_argument("file")
+    ps = _sub(pos, "set", "replace the policy with a TenantPolicy JSON file (- for stdin)")
+    ps.add_argument("tenant", help=tenant_help)
+    ps.add_argument("file", help="a TenantPolicy JSON file, or - for stdin")
     po.set_defaults(func=cmd_policy)
 
-    us = sub.add_parser("user", help="JIT-provision, list or delete users")
-    uss = us.add_subparsers(dest="action", required=True)
-    uj = uss.add_parser("jit", help="find or create a user as a first sign-in would")
-    uj.add_argument("tenant")
-    uj.add_argument("--user-name")
-    uj.add_argument("--email")
-    uj.add_argument("--given-name")
-    uj.add_argument("--family-name")
-    uss.add_parser("list").add_argument("tenant")
-    ud = uss.add_parser("delete")
-    ud.add_argument("tenant")
-    ud.add_argument("user_id")
+    us = _sub(sub, "user", "JIT-provision, list, show or delete users")
+    uss = us.add_subparsers(dest="action", required=True, metavar="ACTION")
+    uj = _sub(uss, "jit", "find or create a user as a first sign-in would")
+    uj.add_argument("tenant", help=tenant_help)
+    uj.add_argument("--user-name", help="the userName to find or create")
+    uj.add_argument("--email", help="the sign-in's email")
+    uj.add_argument("--given-name", help="the sign-in's given name")
+    uj.add_argument("--family-name", help="the sign-in's family name")
+    _sub(uss, "list", "list every user of a tenant", output=True).add_argument(
+        "tenant", help=tenant_help
+    )
+    ush = _sub(uss, "show", "show one user", output=True)
+    ush.add_argument("tenant", help=tenant_help)
+    ush.add_argument("user_id", help="the user's id")
+    ud = _sub(uss, "delete", "delete a user (or deactivate, as the tenant's policy says)")
+    ud.add_argument("tenant", help=tenant_help)
+    ud.add_argument("user_id", help="the user's id")
     ud.add_argument("--hard", action="store_true", help="delete even if the policy deactivates")
     us.set_defaults(func=cmd_user)
 
-    h = sub.add_parser("history", help="list SCIM operations, newest first")
-    h.add_argument("tenant")
-    h.add_argument("--kind", action="append", choices=sorted(KINDS))
-    h.add_argument("--resource-type", choices=["User", "Group", "Bulk"])
+    h = _sub(sub, "history", "list SCIM operations, newest first", output=True)
+    h.add_argument("tenant", help=tenant_help)
+    h.add_argument("--kind", action="append", choices=sorted(KINDS), help="only these kinds")
+    h.add_argument("--resource-type", choices=["User", "Group", "Bulk"], help="only these")
     h.add_argument("--status", choices=["any", "success", "error"], default="any")
     h.add_argument("--since", type=_parse_time, help="ISO 8601, inclusive")
     h.add_argument("--until", type=_parse_time, help="ISO 8601, exclusive")
-    h.add_argument("--limit", type=int, default=100)
+    h.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
     h.set_defaults(func=cmd_history)
 
-    w = sub.add_parser(
+    w = _sub(
+        sub,
         "watch",
-        help="print the tenant's changes as they happen, one per line; resumes across restarts",
+        "print the tenant's changes as they happen, one per line; resumes across restarts",
+        output=True,
     )
-    w.add_argument("tenant", help="name or id")
+    w.add_argument("tenant", help=tenant_help)
     w.add_argument(
         "--from",
         dest="from_revision",
         type=int,
         metavar="N",
-        help="print the events after revision N first (default: only new ones; 0: all kept)",
+        help="print the events after revision N first (default: only changes from now on, "
+        "as IdentityClient.watch; 0: every event still kept)",
     )
-    w.add_argument("--json", action="store_true", help="one JSON object per line")
+    w.add_argument("--json", action="store_true", help="one JSON object per line (-o json)")
     w.add_argument("--resource-type", action="append", help="only these (User, Group, ...)")
     w.add_argument("--event-type", action="append", help="only these (user.created, ...)")
     w.set_defaults(func=cmd_watch)

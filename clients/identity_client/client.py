@@ -12,6 +12,7 @@ failure. Messages are the contract's types, re-exported by `identity_client.type
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -51,7 +52,29 @@ from .errors import Unavailable, from_rpc_error
 from .watch import BATCH_EVENTS, Backoff, WatchIterator, _Resume
 
 _T = TypeVar("_T")
+#: A tenant id (a UUID as the core writes them); anything else names a tenant.
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _NO_CONTEXT = CallContext()
+
+
+class _Start(_Resume):
+    """A watch's resume state whose tenant name and "now" are looked up when the stream
+    first connects (so watch() itself makes no call, and its errors come from the
+    iteration, as every other stream error does)."""
+
+    def __init__(
+        self, tenant: str, *, resolve: Callable[[], tuple[str, int | None]], **kwargs: Any
+    ) -> None:
+        super().__init__(tenant, **kwargs)
+        self._resolve: Callable[[], tuple[str, int | None]] | None = resolve
+
+    def request(self) -> changes_pb2.WatchRequest:
+        if self._resolve is not None:
+            self.tenant_id, now = self._resolve()
+            if now is not None:
+                self.cursor = now
+            self._resolve = None
+        return super().request()
 
 
 class IdentityClient:
@@ -89,6 +112,7 @@ class IdentityClient:
             self._channel = grpc.secure_channel(target, credentials, options=opts)
         self.target = target
         self.timeout = timeout
+        self._tenant_ids: dict[str, str] = {}
         self._tenants = tenants_pb2_grpc.TenantServiceStub(self._channel)
         self._users = users_pb2_grpc.UserServiceStub(self._channel)
         self._groups = groups_pb2_grpc.GroupServiceStub(self._channel)
@@ -118,6 +142,16 @@ class IdentityClient:
         )
 
     # -- plumbing ---------------------------------------------------------------
+
+    def _tenant_id(self, tenant: str) -> str:
+        """The id of `tenant`, a tenant id or name: every call that names a tenant takes
+        either. A name is looked up once per client (names and ids never change)."""
+        if not tenant or _UUID.fullmatch(tenant):
+            return tenant  # "": the call names its tenant through a bearer
+        known = self._tenant_ids.get(tenant)
+        if known is None:
+            known = self._tenant_ids[tenant] = self.get_tenant(tenant).id
+        return known
 
     def close(self) -> None:
         self._channel.close()
@@ -280,12 +314,14 @@ class IdentityClient:
     def create_user(
         self, tenant_id: str, user: users_pb2.User, *, ctx: CallContext | None = None
     ) -> users_pb2.User:
+        tenant_id = self._tenant_id(tenant_id)
         req = users_pb2.CreateUserRequest(tenant_id=tenant_id, user=user)
         return self._call(self._users.CreateUser, req, ctx)
 
     def get_user(
         self, tenant_id: str, user_id: str, *, ctx: CallContext | None = None
     ) -> users_pb2.User:
+        tenant_id = self._tenant_id(tenant_id)
         req = users_pb2.GetUserRequest(tenant_id=tenant_id, id=user_id)
         return self._call(self._users.GetUser, req, ctx)
 
@@ -301,10 +337,33 @@ class IdentityClient:
         ctx: CallContext | None = None,
     ) -> users_pb2.ListUsersResponse:
         """One page. `cursor=""` starts cursor paging; None uses index paging."""
+        tenant_id = self._tenant_id(tenant_id)
         req = users_pb2.ListUsersRequest(
             tenant_id=tenant_id, filter=filter, sort=sort, page=page(start_index, count, cursor)
         )
         return self._call(self._users.ListUsers, req, ctx)
+
+    def iter_users(
+        self,
+        tenant_id: str,
+        *,
+        filter: common_pb2.Filter | None = None,
+        sort: common_pb2.Sort | None = None,
+        page_size: int = 500,
+        ctx: CallContext | None = None,
+    ) -> Iterator[users_pb2.User]:
+        """Every user (matching `filter`), page by page with cursor paging: each page
+        a keyset read, so walking a million users costs what the first page does."""
+        tenant_id = self._tenant_id(tenant_id)
+        cursor = ""
+        while True:
+            resp = self.list_users(
+                tenant_id, filter=filter, sort=sort, count=page_size, cursor=cursor, ctx=ctx
+            )
+            yield from resp.users
+            if not resp.next_cursor:
+                return
+            cursor = resp.next_cursor
 
     def replace_user(
         self,
@@ -315,6 +374,7 @@ class IdentityClient:
         ctx: CallContext | None = None,
     ) -> users_pb2.User:
         """Replaces every writable attribute of the user named by `user.meta.id`."""
+        tenant_id = self._tenant_id(tenant_id)
         req = users_pb2.ReplaceUserRequest(
             tenant_id=tenant_id, user=user, expected_version=expected_version
         )
@@ -349,6 +409,7 @@ class IdentityClient:
     ) -> users_pb2.DeleteUserResponse:
         """Deletes the user, or deactivates it when the tenant's policy makes DELETE a
         deactivation (`.deleted` says which). `hard=True` deletes whatever the policy."""
+        tenant_id = self._tenant_id(tenant_id)
         req = users_pb2.DeleteUserRequest(
             tenant_id=tenant_id,
             id=user_id,
@@ -369,6 +430,7 @@ class IdentityClient:
         ctx: CallContext | None = None,
     ) -> users_pb2.JitProvisionResponse:
         """Finds or creates a user at first sign-in; a later SCIM create adopts it."""
+        tenant_id = self._tenant_id(tenant_id)
         req = users_pb2.JitProvisionRequest(
             tenant_id=tenant_id,
             user_name=user_name,
@@ -384,6 +446,7 @@ class IdentityClient:
     def get_policy(
         self, tenant_id: str, *, ctx: CallContext | None = None
     ) -> policy_pb2.TenantPolicy:
+        tenant_id = self._tenant_id(tenant_id)
         req = policy_pb2.GetPolicyRequest(tenant_id=tenant_id)
         return self._call(self._policy.GetPolicy, req, ctx)
 
@@ -399,6 +462,7 @@ class IdentityClient:
         self, tenant_id: str, policy: policy_pb2.TenantPolicy, *, ctx: CallContext | None = None
     ) -> policy_pb2.TenantPolicy:
         """Replaces the tenant's whole policy; role rules are re-applied at once."""
+        tenant_id = self._tenant_id(tenant_id)
         req = policy_pb2.SetPolicyRequest(tenant_id=tenant_id, policy=policy)
         return self._call(self._policy.SetPolicy, req, ctx)
 
@@ -407,6 +471,7 @@ class IdentityClient:
     def create_group(
         self, tenant_id: str, group: groups_pb2.Group, *, ctx: CallContext | None = None
     ) -> groups_pb2.Group:
+        tenant_id = self._tenant_id(tenant_id)
         req = groups_pb2.CreateGroupRequest(tenant_id=tenant_id, group=group)
         return self._call(self._groups.CreateGroup, req, ctx)
 
@@ -421,6 +486,7 @@ class IdentityClient:
     ) -> groups_pb2.Group:
         """`member_limit`: with members, leave them out when there are more than
         that many (then `member_count` > len(members))."""
+        tenant_id = self._tenant_id(tenant_id)
         req = groups_pb2.GetGroupRequest(
             tenant_id=tenant_id,
             id=group_id,
@@ -441,6 +507,7 @@ class IdentityClient:
         include_members: bool = False,
         ctx: CallContext | None = None,
     ) -> groups_pb2.ListGroupsResponse:
+        tenant_id = self._tenant_id(tenant_id)
         req = groups_pb2.ListGroupsRequest(
             tenant_id=tenant_id,
             filter=filter,
@@ -450,6 +517,34 @@ class IdentityClient:
         )
         return self._call(self._groups.ListGroups, req, ctx)
 
+    def iter_groups(
+        self,
+        tenant_id: str,
+        *,
+        filter: common_pb2.Filter | None = None,
+        sort: common_pb2.Sort | None = None,
+        page_size: int = 500,
+        include_members: bool = False,
+        ctx: CallContext | None = None,
+    ) -> Iterator[groups_pb2.Group]:
+        """Every group (matching `filter`), page by page with cursor paging."""
+        tenant_id = self._tenant_id(tenant_id)
+        cursor = ""
+        while True:
+            resp = self.list_groups(
+                tenant_id,
+                filter=filter,
+                sort=sort,
+                count=page_size,
+                cursor=cursor,
+                include_members=include_members,
+                ctx=ctx,
+            )
+            yield from resp.groups
+            if not resp.next_cursor:
+                return
+            cursor = resp.next_cursor
+
     def replace_group(
         self,
         tenant_id: str,
@@ -458,6 +553,7 @@ class IdentityClient:
         expected_version: int = 0,
         ctx: CallContext | None = None,
     ) -> groups_pb2.Group:
+        tenant_id = self._tenant_id(tenant_id)
         req = groups_pb2.ReplaceGroupRequest(
             tenant_id=tenant_id, group=group, expected_version=expected_version
         )
@@ -478,6 +574,7 @@ class IdentityClient:
         ctx: CallContext | None = None,
     ) -> groups_pb2.Group:
         """Attribute and membership changes in one transaction; O(members changed)."""
+        tenant_id = self._tenant_id(tenant_id)
         req = groups_pb2.UpdateGroupRequest(
             tenant_id=tenant_id,
             id=group_id,
@@ -525,6 +622,7 @@ class IdentityClient:
         expected_version: int = 0,
         ctx: CallContext | None = None,
     ) -> None:
+        tenant_id = self._tenant_id(tenant_id)
         req = groups_pb2.DeleteGroupRequest(
             tenant_id=tenant_id, id=group_id, expected_version=expected_version
         )
@@ -539,6 +637,7 @@ class IdentityClient:
         ctx: CallContext | None = None,
     ) -> Iterator[groups_pb2.Member]:
         """Every member of a group, fetched page by page."""
+        tenant_id = self._tenant_id(tenant_id)
         token = ""
         while True:
             req = groups_pb2.ListMembersRequest(
@@ -555,14 +654,17 @@ class IdentityClient:
     def create_role(
         self, tenant_id: str, name: str, *, description: str = "", ctx: CallContext | None = None
     ) -> roles_pb2.Role:
+        tenant_id = self._tenant_id(tenant_id)
         req = roles_pb2.CreateRoleRequest(tenant_id=tenant_id, name=name, description=description)
         return self._call(self._roles.CreateRole, req, ctx)
 
     def list_roles(self, tenant_id: str, *, ctx: CallContext | None = None) -> list[roles_pb2.Role]:
+        tenant_id = self._tenant_id(tenant_id)
         req = roles_pb2.ListRolesRequest(tenant_id=tenant_id)
         return list(self._call(self._roles.ListRoles, req, ctx).roles)
 
     def delete_role(self, tenant_id: str, name: str, *, ctx: CallContext | None = None) -> None:
+        tenant_id = self._tenant_id(tenant_id)
         self._call(
             self._roles.DeleteRole, roles_pb2.DeleteRoleRequest(tenant_id=tenant_id, name=name), ctx
         )
@@ -576,6 +678,7 @@ class IdentityClient:
         source: int = users_pb2.ROLE_SOURCE_LOCAL,
         ctx: CallContext | None = None,
     ) -> roles_pb2.Assignment:
+        tenant_id = self._tenant_id(tenant_id)
         req = roles_pb2.AssignRoleRequest(
             tenant_id=tenant_id,
             user_id=user_id,
@@ -593,6 +696,7 @@ class IdentityClient:
         source: int = users_pb2.ROLE_SOURCE_LOCAL,
         ctx: CallContext | None = None,
     ) -> roles_pb2.Assignment:
+        tenant_id = self._tenant_id(tenant_id)
         req = roles_pb2.RevokeRoleRequest(
             tenant_id=tenant_id,
             user_id=user_id,
@@ -609,6 +713,7 @@ class IdentityClient:
         role: str = "",
         ctx: CallContext | None = None,
     ) -> list[roles_pb2.Assignment]:
+        tenant_id = self._tenant_id(tenant_id)
         req = roles_pb2.ListAssignmentsRequest(tenant_id=tenant_id, user_id=user_id, role=role)
         return list(self._call(self._roles.ListAssignments, req, ctx).assignments)
 
@@ -617,6 +722,7 @@ class IdentityClient:
     def get_revision(
         self, tenant_id: str, *, ctx: CallContext | None = None
     ) -> changes_pb2.GetRevisionResponse:
+        tenant_id = self._tenant_id(tenant_id)
         req = changes_pb2.GetRevisionRequest(tenant_id=tenant_id)
         return self._call(self._changes.GetRevision, req, ctx)
 
@@ -634,8 +740,14 @@ class IdentityClient:
         max_batch_events: int = BATCH_EVENTS,
         ctx: CallContext | None = None,
     ) -> WatchIterator:
-        """The tenant's events after revision `since` (else the checkpoint's, else 0),
-        then live ones, resuming by itself across disconnects; see identity_client.watch.
+        """The tenant's events after revision `since`, then live ones, resuming by
+        itself across disconnects; see identity_client.watch.
+
+        Where it starts, by default (`since=None`): after the checkpoint's revision when
+        the checkpoint has one, else now (the tenant's revision when the stream first
+        connects): only changes made from then on, as `identityctl watch` prints them.
+        `since=0` replays every event still kept first; list, then watch from the
+        revision the list reports, for a copy without a gap.
 
         `resource_types` ("User", "Group", ...) and `event_types` (EventType numbers or
         names such as "user.created") filter on the server. `give_up_after`: seconds
@@ -643,8 +755,10 @@ class IdentityClient:
         `max_batch_events`: events the server may send in one message (they are still
         returned one at a time, and the cursor and checkpoint move per event returned);
         0 asks for one event per message."""
-        core = _Resume(
+        start_now = since is None and (checkpoint is None or checkpoint.load() is None)
+        core = _Start(
             tenant_id,
+            resolve=lambda: self._start(tenant_id, start_now, ctx),
             since=since,
             checkpoint=checkpoint,
             resource_types=resource_types,
@@ -655,6 +769,11 @@ class IdentityClient:
             max_batch_events=max_batch_events,
         )
         return WatchIterator(self._changes, core, (ctx or _NO_CONTEXT).metadata() + self._auth)
+
+    def _start(self, tenant: str, now: bool, ctx: CallContext | None) -> tuple[str, int | None]:
+        """(tenant id, revision to start after when starting now) of a new watch."""
+        tenant_id = self._tenant_id(tenant)
+        return tenant_id, self.get_revision(tenant_id, ctx=ctx).revision if now else None
 
     def record_operation(
         self, operation: history_pb2.Operation, *, ctx: CallContext | None = None
@@ -682,6 +801,7 @@ class IdentityClient:
         page_token: str = "",
         ctx: CallContext | None = None,
     ) -> history_pb2.ListOperationsResponse:
+        tenant_id = self._tenant_id(tenant_id)
         req = history_pb2.ListOperationsRequest(
             tenant_id=tenant_id,
             kinds=list(kinds),  # type: ignore[arg-type]
@@ -695,3 +815,35 @@ class IdentityClient:
         if until is not None:
             req.until.CopyFrom(until)
         return self._call(self._history.ListOperations, req, ctx)
+
+    def iter_operations(
+        self,
+        tenant_id: str,
+        *,
+        kinds: Iterable[int] = (),
+        resource_type: str = "",
+        outcome: int = history_pb2.OUTCOME_FILTER_ANY,
+        since: timestamp_pb2.Timestamp | None = None,
+        until: timestamp_pb2.Timestamp | None = None,
+        page_size: int = 100,
+        ctx: CallContext | None = None,
+    ) -> Iterator[history_pb2.Operation]:
+        """Every operation-history record that matches, newest first, page by page."""
+        tenant_id = self._tenant_id(tenant_id)
+        token = ""
+        while True:
+            resp = self.list_operations(
+                tenant_id,
+                kinds=kinds,
+                resource_type=resource_type,
+                outcome=outcome,
+                since=since,
+                until=until,
+                page_size=page_size,
+                page_token=token,
+                ctx=ctx,
+            )
+            yield from resp.operations
+            token = resp.next_page_token
+            if not token:
+                return

@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
 from identity.v1 import users_pb2
 from identity_client import IdentityClient
-from identity_service.server import IdentityService, create_server
+from identity_service.edge.server import IdentityService, create_server
 from identity_service.settings import Settings
 
 

@@ -90,13 +90,13 @@ def _migrate(settings: Settings, wait_seconds: float) -> int:
 
 
 def _healthcheck(settings: Settings) -> int:
-    from .probe import probe  # noqa: PLC0415
+    from .edge.probe import probe  # noqa: PLC0415
 
     return probe(settings)
 
 
 def _init_credentials(root: str, subscriber_tenants: list[str]) -> int:
-    from .bootstrap import init_credentials  # noqa: PLC0415
+    from .edge.bootstrap import init_credentials  # noqa: PLC0415
 
     for line in init_credentials(Path(root), subscriber_tenants):
         print(f"identity-service init-credentials: {line}")

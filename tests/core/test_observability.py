@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from identity.v1 import tenants_pb2, tenants_pb2_grpc, users_pb2, users_pb2_grpc
 from identity_client import IdentityClient, NotFound
-from identity_service.server import create_server
+from identity_service.edge.server import create_server
 from identity_service.settings import Settings
 
 from ..security.helpers import ADMIN_SECRET, SUBSCRIBER_SECRET, write_credentials

@@ -18,7 +18,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from .settings import Settings
+from ..settings import Settings
 
 TIMEOUT_SECONDS = 3.0
 

@@ -29,7 +29,7 @@ import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
-from .edge.auth import hash_secret
+from .auth import hash_secret
 
 #: (directory, role) of each generated service credential.
 SERVICE_CREDENTIALS = (("admin", "admin"), ("gateway", "gateway"), ("subscriber", "subscriber"))

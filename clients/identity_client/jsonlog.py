@@ -17,7 +17,18 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
+try:
+    import orjson
+
+    def _dumps(obj: dict[str, Any]) -> str:
+        return orjson.dumps(obj, default=str).decode()
+
+except ImportError:  # the client distribution alone (clients/pyproject.toml): grpcio only
+    import json
+
+    def _dumps(obj: dict[str, Any]) -> str:
+        return json.dumps(obj, default=str, separators=(",", ":"), ensure_ascii=False)
+
 
 #: LogRecord attributes that are not the caller's structured fields.
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
@@ -52,7 +63,7 @@ class JsonFormatter(logging.Formatter):
         )
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(out, default=str).decode()
+        return _dumps(out)
 
 
 class JsonHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -67,7 +78,7 @@ class JsonHandler(logging.StreamHandler):  # type: ignore[type-arg]
         """The line JsonFormatter makes of an INFO record of `logger` whose message is
         `message` and whose extra is `fields`, written as emit() writes it."""
         out = _line(datetime.now(UTC), "info", logger, message, fields.items())
-        line = orjson.dumps(out, default=str).decode() + self.terminator
+        line = _dumps(out) + self.terminator
         with self.lock:  # type: ignore[union-attr]  # made by Handler.__init__
             try:
                 self.stream.write(line)

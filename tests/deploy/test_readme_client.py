@@ -50,7 +50,9 @@ def core(core_service: ServiceThread) -> str:
     return f"127.0.0.1:{core_service.port}"
 
 
-def run_readme_example(python: str, target: str, token_file: Path | None = None) -> str:
+def run_readme_example(
+    python: str, target: str, token_file: Path | None = None, cwd: Path | None = None
+) -> str:
     env = {"IDENTITY_TARGET": target, "PATH": "/usr/bin:/bin"}
     if token_file is not None:
         env["IDENTITY_TOKEN_FILE"] = str(token_file)
@@ -61,6 +63,7 @@ def run_readme_example(python: str, target: str, token_file: Path | None = None)
         text=True,
         timeout=60,
         check=False,
+        cwd=cwd,
     )
     assert out.returncode == 0, out.stderr
     return out.stdout

@@ -334,8 +334,9 @@ def cmd_user(client: IdentityClient, args: argparse.Namespace) -> int:
     return 0
 
 
-class _Version(argparse.Action):
-    """--version: the installed distribution's version, looked up only when asked."""
+class VersionAction(argparse.Action):
+    """--version: the installed distribution's version, looked up only when asked
+    (identityctl's, and scim-gateway's)."""
 
     def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
         super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
@@ -382,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Administer the identity service. Tenants are named by name or id everywhere.",
         epilog="Every command has --help. Commands that list or show take -o json.",
     )
-    p.add_argument("--version", action=_Version)
+    p.add_argument("--version", action=VersionAction)
     p.add_argument(
         "--target",
         default=os.environ.get("IDENTITY_TARGET", "127.0.0.1:50051"),

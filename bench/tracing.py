@@ -23,10 +23,10 @@ from typing import Any
 
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
-from identity.v1 import users_pb2
-from identity_client import IdentityClient
 from identity_service.edge.server import IdentityService, create_server
 from identity_service.settings import Settings
+from scim_identity_api.v1 import users_pb2
+from scim_identity_client import IdentityClient
 
 
 class _Drop(SpanProcessor):

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from identity.env import SecretSettingError, secret
+from scim_identity_api.env import SecretSettingError, secret
 
 
 def _int(env: Mapping[str, str], key: str, default: int) -> int:

@@ -28,7 +28,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from identity_client.cli import VersionAction
+from scim_identity_client.cli import VersionAction
 
 from .settings import Settings, SettingsError
 

@@ -11,7 +11,7 @@ from typing import Any
 import falcon
 import orjson
 
-from identity_client import Authenticated, CallContext
+from scim_identity_client import Authenticated, CallContext
 
 from .errors import ScimError, invalid_syntax, invalid_value
 

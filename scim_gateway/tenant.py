@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from identity_client import IdentityClient
+from scim_identity_client import IdentityClient
 
 from .errors import core_errors
 from .http import Call

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from sqlalchemy import select
 
-from identity.v1 import history_pb2, policy_pb2
+from scim_identity_api.v1 import history_pb2, policy_pb2
 
 from ..context import RequestContext
 from ..errors import DomainError, PermissionDenied, ReplicaReadOnly, Unauthenticated
@@ -56,7 +56,7 @@ def _methods(service: str, *names: str) -> frozenset[str]:
     return frozenset(f"{_P}{service}/{n}" for n in names)
 
 
-#: What the SCIM gateway calls (scim_gateway/, through identity_client).
+#: What the SCIM gateway calls (scim_gateway/, through scim_identity_client).
 GATEWAY_METHODS = (
     _methods("TenantService", "AuthenticateToken", "GetTenant")
     | _methods(

@@ -22,7 +22,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
-from identity.v1 import (
+from scim_identity_api.v1 import (
     changes_pb2,
     groups_pb2,
     groups_pb2_grpc,

@@ -17,8 +17,8 @@ from typing import Any, Protocol
 import falcon
 import grpc
 
-from identity.v1 import common_pb2, history_pb2
-from identity_client import CallContext, IdentityClient, IdentityError
+from scim_identity_api.v1 import common_pb2, history_pb2
+from scim_identity_client import CallContext, IdentityClient, IdentityError
 
 from ..errors import INVALID_FILTER, ScimError, invalid_value, redact
 from ..http import (

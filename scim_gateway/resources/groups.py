@@ -38,8 +38,8 @@ from collections.abc import Iterable, Iterator
 from itertools import chain, islice
 from typing import Any
 
-from identity.v1 import groups_pb2
-from identity_client import IdentityClient, IdentityError
+from scim_identity_api.v1 import groups_pb2
+from scim_identity_client import IdentityClient, IdentityError
 
 from ..errors import core_errors
 from ..http import STREAMABLE, Call, Result, matches_version, version_of

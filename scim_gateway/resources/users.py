@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from identity.v1 import users_pb2
-from identity_client import IdentityClient
+from scim_identity_api.v1 import users_pb2
+from scim_identity_client import IdentityClient
 
 from ..errors import ScimError, core_errors
 from ..http import Call, Result, matches_version, version_of

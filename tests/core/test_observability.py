@@ -19,10 +19,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from prometheus_client.parser import text_string_to_metric_families
 
-from identity.v1 import tenants_pb2, tenants_pb2_grpc, users_pb2, users_pb2_grpc
-from identity_client import IdentityClient, NotFound
 from identity_service.edge.server import create_server
 from identity_service.settings import Settings
+from scim_identity_api.v1 import tenants_pb2, tenants_pb2_grpc, users_pb2, users_pb2_grpc
+from scim_identity_client import IdentityClient, NotFound
 
 from ..security.helpers import ADMIN_SECRET, SUBSCRIBER_SECRET, write_credentials
 from ..support import ServiceThread

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from identity_client import IdentityClient
 from identity_service.settings import Settings
+from scim_identity_client import IdentityClient
 
 from ..security.helpers import ADMIN_SECRET, SUBSCRIBER_SECRET, write_credentials
 from ..support import ROOT, ServiceThread
@@ -97,8 +97,8 @@ def test_the_client_alone_runs_the_readme_example(tmp_path: Path) -> None:
             [
                 python,
                 "-c",
-                "from identity_client import IdentityClient as C\n"
-                "C.from_env().create_user('demo', __import__('identity_client.types', "
+                "from scim_identity_client import IdentityClient as C\n"
+                "C.from_env().create_user('demo', __import__('scim_identity_client.types', "
                 "fromlist=['User']).User(user_name='x@example.com'))",
             ],
             env={"IDENTITY_TARGET": target, "IDENTITY_TOKEN_FILE": str(token)},

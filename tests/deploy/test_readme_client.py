@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from identity_client import IdentityClient
-from identity_client.cli import build_parser
-from identity_client.types import Group, User
 from identity_service.settings import Settings
+from scim_identity_client import IdentityClient
+from scim_identity_client.cli import build_parser
+from scim_identity_client.types import Group, User
 
 from ..support import ROOT, VENV_BIN, ServiceThread, free_port
 

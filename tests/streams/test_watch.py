@@ -14,8 +14,9 @@ from typing import Any
 import grpc
 import pytest
 
-from identity.v1 import changes_pb2, changes_pb2_grpc
-from identity_client import (
+from identity_service.edge.server import IdentityService
+from scim_identity_api.v1 import changes_pb2, changes_pb2_grpc
+from scim_identity_client import (
     AsyncIdentityClient,
     CallContext,
     FileCheckpoint,
@@ -27,8 +28,7 @@ from identity_client import (
     event_name,
     event_type,
 )
-from identity_client.types import EventType, Group, Member, Name, Tenant
-from identity_service.edge.server import IdentityService
+from scim_identity_client.types import EventType, Group, Member, Name, Tenant
 
 from .conftest import FAST_RECONNECT, Collector, new_user, wait_until
 

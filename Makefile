@@ -22,10 +22,10 @@ proto: $(STAMP)
 # Fails when the committed generated code differs from what the protos produce.
 check-proto: $(STAMP)
 	@tmp=$$(mktemp -d) && PYTHON=$(PY) tools/genproto.sh $$tmp >/dev/null && \
-	  for f in $$tmp/identity/v1/*_pb2*; do \
-	    cmp -s $$f protos/identity/v1/$$(basename $$f) || { echo "stale generated code: protos/identity/v1/$$(basename $$f) (run make proto)"; rm -rf $$tmp; exit 1; }; \
+	  for f in $$tmp/scim_identity_api/v1/*_pb2*; do \
+	    cmp -s $$f protos/scim_identity_api/v1/$$(basename $$f) || { echo "stale generated code: protos/scim_identity_api/v1/$$(basename $$f) (run make proto)"; rm -rf $$tmp; exit 1; }; \
 	  done; \
-	  n_gen=$$(ls $$tmp/identity/v1/*_pb2* | wc -l); n_have=$$(ls protos/identity/v1/*_pb2* | wc -l); \
+	  n_gen=$$(ls $$tmp/scim_identity_api/v1/*_pb2* | wc -l); n_have=$$(ls protos/scim_identity_api/v1/*_pb2* | wc -l); \
 	  rm -rf $$tmp; [ $$n_gen -eq $$n_have ] || { echo "generated file set differs (run make proto)"; exit 1; }; \
 	  echo "generated code is current"
 

@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "BENCHMARKS.md"
 #: Benchmark modules in report order.
-MODULES = ("gateway", "groups", "streams")
+MODULES = ("gateway", "groups", "streams", "tracing")
 SECTION_RE = re.compile(r"<!-- bench:(\w+) -->(.*?)<!-- /bench:\1 -->", re.S)
 
 

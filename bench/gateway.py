@@ -593,8 +593,8 @@ def _ratios(rounds: list[tuple[float, float, float]]) -> str:
 def set_bench_policy(target: str, tenant_id: str) -> None:
     """A policy as vendor setups have one (an extension schema of two attributes,
     DELETE deactivates), without role rules (those would re-evaluate every user)."""
-    from identity.v1 import policy_pb2
-    from identity_client import IdentityClient
+    from scim_identity_api.v1 import policy_pb2
+    from scim_identity_client import IdentityClient
 
     attrs = [
         policy_pb2.SchemaAttribute(name="costCenter", type="string"),

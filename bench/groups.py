@@ -94,11 +94,11 @@ class Prepared:
 def prepare(url: str, n: int, pairs: int) -> Prepared:
     """Seeds n + pairs users, then builds the small and the big group with the core's
     domain code (the same functions CreateGroup and UpdateGroup run)."""
-    from identity.v1 import groups_pb2
     from identity_service.context import SYSTEM
     from identity_service.domain import groups, tenants
     from identity_service.settings import Settings
     from identity_service.storage.db import Database
+    from scim_identity_api.v1 import groups_pb2
 
     t0 = time.perf_counter()
     seeded = seed(url, n + pairs)
@@ -359,7 +359,7 @@ class BackendResult:
 def measure_backend(
     backend: str, url: str, prep: Prepared, quick: bool, workdir: Path
 ) -> BackendResult:
-    from identity_client import IdentityClient
+    from scim_identity_client import IdentityClient
 
     s = prep.seeded
     prefix = f"/scim/v2/{TENANT}"

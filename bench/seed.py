@@ -41,8 +41,8 @@ from typing import TYPE_CHECKING, Any, overload
 from .loadgen import external_id, user_name
 
 if TYPE_CHECKING:
-    from identity.v1 import users_pb2
     from identity_service.storage.db import Database
+    from scim_identity_api.v1 import users_pb2
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Users per transaction.
@@ -88,7 +88,7 @@ class UserIds(Sequence[str]):
 def seed_user(i: int) -> users_pb2.User:
     """Seeded user number i, as an IdP would send it: userName, externalId, name, title,
     one work email."""
-    from identity.v1 import users_pb2
+    from scim_identity_api.v1 import users_pb2
 
     name = user_name(i)
     return users_pb2.User(
@@ -116,10 +116,10 @@ class Tenant:
 def create_tenant(url: str, name: str) -> Tenant:
     """Migrates the database (idempotent), creates the tenant and one API token, both
     with the core's own code (events written)."""
-    from identity.v1 import tenants_pb2
     from identity_service.context import SYSTEM
     from identity_service.domain import tenants
     from identity_service.storage import migrate
+    from scim_identity_api.v1 import tenants_pb2
 
     db = _database(url)
     try:
@@ -162,12 +162,12 @@ def _build(
 
     from google.protobuf import timestamp_pb2
 
-    from identity.v1 import changes_pb2
     from identity_service.context import SYSTEM
     from identity_service.domain import users
     from identity_service.domain.convert import new_id
     from identity_service.storage import events
     from identity_service.storage.models import utcnow
+    from scim_identity_api.v1 import changes_pb2
 
     now = utcnow()
     ts = timestamp_pb2.Timestamp()
@@ -390,7 +390,7 @@ def add_users(
 def _normalised_user(u: Any) -> bytes:
     """A users_pb2.User without what differs between two creations (id, timestamps,
     tenant)."""
-    from identity.v1 import users_pb2
+    from scim_identity_api.v1 import users_pb2
 
     c = users_pb2.User()
     c.CopyFrom(u)
@@ -402,7 +402,7 @@ def _normalised_user(u: Any) -> bytes:
 
 
 def _normalised_event(payload: bytes, revision_base: int) -> bytes:
-    from identity.v1 import changes_pb2
+    from scim_identity_api.v1 import changes_pb2
 
     ev = changes_pb2.ChangeEvent.FromString(payload)
     ev.ClearField("resource_id")
@@ -428,10 +428,10 @@ def _snapshot(db: Database, tenant: Tenant) -> dict[str, list[Any]]:
     """What two tenants seeded alike must share."""
     from sqlalchemy import select, text
 
-    from identity.v1 import common_pb2, users_pb2
     from identity_service.domain import tenants, users
     from identity_service.settings import Settings
     from identity_service.storage.models import EventRow, TenantRow, UserRow, UserValueRow
+    from scim_identity_api.v1 import common_pb2, users_pb2
 
     skip = {"pk", "id", "tenant_pk", "created", "last_modified"}
     with db.read() as s:

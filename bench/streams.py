@@ -76,7 +76,7 @@ TARGET_REPLICA_CPU = 0.9
 
 
 async def _subscribe(target: str, tenant_id: str, n: int, since: int, out: str) -> None:
-    from identity_client import AsyncIdentityClient
+    from scim_identity_client import AsyncIdentityClient
 
     arrivals: list[list[tuple[str, float]]] = [[] for _ in range(n)]
     counts = [0] * n
@@ -182,7 +182,7 @@ class Stack:
 @contextmanager
 def _stack(database_url: str, workdir: Path, *, replica: bool) -> Iterator[Stack]:
     from bench.gateway import services
-    from identity_client import IdentityClient
+    from scim_identity_client import IdentityClient
     from tests.support import start_identity_process
 
     with services(database_url, workdir) as running:
@@ -298,8 +298,8 @@ class Row:
 
 def _attached(stack: Stack, n: int, workdir: Path) -> tuple[subprocess.Popen[str], int, Path]:
     """Starts the subscriber process with n streams; returns once every stream saw a marker."""
-    from identity_client import IdentityClient
-    from identity_client.types import User
+    from scim_identity_client import IdentityClient
+    from scim_identity_client.types import User
 
     with IdentityClient(stack.target) as c:
         since = c.get_revision(stack.tenant_id).revision
@@ -325,8 +325,8 @@ def _attached(stack: Stack, n: int, workdir: Path) -> tuple[subprocess.Popen[str
 
 def _detach(stack: Stack, sub: subprocess.Popen[str], since: int, out: Path, row: Row) -> None:
     """Ends the subscribers with a marker event and takes in what they received."""
-    from identity_client import IdentityClient
-    from identity_client.types import User
+    from scim_identity_client import IdentityClient
+    from scim_identity_client.types import User
 
     with IdentityClient(stack.target) as c:
         c.create_user(stack.tenant_id, User(user_name=f"{DONE_PREFIX}{uuid.uuid4().hex[:8]}"))

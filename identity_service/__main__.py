@@ -35,7 +35,8 @@ class _Version(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
 
     def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
-        parser.exit(message=f"{parser.prog} {version()}\n")
+        print(f"{parser.prog} {version()}")  # stdout, as argparse's own version action
+        parser.exit()
 
 
 def _serve(settings: Settings) -> int:
@@ -89,13 +90,13 @@ def _migrate(settings: Settings, wait_seconds: float) -> int:
 
 
 def _healthcheck(settings: Settings) -> int:
-    from .probe import probe  # noqa: PLC0415
+    from .edge.probe import probe  # noqa: PLC0415
 
     return probe(settings)
 
 
 def _init_credentials(root: str, subscriber_tenants: list[str]) -> int:
-    from .bootstrap import init_credentials  # noqa: PLC0415
+    from .edge.bootstrap import init_credentials  # noqa: PLC0415
 
     for line in init_credentials(Path(root), subscriber_tenants):
         print(f"identity-service init-credentials: {line}")

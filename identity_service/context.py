@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-from identity.v1 import changes_pb2
+from scim_identity_api.v1 import changes_pb2
 
 REQUEST_ID_KEY = "x-request-id"
 ACTOR_KEY = "identity-actor"

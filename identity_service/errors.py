@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import grpc
 
-from identity.v1 import common_pb2
+from scim_identity_api.v1 import common_pb2
 
 R = common_pb2
 

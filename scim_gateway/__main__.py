@@ -18,6 +18,7 @@ over sequential GETs, 74 MB instead of 79 MB with four at once.
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import os
 import shutil
@@ -28,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+
+from scim_identity_client.cli import VersionAction
 
 from .settings import Settings, SettingsError
 
@@ -91,7 +94,16 @@ def cap_malloc_arenas(environ: MutableMapping[str, str]) -> bool:
     return bool(mallopt(_M_ARENA_MAX, MALLOC_ARENAS))
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    # Options first: --help and --version answer and leave, never start a server.
+    parser = argparse.ArgumentParser(
+        prog="scim-gateway",
+        description="The SCIM 2.0 gateway: gunicorn workers serving SCIM over HTTP and "
+        "calling the identity service over gRPC.",
+        epilog="Settings are SCIM_* environment variables (README, 'Configuration').",
+    )
+    parser.add_argument("--version", action=VersionAction)
+    parser.parse_args(argv)
     try:
         settings = Settings.from_env(os.environ)
     except SettingsError as exc:

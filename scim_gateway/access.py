@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from identity.v1 import tenants_pb2
+from scim_identity_api.v1 import tenants_pb2
 
 from .errors import ScimError
 from .http import Call, Result

@@ -24,10 +24,10 @@ import orjson
 from falcon.asgi import Request, Response
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from identity.v1 import history_pb2
-from identity_client import AsyncIdentityClient, CallContext, IdentityError
-from identity_client.errors import NotFound
-from identity_client.types import ErrorReason
+from scim_identity_api.v1 import history_pb2
+from scim_identity_client import AsyncIdentityClient, CallContext, IdentityError
+from scim_identity_client.errors import NotFound
+from scim_identity_client.types import ErrorReason
 
 from .access import (
     RateLimiter,

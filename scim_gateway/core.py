@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from identity_client import AsyncIdentityClient
+from scim_identity_client import AsyncIdentityClient
 
 from .errors import ScimError
 

@@ -2,7 +2,7 @@
 
 `ScimError` is what every layer of the gateway raises for a request it refuses;
 the app's single error handler renders it. Failures of the identity core arrive
-as `identity_client.errors.IdentityError` (gRPC code + `identity.v1.ErrorReason`)
+as `scim_identity_client.errors.IdentityError` (gRPC code + `identity.v1.ErrorReason`)
 and are translated by `from_identity_error` through `_CORE_TABLE`, the only place
 that knows how core failures look over HTTP.
 """
@@ -16,8 +16,8 @@ from typing import Any
 
 import grpc
 
-from identity.v1 import common_pb2
-from identity_client.errors import IdentityError
+from scim_identity_api.v1 import common_pb2
+from scim_identity_client.errors import IdentityError
 
 ERROR_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:Error"
 

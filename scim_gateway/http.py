@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 import orjson
 from falcon.asgi import Request, Response
 
-from identity_client import Authenticated, CallContext
+from scim_identity_client import Authenticated, CallContext
 
 from .errors import ScimError, invalid_syntax, invalid_value
 

@@ -27,8 +27,8 @@ from prometheus_client import (
     multiprocess,
 )
 
-from identity_client import jsonlog
-from identity_client.jsonlog import AccessLog
+from scim_identity_client import jsonlog
+from scim_identity_client.jsonlog import AccessLog
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 access = AccessLog("scim_gateway.access")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from identity.env import SecretSettingError, secret
+from scim_identity_api.env import SecretSettingError, secret
 
 _MIB = 1024 * 1024
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from identity_client import IdentityClient
-from identity_client.types import Tenant
 from identity_service.settings import Settings
+from scim_identity_client import IdentityClient
+from scim_identity_client.types import Tenant
 
 from .support import ServiceThread, throwaway_pg_database
 

@@ -7,9 +7,9 @@ cd "$(dirname "$0")/.."
 out="${1:-protos}"
 py="${PYTHON:-.venv/bin/python}"
 export PATH="$(dirname "$py"):$PATH"  # protoc-gen-mypy lives beside the interpreter
-mkdir -p "$out/identity/v1"
-rm -f "$out"/identity/v1/*_pb2*.py "$out"/identity/v1/*_pb2*.pyi
+mkdir -p "$out/scim_identity_api/v1"
+rm -f "$out"/scim_identity_api/v1/*_pb2*.py "$out"/scim_identity_api/v1/*_pb2*.pyi
 "$py" -m grpc_tools.protoc -Iprotos \
   --python_out="$out" --grpc_python_out="$out" \
   --mypy_out="$out" --mypy_grpc_out="$out" \
-  protos/identity/v1/*.proto
+  protos/scim_identity_api/v1/*.proto

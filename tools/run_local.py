@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from identity_client import CallContext, FailedPrecondition, IdentityClient, NotFound
+from scim_identity_client import CallContext, FailedPrecondition, IdentityClient, NotFound
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

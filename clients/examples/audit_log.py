@@ -21,8 +21,8 @@ import sys
 import threading
 from datetime import UTC
 
-from identity_client import FileCheckpoint, IdentityClient, NotFound, OutOfRange, event_name
-from identity_client.types import ChangeEvent, Tenant
+from scim_identity_client import FileCheckpoint, IdentityClient, NotFound, OutOfRange, event_name
+from scim_identity_client.types import ChangeEvent, Tenant
 
 #: Seconds between looks for a tenant that does not exist yet, growing to the last.
 TENANT_WAIT_SECONDS = (0.5, 1.0, 2.0, 5.0)

@@ -22,14 +22,14 @@ import signal
 import sqlite3
 import sys
 
-from identity_client import (
+from scim_identity_client import (
     IdentityClient,
     OutOfRange,
     SqliteCheckpoint,
     WatchIterator,
     event_name,
 )
-from identity_client.types import ChangeEvent, EventType, User
+from scim_identity_client.types import ChangeEvent, EventType, User
 
 log = logging.getLogger("mirror_users")
 

@@ -43,7 +43,7 @@ from google.protobuf import timestamp_pb2
 from sqlalchemy import bindparam, select
 from sqlalchemy.engine import make_url
 
-from identity.v1 import changes_pb2, common_pb2
+from scim_identity_api.v1 import changes_pb2, common_pb2
 
 from ..domain import tenants
 from ..errors import Compacted, DomainError, InvalidValue, NotFound, Unavailable

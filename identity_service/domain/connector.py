@@ -14,7 +14,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from identity.v1 import changes_pb2, policy_pb2, tenants_pb2, users_pb2
+from scim_identity_api.v1 import changes_pb2, policy_pb2, tenants_pb2, users_pb2
 
 from ..context import RequestContext
 from ..storage import events

@@ -10,7 +10,7 @@ from google.protobuf import json_format, struct_pb2
 from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from identity.v1 import changes_pb2, groups_pb2, policy_pb2
+from scim_identity_api.v1 import changes_pb2, groups_pb2, policy_pb2
 
 from ..context import RequestContext
 from ..errors import InvalidValue, NotFound, TooMany

@@ -12,7 +12,7 @@ from google.protobuf import timestamp_pb2
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from identity.v1 import history_pb2
+from scim_identity_api.v1 import history_pb2
 
 from ..errors import DomainError, InvalidValue, TooMany
 from ..storage.models import OperationRow, TenantRow, table, utcnow

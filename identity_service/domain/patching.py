@@ -28,7 +28,7 @@ from typing import Any
 
 from google.protobuf import json_format, struct_pb2
 
-from identity.v1 import common_pb2, groups_pb2, users_pb2
+from scim_identity_api.v1 import common_pb2, groups_pb2, users_pb2
 
 from ..errors import InvalidPath, InvalidValue, Mutability, NoTarget
 from ..schema import (

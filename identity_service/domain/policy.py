@@ -24,7 +24,7 @@ from google.protobuf import json_format
 from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
-from identity.v1 import changes_pb2, common_pb2, policy_pb2, roles_pb2, users_pb2
+from scim_identity_api.v1 import changes_pb2, common_pb2, policy_pb2, roles_pb2, users_pb2
 
 from ..errors import InvalidFilter, InvalidValue
 from ..schema import ENTERPRISE_SCHEMA, GROUP_SCHEMA, USER_SCHEMA

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from identity.v1 import changes_pb2, roles_pb2, users_pb2
+from scim_identity_api.v1 import changes_pb2, roles_pb2, users_pb2
 
 from ..context import RequestContext
 from ..errors import Conflict, InvalidValue, NotFound

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from identity.v1 import changes_pb2, groups_pb2
+from scim_identity_api.v1 import changes_pb2, groups_pb2
 
 from ..errors import VersionMismatch
 from ..storage import events

@@ -14,7 +14,7 @@ from sqlalchemy import update as sql_update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from identity.v1 import changes_pb2, tenants_pb2
+from scim_identity_api.v1 import changes_pb2, tenants_pb2
 
 from ..context import RequestContext
 from ..errors import (

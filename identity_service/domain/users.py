@@ -21,7 +21,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from identity.v1 import changes_pb2, groups_pb2, policy_pb2, users_pb2
+from scim_identity_api.v1 import changes_pb2, groups_pb2, policy_pb2, users_pb2
 
 from ..context import RequestContext
 from ..errors import Conflict, InvalidValue, ManagedElsewhere, NotFound

@@ -1,7 +1,7 @@
 """Service credentials: who may call the core, and which of its RPCs.
 
-With `IDENTITY_CREDENTIALS_FILE` set, every call except grpc.health and
-reflection must carry `authorization: Bearer <secret>` metadata naming one of
+With `IDENTITY_CREDENTIALS_FILE` set, every call except grpc.health (reflection
+too: it maps the whole API) must carry `authorization: Bearer <secret>` metadata naming one of
 the file's credentials:
 
     [{"name": "gateway", "secret_sha256": "<hex>", "role": "gateway"},
@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from sqlalchemy import select
 
-from identity.v1 import history_pb2, policy_pb2
+from scim_identity_api.v1 import history_pb2, policy_pb2
 
 from ..context import RequestContext
 from ..errors import DomainError, PermissionDenied, ReplicaReadOnly, Unauthenticated
@@ -56,7 +56,7 @@ def _methods(service: str, *names: str) -> frozenset[str]:
     return frozenset(f"{_P}{service}/{n}" for n in names)
 
 
-#: What the SCIM gateway calls (scim_gateway/, through identity_client).
+#: What the SCIM gateway calls (scim_gateway/, through scim_identity_client).
 GATEWAY_METHODS = (
     _methods("TenantService", "AuthenticateToken", "GetTenant")
     | _methods(
@@ -266,8 +266,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     ) -> Handler | None:
         handler = await continuation(details)
         method = details.method
-        if handler is None or method.startswith("/grpc."):
-            return handler  # health and reflection stay open (probes, tooling)
+        if handler is None or method.startswith("/grpc.health."):
+            return handler  # health stays open for probes; reflection needs a credential
         cred = self.identify(details.invocation_metadata)
         short = method.rsplit("/", 1)[-1]
         if cred is None:
@@ -279,6 +279,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                     "a service credential is required: send 'authorization: Bearer <secret>'"
                 ),
             )
+        if method.startswith("/grpc.reflection."):
+            return handler  # any service credential may read the API's descriptors
         if not cred.allows(method):
             log.warning("refused %s to credential %r (role %s)", short, cred.name, cred.role)
             return _refusing(
@@ -368,6 +370,18 @@ class ReplicaRoleInterceptor(grpc.aio.ServerInterceptor):
 
 def _refusing(handler: Handler, method: str, err: DomainError) -> Handler:
     """A handler of the same shape that answers `err` without running the servicer."""
+    if handler.stream_stream is not None:  # reflection
+
+        async def refuse_bidi(requests: Any, context: Context) -> AsyncIterator[Any]:
+            await _abort(context, err, method)
+            return
+            yield  # an async generator, like the handler it replaces
+
+        return grpc.stream_stream_rpc_method_handler(
+            refuse_bidi,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
     if handler.unary_stream is not None:
 
         async def refuse_stream(request: Any, context: Context) -> AsyncIterator[Any]:

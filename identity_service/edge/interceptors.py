@@ -19,7 +19,7 @@ from google.rpc import status_pb2
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from identity_client.jsonlog import AccessLog
+from scim_identity_client.jsonlog import AccessLog
 
 from ..context import AUTHENTICATED_KEY, CURRENT_CALL, CallRecord, RequestContext
 from ..errors import DomainError, Unavailable
@@ -94,8 +94,23 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         # Per-call work kept small (it runs on every call of the event loop): the
         # wrapped handler of each method and the labelled metric series are made once.
         self._wrapped: dict[str, tuple[Handler, Handler]] = {}
-        self._counters: dict[tuple[str, str], Any] = {}
-        self._histograms: dict[str, Any] = {}
+        self._handled: dict[tuple[str, str], Any] = {}
+        self._series: dict[str, tuple[Any, Any, tuple[str, str, str]]] = {}
+        #: The current trace and span ids for the access line (tracing.py), when on.
+        self.trace_ids: Callable[[], dict[str, str]] | None = None
+
+    def _method_series(self, method: str, grpc_type: str) -> tuple[Any, Any, tuple[str, ...]]:
+        """(started counter, handling histogram, labels) of a method, made once."""
+        series = self._series.get(method)
+        if series is None:
+            service, _, name = method.lstrip("/").rpartition("/")
+            labels = (grpc_type, service, name)
+            series = self._series[method] = (
+                self.metrics.started.labels(*labels),
+                self.metrics.handling.labels(*labels),
+                labels,
+            )
+        return series
 
     def _done(
         self,
@@ -116,15 +131,13 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             code_name = code.name if isinstance(code, grpc.StatusCode) else str(code)
         elapsed = time.perf_counter() - started
         short = method.rsplit("/", 1)[-1]
-        counter = self._counters.get((short, code_name))
+        _, histogram, labels = self._series[method]
+        counter = self._handled.get((method, code_name))
         if counter is None:
-            counter = self._counters[short, code_name] = self.metrics.requests.labels(
-                short, code_name
+            counter = self._handled[method, code_name] = self.metrics.handled.labels(
+                *labels, code_name
             )
         counter.inc()
-        histogram = self._histograms.get(short)
-        if histogram is None:
-            histogram = self._histograms[short] = self.metrics.latency.labels(short)
         histogram.observe(elapsed)
         if not access.enabled():
             return
@@ -137,17 +150,17 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             actor = f"token:{token}"  # what the call was attributed to (see Caller)
         else:
             actor = f"{ctx.actor_kind}:{ctx.actor_id}" if ctx.actor_id else ctx.actor_kind
-        access.write(
-            f"{short} {code_name}",
-            {
-                "operation": short,
-                "status": code_name,
-                "duration_ms": round(elapsed * 1000, 3),
-                "request_id": ctx.request_id,
-                "tenant": tenant or _tenant_of(request),
-                "actor": actor,
-            },
-        )
+        fields = {
+            "operation": short,
+            "status": code_name,
+            "duration_ms": round(elapsed * 1000, 3),
+            "request_id": ctx.request_id,
+            "tenant": tenant or _tenant_of(request),
+            "actor": actor,
+        }
+        if self.trace_ids is not None:
+            fields.update(self.trace_ids())
+        access.write(f"{short} {code_name}", fields)
 
     async def intercept_service(
         self,
@@ -172,8 +185,11 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_unary is not None:
             inner_uu: Any = handler.unary_unary
 
+            started_total = self._method_series(method, "unary")[0]
+
             async def unary_unary(request: Any, context: Context) -> Any:
                 started = time.perf_counter()
+                started_total.inc()
                 # The metadata, parsed once for the servicer and the access line.
                 record = CallRecord(RequestContext.from_metadata(context.invocation_metadata()))
                 token = CURRENT_CALL.set(record)
@@ -198,8 +214,11 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_stream is not None:
             inner_us: Any = handler.unary_stream
 
+            stream_started = self._method_series(method, "server_stream")[0]
+
             async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
                 started = time.perf_counter()
+                stream_started.inc()
                 try:
                     async for item in inner_us(request, context):
                         yield item

@@ -5,7 +5,12 @@ for people at a terminal), with the request id, tenant, operation, status and
 duration of every RPC. Secrets never reach a log line: token secrets are read
 only by AuthenticateToken and never logged.
 
-Metrics are Prometheus, served on IDENTITY_METRICS_LISTEN (host:port; empty = off).
+Metrics are Prometheus, served on IDENTITY_METRICS_LISTEN (host:port; empty = off),
+under the names the gRPC ecosystem's dashboards already know (go-grpc-prometheus,
+py-grpc-prometheus): `grpc_server_started_total`, `grpc_server_handled_total` and
+`grpc_server_handling_seconds`, labelled `grpc_type`, `grpc_service`, `grpc_method`
+(and `grpc_code`), plus the process and Python runtime collectors
+(`process_*`, `python_gc_*`, `python_info`).
 """
 
 from __future__ import annotations
@@ -13,6 +18,9 @@ from __future__ import annotations
 import logging
 
 from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -21,7 +29,7 @@ from prometheus_client import (
     start_http_server,
 )
 
-from identity_client import jsonlog
+from scim_identity_client import jsonlog
 
 # `*_created` series double the output and no dashboard reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -39,16 +47,28 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "identity_rpc_requests",
-            "RPCs handled, by method and status code",
-            ["method", "code"],
+        # The process's own CPU, memory and file descriptors, and the interpreter's
+        # garbage collector: the collectors prometheus_client registers by default,
+        # shared (they read the process, not a registry's state).
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            self.registry.register(collector)
+        labels = ["grpc_type", "grpc_service", "grpc_method"]
+        self.started = Counter(
+            "grpc_server_started",
+            "RPCs started on the server",
+            labels,
             registry=self.registry,
         )
-        self.latency = Histogram(
-            "identity_rpc_duration_seconds",
-            "Time to answer a unary RPC (streams: time to set up), by method",
-            ["method"],
+        self.handled = Counter(
+            "grpc_server_handled",
+            "RPCs completed on the server, regardless of success or failure",
+            [*labels, "grpc_code"],
+            registry=self.registry,
+        )
+        self.handling = Histogram(
+            "grpc_server_handling_seconds",
+            "Time to answer an RPC (server streams: until the stream ends)",
+            labels,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )

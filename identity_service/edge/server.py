@@ -16,12 +16,13 @@ import asyncio
 import contextlib
 import logging
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
-from identity.v1 import (
+from scim_identity_api.v1 import (
     changes_pb2,
     groups_pb2,
     groups_pb2_grpc,
@@ -70,8 +71,42 @@ SERVICE_NAMES = (
 )
 
 
+#: gRPC reflection v1 (grpcurl, Postman, grpcui ask it first). grpcio-reflection
+#: serves only v1alpha, whose messages are the same on the wire: the same servicer
+#: answers under both names.
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+
+def enable_reflection(server: grpc.aio.Server) -> None:
+    """Reflection v1 beside v1alpha, listing both, the service's own services and
+    health. Open without credentials only when the core has none (auth.py)."""
+    names = (
+        *SERVICE_NAMES,
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        reflection.SERVICE_NAME,
+        REFLECTION_V1,
+    )
+    servicer = reflection.aio.ReflectionServicer(names)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    v1 = grpc.method_handlers_generic_handler(
+        REFLECTION_V1,
+        {
+            "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+                servicer.ServerReflectionInfo,
+                request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+                response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+            )
+        },
+    )
+    server.add_generic_rpc_handlers((v1,))
+
+
 class IdentityService:
-    def __init__(self, settings: Settings, db: Database | None = None) -> None:
+    def __init__(
+        self, settings: Settings, db: Database | None = None, tracer_provider: Any = None
+    ) -> None:
+        """`tracer_provider`: an OpenTelemetry TracerProvider to trace calls with (tests
+        hand one in); None traces only when settings.tracing (OTLP), else not at all."""
         self.settings = settings
         self.db = db or Database(settings)
         self.metrics = Metrics()
@@ -79,7 +114,8 @@ class IdentityService:
         self.metrics.pool_size.set_function(self.db.pool_size)
         self.metrics_port = 0
         self.health = health.aio.HealthServicer()
-        interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor(self.metrics)]
+        errors = ErrorInterceptor(self.metrics)
+        interceptors: list[grpc.aio.ServerInterceptor] = [errors]
         if settings.role == "streams":
             # Before the error handling: a refused call reaches no servicer.
             interceptors.insert(0, ReplicaRoleInterceptor())
@@ -87,6 +123,18 @@ class IdentityService:
             # First, so a refused call reaches neither the error handling nor a servicer.
             creds = load_credentials(settings.credentials_file)
             interceptors.insert(0, AuthInterceptor(creds, self.db))
+        self.tracer_provider = tracer_provider
+        self._own_provider = tracer_provider is None and settings.tracing
+        if self._own_provider:
+            from .tracing import otlp_provider  # noqa: PLC0415 - only when tracing is on
+
+            self.tracer_provider = otlp_provider("identity-service")
+        if self.tracer_provider is not None:
+            from . import tracing  # noqa: PLC0415 - opentelemetry only when tracing is on
+
+            # Outermost: the span covers refusals too, and is current in the rest.
+            interceptors.insert(0, tracing.install(self.tracer_provider, self.db, self.db.dialect))
+            errors.trace_ids = tracing.trace_ids
         self.server = grpc.aio.server(
             interceptors=interceptors,
             options=[
@@ -122,14 +170,7 @@ class IdentityService:
             PolicyServicer(self.db, settings, self.token_uses), self.server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            (
-                *SERVICE_NAMES,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ),
-            self.server,
-        )
+        enable_reflection(self.server)
         self.port = 0
         self.serving = False
         self._stopping = asyncio.Event()
@@ -219,6 +260,9 @@ class IdentityService:
             await self._health_task
         await self.db.close_quick()
         self.db.close()
+        if self._own_provider:
+            # The spans still batched go out before the process ends.
+            await asyncio.to_thread(self.tracer_provider.shutdown)
 
     async def wait(self) -> None:
         await self.server.wait_for_termination()
@@ -242,5 +286,7 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     )
 
 
-def create_server(settings: Settings, db: Database | None = None) -> IdentityService:
-    return IdentityService(settings, db)
+def create_server(
+    settings: Settings, db: Database | None = None, tracer_provider: Any = None
+) -> IdentityService:
+    return IdentityService(settings, db, tracer_provider)

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import grpc
 from sqlalchemy.orm import Session
 
-from identity.v1 import (
+from scim_identity_api.v1 import (
     changes_pb2,
     groups_pb2,
     groups_pb2_grpc,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import threading
 import time
@@ -150,12 +151,15 @@ class NeedsSession(Exception):
 class _QuickConnection:
     """What prepared.Prepared uses of a Connection: the dialect and the DBAPI connection."""
 
-    __slots__ = ("connection", "dialect", "fairy")
+    __slots__ = ("connection", "dialect", "dispatch", "fairy", "info")
 
-    def __init__(self, fairy: Any, dialect: Any) -> None:
+    def __init__(self, fairy: Any, engine: Engine) -> None:
         self.fairy = fairy  # held: the pool takes the connection back when it goes
         self.connection = fairy.dbapi_connection
-        self.dialect = dialect
+        self.dialect = engine.dialect
+        # The engine's cursor events (tracing.trace_sql listens when tracing is on).
+        self.dispatch = engine.dispatch
+        self.info: dict[str, Any] = {}
 
 
 class QuickRead:
@@ -214,6 +218,7 @@ class Database:
         self.inline_quick_reads = self.dialect == "sqlite"
         self._quick: _QuickConnection | None = None
         self._quick_engine: AsyncEngine | None = None
+        self._engine_hooks: list[Callable[[Engine], None]] = []
         #: Quick reads awaiting PostgreSQL now (close_quick lets them end first).
         self._awaiting = 0
         #: Quick reads that needed a real Session after all (see quick()).
@@ -264,9 +269,7 @@ class Database:
         prepared statements; anything else raises NeedsSession (see read_quick)."""
         conn = self._quick
         if conn is None:
-            conn = self._quick = _QuickConnection(
-                _checkout(self._read_engine), self._read_engine.dialect
-            )
+            conn = self._quick = _QuickConnection(_checkout(self._read_engine), self._read_engine)
         raw = conn.connection
         dbapi = conn.dialect.loaded_dbapi
         try:
@@ -325,7 +328,21 @@ class Database:
                 isolation_level="REPEATABLE READ",
             )
             _ping_when_idle(self._quick_engine.sync_engine)
+            for hook in self._engine_hooks:
+                hook(self._quick_engine.sync_engine)
         return self._quick_engine.sync_engine
+
+    def observe(self, hook: Callable[[Engine], None]) -> None:
+        """Calls `hook` with every engine this database runs statements on, now and
+        when one is made later (tracing.trace_sql listens to their cursor events)."""
+        self._engine_hooks.append(hook)
+        engines = [self.engine]
+        if self._read_engine is not self.engine and self.dialect == "sqlite":
+            engines.append(self._read_engine)  # PostgreSQL's shares the engine's events
+        if self._quick_engine is not None:
+            engines.append(self._quick_engine.sync_engine)
+        for engine in engines:
+            hook(engine)
 
     @staticmethod
     def _read_awaiting(engine: Engine, fn: Callable[[Session], T]) -> T:
@@ -333,7 +350,7 @@ class Database:
         blocking to `fn` and the prepared statements, and await on the event loop."""
         fairy = _checkout(engine)
         try:
-            conn = _QuickConnection(fairy, engine.dialect)
+            conn = _QuickConnection(fairy, engine)
             result = fn(cast(Session, QuickRead(conn)))
             try:
                 conn.connection.commit()
@@ -351,7 +368,12 @@ class Database:
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Runs blocking database work on the pool, off the event loop."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+        # In the caller's context (its trace span, when tracing is on); run_in_executor
+        # alone would run `fn` in the pool thread's empty one.
+        ctx = contextvars.copy_context()
+        return await loop.run_in_executor(
+            self._pool, functools.partial(ctx.run, fn, *args, **kwargs)
+        )
 
     def ping(self) -> None:
         with self.engine.connect() as conn:

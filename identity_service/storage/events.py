@@ -15,7 +15,7 @@ from sqlalchemy import bindparam, insert, text, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from identity.v1 import changes_pb2
+from scim_identity_api.v1 import changes_pb2
 
 from ..context import RequestContext
 from .models import EventRow, TenantRow, table, utcnow

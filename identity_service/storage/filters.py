@@ -30,7 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import QueryableAttribute
 
-from identity.v1 import common_pb2, policy_pb2
+from scim_identity_api.v1 import common_pb2, policy_pb2
 
 from ..errors import InvalidFilter
 from ..schema import ENTERPRISE_SCHEMA, GROUP_SCHEMA, USER_SCHEMA, case_exact

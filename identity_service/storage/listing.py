@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
-from identity.v1 import common_pb2
+from scim_identity_api.v1 import common_pb2
 
 from ..errors import InvalidCursor, TooMany
 from ..settings import Settings

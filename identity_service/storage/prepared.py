@@ -39,6 +39,12 @@ def _on_cursor(conn: Connection, sql: str, args: Any, *, many: bool = False) -> 
     """Runs `sql` on the connection's DBAPI cursor (executemany when `many`); the rows
     it answers (none for `many`)."""
     cursor = conn.connection.cursor()
+    # The engine's cursor events, as SQLAlchemy fires them for its own statements:
+    # listened to only when tracing is on (tracing.trace_sql), else an empty check.
+    dispatch = conn.dispatch
+    observed = bool(dispatch.before_cursor_execute)
+    if observed:
+        dispatch.before_cursor_execute(conn, cursor, sql, args, None, many)
     try:
         if many:
             cursor.executemany(sql, args)
@@ -48,6 +54,8 @@ def _on_cursor(conn: Connection, sql: str, args: Any, *, many: bool = False) -> 
     except conn.dialect.loaded_dbapi.Error as err:
         raise dbapi_error(sql, err, conn.dialect, args) from err
     finally:
+        if observed:
+            dispatch.after_cursor_execute(conn, cursor, sql, args, None, many)
         cursor.close()
 
 

@@ -16,8 +16,8 @@ from typing import Any, Protocol
 import grpc
 from falcon.asgi import Request, Response
 
-from identity.v1 import common_pb2, history_pb2
-from identity_client import AsyncIdentityClient, CallContext, IdentityError
+from scim_identity_api.v1 import common_pb2, history_pb2
+from scim_identity_client import AsyncIdentityClient, CallContext, IdentityError
 
 from ..errors import INVALID_FILTER, ScimError, invalid_value, redact
 from ..http import (

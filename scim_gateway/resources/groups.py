@@ -38,8 +38,8 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
-from identity.v1 import groups_pb2
-from identity_client import IdentityError
+from scim_identity_api.v1 import groups_pb2
+from scim_identity_client import IdentityError
 
 from ..core import Core
 from ..errors import core_errors

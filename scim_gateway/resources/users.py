@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from identity.v1 import users_pb2
+from scim_identity_api.v1 import users_pb2
 
 from ..core import Core
 from ..errors import ScimError, core_errors

@@ -27,7 +27,7 @@ from typing import Any, Union
 
 import orjson
 
-from identity.v1 import common_pb2
+from scim_identity_api.v1 import common_pb2
 
 from ..errors import ScimError, invalid_filter
 

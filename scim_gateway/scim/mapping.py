@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
-from identity.v1 import groups_pb2, users_pb2
+from scim_identity_api.v1 import groups_pb2, users_pb2
 
 from ..errors import invalid_value
 from .filter import CORE_GROUP, CORE_USER, ENTERPRISE_USER

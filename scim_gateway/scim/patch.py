@@ -23,7 +23,7 @@ from typing import Any
 
 from google.protobuf import json_format, struct_pb2
 
-from identity.v1 import common_pb2
+from scim_identity_api.v1 import common_pb2
 
 from ..errors import ScimError, invalid_path, invalid_syntax, invalid_value
 from .filter import MAX_FILTER_LENGTH, Node, Parser, split_attr_path

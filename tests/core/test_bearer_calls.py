@@ -11,8 +11,21 @@ import uuid
 
 import pytest
 
-from identity.v1 import common_pb2, groups_pb2, history_pb2, policy_pb2, tenants_pb2, users_pb2
-from identity_client import (
+from identity_service.changes import streams
+from identity_service.domain import groups, tenants, users
+from identity_service.storage.db import Database
+from identity_service.storage.filters import USERS, equality
+from identity_service.storage.listing import _lookup_statement
+from identity_service.storage.models import UserRow
+from scim_identity_api.v1 import (
+    common_pb2,
+    groups_pb2,
+    history_pb2,
+    policy_pb2,
+    tenants_pb2,
+    users_pb2,
+)
+from scim_identity_client import (
     Authenticated,
     CallContext,
     FailedPrecondition,
@@ -20,13 +33,7 @@ from identity_client import (
     PermissionDenied,
     Unauthenticated,
 )
-from identity_client.types import ErrorReason, Tenant
-from identity_service.changes import streams
-from identity_service.domain import groups, tenants, users
-from identity_service.storage.db import Database
-from identity_service.storage.filters import USERS, equality
-from identity_service.storage.listing import _lookup_statement
-from identity_service.storage.models import UserRow
+from scim_identity_client.types import ErrorReason, Tenant
 
 from .test_events import read_events
 from .test_filters import cmp, not_, or_, vf

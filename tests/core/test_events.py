@@ -8,9 +8,9 @@ import threading
 import pytest
 from sqlalchemy import create_engine, text
 
-from identity_client import AlreadyExists, IdentityClient
-from identity_client.types import ChangeEvent, EventType, Group, Member, Tenant, User
 from identity_service.storage.db import normalise_url
+from scim_identity_client import AlreadyExists, IdentityClient
+from scim_identity_client.types import ChangeEvent, EventType, Group, Member, Tenant, User
 
 
 def read_events(database_url: str, tenant_id: str) -> list[ChangeEvent]:
@@ -75,7 +75,7 @@ def test_failed_write_emits_nothing(client: IdentityClient, tenant: Tenant) -> N
 def test_actor_and_request_id_are_recorded(
     client: IdentityClient, tenant: Tenant, database_url: str
 ) -> None:
-    from identity_client import CallContext
+    from scim_identity_client import CallContext
 
     ctx = CallContext(request_id="req-123", actor_kind="token", actor_id="tok-1")
     client.create_user(tenant.id, User(user_name="ada"), ctx=ctx)

@@ -24,10 +24,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from identity.v1 import common_pb2, users_pb2
-from identity_client import IdentityClient
 from identity_service.schema import USER_SCHEMA, case_exact
 from identity_service.storage import names
+from scim_identity_api.v1 import common_pb2, users_pb2
+from scim_identity_client import IdentityClient
 
 Op = common_pb2.CompareOp
 OPS = {

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from identity_client import IdentityClient, InvalidArgument
-from identity_client.types import (
+from scim_identity_client import IdentityClient, InvalidArgument
+from scim_identity_client.types import (
     AttributePath,
     CompareOp,
     Comparison,
@@ -161,7 +161,7 @@ def test_meta_last_modified_range(
 def test_groups_attribute_filter(
     client: IdentityClient, tenant: Tenant, people: dict[str, User]
 ) -> None:
-    from identity_client.types import Group, Member
+    from scim_identity_client.types import Group, Member
 
     ada = people["Ada@Example.com"]
     g = client.create_group(

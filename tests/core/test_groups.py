@@ -8,9 +8,17 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import event
 
-from identity.v1 import policy_pb2
-from identity_client import IdentityClient, InvalidArgument, NotFound, VersionMismatch
-from identity_client.types import ErrorReason, EventType, Group, Member, MemberType, Tenant, User
+from scim_identity_api.v1 import policy_pb2
+from scim_identity_client import IdentityClient, InvalidArgument, NotFound, VersionMismatch
+from scim_identity_client.types import (
+    ErrorReason,
+    EventType,
+    Group,
+    Member,
+    MemberType,
+    Tenant,
+    User,
+)
 
 
 def users(client: IdentityClient, tenant: Tenant, n: int, prefix: str = "u") -> list[str]:

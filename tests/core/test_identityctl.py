@@ -11,10 +11,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from identity.v1 import policy_pb2, tenants_pb2, users_pb2
-from identity_client import FailedPrecondition, IdentityClient, NotFound
-from identity_client.cli import main as identityctl
-from identity_client.types import Tenant
+from scim_identity_api.v1 import policy_pb2, tenants_pb2, users_pb2
+from scim_identity_client import FailedPrecondition, IdentityClient, NotFound
+from scim_identity_client.cli import main as identityctl
+from scim_identity_client.types import Tenant
 
 
 def _run(capsys: pytest.CaptureFixture[str], client: IdentityClient, *argv: str) -> str:

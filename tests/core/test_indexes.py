@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, create_engine, insert, select, text
 
-from identity_client import IdentityClient
 from identity_service.storage.db import normalise_url
 from identity_service.storage.filters import GROUPS, USERS, compile_filter
 from identity_service.storage.models import GroupRow, MemberRow, TenantRow, UserRow, UserValueRow
+from scim_identity_client import IdentityClient
 
 from .test_filters import cmp
 

@@ -4,8 +4,8 @@ is recounted after any write. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from identity_client import IdentityClient
-from identity_client.types import Tenant, User
+from scim_identity_client import IdentityClient
+from scim_identity_client.types import Tenant, User
 
 
 def test_deep_pages_and_totals_follow_every_write(client: IdentityClient, tenant: Tenant) -> None:
@@ -39,8 +39,8 @@ def test_the_tenant_counts_follow_every_create_and_delete(
     creates, deletes, JIT sign-ins, group deletes and a purging connector reset."""
     from sqlalchemy import create_engine, text
 
-    from identity_client.types import Group
     from identity_service.storage.db import normalise_url
+    from scim_identity_client.types import Group
 
     def stored() -> tuple[int, int, int, int]:
         engine = create_engine(normalise_url(database_url))
@@ -76,7 +76,7 @@ def test_a_sequential_start_index_walk_resumes_where_the_last_page_ended(
     """A walk by startIndex (what IdPs do) continues after the previous page's last
     row while nothing changed, and falls back to the offset after a write: sorted
     and unsorted, both orders, the pages are exactly the OFFSET pages."""
-    from identity_client.types import Sort
+    from scim_identity_client.types import Sort
 
     names = [f"w{(i * 7) % 17:02d}-{i}" for i in range(17)]
     for n in names:

@@ -13,11 +13,11 @@ from google.protobuf import json_format, struct_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from identity.v1 import common_pb2
-from identity_client import IdentityClient
-from identity_client.types import Tenant, User
 from identity_service.domain.patching import user_document
 from identity_service.schema import USER_TYPE
+from scim_identity_api.v1 import common_pb2
+from scim_identity_client import IdentityClient
+from scim_identity_client.types import Tenant, User
 
 ENT = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 SIMPLE = ("title", "nickName", "displayName", "locale")

@@ -18,12 +18,12 @@ from sqlalchemy import func, make_url, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from identity.v1 import users_pb2
-from identity_client import IdentityClient, IdentityError
 from identity_service.settings import Settings
 from identity_service.storage import db as db_module
 from identity_service.storage.db import Database
 from identity_service.storage.prepared import Prepared
+from scim_identity_api.v1 import users_pb2
+from scim_identity_client import IdentityClient, IdentityError
 
 from ..support import ServiceThread, eventually, free_port, throwaway_pg_database
 

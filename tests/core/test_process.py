@@ -13,8 +13,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from identity.v1 import tenants_pb2, users_pb2
-from identity_client import CallContext, IdentityClient, PermissionDenied, Unauthenticated
+from scim_identity_api.v1 import tenants_pb2, users_pb2
+from scim_identity_client import CallContext, IdentityClient, PermissionDenied, Unauthenticated
 
 from ..support import VENV_BIN, Proc, free_port, start_identity_process
 

@@ -15,11 +15,17 @@ from typing import Any
 
 import pytest
 
-from identity.v1 import groups_pb2, users_pb2
-from identity_client import Authenticated, CallContext, IdentityClient, NotFound, Unauthenticated
-from identity_client.types import Tenant
 from identity_service.domain.convert import new_id
 from identity_service.storage.db import Database
+from scim_identity_api.v1 import groups_pb2, users_pb2
+from scim_identity_client import (
+    Authenticated,
+    CallContext,
+    IdentityClient,
+    NotFound,
+    Unauthenticated,
+)
+from scim_identity_client.types import Tenant
 
 from .test_bearer_calls import _by_name, _user
 from .test_filters import cmp

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from google.protobuf import timestamp_pb2
 
-from identity_client import AlreadyExists, IdentityClient, InvalidArgument, NotFound
-from identity_client.types import (
+from scim_identity_client import AlreadyExists, IdentityClient, InvalidArgument, NotFound
+from scim_identity_client.types import (
     Operation,
     OperationKind,
     OutcomeFilter,

@@ -10,7 +10,8 @@ import pytest
 from google.protobuf import timestamp_pb2
 from sqlalchemy import create_engine, text
 
-from identity_client import (
+from identity_service.storage.db import normalise_url
+from scim_identity_client import (
     AlreadyExists,
     FailedPrecondition,
     IdentityClient,
@@ -18,8 +19,7 @@ from identity_client import (
     NotFound,
     Unauthenticated,
 )
-from identity_client.types import ErrorReason, Tenant
-from identity_service.storage.db import normalise_url
+from scim_identity_client.types import ErrorReason, Tenant
 
 from ..support import eventually
 

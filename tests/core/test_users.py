@@ -8,14 +8,15 @@ import uuid
 import pytest
 from sqlalchemy import create_engine, text
 
-from identity_client import (
+from identity_service.storage.db import normalise_url
+from scim_identity_client import (
     AlreadyExists,
     IdentityClient,
     InvalidArgument,
     NotFound,
     VersionMismatch,
 )
-from identity_client.types import (
+from scim_identity_client.types import (
     Address,
     EnterpriseUser,
     ErrorReason,
@@ -25,7 +26,6 @@ from identity_client.types import (
     Tenant,
     User,
 )
-from identity_service.storage.db import normalise_url
 
 
 def ada(**kw: object) -> User:
@@ -216,7 +216,7 @@ def test_nothing_stored_but_a_row_per_value(
 
 
 def test_nul_characters_and_deep_json_are_refused(client: IdentityClient, tenant: Tenant) -> None:
-    from identity_client.types import Group
+    from scim_identity_client.types import Group
 
     before = client.get_revision(tenant.id).revision
     with pytest.raises(InvalidArgument) as exc:

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from identity_client import IdentityClient, Unauthenticated
+from scim_identity_client import IdentityClient, Unauthenticated
 
 from ..support import ROOT, Proc, eventually, throwaway_pg_database
 from .compose import COMPOSE, Stack, start_order
@@ -165,7 +165,7 @@ def test_first_start_is_secured_and_needs_no_manual_step(tmp_path: Path) -> None
             wait_for(subscriber, "compose@example.com", timeout=20)
             metrics_bind = stack.binds["identity"]["0.0.0.0:9464"]
             with urllib.request.urlopen(f"http://{metrics_bind}/metrics", timeout=5) as resp:
-                assert b"identity_rpc_requests_total" in resp.read()
+                assert b"grpc_server_handled_total" in resp.read()
             for line in stack.procs["identity"].output().splitlines():
                 if line.startswith("{"):
                     json.loads(line)  # IDENTITY_LOG_FORMAT=json: every line is an object
@@ -331,14 +331,14 @@ def test_image_contains_what_the_services_run(tmp_path: Path) -> None:
     (wheel,) = tmp_path.glob("*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for needed in (
-        "identity/v1/users_pb2.py",
-        "identity/v1/changes_pb2_grpc.py",
-        "identity/v1/users_pb2.pyi",
+        "scim_identity_api/v1/users_pb2.py",
+        "scim_identity_api/v1/changes_pb2_grpc.py",
+        "scim_identity_api/v1/users_pb2.pyi",
         "identity_service/storage/migrations/env.py",
         "identity_service/storage/migrations/script.py.mako",
         "identity_service/storage/migrations/versions/0001_initial_schema.py",
         "scim_gateway/resources/users.py",
-        "identity_client/cli.py",
+        "scim_identity_client/cli.py",
     ):
         assert needed in names, needed
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))

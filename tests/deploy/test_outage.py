@@ -14,7 +14,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from identity_client import IdentityClient
+from scim_identity_client import IdentityClient
 
 from ..support import VENV_BIN, PgCluster, Proc, free_port, start_identity_process
 

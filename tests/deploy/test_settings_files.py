@@ -1,5 +1,5 @@
 """`*_FILE` variants of every secret setting, read through one helper
-(`identity.env.secret`) by the core, the gateway and the client."""
+(`scim_identity_api.env.secret`) by the core, the gateway and the client."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from identity.env import SecretSettingError, secret
-from identity_client import IdentityClient
 from identity_service.settings import Settings as CoreSettings
 from scim_gateway.settings import Settings as GatewaySettings
 from scim_gateway.settings import SettingsError
+from scim_identity_api.env import SecretSettingError, secret
+from scim_identity_client import IdentityClient
 
 from ..support import VENV_BIN
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from identity_client import IdentityClient, IdentityError
-from identity_client.types import User
+from scim_identity_client import IdentityClient, IdentityError
+from scim_identity_client.types import User
 
 from ..support import VENV_BIN, Proc, free_port, wait_serving
 

@@ -15,11 +15,11 @@ from alembic import command
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, text
 
-from identity.v1 import users_pb2
-from identity_client import IdentityClient
 from identity_service.settings import Settings
 from identity_service.storage import migrate
 from identity_service.storage.db import Database
+from scim_identity_api.v1 import users_pb2
+from scim_identity_client import IdentityClient
 
 from ..support import start_identity_process, throwaway_pg_database
 

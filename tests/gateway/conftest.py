@@ -11,10 +11,10 @@ import falcon.testing
 import orjson
 import pytest
 
-from identity_client import AsyncIdentityClient
-from identity_client.types import Tenant
 from scim_gateway.app import create_app
 from scim_gateway.settings import Settings
+from scim_identity_client import AsyncIdentityClient
+from scim_identity_client.types import Tenant
 
 SCIM = "application/scim+json"
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from identity_client import IdentityClient
-from identity_client.types import Tenant
 from scim_gateway.app import create_app
 from scim_gateway.settings import Settings
+from scim_identity_client import IdentityClient
+from scim_identity_client.types import Tenant
 
 from ..support import eventually, writes_held
 from .conftest import ScimClient, core_client

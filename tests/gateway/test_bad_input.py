@@ -8,10 +8,10 @@ import dataclasses
 
 import pytest
 
-from identity_client import IdentityClient
-from identity_client.types import Tenant
 from scim_gateway.app import create_app
 from scim_gateway.settings import Settings
+from scim_identity_client import IdentityClient
+from scim_identity_client.types import Tenant
 
 from .conftest import PATCH_OP, ScimClient, assert_scim_error, core_client
 

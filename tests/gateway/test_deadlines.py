@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from identity_client import IdentityClient
-from identity_client.types import Tenant
+from scim_identity_client import IdentityClient
+from scim_identity_client.types import Tenant
 
 from ..support import (
     free_port,

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from identity_client import IdentityClient
+from scim_identity_client import IdentityClient
 
 from ..support import VENV_BIN, Proc, free_port, start_identity_process
 

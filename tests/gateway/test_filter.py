@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from identity.v1 import common_pb2
 from identity_service.domain.patching import matches
 from scim_gateway.errors import ScimError
 from scim_gateway.scim.filter import (
@@ -20,6 +19,7 @@ from scim_gateway.scim.filter import (
     parse_attr_path,
     parse_filter,
 )
+from scim_identity_api.v1 import common_pb2
 
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 

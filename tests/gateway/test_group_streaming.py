@@ -15,10 +15,6 @@ import falcon.testing
 import orjson
 import pytest
 
-from identity.v1 import groups_pb2, tenants_pb2
-from identity_client import AsyncIdentityClient, IdentityClient
-from identity_client.errors import NotFound, Unavailable
-from identity_client.types import Tenant
 from scim_gateway.app import create_app
 from scim_gateway.scim.mapping import (
     MEMBERS_SLOT,
@@ -29,6 +25,10 @@ from scim_gateway.scim.mapping import (
     split_at_members,
 )
 from scim_gateway.settings import Settings
+from scim_identity_api.v1 import groups_pb2, tenants_pb2
+from scim_identity_client import AsyncIdentityClient, IdentityClient
+from scim_identity_client.errors import NotFound, Unavailable
+from scim_identity_client.types import Tenant
 
 from .conftest import GROUP_SCHEMA, PATCH_OP, ScimClient, assert_scim_error, core_client
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from identity.v1 import history_pb2
-from identity_client import AsyncIdentityClient, IdentityClient
 from scim_gateway.resources.common import OpInfo, Recorder
+from scim_identity_api.v1 import history_pb2
+from scim_identity_client import AsyncIdentityClient, IdentityClient
 
 from ..support import VENV_BIN, Proc, eventually, free_port, start_identity_process
 

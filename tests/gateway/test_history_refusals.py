@@ -3,8 +3,8 @@ that tenant's history (its token is valid); an unknown token is recorded nowhere
 
 from __future__ import annotations
 
-from identity_client import IdentityClient
-from identity_client.types import OperationKind, OutcomeFilter, Tenant
+from scim_identity_client import IdentityClient
+from scim_identity_client.types import OperationKind, OutcomeFilter, Tenant
 
 from .conftest import ScimClient, assert_scim_error
 

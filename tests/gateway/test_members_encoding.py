@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import orjson
 
-from identity.v1 import groups_pb2
 from scim_gateway.scim.mapping import group_to_scim
+from scim_identity_api.v1 import groups_pb2
 
 BASE = "https://scim.example.com/scim/v2/acme"
 

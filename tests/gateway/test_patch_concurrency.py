@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from identity_client import IdentityClient
+from scim_identity_client import IdentityClient
 
 from ..support import VENV_BIN, Proc, free_port, start_identity_process, throwaway_pg_database
 from .test_e2e import PATCH_OP, request, wait_http_ready

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from identity.v1 import policy_pb2
-from identity_client import IdentityClient
-from identity_client.types import Tenant
+from scim_identity_api.v1 import policy_pb2
+from scim_identity_client import IdentityClient
+from scim_identity_client.types import Tenant
 
 from .conftest import ENTERPRISE, GROUP_SCHEMA, PATCH_OP, ScimClient, assert_scim_error
 

@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
-from identity.v1 import policy_pb2
-from identity_client import IdentityClient
-from identity_client.types import Tenant
 from scim_gateway.app import create_app
 from scim_gateway.settings import Settings
+from scim_identity_api.v1 import policy_pb2
+from scim_identity_client import IdentityClient
+from scim_identity_client.types import Tenant
 
 from .conftest import (
     ENTERPRISE,

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from identity_client import IdentityClient
-from identity_client.types import Tenant
 from scim_gateway.app import create_app
 from scim_gateway.settings import Settings
+from scim_identity_client import IdentityClient
+from scim_identity_client.types import Tenant
 
 from .conftest import ScimClient, core_client
 

@@ -6,8 +6,8 @@ PostgreSQL."""
 
 from __future__ import annotations
 
-from identity_client import IdentityClient
-from identity_client.types import Tenant
+from scim_identity_client import IdentityClient
+from scim_identity_client.types import Tenant
 
 from .conftest import PATCH_OP, USER_SCHEMA, ScimClient, assert_scim_error
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from identity_client import IdentityClient
+from scim_identity_client import IdentityClient
 
 from ..support import (
     eventually,

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from identity.v1.policy_pb2 import GetSchemasResponse
-from identity_client import AsyncIdentityClient, IdentityClient
-from identity_client.types import ExtensionSchema, SchemaAttribute, Tenant, TenantPolicy
+from scim_identity_api.v1.policy_pb2 import GetSchemasResponse
+from scim_identity_client import AsyncIdentityClient, IdentityClient
+from scim_identity_client.types import ExtensionSchema, SchemaAttribute, Tenant, TenantPolicy
 
 from .conftest import ENTERPRISE, GROUP_SCHEMA, PATCH_OP, USER_SCHEMA, ScimClient, assert_scim_error
 

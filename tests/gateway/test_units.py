@@ -10,8 +10,6 @@ from google.protobuf import timestamp_pb2
 from hypothesis import given
 from hypothesis import strategies as st
 
-from identity.v1 import common_pb2, groups_pb2, users_pb2
-from identity_client.errors import IdentityError
 from scim_gateway.errors import ScimError, classify, from_identity_error
 from scim_gateway.scim.mapping import (
     group_to_proto,
@@ -23,6 +21,8 @@ from scim_gateway.scim.mapping import (
 )
 from scim_gateway.scim.projection import Projection
 from scim_gateway.settings import Settings, SettingsError
+from scim_identity_api.v1 import common_pb2, groups_pb2, users_pb2
+from scim_identity_client.errors import IdentityError
 
 from .catalogue import GROUP_TYPE, USER_TYPE
 

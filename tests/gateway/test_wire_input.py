@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from identity_client import IdentityClient
+from scim_identity_client import IdentityClient
 
 from ..support import free_port, http_request, start_gateway_process, start_identity_process
 

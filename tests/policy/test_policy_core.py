@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from identity_client import (
+from scim_identity_client import (
     CallContext,
     IdentityClient,
     InvalidArgument,
     PermissionDenied,
 )
-from identity_client.types import (
+from scim_identity_client.types import (
     AttributeMapping,
     AttributePath,
     AttributeRoleRule,
@@ -423,7 +423,7 @@ def test_cursor_paging_by_a_sometimes_absent_attribute_sees_everyone(
     client: IdentityClient, tenant: Tenant
 ) -> None:
     """Review finding: NULL sort keys were skipped by the keyset (PostgreSQL) or a 500 (SQLite)."""
-    from identity_client.types import Sort
+    from scim_identity_client.types import Sort
 
     client.set_policy(tenant.id, LEVEL)
     ids = []

@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 from google.protobuf import json_format
 
-from identity_client import FailedPrecondition, IdentityClient, event_name
-from identity_client.types import (
+from scim_gateway.app import create_app
+from scim_gateway.settings import Settings
+from scim_identity_client import FailedPrecondition, IdentityClient, event_name
+from scim_identity_client.types import (
     ChangeEvent,
     OperationKind,
     OutcomeFilter,
@@ -25,8 +27,6 @@ from identity_client.types import (
     Tenant,
     TenantPolicy,
 )
-from scim_gateway.app import create_app
-from scim_gateway.settings import Settings
 
 from ..gateway.conftest import (
     ENTERPRISE,

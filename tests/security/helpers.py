@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from identity_client import IdentityClient
 from identity_service.edge.auth import hash_secret
+from scim_identity_client import IdentityClient
 
 from ..support import VENV_BIN, Proc, free_port, wait_serving
 

@@ -12,17 +12,17 @@ from typing import Any
 import grpc
 import pytest
 
-from identity.v1 import changes_pb2, changes_pb2_grpc, tenants_pb2, tenants_pb2_grpc
-from identity_client import (
+from identity_service.edge.auth import Credential, parse_credentials
+from identity_service.settings import Settings
+from scim_identity_api.v1 import changes_pb2, changes_pb2_grpc, tenants_pb2, tenants_pb2_grpc
+from scim_identity_client import (
     AsyncIdentityClient,
     CallContext,
     IdentityClient,
     PermissionDenied,
     Unauthenticated,
 )
-from identity_client.types import User
-from identity_service.edge.auth import Credential, parse_credentials
-from identity_service.settings import Settings
+from scim_identity_client.types import User
 
 from ..support import ServiceThread
 from .helpers import (

@@ -11,13 +11,13 @@ from typing import Any
 import orjson
 from google.protobuf import json_format
 
-from identity.v1 import policy_pb2, tenants_pb2
-from identity_client import IdentityClient
-from identity_client.types import Tenant
 from identity_service.domain.tenants import TOKEN_PREFIX
 from scim_gateway.app import create_app
 from scim_gateway.errors import REDACTED, redact
 from scim_gateway.settings import Settings
+from scim_identity_api.v1 import policy_pb2, tenants_pb2
+from scim_identity_client import IdentityClient
+from scim_identity_client.types import Tenant
 
 from ..gateway.conftest import (
     GROUP_SCHEMA,

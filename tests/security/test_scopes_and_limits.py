@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from identity.v1 import tenants_pb2
-from identity_client import IdentityClient
 from scim_gateway.access import RateLimiter
 from scim_gateway.app import create_app
 from scim_gateway.settings import Settings, SettingsError
+from scim_identity_api.v1 import tenants_pb2
+from scim_identity_client import IdentityClient
 
 from ..gateway.conftest import (
     GROUP_SCHEMA,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from identity.v1 import history_pb2
+from scim_identity_api.v1 import history_pb2
 
 from ..gateway.test_e2e import request, wait_http_ready
 from ..support import VENV_BIN, Proc, eventually, free_port

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from identity_client import IdentityClient
 from identity_service.edge.auth import hash_secret
 from identity_service.settings import Settings
 from scim_gateway.app import create_app
 from scim_gateway.settings import Settings as GatewaySettings
+from scim_identity_client import IdentityClient
 
 from ..gateway.conftest import USER_SCHEMA, ScimClient, core_client
 from ..support import ServiceThread

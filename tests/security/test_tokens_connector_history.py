@@ -11,17 +11,17 @@ from pathlib import Path
 import pytest
 from google.protobuf import json_format, timestamp_pb2
 
-from identity.v1 import changes_pb2, history_pb2, policy_pb2, tenants_pb2
-from identity_client import (
+from identity_service.changes.compaction import run_history_retention
+from identity_service.settings import Settings
+from scim_identity_api.v1 import changes_pb2, history_pb2, policy_pb2, tenants_pb2
+from scim_identity_client import (
     FailedPrecondition,
     IdentityClient,
     NotFound,
     Unauthenticated,
 )
-from identity_client.cli import main as identityctl
-from identity_client.types import Group, Tenant, User
-from identity_service.changes.compaction import run_history_retention
-from identity_service.settings import Settings
+from scim_identity_client.cli import main as identityctl
+from scim_identity_client.types import Group, Tenant, User
 
 from ..support import ServiceThread, eventually, throwaway_pg_database
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from identity_client import IdentityClient
-from identity_client.types import ChangeEvent, User
 from identity_service.edge.server import IdentityService
 from identity_service.settings import Settings
+from scim_identity_client import IdentityClient
+from scim_identity_client.types import ChangeEvent, User
 
 from ..support import ServiceThread
 

@@ -12,11 +12,11 @@ from collections.abc import Callable, Iterator
 import grpc
 import pytest
 
-from identity.v1 import changes_pb2, changes_pb2_grpc
-from identity_client import IdentityClient, MemoryCheckpoint
-from identity_client.types import Group, Tenant
-from identity_client.watch import RESUMABLE
 from identity_service.edge.server import IdentityService
+from scim_identity_api.v1 import changes_pb2, changes_pb2_grpc
+from scim_identity_client import IdentityClient, MemoryCheckpoint
+from scim_identity_client.types import Group, Tenant
+from scim_identity_client.watch import RESUMABLE
 
 from .conftest import SMALL_POOL, Collector, big_user, new_user, wait_until
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from identity.v1 import changes_pb2, changes_pb2_grpc
-from identity_client import IdentityClient, MemoryCheckpoint
-from identity_client.watch import RESUMABLE
+from scim_identity_api.v1 import changes_pb2, changes_pb2_grpc
+from scim_identity_client import IdentityClient, MemoryCheckpoint
+from scim_identity_client.watch import RESUMABLE
 
 from ..support import free_port, start_identity_process
 from .conftest import FAST_RECONNECT, SMALL_POOL, Collector, big_user, new_user, wait_until

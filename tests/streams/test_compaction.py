@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from identity_client import AsyncIdentityClient, IdentityClient, OutOfRange
-from identity_client.types import ChangeEvent, EventType, Tenant, User
 from identity_service.changes import compaction
 from identity_service.settings import Settings
 from identity_service.storage.db import Database
 from identity_service.storage.models import utcnow
+from scim_identity_client import AsyncIdentityClient, IdentityClient, OutOfRange
+from scim_identity_client.types import ChangeEvent, EventType, Tenant, User
 
 from ..support import ServiceThread
 from .conftest import Collector, new_user, wait_until

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from identity_client import AlreadyExists, IdentityClient, IdentityError
-from identity_client.types import User
+from scim_identity_client import AlreadyExists, IdentityClient, IdentityError
+from scim_identity_client.types import User
 
 from ..support import VENV_BIN, Proc, free_port, start_identity_process, wait_serving
 from .conftest import FAST_RECONNECT, Collector, new_user, wait_until

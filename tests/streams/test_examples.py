@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from identity_client import IdentityClient
-from identity_client.types import Tenant
+from scim_identity_client import IdentityClient
+from scim_identity_client.types import Tenant
 
 from ..support import ROOT
 from .conftest import new_user, wait_until

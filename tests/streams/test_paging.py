@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from identity_client import IdentityClient
-from identity_client.types import Group, Tenant
+from scim_identity_client import IdentityClient
+from scim_identity_client.types import Group, Tenant
 
 from .conftest import Collector, new_user, wait_until
 

@@ -8,10 +8,10 @@ from collections.abc import Callable
 
 import pytest
 
-from identity_client import FailedPrecondition, IdentityClient
-from identity_client.types import Group, Tenant
 from identity_service.edge.auth import STREAM_REPLICA_METHODS
 from identity_service.edge.server import IdentityService
+from scim_identity_client import FailedPrecondition, IdentityClient
+from scim_identity_client.types import Group, Tenant
 
 from .conftest import SMALL_POOL, Collector, new_user
 

@@ -14,8 +14,9 @@ from typing import Any
 import grpc
 import pytest
 
-from identity.v1 import changes_pb2, changes_pb2_grpc
-from identity_client import (
+from identity_service.edge.server import IdentityService
+from scim_identity_api.v1 import changes_pb2, changes_pb2_grpc
+from scim_identity_client import (
     AsyncIdentityClient,
     CallContext,
     FileCheckpoint,
@@ -27,8 +28,7 @@ from identity_client import (
     event_name,
     event_type,
 )
-from identity_client.types import EventType, Group, Member, Name, Tenant
-from identity_service.edge.server import IdentityService
+from scim_identity_client.types import EventType, Group, Member, Name, Tenant
 
 from .conftest import FAST_RECONNECT, Collector, new_user, wait_until
 
@@ -346,7 +346,8 @@ def test_checkpoint_resumes_a_restarted_consumer(
     for i in range(4):
         client.create_user(tenant.id, new_user(i))
     cp = FileCheckpoint(tmp_path / "consumer.rev")
-    w = client.watch(tenant.id, checkpoint=cp)
+    # An empty checkpoint starts now by default: replay from the start explicitly.
+    w = client.watch(tenant.id, since=0, checkpoint=cp)
     assert [next(w).revision for _ in range(3)] == [1, 2, 3]
     # Event 3 was returned but the consumer "crashed" before asking for more:
     # only 2 is known handled, so 3 comes again (at least once).

@@ -1,1 +1,0 @@
-"""Generated Python of protos/identity/v1/*.proto: regenerate with `make proto`, never edit."""

@@ -104,3 +104,28 @@ def test_concurrent_writers_get_gapless_revisions(
     names = [e.user.user_name for e in evs[1:]]
     assert len(set(names)) == workers * per_worker
     assert client.get_revision(tenant.id).revision == len(evs)
+
+
+def test_only_creations_and_deletions_move_the_totals(
+    client: IdentityClient, tenant: Tenant
+) -> None:
+    """An unfiltered list's totalResults is the tenant's count, kept by the events
+    of each write: updates, memberships, roles and group events leave the user
+    count alone, and user events the group count."""
+    a = client.create_user(tenant.id, User(user_name="a@example.com"))
+    b = client.create_user(tenant.id, User(user_name="b@example.com"))
+    a.title = "changed"
+    client.replace_user(tenant.id, a)
+    g = client.create_group(
+        tenant.id, Group(display_name="team", members=[Member(value=a.meta.id)])
+    )
+    g.display_name = "team 2"
+    client.replace_group(tenant.id, g)
+    client.create_role(tenant.id, "auditor")
+    client.assign_role(tenant.id, b.meta.id, "auditor")
+    client.delete_user(tenant.id, b.meta.id)
+    client.create_group(tenant.id, Group(display_name="other"))
+    # count=0 asks for the total alone (RFC 7644 §3.4.2.4): the kept count, not a
+    # short page's length.
+    assert client.list_users(tenant.id, count=0).total_results == 1
+    assert client.list_groups(tenant.id, count=0).total_results == 2

@@ -183,3 +183,34 @@ def test_a_token_stops_working_at_its_expiry_instant(
     monkeypatch.setattr(domain_tenants, "utcnow", lambda: at)
     with db.read() as s, pytest.raises(CoreUnauthenticated, match="expired"):
         domain_tenants.check_bearer(s, secret)
+
+
+def test_last_used_is_rewritten_once_its_resolution_has_passed(
+    client: IdentityClient,
+    tenant: Tenant,
+    identity_service_db: object,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Authentication asks for a `last_used` write only when the stored one is more
+    than LAST_USED_RESOLUTION old (so that it stays a read); at exactly that age
+    it is still fresh (the core's clock, controlled here)."""
+    from identity_service.domain import tenants as domain_tenants
+
+    secret = client.issue_token(tenant.id).secret
+    db: Any = identity_service_db
+    with db.read() as s:
+        first = domain_tenants.check_bearer(s, secret)
+    assert first.touch == first.token.id  # never used: write it
+    with db.write() as s:
+        domain_tenants.touch_token(s, first.token.id)
+    with db.read() as s:
+        used = domain_tenants.check_bearer(s, secret).token.last_used
+    assert used is not None
+    resolution = domain_tenants.LAST_USED_RESOLUTION
+    for age, touch in (
+        (resolution, None),
+        (resolution + timedelta(microseconds=1), first.token.id),
+    ):
+        monkeypatch.setattr(domain_tenants, "utcnow", lambda age=age: used + age)
+        with db.read() as s:
+            assert domain_tenants.check_bearer(s, secret).touch == touch, age

@@ -75,7 +75,7 @@ TARGETS: tuple[Target, ...] = (
     Target(
         "uniqueness: userName and identity conflicts",
         "identity_service/domain/users.py",
-        ("_refuse_taken_name",),
+        ("_find_identity", "_refuse_taken_name"),
         ("tests/core/test_users.py",),
     ),
     Target(

@@ -16,6 +16,7 @@ fits in 30 minutes on a 2-core machine. Not part of `make test`.
 
     python tools/mutants.py            # all targets, then the report
     python tools/mutants.py events     # targets whose name contains "events"
+    python tools/mutants.py --survivors events   # re-test the last run's survivors
 """
 
 from __future__ import annotations
@@ -144,9 +145,9 @@ def _patch(path: str, lines: set[int], source: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def _copy_tree() -> None:
-    if TREE.exists():
-        shutil.rmtree(TREE)
+def _copy_tree(tree: Path = TREE) -> None:
+    if tree.exists():
+        shutil.rmtree(tree)
     files = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard", "-z"],
         cwd=ROOT,
@@ -156,24 +157,63 @@ def _copy_tree() -> None:
     for f in filter(None, files):
         src = ROOT / f.decode()
         if src.is_file():
-            dst = TREE / f.decode()
+            dst = tree / f.decode()
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst)
 
 
-def _env() -> dict[str, str]:
+def _env(tree: Path = TREE) -> dict[str, str]:
     env = dict(os.environ)
     # The copy before the editable install, in this process and the ones tests start.
-    env["PYTHONPATH"] = os.pathsep.join(str(TREE / p) for p in ("", "clients", "protos"))
+    env["PYTHONPATH"] = os.pathsep.join(str(tree / p) for p in ("", "clients", "protos"))
     return env
+
+
+def _runner(t: Target, *, quote: bool = False) -> list[str]:
+    pytest = [sys.executable, "-m", "pytest", "-x", "-q", "-n", "0", "-p", "no:cacheprovider"]
+    return [*pytest, "-k", f"'{SELECT}'" if quote else SELECT, *t.tests]
+
+
+def _recheck(t: Target, path: Path) -> None:
+    """Runs the target's tests (as they are now) against each mutant that survived
+    its last run: after a test was added for it, a full run is not needed to see
+    that it is killed. The mutant is re-applied from the recorded diff."""
+    tree = WORK / "recheck"
+    _copy_tree(tree)
+    doc = json.loads(path.read_text())
+    source = tree / t.path
+    original = source.read_text()
+    for r in doc["results"]:
+        if r["status"] != "bad_survived":
+            continue
+        diff = str(r["diff"]).splitlines()
+        before = [ln[1:] for ln in diff if ln.startswith("-") and not ln.startswith("---")]
+        after = [ln[1:] for ln in diff if ln.startswith("+") and not ln.startswith("+++")]
+        lines = original.splitlines()
+        at = int(r["line"]) - 1
+        if len(before) != 1 or len(after) != 1 or lines[at] != before[0]:
+            print(f"mutants: cannot re-apply {t.path}:{r['line']}; run the target again")
+            continue
+        lines[at] = after[0]
+        source.write_text("\n".join(lines) + "\n")
+        try:
+            rc = subprocess.run(
+                _runner(t), cwd=tree, env=_env(tree), capture_output=True, check=False
+            ).returncode
+        finally:
+            source.write_text(original)
+        if rc != 0:
+            r["status"] = "ok_killed"
+            r["rechecked"] = True
+        print(f"mutants: {t.path}:{r['line']} {'killed' if rc else 'survives'}", flush=True)
+    path.write_text(json.dumps(doc))
 
 
 def _run_target(t: Target) -> None:
     source = (TREE / t.path).read_text()
     patch = WORK / (re.sub(r"\W+", "_", t.path) + ".patch")
     patch.write_text(_patch(t.path, _function_lines(source, t.functions), source))
-    pytest = [sys.executable, "-m", "pytest", "-x", "-q", "-n", "0", "-p", "no:cacheprovider"]
-    runner = " ".join([*pytest, "-k", f"'{SELECT}'", *t.tests])
+    runner = " ".join(_runner(t, quote=True))
     started = time.monotonic()
     print(f"mutants: {t.name} ({t.path})", flush=True)
     subprocess.run(
@@ -258,6 +298,7 @@ def _report(chosen: list[Target], results: list[dict[str, object]], seconds: flo
     ]
     unexplained: list[str] = []
     survivors_md: list[str] = []
+    rechecked: list[str] = []
     total = killed_all = equivalent_all = 0
     for t in chosen:
         mine = [r for r in results if r["file"] == t.path]
@@ -266,6 +307,10 @@ def _report(chosen: list[Target], results: list[dict[str, object]], seconds: flo
         equiv = 0
         bad = 0
         for r in mine:
+            if r.get("rechecked"):
+                rechecked.append(
+                    f"- `{t.path}` line {r['line']}: `{' / '.join(_change(str(r['diff'])))}`"
+                )
             if r["status"] not in ("bad_survived", "untested", "skipped"):
                 continue
             before, after = _change(str(r["diff"]))
@@ -286,6 +331,12 @@ def _report(chosen: list[Target], results: list[dict[str, object]], seconds: flo
             f"| {t.name} | {', '.join(t.functions)} | {len(mine)} | {killed} | {equiv} "
             f"| {timeout} | {bad} |"
         )
+    missing = [t.name for t in TARGETS if t not in chosen]
+    if missing:
+        lines += [
+            "",
+            "Targets without results yet (run `make mutants`): " + "; ".join(missing) + ".",
+        ]
     score = 100.0 * killed_all / max(1, total - equivalent_all)
     lines += [
         "",
@@ -295,6 +346,13 @@ def _report(chosen: list[Target], results: list[dict[str, object]], seconds: flo
         "## Surviving mutants",
         "",
         *(survivors_md or ["None."]),
+        "",
+        "## Survivors of the run killed since by a new test",
+        "",
+        "Re-tested with `tools/mutants.py --survivors` (the recorded mutant re-applied, the",
+        "target's tests as they are now); `before / after`:",
+        "",
+        *(rechecked or ["None."]),
         "",
     ]
     REPORT.write_text("\n".join(lines))
@@ -311,10 +369,18 @@ def _slug(t: Target) -> str:
 def main(argv: list[str]) -> int:
     """Runs the chosen targets (all by default) and reports on every target that
     has results: a later run of one target keeps the others' last results."""
+    recheck = "--survivors" in argv
+    argv = [a for a in argv if a != "--survivors"]
     chosen = [t for t in TARGETS if not argv or any(a in t.name for a in argv)]
     results_dir = WORK / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
-    _copy_tree()
+    if recheck:
+        for t in chosen:
+            if (results_dir / f"{_slug(t)}.json").exists():
+                _recheck(t, results_dir / f"{_slug(t)}.json")
+        chosen = []
+    else:
+        _copy_tree()
     for t in chosen:
         started = time.monotonic()
         _run_target(t)

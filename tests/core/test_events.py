@@ -143,6 +143,7 @@ def test_a_commit_wakes_its_tenants_subscribers(database_url: str) -> None:
         Settings(
             database_url=database_url,
             listen="127.0.0.1:0",
+            db_pool_size=2,  # PostgreSQL connections are shared by every suite here
             watch_poll_interval_ms=3_600_000,
             event_retention_seconds=0,
             history_retention_seconds=0,

@@ -55,6 +55,7 @@ def secured(
         Settings(
             database_url=module_database_url,  # SQLite and PostgreSQL
             listen="127.0.0.1:0",
+            db_pool_size=2,  # PostgreSQL connections are shared by every suite here
             tls_cert_file=str(pki.server_cert),
             tls_key_file=str(pki.server_key),
             tls_client_ca_file=str(pki.ca),
@@ -306,6 +307,7 @@ def test_tls_without_client_certificates(tmp_path: Path, pki: Pki, fresh_databas
         Settings(
             database_url=fresh_database_url,
             listen="127.0.0.1:0",
+            db_pool_size=2,  # PostgreSQL connections are shared by every suite here
             tls_cert_file=str(pki.server_cert),
             tls_key_file=str(pki.server_key),
             credentials_file=str(creds),

@@ -44,6 +44,7 @@ def core(tmp_path_factory: pytest.TempPathFactory, module_database_url: str) -> 
         Settings(
             database_url=module_database_url,  # SQLite and PostgreSQL
             listen="127.0.0.1:0",
+            db_pool_size=2,  # PostgreSQL connections are shared by every suite here
             credentials_file=str(creds),
         )
     )

@@ -282,6 +282,7 @@ def _service(url: str, clock: Callable[[], datetime] | None = None, **kw: int) -
     settings = Settings(
         database_url=url,
         listen="127.0.0.1:0",
+        db_pool_size=2,  # PostgreSQL connections are shared by every suite here
         event_retention_seconds=0,
         history_retention_seconds=kw.get("history_retention_seconds", 0),
         compaction_interval_seconds=3600,  # one pass at start, the next never in a test

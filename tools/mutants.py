@@ -77,7 +77,8 @@ TARGETS: tuple[Target, ...] = (
         "uniqueness: userName and identity conflicts",
         "identity_service/domain/users.py",
         ("_find_identity", "_refuse_taken_name"),
-        ("tests/core/test_users.py",),
+        # _find_identity is JIT provisioning's match (userName or email, by policy).
+        ("tests/core/test_users.py", "tests/policy/test_policy_core.py"),
     ),
     Target(
         "migrations: 0004 counts backfill",

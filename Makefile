@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck proto check-proto unit bench clean
+.PHONY: install run test lint typecheck proto check-proto unit bench clean mutants
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or: make PYTHON=python3 ...)"; exit 1; }
@@ -49,5 +49,16 @@ unit: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench $(BENCH_ARGS)
 
+# Mutation testing of the event log, streams, token checks and scopes, uniqueness and
+# migrations (tools/mutants.py); rewrites docs/mutants.md. ~30 min; not part of `make test`.
+MUTANTS_STAMP := $(VENV)/.mutants-installed
+$(MUTANTS_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,mutants]'
+	touch $(MUTANTS_STAMP)
+
+mutants: $(MUTANTS_STAMP)
+	$(PY) tools/mutants.py $(MUTANTS_ARGS)
+
 clean:
+	rm -rf .mutants .mutmut-cache
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache identity.db*

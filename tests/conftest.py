@@ -29,6 +29,29 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+def _fresh_database(backend: str, directory: Path) -> Iterator[str]:
+    if backend == "sqlite":
+        yield f"sqlite:///{directory / 'identity.db'}"
+    else:
+        with throwaway_pg_database("identity_fresh") as url:
+            yield url
+
+
+@pytest.fixture(params=BACKENDS)
+def fresh_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database of the test's own on each backend: for services started
+    with settings of their own, and for tests that count what is in it."""
+    yield from _fresh_database(str(request.param), tmp_path)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def module_database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """fresh_database_url, shared by a module's tests."""
+    yield from _fresh_database(str(request.param), tmp_path_factory.mktemp("db"))
+
+
 @pytest.fixture(scope="session")
 def database_url(
     backend: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest

@@ -4,13 +4,17 @@ in commit order, also under concurrent writers."""
 from __future__ import annotations
 
 import threading
+import uuid
 
 import pytest
 from sqlalchemy import create_engine, text
 
+from identity_service.settings import Settings
 from identity_service.storage.db import normalise_url
 from scim_identity_client import AlreadyExists, IdentityClient
 from scim_identity_client.types import ChangeEvent, EventType, Group, Member, Tenant, User
+
+from ..support import ServiceThread, eventually
 
 
 def read_events(database_url: str, tenant_id: str) -> list[ChangeEvent]:
@@ -104,3 +108,60 @@ def test_concurrent_writers_get_gapless_revisions(
     names = [e.user.user_name for e in evs[1:]]
     assert len(set(names)) == workers * per_worker
     assert client.get_revision(tenant.id).revision == len(evs)
+
+
+def test_only_creations_and_deletions_move_the_totals(
+    client: IdentityClient, tenant: Tenant
+) -> None:
+    """An unfiltered list's totalResults is the tenant's count, kept by the events
+    of each write: updates, memberships, roles and group events leave the user
+    count alone, and user events the group count."""
+    a = client.create_user(tenant.id, User(user_name="a@example.com"))
+    b = client.create_user(tenant.id, User(user_name="b@example.com"))
+    a.title = "changed"
+    client.replace_user(tenant.id, a)
+    g = client.create_group(
+        tenant.id, Group(display_name="team", members=[Member(value=a.meta.id)])
+    )
+    g.display_name = "team 2"
+    client.replace_group(tenant.id, g)
+    client.create_role(tenant.id, "auditor")
+    client.assign_role(tenant.id, b.meta.id, "auditor")
+    client.delete_user(tenant.id, b.meta.id)
+    client.create_group(tenant.id, Group(display_name="other"))
+    # count=0 asks for the total alone (RFC 7644 §3.4.2.4): the kept count, not a
+    # short page's length.
+    assert client.list_users(tenant.id, count=0).total_results == 1
+    assert client.list_groups(tenant.id, count=0).total_results == 2
+
+
+def test_a_commit_wakes_its_tenants_subscribers(database_url: str) -> None:
+    """emit() tells the stream hub, on commit, which revision each tenant reached:
+    with the safety-net poll an hour away, the event still reaches a subscriber
+    that is waiting at the head of the log."""
+    service = ServiceThread(
+        Settings(
+            database_url=database_url,
+            listen="127.0.0.1:0",
+            db_pool_size=2,  # PostgreSQL connections are shared by every suite here
+            watch_poll_interval_ms=3_600_000,
+            event_retention_seconds=0,
+            history_retention_seconds=0,
+        )
+    )
+    target = service.start()
+    try:
+        with IdentityClient(target) as c:
+            tenant = c.create_tenant(f"wake-{uuid.uuid4().hex[:8]}")
+            w = c.watch(tenant.id, since=c.get_revision(tenant.id).revision)
+            got: list[ChangeEvent] = []
+            reader = threading.Thread(target=lambda: got.append(next(w)), daemon=True)
+            reader.start()
+            hub = service.service.streams  # type: ignore[union-attr]
+            eventually(lambda: tenant.id in hub._feeds, 30, "the subscriber at the head")
+            c.create_user(tenant.id, User(user_name="woken@example.com"))
+            reader.join(30)
+            w.close()
+            assert [e.user.user_name for e in got] == ["woken@example.com"]
+    finally:
+        service.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 import pytest
@@ -158,3 +159,60 @@ def test_status_codes_are_precise(client: IdentityClient) -> None:
         client.get_tenant(str(uuid.uuid4()))
     assert exc.value.code == grpc.StatusCode.NOT_FOUND
     assert exc.value.reason == ErrorReason.ERROR_REASON_NOT_FOUND
+
+
+def test_a_token_stops_working_at_its_expiry_instant(
+    client: IdentityClient,
+    tenant: Tenant,
+    identity_service_db: object,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Expiry is inclusive: at the stored instant the token is refused, a
+    microsecond before it still works (the core's clock, controlled here)."""
+    from identity_service.domain import tenants as domain_tenants
+    from identity_service.errors import Unauthenticated as CoreUnauthenticated
+
+    expires = timestamp_pb2.Timestamp()
+    expires.FromDatetime(datetime.now(UTC) + timedelta(days=1))
+    secret = client.issue_token(tenant.id, expires=expires).secret
+    db: Any = identity_service_db
+    with db.read() as s:
+        at = domain_tenants.check_bearer(s, secret).token.expires
+    assert at is not None
+    monkeypatch.setattr(domain_tenants, "utcnow", lambda: at - timedelta(microseconds=1))
+    with db.read() as s:
+        assert domain_tenants.check_bearer(s, secret).tenant.id == tenant.id
+    monkeypatch.setattr(domain_tenants, "utcnow", lambda: at)
+    with db.read() as s, pytest.raises(CoreUnauthenticated, match="expired"):
+        domain_tenants.check_bearer(s, secret)
+
+
+def test_last_used_is_rewritten_once_its_resolution_has_passed(
+    client: IdentityClient,
+    tenant: Tenant,
+    identity_service_db: object,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Authentication asks for a `last_used` write only when the stored one is more
+    than LAST_USED_RESOLUTION old (so that it stays a read); at exactly that age
+    it is still fresh (the core's clock, controlled here)."""
+    from identity_service.domain import tenants as domain_tenants
+
+    secret = client.issue_token(tenant.id).secret
+    db: Any = identity_service_db
+    with db.read() as s:
+        first = domain_tenants.check_bearer(s, secret)
+    assert first.touch == first.token.id  # never used: write it
+    with db.write() as s:
+        domain_tenants.touch_token(s, first.token.id)
+    with db.read() as s:
+        used = domain_tenants.check_bearer(s, secret).token.last_used
+    assert used is not None
+    resolution = domain_tenants.LAST_USED_RESOLUTION
+    for age, touch in (
+        (resolution, None),
+        (resolution + timedelta(microseconds=1), first.token.id),
+    ):
+        monkeypatch.setattr(domain_tenants, "utcnow", lambda age=age: used + age)
+        with db.read() as s:
+            assert domain_tenants.check_bearer(s, secret).touch == touch, age

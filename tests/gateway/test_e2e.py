@@ -61,8 +61,9 @@ def wait_http_ready(port: int, proc: Proc, timeout: float = 30.0) -> None:
     raise TimeoutError(f"gateway on port {port} not ready after {timeout}s:\n{proc.output()}")
 
 
-def test_gateway_process_serves_scim_over_http(tmp_path: Path) -> None:
-    core, target = start_identity_process(f"sqlite:///{tmp_path / 'e2e.db'}", tmp_path)
+def test_gateway_process_serves_scim_over_http(tmp_path: Path, fresh_database_url: str) -> None:
+    # The real processes (gunicorn workers, the core) on SQLite and PostgreSQL.
+    core, target = start_identity_process(fresh_database_url, tmp_path)
     port = free_port()
     gateway = Proc(
         [str(VENV_BIN / "scim-gateway")],

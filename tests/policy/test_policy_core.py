@@ -556,3 +556,29 @@ def test_each_read_sees_its_tenants_current_policy(client: IdentityClient, tenan
         "level",
         "rank",
     ]
+
+
+def test_jit_finds_the_user_by_any_unique_key_of_its_own_tenant_only(
+    client: IdentityClient, tenant: Tenant
+) -> None:
+    """Under the email identifier a sign-in matches an existing user by an email
+    (whatever its userName) or by its userName (whatever the email), case-
+    insensitively; a user of another tenant with the same name is never matched."""
+    client.set_policy(
+        tenant.id, TenantPolicy(unique_identifier=UniqueIdentifier.UNIQUE_IDENTIFIER_EMAIL)
+    )
+    ada = client.create_user(
+        tenant.id,
+        User(user_name="ada.l", emails=[MultiValue(value="alias@example.com", type="work")]),
+        ctx=SCIM,
+    )
+    by_email = client.jit_provision(tenant.id, user_name="someone-new", email="ALIAS@example.com")
+    assert not by_email.created and by_email.user.meta.id == ada.meta.id
+    by_name = client.jit_provision(tenant.id, user_name="Ada.L", email="other@example.com")
+    assert not by_name.created and by_name.user.meta.id == ada.meta.id
+
+    other = client.create_tenant(f"jit-other-{tenant.name[-8:]}")
+    theirs = client.create_user(other.id, User(user_name="grace.h"), ctx=SCIM)
+    mine = client.jit_provision(tenant.id, user_name="grace.h", email="grace@example.com")
+    assert mine.created and mine.user.meta.id != theirs.meta.id
+    assert mine.user.user_name == "grace.h"

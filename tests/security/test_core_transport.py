@@ -21,6 +21,7 @@ from scim_identity_client import (
     IdentityClient,
     PermissionDenied,
     Unauthenticated,
+    Unavailable,
 )
 from scim_identity_client.types import User
 
@@ -45,13 +46,16 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 @pytest.fixture(scope="module")
-def secured(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[str]:
+def secured(
+    tmp_path_factory: pytest.TempPathFactory, pki: Pki, module_database_url: str
+) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("secured")
     creds = write_credentials(tmp / "credentials.json", ["sec-a"])
     service = ServiceThread(
         Settings(
-            database_url=f"sqlite:///{tmp / 'identity.db'}",
+            database_url=module_database_url,  # SQLite and PostgreSQL
             listen="127.0.0.1:0",
+            db_pool_size=2,  # PostgreSQL connections are shared by every suite here
             tls_cert_file=str(pki.server_cert),
             tls_key_file=str(pki.server_key),
             tls_client_ca_file=str(pki.ca),
@@ -291,3 +295,46 @@ def test_settings_refuse_half_a_tls_configuration(tmp_path: Path) -> None:
         Settings.from_env({"IDENTITY_TLS_CLIENT_CA_FILE": "ca.crt"})
     s = Settings.from_env({"IDENTITY_HISTORY_RETENTION_SECONDS": "60"})
     assert s.history_retention_seconds == 60 and not s.tls_cert_file and not s.credentials_file
+
+
+def test_tls_without_client_certificates(tmp_path: Path, pki: Pki, fresh_database_url: str) -> None:
+    """Server TLS alone (no IDENTITY_TLS_CLIENT_CA_FILE): any client that trusts
+    the server's CA connects without a certificate of its own; the service
+    credentials still decide what it may do; plaintext and untrusting clients
+    do not get through."""
+    creds = write_credentials(tmp_path / "credentials.json", [])
+    service = ServiceThread(
+        Settings(
+            database_url=fresh_database_url,
+            listen="127.0.0.1:0",
+            db_pool_size=2,  # PostgreSQL connections are shared by every suite here
+            tls_cert_file=str(pki.server_cert),
+            tls_key_file=str(pki.server_key),
+            credentials_file=str(creds),
+            event_retention_seconds=0,
+            history_retention_seconds=0,
+        )
+    )
+    target = service.start()
+    try:
+        with IdentityClient(target, token=ADMIN_SECRET, tls_ca_file=str(pki.ca), timeout=5) as c:
+            tenant = c.create_tenant("tls-only")
+            assert c.get_tenant(tenant.id).name == "tls-only"
+        # A client certificate nobody asked for is fine too.
+        with secure_client(target, pki, ADMIN_SECRET) as c:
+            assert c.get_tenant("tls-only").id == tenant.id
+        # TLS does not replace the credential.
+        with (
+            IdentityClient(target, tls_ca_file=str(pki.ca), timeout=5) as c,
+            pytest.raises(Unauthenticated),
+        ):
+            c.get_tenant("tls-only")
+        # Plaintext, or a server certificate the client does not trust: no connection.
+        for kwargs in ({}, {"tls_ca_file": str(pki.rogue_cert)}):
+            with (
+                IdentityClient(target, token=ADMIN_SECRET, timeout=2, **kwargs) as c,
+                pytest.raises(Unavailable),
+            ):
+                c.get_tenant("tls-only")
+    finally:
+        service.stop()

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.xdist_group("security-core")
 
 
 @pytest.fixture(scope="module")
-def core(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def core(tmp_path_factory: pytest.TempPathFactory, module_database_url: str) -> Iterator[str]:
     tmp: Path = tmp_path_factory.mktemp("limited")
     creds = tmp / "credentials.json"
     creds.write_text(
@@ -42,8 +42,9 @@ def core(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     service = ServiceThread(
         Settings(
-            database_url=f"sqlite:///{tmp / 'identity.db'}",
+            database_url=module_database_url,  # SQLite and PostgreSQL
             listen="127.0.0.1:0",
+            db_pool_size=2,  # PostgreSQL connections are shared by every suite here
             credentials_file=str(creds),
         )
     )

@@ -4,9 +4,8 @@ gRPC server on SQLite and PostgreSQL, and through `identityctl`."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from google.protobuf import json_format, timestamp_pb2
@@ -23,7 +22,7 @@ from scim_identity_client import (
 from scim_identity_client.cli import main as identityctl
 from scim_identity_client.types import Group, Tenant, User
 
-from ..support import ServiceThread, eventually, throwaway_pg_database
+from ..support import ServiceThread, eventually
 
 H = history_pb2
 
@@ -274,21 +273,18 @@ def test_history_answers_each_filter(
     assert "req=req-4" in capsys.readouterr().out
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def history_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+@pytest.fixture
+def history_db_url(fresh_database_url: str) -> str:
     """A database of its own: retention deletes across tenants, so what it
     deleted is only exactly known where no other test writes."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'history.db'}"
-    else:
-        with throwaway_pg_database("identity_history") as url:
-            yield url
+    return fresh_database_url
 
 
 def _service(url: str, clock: Callable[[], datetime] | None = None, **kw: int) -> ServiceThread:
     settings = Settings(
         database_url=url,
         listen="127.0.0.1:0",
+        db_pool_size=2,  # PostgreSQL connections are shared by every suite here
         event_retention_seconds=0,
         history_retention_seconds=kw.get("history_retention_seconds", 0),
         compaction_interval_seconds=3600,  # one pass at start, the next never in a test

@@ -204,7 +204,7 @@ def test_last_used_is_rewritten_once_its_resolution_has_passed(
         first = domain_tenants.check_bearer(s, secret)
     assert first.touch == first.token.id  # never used: write it
     with db.write() as s:
-        domain_tenants.touch_token(s, first.token.id)
+        domain_tenants.touch_tokens(s, {first.token.id: domain_tenants.utcnow()})
     with db.read() as s:
         used = domain_tenants.check_bearer(s, secret).token.last_used
     assert used is not None

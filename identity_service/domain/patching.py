@@ -20,15 +20,14 @@ Mutability before anything is written.
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2
 
 from scim_identity_api.v1 import common_pb2, groups_pb2, users_pb2
+from scim_identity_api.values import finite_number, is_datetime, shown, type_name
 
 from ..errors import InvalidPath, InvalidValue, Mutability, NoTarget
 from ..schema import (
@@ -226,20 +225,6 @@ def json_value(value: struct_pb2.Value) -> Any:
         ) from None
 
 
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
-
-
 def coerce(attr: Attr, value: Any, where: str) -> Any:
     """Checks `value` against `attr`; its canonical form (None = unassigned)."""
     if value is None:
@@ -250,7 +235,7 @@ def coerce(attr: Attr, value: Any, where: str) -> Any:
         for i, item in enumerate(items):
             if attr.type == "complex" and not isinstance(item, dict) and item is not None:
                 raise InvalidValue(
-                    f"{where}[{i}] must be an object, not {_type_name(item)}", field=attr.name
+                    f"{where}[{i}] must be an object, not {type_name(item)}", field=attr.name
                 )
             single = _coerce_single(attr, item, f"{where}[{i}]")
             if single is not None and single != {}:
@@ -270,7 +255,7 @@ def _coerce_single(attr: Attr, value: Any, where: str) -> Any:
                 value = {"value": value}
             else:
                 raise InvalidValue(
-                    f"{where} must be an object, not {_type_name(value)}", field=attr.name
+                    f"{where} must be an object, not {type_name(value)}", field=attr.name
                 )
         out: dict[str, Any] = {}
         for key, sub_value in value.items():
@@ -289,59 +274,25 @@ def _coerce_single(attr: Attr, value: Any, where: str) -> Any:
         # Entra ID sends booleans as "True" / "False".
         if isinstance(value, str) and value.strip().lower() in ("true", "false"):
             return value.strip().lower() == "true"
-        raise InvalidValue(f"{where} must be a boolean, not {_type_name(value)}", field=attr.name)
+        raise InvalidValue(f"{where} must be a boolean, not {type_name(value)}", field=attr.name)
     if attr.type in ("string", "reference", "binary", "dateTime"):
         if not isinstance(value, str):
-            raise InvalidValue(
-                f"{where} must be a string, not {_type_name(value)}", field=attr.name
-            )
-        if attr.type == "dateTime" and not _is_datetime(value):
+            raise InvalidValue(f"{where} must be a string, not {type_name(value)}", field=attr.name)
+        if attr.type == "dateTime" and not is_datetime(value):
             raise InvalidValue(
                 f"{where} must be a dateTime (xsd:dateTime, e.g. 2024-04-10T12:00:00Z), "
                 f"not {value!r}",
                 field=attr.name,
             )
         return value
-    number = _number(value)
+    number = finite_number(value)
     if attr.type == "integer":
         if number is None or not float(number).is_integer():
-            raise InvalidValue(f"{where} must be an integer, not {_shown(value)}", field=attr.name)
+            raise InvalidValue(f"{where} must be an integer, not {shown(value)}", field=attr.name)
         return int(number)
     if number is None:  # decimal
-        raise InvalidValue(f"{where} must be a number, not {_shown(value)}", field=attr.name)
+        raise InvalidValue(f"{where} must be a number, not {shown(value)}", field=attr.name)
     return number
-
-
-def _shown(value: Any) -> str:
-    return repr(value) if isinstance(value, str) else _type_name(value)
-
-
-def _number(value: Any) -> int | float | None:
-    """A finite JSON number, or a string holding one (Entra ID sends numbers as text)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            value = int(text)
-        except ValueError:
-            try:
-                value = float(text)
-            except ValueError:
-                return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and math.isfinite(value):
-        return value
-    return None
-
-
-def _is_datetime(text: str) -> bool:
-    try:
-        datetime.fromisoformat(text)
-    except ValueError:
-        return False
-    return "t" in text.lower()
 
 
 # -- value filters, evaluated on one element of a multi-valued attribute ---------------------

@@ -12,7 +12,6 @@ by schema URN. The normalized document ("doc") is what PATCH edits and what
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from itertools import islice
@@ -22,6 +21,7 @@ import orjson
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from scim_identity_api.v1 import groups_pb2, users_pb2
+from scim_identity_api.values import finite_number, is_datetime, shown, type_name
 
 from ..errors import invalid_value
 from .filter import CORE_GROUP, CORE_USER, ENTERPRISE_USER
@@ -93,20 +93,6 @@ _COMMON_LOW = frozenset({"schemas", "id", "meta", *_IGNORED_USER_ATTRS})
 # -- JSON values -------------------------------------------------------------------
 
 
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
-
-
 def coerce(attr: Attr, value: Any, where: str) -> Any:
     """Checks `value` against `attr` and returns its canonical form (None = unassigned).
 
@@ -119,7 +105,7 @@ def coerce(attr: Attr, value: Any, where: str) -> Any:
         out = []
         for i, item in enumerate(items):
             if attr.type == "complex" and not isinstance(item, dict) and item is not None:
-                raise invalid_value(f"{where}[{i}] must be an object, not {_type_name(item)}")
+                raise invalid_value(f"{where}[{i}] must be an object, not {type_name(item)}")
             single = _coerce_single(attr, item, f"{where}[{i}]")
             if single is not None and single != {}:
                 out.append(single)
@@ -137,7 +123,7 @@ def _coerce_single(attr: Attr, value: Any, where: str) -> Any:
                 # enterprise `manager` as Entra ID sends it.
                 value = {"value": value}
             else:
-                raise invalid_value(f"{where} must be an object, not {_type_name(value)}")
+                raise invalid_value(f"{where} must be an object, not {type_name(value)}")
         out: dict[str, Any] = {}
         for key, sub_value in value.items():
             sub = attr.sub(key)
@@ -155,59 +141,27 @@ def _coerce_single(attr: Attr, value: Any, where: str) -> Any:
         # Entra ID sends booleans as "True" / "False".
         if isinstance(value, str) and value.strip().lower() in ("true", "false"):
             return value.strip().lower() == "true"
-        raise invalid_value(f"{where} must be a boolean, not {_type_name(value)}")
+        raise invalid_value(f"{where} must be a boolean, not {type_name(value)}")
     if attr.type in ("string", "reference", "binary", "dateTime"):
         if not isinstance(value, str):
-            raise invalid_value(f"{where} must be a string, not {_type_name(value)}")
-        if attr.type == "dateTime" and not _is_datetime(value):
+            raise invalid_value(f"{where} must be a string, not {type_name(value)}")
+        if attr.type == "dateTime" and not is_datetime(value):
             raise invalid_value(
                 f"{where} must be a dateTime (xsd:dateTime, e.g. 2024-04-10T12:00:00Z), "
                 f"not {value!r}"
             )
         return value
     if attr.type == "integer":
-        number = _number(value)
+        number = finite_number(value)
         if number is None or not float(number).is_integer():
-            raise invalid_value(f"{where} must be an integer, not {_shown(value)}")
+            raise invalid_value(f"{where} must be an integer, not {shown(value)}")
         return int(number)
     if attr.type == "decimal":
-        number = _number(value)
+        number = finite_number(value)
         if number is None:
-            raise invalid_value(f"{where} must be a number, not {_shown(value)}")
+            raise invalid_value(f"{where} must be a number, not {shown(value)}")
         return number
     raise invalid_value(f"{where} has an unsupported type")  # pragma: no cover
-
-
-def _shown(value: Any) -> str:
-    return repr(value) if isinstance(value, str) else _type_name(value)
-
-
-def _number(value: Any) -> int | float | None:
-    """A finite JSON number, or a string holding one (Entra ID sends numbers as text)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            value = int(text)
-        except ValueError:
-            try:
-                value = float(text)
-            except ValueError:
-                return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and math.isfinite(value):
-        return value
-    return None
-
-
-def _is_datetime(text: str) -> bool:
-    try:
-        datetime.fromisoformat(text)
-    except ValueError:
-        return False
-    return "t" in text.lower()
 
 
 def _check_schemas(value: Any) -> None:

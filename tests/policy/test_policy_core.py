@@ -582,3 +582,27 @@ def test_jit_finds_the_user_by_any_unique_key_of_its_own_tenant_only(
     mine = client.jit_provision(tenant.id, user_name="grace.h", email="grace@example.com")
     assert mine.created and mine.user.meta.id != theirs.meta.id
     assert mine.user.user_name == "grace.h"
+
+
+def test_jit_matches_whichever_of_several_keys_is_taken(
+    client: IdentityClient, tenant: Tenant
+) -> None:
+    """A sign-in with a userName and an email looks up both keys: it finds a user
+    by its userName when the email is new, and a user whose userName is the email
+    when that user has no email value. Twelve of each, since which key a broken
+    lookup would try first depends on the process's string hash seed."""
+    client.set_policy(
+        tenant.id, TenantPolicy(unique_identifier=UniqueIdentifier.UNIQUE_IDENTIFIER_EMAIL)
+    )
+    for i in range(12):
+        named = client.create_user(tenant.id, User(user_name=f"person-{i}"), ctx=SCIM)
+        found = client.jit_provision(
+            tenant.id, user_name=f"Person-{i}", email=f"new-{i}@example.com"
+        )
+        assert not found.created and found.user.meta.id == named.meta.id, i
+        mailed = client.create_user(tenant.id, User(user_name=f"mail-{i}@example.com"), ctx=SCIM)
+        found = client.jit_provision(
+            tenant.id, user_name=f"fresh-{i}", email=f"MAIL-{i}@example.com"
+        )
+        assert not found.created and found.user.meta.id == mailed.meta.id, i
+    assert client.list_users(tenant.id).total_results == 24

@@ -49,8 +49,8 @@ unit: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench $(BENCH_ARGS)
 
-# Mutation testing of the event log, streams, token checks and scopes, uniqueness and
-# migrations (tools/mutants.py); rewrites docs/mutants.md. ~30 min; not part of `make test`.
+# Mutation testing of the event log, streams, token checks and scopes, uniqueness, PATCH
+# application and migrations (tools/mutants.py); rewrites docs/mutants.md. ~30 min; not part of `make test`.
 MUTANTS_STAMP := $(VENV)/.mutants-installed
 $(MUTANTS_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,mutants]'

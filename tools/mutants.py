@@ -88,6 +88,17 @@ TARGETS: tuple[Target, ...] = (
         disable=(),
     ),
     Target(
+        "patch: PATCH application",
+        "identity_service/domain/patching.py",
+        ("DocumentPatcher._apply_attr", "DocumentPatcher._apply_filtered", "_one_primary"),
+        # The property test is the oracle; the gateway suites add Okta's and Entra's shapes.
+        (
+            "tests/core/test_patch_property.py",
+            "tests/gateway/test_patch.py",
+            "tests/gateway/test_patch_fidelity.py",
+        ),
+    ),
+    Target(
         "streams: event filters",
         "identity_service/changes/streams.py",
         ("_Filter.matches",),
@@ -291,7 +302,8 @@ def _report(chosen: list[Target], results: list[dict[str, object]], seconds: flo
         "flipped, a constant changed, an argument dropped); the guarding tests must fail on it.",
         "",
         f"Last run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; the targets took "
-        f"{seconds / 60:.1f} min in all on a shared, busy 2-core machine (mutmut runs each",
+        f"{seconds / 60:.1f} min in all on a {os.cpu_count()}-core machine, load average "
+        f"{os.getloadavg()[0]:.1f} at the end (mutmut runs each",
         "mutant's tests on SQLite only, stopping at the first failure).",
         "",
         "| target | functions | mutants | killed | equivalent | timed out | unexplained |",

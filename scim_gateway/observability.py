@@ -27,8 +27,8 @@ from prometheus_client import (
     multiprocess,
 )
 
-from scim_identity_client import jsonlog
-from scim_identity_client.jsonlog import AccessLog
+from identity_log import jsonlog
+from identity_log.jsonlog import AccessLog
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 access = AccessLog("scim_gateway.access")

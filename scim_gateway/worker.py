@@ -22,7 +22,7 @@ from gunicorn.glogging import Logger
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
 
-from scim_identity_client.jsonlog import JsonFormatter
+from identity_log.jsonlog import JsonFormatter
 
 from .settings import Settings
 

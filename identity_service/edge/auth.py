@@ -56,7 +56,7 @@ def _methods(service: str, *names: str) -> frozenset[str]:
     return frozenset(f"{_P}{service}/{n}" for n in names)
 
 
-#: What the SCIM gateway calls (scim_gateway/, through scim_identity_client).
+#: What the SCIM gateway calls (scim_gateway/, through the client library).
 GATEWAY_METHODS = (
     _methods("TenantService", "AuthenticateToken", "GetTenant")
     | _methods(

@@ -19,7 +19,7 @@ from google.rpc import status_pb2
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from scim_identity_client.jsonlog import AccessLog
+from identity_log.jsonlog import AccessLog
 
 from ..context import AUTHENTICATED_KEY, CURRENT_CALL, CallRecord, RequestContext
 from ..errors import DomainError, Unavailable

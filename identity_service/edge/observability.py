@@ -29,7 +29,7 @@ from prometheus_client import (
     start_http_server,
 )
 
-from scim_identity_client import jsonlog
+from identity_log import jsonlog
 
 # `*_created` series double the output and no dashboard reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]

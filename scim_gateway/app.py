@@ -38,17 +38,11 @@ from .access import (
 from .core import ClientFactory, Core
 from .errors import INVALID_VALUE, ScimError, from_identity_error, not_found
 from .guard import Guard
+from .history import OpInfo, Recorder
 from .http import REQUEST_ID_HEADER, SCIM_MEDIA_TYPE, Call, request_id
 from .observability import Metrics, MetricsResource, configure_logging, log_request
 from .resources.bulk import BulkResource
-from .resources.common import (
-    Collection,
-    Item,
-    OpInfo,
-    Recorder,
-    RootSearch,
-    Search,
-)
+from .resources.common import Collection, Item, RootSearch, Search
 from .resources.discovery import (
     ResourceTypesResource,
     SchemasResource,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from scim_gateway.resources.common import OpInfo, Recorder
+from scim_gateway.history import OpInfo, Recorder
 from scim_identity_api.v1 import history_pb2
 from scim_identity_client import AsyncIdentityClient, IdentityClient
 

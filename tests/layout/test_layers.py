@@ -43,6 +43,7 @@ LAYERS: dict[str, dict[str, int]] = {
         "tenant": 3,
         "observability": 3,
         "http": 2,
+        "history": 2,
         "scim": 1,
         "errors": 0,
         "settings": 0,

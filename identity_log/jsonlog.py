@@ -31,7 +31,7 @@ except ImportError:  # the client distribution alone (clients/pyproject.toml): g
 
 
 #: LogRecord attributes that are not the caller's structured fields.
-_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
 def _line(

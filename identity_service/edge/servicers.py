@@ -161,7 +161,7 @@ class Caller:
                 "groups. Use a token with full scope for groups."
             )
 
-    def users_view(self, answer: _Answer) -> _Answer:
+    def users_view(self, s: Session, answer: _Answer) -> _Answer:
         """What the caller may see of the users in `answer`. A users-only token sees
         them without `groups` (the groups a user belongs to: their ids and names),
         nor the tenant's mapped fields taken from them, as it may not read Groups by
@@ -177,7 +177,7 @@ class Caller:
         assert self.bearer is not None
         from_groups = [
             m.field
-            for m in policy.load(self.bearer.tenant).user_mappings
+            for m in policy.load(s, self.bearer.tenant).user_mappings
             if path_is(m.source, USER_SCHEMA, "groups")
         ]
         for u in shown:
@@ -363,14 +363,14 @@ class UserServicer(_Base, users_pb2_grpc.UserServiceServicer):
         return await self.write(
             context,
             lambda s, c: c.users_view(
-                users.create(s, c.tenant(s, request.tenant_id), request.user, c.ctx)
+                s, users.create(s, c.tenant(s, request.tenant_id), request.user, c.ctx)
             ),
         )
 
     async def GetUser(self, request: users_pb2.GetUserRequest, context: Any) -> users_pb2.User:
         return await self.read(
             context,
-            lambda s, c: c.users_view(users.get(s, c.tenant(s, request.tenant_id), request.id)),
+            lambda s, c: c.users_view(s, users.get(s, c.tenant(s, request.tenant_id), request.id)),
             quick=True,
         )
 
@@ -380,7 +380,7 @@ class UserServicer(_Base, users_pb2_grpc.UserServiceServicer):
         def list_users(s: Session, c: Caller) -> users_pb2.ListUsersResponse:
             tenant = c.tenant(s, request.tenant_id)
             c.check_user_filter(request)
-            return c.users_view(users.list_users(s, tenant, request, self.settings))
+            return c.users_view(s, users.list_users(s, tenant, request, self.settings))
 
         return await self.read(context, list_users, quick=_is_lookup(USERS, request))
 
@@ -390,9 +390,10 @@ class UserServicer(_Base, users_pb2_grpc.UserServiceServicer):
         return await self.write(
             context,
             lambda s, c: c.users_view(
+                s,
                 users.replace(
                     s, c.tenant(s, request.tenant_id), request.user, request.expected_version, c.ctx
-                )
+                ),
             ),
         )
 
@@ -400,7 +401,7 @@ class UserServicer(_Base, users_pb2_grpc.UserServiceServicer):
         return await self.write(
             context,
             lambda s, c: c.users_view(
-                users.patch(s, c.tenant(s, request.tenant_id), request, c.ctx)
+                s, users.patch(s, c.tenant(s, request.tenant_id), request, c.ctx)
             ),
         )
 
@@ -410,6 +411,7 @@ class UserServicer(_Base, users_pb2_grpc.UserServiceServicer):
         return await self.write(
             context,
             lambda s, c: c.users_view(
+                s,
                 users.remove(
                     s,
                     c.tenant(s, request.tenant_id),
@@ -417,7 +419,7 @@ class UserServicer(_Base, users_pb2_grpc.UserServiceServicer):
                     request.expected_version,
                     c.ctx,
                     mode=request.mode,
-                )
+                ),
             ),
         )
 
@@ -427,7 +429,7 @@ class UserServicer(_Base, users_pb2_grpc.UserServiceServicer):
         return await self.write(
             context,
             lambda s, c: c.users_view(
-                users.jit_provision(s, c.tenant(s, request.tenant_id), request, c.ctx)
+                s, users.jit_provision(s, c.tenant(s, request.tenant_id), request, c.ctx)
             ),
         )
 
@@ -436,7 +438,7 @@ class PolicyServicer(_Base, policy_pb2_grpc.PolicyServiceServicer):
     async def GetPolicy(
         self, request: policy_pb2.GetPolicyRequest, context: Any
     ) -> policy_pb2.TenantPolicy:
-        return await self.read(context, lambda s, c: policy.load(c.tenant(s, request.tenant_id)))
+        return await self.read(context, lambda s, c: policy.load(s, c.tenant(s, request.tenant_id)))
 
     async def GetSchemas(
         self, request: policy_pb2.GetSchemasRequest, context: Any
@@ -445,7 +447,7 @@ class PolicyServicer(_Base, policy_pb2_grpc.PolicyServiceServicer):
             return schema.definitions(schema.BUILTIN_SCHEMAS)  # no tenant, nothing to read
 
         def get(s: Session, c: Caller) -> policy_pb2.GetSchemasResponse:
-            pol = policy.load(c.tenant(s, request.tenant_id))
+            pol = policy.load(s, c.tenant(s, request.tenant_id))
             return schema.definitions(schema.schema_set(pol.extension_schemas))
 
         return await self.read(context, get)

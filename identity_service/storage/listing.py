@@ -18,6 +18,7 @@ from scim_identity_api.v1 import common_pb2
 from ..errors import InvalidCursor, TooMany
 from ..settings import Settings
 from .filters import Catalog, Equality, compile_filter, equality, sort_key
+from .memo import MAX_LOOKUPS, MAX_POSITIONS, MAX_TOTALS, Memo, memo_of
 from .prepared import Prepared
 
 
@@ -76,21 +77,15 @@ def _decode_cursor(cursor: str, qh: str, key_type: str | None) -> tuple[Any, int
     return key, pk
 
 
-#: (database, table, query hash, rows before the next page) -> (tenant revision,
-#: (sort key, pk) of the last row so far): where a startIndex walk's previous page ended.
-#: The database is part of every key: tenant pks and revisions are per database, and a
-#: process may serve more than one (the tests do).
-_POSITIONS: dict[tuple[Any, str, str, int], tuple[int, tuple[Any, int]]] = {}
-#: (database, table, query hash) -> (tenant revision, COUNT(*)) of recent exact totals.
-_TOTALS: dict[tuple[Any, str, str], tuple[int, int]] = {}
-_LOOKUPS: dict[tuple[int, str], tuple[Select[*tuple[Any, ...]], Prepared]] = {}
-
-
-def _lookup_statement(columns: Select[*tuple[Any, ...]], model: Any, lookup: Equality) -> Prepared:
+def _lookup_statement(
+    memo: Memo, columns: Select[*tuple[Any, ...]], model: Any, lookup: Equality
+) -> Prepared:
+    lookups = memo.lookups
     key = (id(columns), lookup.name)
-    hit = _LOOKUPS.get(key)
+    hit = lookups.get(key)
     if hit is not None and hit[0] is columns:
-        return hit[1]
+        found: Prepared = hit[1]
+        return found
     stmt = Prepared(
         columns.where(
             model.tenant_pk == bindparam("t"),
@@ -100,9 +95,9 @@ def _lookup_statement(columns: Select[*tuple[Any, ...]], model: Any, lookup: Equ
         .order_by(model.pk.asc())
         .limit(bindparam("n"))
     )
-    if len(_LOOKUPS) > 256:  # callers passing fresh selects would grow it forever
-        _LOOKUPS.clear()
-    _LOOKUPS[key] = (columns, stmt)
+    if len(lookups) > MAX_LOOKUPS:
+        lookups.clear()
+    lookups[key] = (columns, stmt)
     return stmt
 
 
@@ -142,6 +137,7 @@ def page_of(
     if page.start_index and page.use_cursor:
         raise InvalidCursor("use either start_index or a cursor, not both", field="cursor")
 
+    memo = memo_of(session)
     lookup = equality(catalog, f)
     if (
         lookup is not None
@@ -151,7 +147,7 @@ def page_of(
         and count > 0
     ):
         # The IdPs' `userName eq "..."`: a statement built once, one index read.
-        rows = _lookup_statement(columns, model, lookup).run(
+        rows = _lookup_statement(memo, columns, model, lookup).run(
             session, {"t": tenant_pk, "v": lookup.value, "n": count}
         )
         if len(rows) < count:
@@ -169,14 +165,14 @@ def page_of(
         # revision (in this snapshot) is still exact: a walk through a quiet
         # directory counts it once, not on every page.
         if revision is not None:
-            memo = _TOTALS.get(memo_key())
-            if memo is not None and memo[0] == revision:
-                return memo[1]
+            known = memo.totals.get(totals_key())
+            if known is not None and known[0] == revision:
+                return known[1]
         return None
 
-    def memo_key() -> tuple[Any, str, str]:
+    def totals_key() -> tuple[str, str]:
         qh = _query_hash(tenant_pk, f or common_pb2.Filter(), None)
-        return (session.get_bind().engine.url, model.__tablename__, qh)
+        return (model.__tablename__, qh)
 
     def exact_total() -> int:
         known = known_total()
@@ -185,9 +181,9 @@ def page_of(
         stmt = select(func.count()).select_from(model).where(cond)
         total = int(session.execute(stmt).scalar_one())
         if revision is not None:
-            if len(_TOTALS) >= 4096:
-                _TOTALS.clear()
-            _TOTALS[memo_key()] = (revision, total)
+            if len(memo.totals) >= MAX_TOTALS:
+                memo.totals.clear()
+            memo.totals[totals_key()] = (revision, total)
         return total
 
     key: ColumnElement[Any] | None = None
@@ -220,15 +216,11 @@ def page_of(
         # of this query ended at this same revision (nothing changed since), the next
         # one starts after its last row, a keyset read instead of an OFFSET.
         position = (
-            (
-                session.get_bind().engine.url,
-                model.__tablename__,
-                _query_hash(tenant_pk, f or common_pb2.Filter(), sort),
-            )
+            (model.__tablename__, _query_hash(tenant_pk, f or common_pb2.Filter(), sort))
             if revision is not None
             else None
         )
-        resume = _POSITIONS.get((*position, start - 1)) if position is not None else None
+        resume = memo.positions.get((*position, start - 1)) if position is not None else None
         if resume is not None and resume[0] == revision:
             rows = list(session.execute(stmt.where(after(*resume[1])).limit(count)))
         elif (
@@ -265,9 +257,9 @@ def page_of(
             rows = list(session.execute(stmt.limit(count)))
         if position is not None and revision is not None and len(rows) == count:
             last = rows[-1]
-            if len(_POSITIONS) >= 4096:
-                _POSITIONS.clear()
-            _POSITIONS[(*position, start - 1 + count)] = (
+            if len(memo.positions) >= MAX_POSITIONS:
+                memo.positions.clear()
+            memo.positions[(*position, start - 1 + count)] = (
                 revision,
                 (last._sort_key if key is not None else None, last.pk),
             )

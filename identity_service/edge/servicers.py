@@ -41,10 +41,10 @@ from ..storage.filters import (
     GROUPS,
     USERS,
     Catalog,
-    equality,
     names_attribute,
     path_is,
 )
+from ..storage.listing import idp_lookup
 from ..storage.models import TenantRow
 from .token_uses import TokenUses
 
@@ -265,15 +265,13 @@ QUICK_COUNT = 100
 def _is_lookup(
     catalog: Catalog, req: users_pb2.ListUsersRequest | groups_pb2.ListGroupsRequest
 ) -> bool:
-    """The IdP lookup: `attr eq "text"` on an indexed column, first page, no sort."""
+    """The IdP lookup (listing.idp_lookup) of at most QUICK_COUNT rows: a quick read."""
     page = req.page
     return (
         req.HasField("filter")
-        and not (req.HasField("sort") and req.sort.path.attribute)
-        and not page.use_cursor
-        and page.start_index <= 1
         and (not page.HasField("count") or page.count <= QUICK_COUNT)
-        and equality(catalog, req.filter) is not None
+        and idp_lookup(catalog, req.filter, req.sort if req.HasField("sort") else None, page)
+        is not None
     )
 
 

@@ -66,6 +66,7 @@ class JsonFormatter(logging.Formatter):
         return _dumps(out)
 
 
+# (the ignore below) generic in typeshed only, not at run time
 class JsonHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """JsonFormatter lines on a stream (stderr unless given), and `write_info` for
     the lines AccessLog writes without a record."""

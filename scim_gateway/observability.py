@@ -84,6 +84,8 @@ class Metrics:
     def exposition(self) -> bytes:
         if self._multiprocess:
             registry = CollectorRegistry()
+            # (the ignore below) prometheus_client has no annotations
+            # (the ignore below) prometheus_client has no annotations
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry)
         return generate_latest(self.registry)

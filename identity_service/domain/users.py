@@ -167,7 +167,7 @@ def stored_form(user: users_pb2.User, *, default_active: bool = True) -> users_p
     u = users_pb2.User()
     u.CopyFrom(user)
     for f in READ_ONLY:
-        u.ClearField(f)  # type: ignore[arg-type]
+        u.ClearField(f)  # type: ignore[arg-type]  # field names from a tuple, not literals
     if u.HasField("enterprise") and u.enterprise.HasField("manager"):
         u.enterprise.manager.display_name = ""
         if not u.enterprise.manager.value:

@@ -22,7 +22,7 @@ def root_handler() -> Iterator[io.StringIO]:
     saved = root.handlers[:], root.level
     out = io.StringIO()
     jsonlog.configure("json")
-    root.handlers[0].setStream(out)  # type: ignore[attr-defined]
+    root.handlers[0].setStream(out)
     yield out
     root.handlers[:], root.level = saved
 

@@ -7,6 +7,7 @@ COPY pyproject.toml README.md ./
 COPY protos protos
 COPY identity_service identity_service
 COPY scim_gateway scim_gateway
+COPY identity_log identity_log
 COPY clients clients
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 

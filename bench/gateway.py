@@ -333,7 +333,7 @@ def services(url: str, workdir: Path) -> Iterator[Running]:
 # -- checks and measurements -------------------------------------------------------------------
 
 
-def _call(port: int, method: str, path: str, token: str, body: object = None) -> tuple[int, dict]:  # type: ignore[type-arg]
+def _call(port: int, method: str, path: str, token: str, body: object = None) -> tuple[int, dict]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"}
@@ -443,7 +443,7 @@ class Walk:
         return self._full()[-self.edge :]
 
 
-def _get_page(conn: http.client.HTTPConnection, path: str, token: str) -> tuple[dict, float]:  # type: ignore[type-arg]
+def _get_page(conn: http.client.HTTPConnection, path: str, token: str) -> tuple[dict, float]:
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/scim+json"}
     t0 = time.perf_counter()
     conn.request("GET", path, headers=headers)

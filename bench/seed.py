@@ -451,7 +451,7 @@ def _snapshot(db: Database, tenant: Tenant) -> dict[str, list[Any]]:
                 select(EventRow.revision)
                 .where(EventRow.tenant_pk == tenant.pk, EventRow.resource_type == "User")
                 .order_by(EventRow.revision)
-            ).first()[0]  # type: ignore[index]
+            ).first()[0]
         )
         event_rows = s.execute(
             select(EventRow.revision, EventRow.type, EventRow.resource_type, EventRow.payload)

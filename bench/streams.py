@@ -311,7 +311,7 @@ def _attached(stack: Stack, n: int, workdir: Path) -> tuple[subprocess.Popen[str
         )
         ready = threading.Event()
         threading.Thread(
-            target=lambda: (sub.stdout.readline(), ready.set()),  # type: ignore[union-attr]
+            target=lambda: (sub.stdout.readline(), ready.set()),
             daemon=True,
         ).start()
         deadline = time.monotonic() + 300

@@ -41,10 +41,10 @@ class _Version(argparse.Action):
 
 def _serve(settings: Settings) -> int:
     import asyncio  # noqa: PLC0415 - the server's imports stay out of the other commands
-    import signal  # noqa: PLC0415
+    import signal  # noqa: PLC0415  # as above
 
-    from .edge.observability import configure_logging  # noqa: PLC0415
-    from .edge.server import create_server  # noqa: PLC0415
+    from .edge.observability import configure_logging  # noqa: PLC0415  # as above
+    from .edge.server import create_server  # noqa: PLC0415  # as above
 
     configure_logging(settings.log_format, settings.log_level)
 
@@ -62,11 +62,11 @@ def _serve(settings: Settings) -> int:
 
 
 def _migrate(settings: Settings, wait_seconds: float) -> int:
-    from sqlalchemy.exc import OperationalError  # noqa: PLC0415
+    from sqlalchemy.exc import OperationalError  # noqa: PLC0415  # migrate only
 
-    from .edge.observability import configure_logging  # noqa: PLC0415
-    from .storage import migrate  # noqa: PLC0415
-    from .storage.db import Database  # noqa: PLC0415
+    from .edge.observability import configure_logging  # noqa: PLC0415  # as above
+    from .storage import migrate  # noqa: PLC0415  # migrate only
+    from .storage.db import Database  # noqa: PLC0415  # migrate only
 
     configure_logging(settings.log_format, settings.log_level)
     db = Database(settings)
@@ -90,13 +90,13 @@ def _migrate(settings: Settings, wait_seconds: float) -> int:
 
 
 def _healthcheck(settings: Settings) -> int:
-    from .edge.probe import probe  # noqa: PLC0415
+    from .edge.probe import probe  # noqa: PLC0415  # healthcheck only
 
     return probe(settings)
 
 
 def _init_credentials(root: str, subscriber_tenants: list[str]) -> int:
-    from .edge.bootstrap import init_credentials  # noqa: PLC0415
+    from .edge.bootstrap import init_credentials  # noqa: PLC0415  # init-credentials only
 
     for line in init_credentials(Path(root), subscriber_tenants):
         print(f"identity-service init-credentials: {line}")

@@ -21,6 +21,7 @@ class DomainError(Exception):
         self.extra = detail
 
     def detail(self) -> common_pb2.ErrorDetail:
+        # (the ignore below) extra is each error's own ErrorDetail fields, checked by the message
         return common_pb2.ErrorDetail(reason=self.reason, field=self.field, **self.extra)  # type: ignore[arg-type]
 
 

@@ -67,8 +67,10 @@ class GatewayApplication(BaseApplication):  # type: ignore[misc]  # gunicorn is 
         """A dead worker's gauges leave the multiprocess metrics."""
         # Imported late: prometheus_client picks its storage when first imported,
         # which must happen after PROMETHEUS_MULTIPROC_DIR is set (see main()).
-        from prometheus_client import multiprocess  # noqa: PLC0415
+        from prometheus_client import multiprocess  # noqa: PLC0415  # only when metrics are on
 
+        # (the ignore below) prometheus_client has no annotations
+        # (the ignore below) prometheus_client has no annotations
         multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
 
     def load(self) -> Any:

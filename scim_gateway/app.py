@@ -29,26 +29,15 @@ from scim_identity_client import AsyncIdentityClient, CallContext, IdentityError
 from scim_identity_client.errors import NotFound
 from scim_identity_client.types import ErrorReason
 
-from .access import (
-    RateLimiter,
-    ScopedService,
-    check_request,
-    too_many_requests,
-)
+from .access import RateLimiter, too_many_requests
 from .core import ClientFactory, Core
 from .errors import INVALID_VALUE, ScimError, from_identity_error, not_found
 from .guard import Guard
+from .history import OpInfo, Recorder
 from .http import REQUEST_ID_HEADER, SCIM_MEDIA_TYPE, Call, request_id
 from .observability import Metrics, MetricsResource, configure_logging, log_request
 from .resources.bulk import BulkResource
-from .resources.common import (
-    Collection,
-    Item,
-    OpInfo,
-    Recorder,
-    RootSearch,
-    Search,
-)
+from .resources.common import Collection, Item, RootSearch, Search
 from .resources.discovery import (
     ResourceTypesResource,
     SchemasResource,
@@ -173,7 +162,8 @@ class RequestContextMiddleware:
             tenant = first
             base += f"/{tenant}"
             req.path = f"{PREFIX}/{tail}" if tail else PREFIX
-        if req.path[len(PREFIX) :].strip("/").partition("/")[0] not in ENDPOINTS:
+        scim_path = req.path[len(PREFIX) :]
+        if scim_path.strip("/").partition("/")[0] not in ENDPOINTS:
             # A path below the base URL that names no endpoint (`/scim/v2/anything`
             # read as a tenant, or `/scim/v2/acme/Widgets`): 404 (RFC 7644 §3.12),
             # whoever asks, as no resource or tenant is revealed by it.
@@ -187,22 +177,24 @@ class RequestContextMiddleware:
             base_url=base,
             secret=_bearer_secret(req),
             tenant_ref=tenant or "",
+            # RFC 7644 §3.4.3: POST .search reads.
+            write=req.method not in ("GET", "HEAD") and not scim_path.endswith("/.search"),
             authenticator=self._authenticate,
         )
         req.context.call = call
-        endpoint = req.path[len(PREFIX) :].strip("/").partition("/")[0]
+        endpoint = scim_path.strip("/").partition("/")[0]
         if self._limiter is not None or endpoint == "Bulk":
-            # The limit is per tenant, and /Bulk checks each operation's scope
-            # before running it: both need the token known first.
-            await call.authenticate()
+            # The limit is per tenant; /Bulk answers a bad token (401) or a turned-off
+            # connector for the whole request, and records each operation in the
+            # tenant's history, even one that fails before reaching the core: both
+            # need the token known first.
+            await call.authenticate(as_request=True)
         if self._limiter is not None:
             wait = self._limiter.acquire(call.tenant_id)
             if wait > 0:
                 raise too_many_requests(wait)
-        if call.scope is not None:
-            check_request(call.scope, req.method, req.path[len(PREFIX) :])
-        # Otherwise the core checks the token, its tenant and its scope within the
-        # request's first call (see Call), and refuses what the scope forbids.
+        # The core checks the token, its tenant and its scope within each of the
+        # request's calls (see Call), and refuses what the scope forbids.
 
     def _request_base(self, req: Request) -> str:
         """scheme://host of the request, for meta.location and Location; only for a
@@ -222,14 +214,15 @@ class RequestContextMiddleware:
             )
         return req.prefix
 
-    async def _authenticate(self, call: Call) -> None:
+    async def _authenticate(self, call: Call, as_request: bool) -> None:
         """AuthenticateToken, for requests that need the tenant before (or without)
-        a core call of their own."""
+        a core call of their own; `as_request`: with the request's write intent."""
+        ctx = CallContext(
+            request_id=call.request_id, deadline=call.deadline, write=as_request and call.write
+        )
         try:
             auth = await self._core.client.authenticate(
-                call.secret,
-                tenant=call.tenant_ref or None,
-                ctx=CallContext(request_id=call.request_id, deadline=call.deadline),
+                call.secret, tenant=call.tenant_ref or None, ctx=ctx
             )
         except NotFound:
             raise _unauthorized() from None  # an unknown tenant reveals nothing more
@@ -243,7 +236,7 @@ class RequestContextMiddleware:
                 call.tenant_id, call.token_id = err.detail.tenant_id, err.detail.token_id
                 call.memo[REFUSED] = True
             raise scim from None
-        call.tenant_id, call.token_id, call.scope = auth.tenant.id, auth.token.id, auth.token.scope
+        call.tenant_id, call.token_id = auth.tenant.id, auth.token.id
 
     async def process_response(
         self, req: Request, resp: Response, resource: Any, req_succeeded: bool
@@ -447,9 +440,9 @@ def create_app(settings: Settings, client: ClientFactory) -> Guard:
     app.req_options.strip_url_path_trailing_slash = True
     # RFC 7644 §3.1: application/json is accepted as well as application/scim+json.
     app.req_options.default_media_type = SCIM_MEDIA_TYPE
-    # Token scopes are checked around the services, so /Bulk and /.search are covered too.
-    users = ScopedService(UserService(core, settings, catalogue))
-    groups = ScopedService(GroupService(core, settings, catalogue))
+    # Token scopes are the core's to check, in every call, whichever route makes it.
+    users = UserService(core, settings, catalogue)
+    groups = GroupService(core, settings, catalogue)
     for name, service in (("Users", users), ("Groups", groups)):
         app.add_route(f"{PREFIX}/{name}", Collection(service, settings))
         app.add_route(f"{PREFIX}/{name}/.search", Search(service, settings))

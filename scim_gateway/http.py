@@ -37,9 +37,10 @@ class Call:
     """Who is calling, for which tenant, under which request id.
 
     The bearer secret travels with every core call of the request (`ctx`), and the
-    core checks it in that call's own transaction; the first answer tells which
-    tenant and token it is (`learn`). A request that must know them before any
-    core call (rate limits, /Bulk) or that made none asks with `authenticate()`.
+    core checks it in that call's own transaction, with what its scope allows (the
+    core decides; `write` tells it the request writes); the first answer tells
+    which tenant and token it is (`learn`). A request that must know them before
+    any core call (rate limits, /Bulk) or that made none asks with `authenticate()`.
     """
 
     __slots__ = (
@@ -50,9 +51,9 @@ class Call:
         "deadline",
         "memo",
         "request_id",
-        "scope",
         "tenant_id",
         "token_id",
+        "write",
     )
 
     def __init__(
@@ -64,8 +65,8 @@ class Call:
         tenant_ref: str = "",
         tenant_id: str = "",
         token_id: str = "",
-        scope: int | None = None,
-        authenticator: Callable[[Call], Awaitable[None]] | None = None,
+        write: bool = False,
+        authenticator: Callable[[Call, bool], Awaitable[None]] | None = None,
         deadline: float | None = None,
     ) -> None:
         self.request_id = request_id
@@ -77,8 +78,9 @@ class Call:
         #: "" until the core said (see `authenticate`).
         self.tenant_id = tenant_id
         self.token_id = token_id
-        #: identity.v1.TokenScope, None until known.
-        self.scope = scope
+        #: The request writes (RFC 7644: not a GET, HEAD or POST .search): the core
+        #: refuses its calls, reads included, to a read-only token.
+        self.write = write
         #: Per-request memo (e.g. the tenant's schemas, fetched at most once per request).
         self.memo: dict[str, Any] = {}
         self._secret = secret
@@ -93,13 +95,15 @@ class Call:
         return bool(self.tenant_id)
 
     def learn(self, who: Authenticated) -> None:
-        self.tenant_id, self.token_id, self.scope = who.tenant_id, who.token_id, who.scope
+        self.tenant_id, self.token_id = who.tenant_id, who.token_id
 
-    async def authenticate(self) -> None:
+    async def authenticate(self, *, as_request: bool = False) -> None:
         """Makes sure the tenant and token are known (one AuthenticateToken call
-        unless a core call already told); raises the SCIM error of a bad token."""
+        unless a core call already told); raises the SCIM error of a bad token.
+        `as_request`: asked before the request runs, with its intent, so the core
+        refuses a write request of a read-only token here (as it would its calls)."""
         if not self.authenticated and self._authenticator is not None:
-            await self._authenticator(self)
+            await self._authenticator(self, as_request)
 
     @property
     def secret(self) -> str:
@@ -123,6 +127,7 @@ class Call:
             deadline=self.deadline,
             bearer=self._secret,
             tenant=self._tenant_ref,
+            write=self.write,
             on_authenticated=None if self.authenticated else self.learn,
         )
 

@@ -27,8 +27,8 @@ from prometheus_client import (
     multiprocess,
 )
 
-from scim_identity_client import jsonlog
-from scim_identity_client.jsonlog import AccessLog
+from identity_log import jsonlog
+from identity_log.jsonlog import AccessLog
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 access = AccessLog("scim_gateway.access")
@@ -84,6 +84,8 @@ class Metrics:
     def exposition(self) -> bytes:
         if self._multiprocess:
             registry = CollectorRegistry()
+            # (the ignore below) prometheus_client has no annotations
+            # (the ignore below) prometheus_client has no annotations
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry)
         return generate_latest(self.registry)

@@ -22,7 +22,7 @@ from gunicorn.glogging import Logger
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
 
-from scim_identity_client.jsonlog import JsonFormatter
+from identity_log.jsonlog import JsonFormatter
 
 from .settings import Settings
 
@@ -55,6 +55,7 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
             )
             self.transport.close()
 
+    # (the ignore below) its transport type differs from the base protocol's
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm()  # a connection that sends nothing is closed too

@@ -310,6 +310,6 @@ def writes_held(database_url: str, pg_lock: str, params: tuple[object, ...] = ()
             blocker.close()
         return
     with psycopg.connect(url.set(drivername="postgresql").render_as_string(False)) as pg:
-        pg.execute(pg_lock, params)  # type: ignore[arg-type]
+        pg.execute(pg_lock, params)
         yield
         pg.rollback()

@@ -12,7 +12,18 @@ from typing import Any
 import grpc
 from google.protobuf import struct_pb2
 
-from scim_identity_api.v1 import common_pb2, groups_pb2, tenants_pb2, users_pb2
+from scim_identity_api.metadata import (
+    ACTOR_KEY,
+    AUTHORIZATION_KEY,
+    BEARER_KEY,
+    CALLER_KEY,
+    COMMIT_DEADLINE_KEY,
+    INTENT_KEY,
+    REQUEST_ID_KEY,
+    TENANT_KEY,
+    WRITE_INTENT,
+)
+from scim_identity_api.v1 import bearer_pb2, common_pb2, groups_pb2, tenants_pb2, users_pb2
 
 #: gRPC's default reconnect backoff grows to two minutes; a service that restarts
 #: should be found again within seconds (streams resume, the gateway recovers).
@@ -22,18 +33,6 @@ RECONNECT_OPTIONS = (
     ("grpc.max_reconnect_backoff_ms", 5000),
 )
 
-# Metadata keys the core reads. The actor is trusted only from authenticated
-# service callers (the gateway); see docs/architecture.md.
-REQUEST_ID_KEY = "x-request-id"
-ACTOR_KEY = "identity-actor"
-AUTHORIZATION_KEY = "authorization"
-BEARER_KEY = "identity-bearer"
-TENANT_KEY = "identity-tenant"
-AUTHENTICATED_KEY = "identity-authenticated"
-#: Milliseconds, from when the core receives the call, within which it may still
-#: begin committing the call's changes; past it the core rolls back and answers
-#: DEADLINE_EXCEEDED (see CallContext.deadline).
-COMMIT_DEADLINE_KEY = "identity-commit-deadline-ms"
 #: Of a deadline, the part kept for a commit and its answer to arrive in time: at
 #: most this many seconds...
 COMMIT_MARGIN_SECONDS = 1.0
@@ -102,6 +101,10 @@ class CallContext:
     bearer: str = field(default="", repr=False)
     #: With `bearer`: the tenant (name or id) the token must belong to.
     tenant: str = ""
+    #: The call is made for a request that writes, though it may itself only read
+    #: (bearer.proto, `identity-intent`): a read-only token, passed as `bearer` or
+    #: checked by AuthenticateToken, is refused by the core as for a write.
+    write: bool = False
     #: With `bearer`: called with what the core authenticated, even when the call
     #: itself fails after authenticating.
     on_authenticated: Callable[[Authenticated], None] | None = field(
@@ -129,17 +132,19 @@ class CallContext:
             md.append((BEARER_KEY, self.bearer))
             if self.tenant:
                 md.append((TENANT_KEY, self.tenant))
+        if self.write:
+            md.append((INTENT_KEY, WRITE_INTENT))
         return tuple(md)
 
     def report(self, trailing: Iterable[tuple[str, str | bytes]] | None) -> None:
-        """Passes the core's `identity-authenticated` trailer to on_authenticated."""
+        """Passes the core's `identity-caller-bin` trailer (an AuthenticatedCaller) to
+        on_authenticated."""
         if self.on_authenticated is None:
             return
         for key, value in trailing or ():
-            if key == AUTHENTICATED_KEY:
-                text = value.decode() if isinstance(value, bytes) else value
-                tenant_id, token_id, scope = text.split(" ")
-                self.on_authenticated(Authenticated(tenant_id, token_id, int(scope)))
+            if key == CALLER_KEY and isinstance(value, bytes):
+                who = bearer_pb2.AuthenticatedCaller.FromString(value)
+                self.on_authenticated(Authenticated(who.tenant_id, who.token_id, who.scope))
                 return
 
 

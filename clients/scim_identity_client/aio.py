@@ -128,6 +128,7 @@ class AsyncIdentityClient:
                 ctx.report(err.trailing_metadata())
             raise from_rpc_error(err) from None
         if ctx.on_authenticated is not None:
+            # (the ignore below) the aio call object is untyped in types-grpcio
             ctx.report(await call.trailing_metadata())  # type: ignore[attr-defined]
         return answer
 

@@ -342,7 +342,7 @@ class VersionAction(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
 
     def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
-        from importlib import metadata  # noqa: PLC0415
+        from importlib import metadata  # noqa: PLC0415  # --version only
 
         try:
             version = metadata.version("scim-identity-client")
@@ -361,6 +361,7 @@ def _sub(
     """A subcommand with its help (in the list and on its own --help) and, for the
     commands that list or show, `-o text|json`."""
     parents = [_OUTPUT] if output else []
+    # (the ignore below) `parent` is argparse's private _SubParsersAction, typed Any here
     return parent.add_parser(  # type: ignore[no-any-return]
         name, help=help, description=help[0].upper() + help[1:] + ".", parents=parents, **kwargs
     )

@@ -194,11 +194,12 @@ class IdentityClient:
         try:
             if ctx.on_authenticated is None:
                 return method(request, timeout=timeout, metadata=ctx.metadata() + self._auth)
+            # (the ignore below) multicallables are typed as plain callables
             answer, call = method.with_call(  # type: ignore[attr-defined]
                 request, timeout=timeout, metadata=ctx.metadata() + self._auth
             )
             ctx.report(call.trailing_metadata())
-            return answer  # type: ignore[no-any-return]
+            return answer  # type: ignore[no-any-return]  # with_call is untyped
         except grpc.RpcError as err:
             if ctx.on_authenticated is not None and isinstance(err, grpc.Call):
                 ctx.report(err.trailing_metadata())
@@ -254,6 +255,7 @@ class IdentityClient:
         req = tenants_pb2.IssueTokenRequest(
             tenant=tenant_ref(tenant),
             description=description,
+            # (the ignore below) an int where the stubs want the enum's ValueType (a NewType)
             scope=scope,  # type: ignore[arg-type]
         )
         if expires is not None:
@@ -290,6 +292,7 @@ class IdentityClient:
             tenant=tenant_ref(tenant),
             revoke_token_id=revoke_token_id,
             description=description,
+            # (the ignore below) an int where the stubs want the enum's ValueType (a NewType)
             scope=scope,  # type: ignore[arg-type]
         )
         if expires is not None:
@@ -668,6 +671,7 @@ class IdentityClient:
             tenant_id=tenant_id,
             user_id=user_id,
             role=role,
+            # (the ignore below) an int where the stubs want the enum's ValueType (a NewType)
             source=source,  # type: ignore[arg-type]
         )
         return self._call(self._roles.AssignRole, req, ctx)
@@ -686,6 +690,7 @@ class IdentityClient:
             tenant_id=tenant_id,
             user_id=user_id,
             role=role,
+            # (the ignore below) an int where the stubs want the enum's ValueType (a NewType)
             source=source,  # type: ignore[arg-type]
         )
         return self._call(self._roles.RevokeRole, req, ctx)
@@ -789,8 +794,10 @@ class IdentityClient:
         tenant_id = self._tenant_id(tenant_id)
         req = history_pb2.ListOperationsRequest(
             tenant_id=tenant_id,
+            # (the ignore below) an int where the stubs want the enum's ValueType (a NewType)
             kinds=list(kinds),  # type: ignore[arg-type]
             resource_type=resource_type,
+            # (the ignore below) an int where the stubs want the enum's ValueType (a NewType)
             outcome=outcome,  # type: ignore[arg-type]
             page_size=page_size,
             page_token=page_token,

@@ -68,6 +68,7 @@ BATCH_EVENTS = 1000
 
 def event_name(event_type: int) -> str:
     """The `resource.action` name of an EventType: EVENT_TYPE_USER_CREATED is "user.created"."""
+    # (the ignore below) an int where the stubs want the enum's ValueType (a NewType)
     name = changes_pb2.EventType.Name(event_type)  # type: ignore[arg-type]
     return name.removeprefix(_PREFIX).lower().replace("_", ".", 1)
 
@@ -141,6 +142,7 @@ class _Resume:
             tenant_id=self.tenant_id,
             from_revision=self.cursor,
             resource_types=self.resource_types,
+            # (the ignore below) an int where the stubs want the enum's ValueType (a NewType)
             event_types=self.event_types,  # type: ignore[arg-type]
             heartbeat_seconds=self.heartbeat_seconds,
             max_batch_events=self.max_batch_events,

@@ -740,6 +740,7 @@ class StreamHub:
         # A client that goes away cancels this generator; the callback also covers a
         # stream that ends while we are parked between messages.
         # (types-grpcio declares the callback as a class, not a callable.)
+        # (the ignore below) types-grpcio declares the callback as a class
         context.add_done_callback(lambda _ctx: w.wake.set())  # type: ignore[arg-type]
         gaps = 0
         try:

@@ -61,7 +61,7 @@ def reset(
             )
         )
     changed: list[str] = []
-    old = policy.load(tenant)
+    old = policy.load(session, tenant)
     new = _cleared(old)
     if new != old:
         policy.store(tenant, new)

@@ -129,15 +129,17 @@ def get(
             _member(m)
             for m in session.execute(_members_query(row.pk).limit(settings.max_inline_members))
         )
-    _map(tenant, [g], with_members=include_members)
+    _map(session, tenant, [g], with_members=include_members)
     return g
 
 
-def _map(tenant: TenantRow, out: list[groups_pb2.Group], *, with_members: bool) -> None:
+def _map(
+    session: Session, tenant: TenantRow, out: list[groups_pb2.Group], *, with_members: bool
+) -> None:
     """The tenant's group mappings, computed on read. Member references are the
     group's members (validated when they were added), so no lookup is needed;
     without the members, list-of-reference fields are left out."""
-    mappings = policy.load(tenant).group_mappings if tenant.settings else ()
+    mappings = policy.load(session, tenant).group_mappings if tenant.settings else ()
     if not mappings:
         return
     for g in out:
@@ -172,7 +174,7 @@ def list_groups(
         for chunk in chunks(list(by_pk)):
             for m in session.execute(_members_select().where(MemberRow.group_pk.in_(chunk))):
                 by_pk[m[4]].members.append(_member(m))
-    _map(tenant, out, with_members=req.include_members)
+    _map(session, tenant, out, with_members=req.include_members)
     return groups_pb2.ListGroupsResponse(
         groups=out,
         total_results=page.total,
@@ -213,7 +215,10 @@ def _resolve_members(
         ):
             found[gid] = M.MEMBER_TYPE_GROUP
     unknown += [i for i in ids if i not in found]
-    if unknown and policy.load(tenant).unknown_members == policy_pb2.UNKNOWN_MEMBERS_REJECT:
+    if (
+        unknown
+        and policy.load(session, tenant).unknown_members == policy_pb2.UNKNOWN_MEMBERS_REJECT
+    ):
         shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
         raise InvalidValue(
             f"{len(unknown)} member(s) are not users or groups of this tenant: {shown}",
@@ -339,7 +344,7 @@ def create(
     ).scalar_one()
     added = _add_members(session, pk, resolved)
     result = _proto(_row(session, tenant, gid), tenant.id)
-    _map(tenant, [result], with_members=False)
+    _map(session, tenant, [result], with_members=False)
     evs = [events.event(E.EVENT_TYPE_GROUP_CREATED, "Group", gid, group=result)]
     evs += _membership_events(gid, added, [])
     events.emit(session, tenant, ctx, evs)
@@ -449,7 +454,7 @@ def _update(
     )
     session.execute(update(table(GroupRow)).where(GroupRow.pk == row.pk).values(**values))
     result = _proto(_row(session, tenant, row.id), tenant.id)
-    _map(tenant, [result], with_members=False)
+    _map(session, tenant, [result], with_members=False)
     evs = []
     if changed:
         evs.append(
@@ -525,7 +530,7 @@ def _resync(session: Session, tenant: TenantRow, ctx: RequestContext, user_ids: 
     """Roles from group names follow membership (only when the tenant has such rules)."""
     if not user_ids or not tenant.settings:
         return
-    pol = policy.load(tenant)
+    pol = policy.load(session, tenant)
     if pol.group_role_rules:
         resync_users(session, tenant, pol, user_ids, ctx)
 

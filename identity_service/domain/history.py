@@ -33,6 +33,7 @@ def _proto(row: OperationRow, tenant_id: str) -> history_pb2.Operation:
         time=ts(row.time),
         token_id=row.token_id,
         method=row.method,
+        # (the ignore below) an int where the stubs want the enum's ValueType (a NewType)
         kind=row.kind,  # type: ignore[arg-type]
         resource_type=row.resource_type,
         resource_id=row.resource_id,

@@ -30,6 +30,7 @@ from ..errors import InvalidFilter, InvalidValue
 from ..schema import ENTERPRISE_SCHEMA, GROUP_SCHEMA, USER_SCHEMA
 from ..storage import events
 from ..storage.filters import USERS
+from ..storage.memo import MAX_POLICIES, memo_of
 from ..storage.models import AssignmentRow, GroupRow, MemberRow, RoleRow, TenantRow, table, utcnow
 
 P = policy_pb2
@@ -53,39 +54,39 @@ class _Parsed:
         self.derived: dict[str, Any] = {}
 
 
-#: Stored policies by their JSON (keys sorted). Every read of a user of a tenant with
-#: a policy needs it, often twice (its filter catalog, its mappings): parsing the
-#: JSON form each time cost as much as the rest of an IdP lookup.
-_PARSED: dict[bytes, _Parsed] = {}
-_MAX_PARSED = 512
-
-
-def _parsed(tenant: TenantRow) -> _Parsed | None:
+def _parsed(session: Session, tenant: TenantRow) -> _Parsed | None:
+    """The stored policy, parsed once per database (its Memo, by the JSON with keys
+    sorted). Every read of a user of a tenant with a policy needs it, often twice
+    (its filter catalog, its mappings): parsing the JSON form each time cost as
+    much as the rest of an IdP lookup."""
     raw = (tenant.settings or {}).get("policy")
     if not raw:
         return None
+    parsed = memo_of(session).policies
     key = orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)
-    hit = _PARSED.get(key)
+    hit: _Parsed | None = parsed.get(key)
     if hit is None:
         policy = policy_pb2.TenantPolicy()
         json_format.ParseDict(raw, policy)
-        if len(_PARSED) >= _MAX_PARSED:
-            _PARSED.clear()
-        hit = _PARSED[key] = _Parsed(policy)
+        if len(parsed) >= MAX_POLICIES:
+            parsed.clear()
+        hit = parsed[key] = _Parsed(policy)
     return hit
 
 
-def load(tenant: TenantRow) -> policy_pb2.TenantPolicy:
+def load(session: Session, tenant: TenantRow) -> policy_pb2.TenantPolicy:
     """The tenant's policy. Shared by every call that reads the same stored policy:
     read it, never change it (copy it first, as `store` callers do)."""
-    parsed = _parsed(tenant)
+    parsed = _parsed(session, tenant)
     return parsed.policy if parsed is not None else policy_pb2.TenantPolicy()
 
 
-def derived(tenant: TenantRow, name: str, make: Callable[[policy_pb2.TenantPolicy], T]) -> T | None:
+def derived(
+    session: Session, tenant: TenantRow, name: str, make: Callable[[policy_pb2.TenantPolicy], T]
+) -> T | None:
     """make(policy), computed once per stored policy and `name` (read-only as well);
     None when the tenant has no policy."""
-    parsed = _parsed(tenant)
+    parsed = _parsed(session, tenant)
     if parsed is None:
         return None
     if name not in parsed.derived:

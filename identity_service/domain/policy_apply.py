@@ -55,7 +55,7 @@ def apply_policy(
     session: Session, tenant: TenantRow, new: policy_pb2.TenantPolicy, ctx: RequestContext
 ) -> policy_pb2.TenantPolicy:
     policy.validate(new)
-    old = policy.load(tenant)
+    old = policy.load(session, tenant)
     policy.check_compatible(old, new)
     policy.store(tenant, new)
     session.flush()

@@ -56,6 +56,7 @@ def token_proto(row: TokenRow, tenant_id: str) -> tenants_pb2.Token:
         id=row.id,
         tenant_id=tenant_id,
         description=row.description,
+        # (the ignore below) an int where the stubs want the enum's ValueType (a NewType)
         scope=row.scope,  # type: ignore[arg-type]
         created=ts(row.created),
         last_used=ts(row.last_used),
@@ -216,6 +217,7 @@ def _live_count(session: Session, tenant: TenantRow, now: datetime) -> int:
         session.execute(
             select(func.count())
             .select_from(TokenRow)
+            # (the ignore below) _live is typed object: a SQL condition
             .where(TokenRow.tenant_pk == tenant.pk, _live(now))  # type: ignore[arg-type]
         ).scalar_one()
     )
@@ -322,6 +324,7 @@ def list_tokens(
     tenant = resolve(session, req.tenant)
     stmt = select(TokenRow).where(TokenRow.tenant_pk == tenant.pk).order_by(TokenRow.created)
     if not req.include_inactive:
+        # (the ignore below) _live is typed object: a SQL condition
         stmt = stmt.where(_live(utcnow()))  # type: ignore[arg-type]
     rows = session.execute(stmt).scalars()
     return tenants_pb2.ListTokensResponse(tokens=[token_proto(r, tenant.id) for r in rows])

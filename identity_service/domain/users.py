@@ -167,7 +167,7 @@ def stored_form(user: users_pb2.User, *, default_active: bool = True) -> users_p
     u = users_pb2.User()
     u.CopyFrom(user)
     for f in READ_ONLY:
-        u.ClearField(f)  # type: ignore[arg-type]
+        u.ClearField(f)  # type: ignore[arg-type]  # field names from a tuple, not literals
     if u.HasField("enterprise") and u.enterprise.HasField("manager"):
         u.enterprise.manager.display_name = ""
         if not u.enterprise.manager.value:
@@ -306,7 +306,7 @@ def load(session: Session, tenant: TenantRow, rows: Sequence[Any]) -> list[users
                 users_pb2.RoleAssignment(role=name, source=users_pb2.RoleSource.ValueType(source))
             )
     out = _assemble(rows, groups, roles, tenant_id)
-    mappings = policy.load(tenant).user_mappings if tenant.settings else ()
+    mappings = policy.load(session, tenant).user_mappings if tenant.settings else ()
     if mappings:
         _map(session, tenant, mappings, out)
     return out
@@ -412,7 +412,7 @@ def create(
     session: Session, tenant: TenantRow, user: users_pb2.User, ctx: RequestContext
 ) -> users_pb2.User:
     u = stored_form(user)
-    pol = policy.load(tenant)
+    pol = policy.load(session, tenant)
     policy.check_extension_values(pol, u)
     policy.check_attribute_role(session, tenant, pol, u)
     if ctx.actor_kind == "token":
@@ -501,7 +501,7 @@ def jit_provision(
     session: Session, tenant: TenantRow, req: users_pb2.JitProvisionRequest, ctx: RequestContext
 ) -> users_pb2.JitProvisionResponse:
     """Finds or creates the user at first sign-in (managed_by "jit" until SCIM adopts it)."""
-    pol = policy.load(tenant)
+    pol = policy.load(session, tenant)
     user_name = req.user_name.strip() or req.email.strip()
     if not user_name:
         raise InvalidValue("give the user's userName or email", field="user_name")
@@ -532,7 +532,7 @@ def list_users(
 ) -> users_pb2.ListUsersResponse:
     catalog = USERS
     if tenant.settings:
-        catalog = policy.derived(tenant, "user_catalog", _user_catalog) or USERS
+        catalog = policy.derived(session, tenant, "user_catalog", _user_catalog) or USERS
     page = page_of(
         session,
         catalog=catalog,
@@ -602,7 +602,7 @@ def replace(
 ) -> users_pb2.User:
     row = _row(session, tenant, user.meta.id, lock=True)
     check_version(row, expected_version)
-    pol = policy.load(tenant)
+    pol = policy.load(session, tenant)
     _check_local_edit(pol, row, ctx)
     new = stored_form(user)
     policy.check_extension_values(pol, new)
@@ -610,11 +610,11 @@ def replace(
     return _replace_row(session, tenant, row=row, new=new, pol=pol, ctx=ctx, adopt=False)
 
 
-def _user_type(tenant: TenantRow) -> ResourceType:
+def _user_type(session: Session, tenant: TenantRow) -> ResourceType:
     """The User resource type with the tenant's own attributes."""
     if not tenant.settings:
         return USER_TYPE
-    found = policy.derived(tenant, "schema_set", lambda p: schema_set(p.extension_schemas))
+    found = policy.derived(session, tenant, "schema_set", lambda p: schema_set(p.extension_schemas))
     return found.user if found is not None else USER_TYPE
 
 
@@ -629,9 +629,9 @@ def patch(
     ops = patching.operations(req.operations)
     row = _row(session, tenant, req.id, lock=True)
     check_version(row, req.expected_version)
-    pol = policy.load(tenant)
+    pol = policy.load(session, tenant)
     _check_local_edit(pol, row, ctx)
-    rtype = _user_type(tenant)
+    rtype = _user_type(session, tenant)
     doc = patching.user_document(users_pb2.User.FromString(row.body), rtype)
     # RFC 7644 §3.5.2.2: a removed singular attribute becomes unassigned, `active` too.
     patched = patching.user_from_document(patching.apply(rtype, doc, ops))
@@ -735,7 +735,7 @@ def remove(
 ) -> users_pb2.DeleteUserResponse:
     row = _row(session, tenant, user_id, lock=True)
     check_version(row, expected_version)
-    pol = policy.load(tenant)
+    pol = policy.load(session, tenant)
     if not by_policy:
         _check_local_edit(pol, row, ctx)
     if (

@@ -1,89 +1,26 @@
-"""The one place domain errors become gRPC statuses.
-
-A DomainError becomes its status code with an identity.v1.ErrorDetail packed
-into the standard google.rpc.Status trailer; a lost database becomes
-UNAVAILABLE; anything else is logged with its traceback and answered INTERNAL
-without one.
-"""
+"""Around every call of the service's own RPCs: errors become statuses (status.abort,
+the one place), and each call's outcome is recorded (access line and metrics)."""
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from google.protobuf import any_pb2
-from google.rpc import status_pb2
-from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from scim_identity_client.jsonlog import AccessLog
+from identity_log.jsonlog import AccessLog
 
-from ..context import AUTHENTICATED_KEY, CURRENT_CALL, CallRecord, RequestContext
-from ..errors import DomainError, Unavailable
+from ..context import CURRENT_CALL, CallRecord, RequestContext
+from .auth import tenant_named
 from .observability import Metrics
-
-log = logging.getLogger("identity_service.rpc")
-access = AccessLog("identity_service.access")
-
-
-def _as_domain(exc: BaseException) -> DomainError | None:
-    if isinstance(exc, DomainError):
-        return exc
-    if isinstance(exc, (OperationalError, PoolTimeout)) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated
-    ):
-        return Unavailable("the identity database is unavailable; retry shortly")
-    return None
-
+from .status import abort
 
 if TYPE_CHECKING:  # generic only in the type stubs
     Context = grpc.aio.ServicerContext[Any, Any]
     Handler = grpc.RpcMethodHandler[Any, Any]
 
-
-async def _abort(context: Context, exc: BaseException, method: str) -> None:
-    err = _as_domain(exc)
-    if err is None:
-        log.exception("unhandled error in %s", method, exc_info=exc)
-        await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the service log")
-        return
-    if isinstance(err, Unavailable) and err is not exc:
-        log.warning("database unavailable in %s: %s", method, type(exc).__name__)
-    detail = any_pb2.Any()
-    detail.Pack(err.detail())
-    status = status_pb2.Status(code=err.code.value[0], message=err.message, details=[detail])
-    # Keep what the call already set (the authenticated tenant and token).
-    kept = tuple(context.trailing_metadata() or ())
-    await context.abort(
-        err.code,
-        err.message,
-        trailing_metadata=(*kept, ("grpc-status-details-bin", status.SerializeToString())),
-    )
-
-
-def _authenticated(context: Context) -> tuple[str, str]:
-    """(tenant id, token id) a call authenticated (its trailer, see servicers.Caller)."""
-    for key, value in context.trailing_metadata() or ():
-        if key == AUTHENTICATED_KEY:
-            tenant, _, rest = str(value).partition(" ")
-            return tenant, rest.partition(" ")[0]
-    return "", ""
-
-
-def _tenant_of(request: Any) -> str:
-    # Requests name their tenant as tenant_id or (admin calls) a TenantRef, or leave it
-    # to the bearer they pass (then the trailer says which); never log more.
-    tenant_id = getattr(request, "tenant_id", "")
-    if tenant_id:
-        return str(tenant_id)
-    ref = getattr(request, "tenant", None)
-    if ref is not None and hasattr(ref, "WhichOneof") and ref.WhichOneof("ref"):
-        return str(getattr(ref, ref.WhichOneof("ref")))
-    op = getattr(request, "operation", None)
-    return str(getattr(op, "tenant_id", "") or "")
+access = AccessLog("identity_service.access")
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
@@ -143,9 +80,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             return
         if record is not None:
             ctx, tenant, token = record.ctx, record.tenant, record.token
-        else:
+        else:  # a stream (Watch): service credentials only, no tenant's API token
             ctx = RequestContext.from_metadata(context.invocation_metadata())
-            tenant, token = _authenticated(context)
+            tenant, token = "", ""
         if token:
             actor = f"token:{token}"  # what the call was attributed to (see Caller)
         else:
@@ -155,7 +92,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             "status": code_name,
             "duration_ms": round(elapsed * 1000, 3),
             "request_id": ctx.request_id,
-            "tenant": tenant or _tenant_of(request),
+            "tenant": tenant or tenant_named(request),
             "actor": actor,
         }
         if self.trace_ids is not None:
@@ -191,7 +128,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 started = time.perf_counter()
                 started_total.inc()
                 # The metadata, parsed once for the servicer and the access line.
-                record = CallRecord(RequestContext.from_metadata(context.invocation_metadata()))
+                record = CallRecord(
+                    method, RequestContext.from_metadata(context.invocation_metadata())
+                )
                 token = CURRENT_CALL.set(record)
                 ok = False
                 try:
@@ -201,7 +140,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 except Exception as exc:
                     if isinstance(exc, grpc.aio.AbortError):
                         raise
-                    await _abort(context, exc, method)
+                    await abort(context, exc, method)
                 finally:
                     CURRENT_CALL.reset(token)
                     self._done(method, request, context, started, record=record, ok=ok)
@@ -225,7 +164,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 except Exception as exc:
                     if isinstance(exc, grpc.aio.AbortError):
                         raise
-                    await _abort(context, exc, method)
+                    await abort(context, exc, method)
                 finally:
                     self._done(method, request, context, started)
 

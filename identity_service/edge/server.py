@@ -45,7 +45,6 @@ from ..storage import migrate
 from ..storage.db import Database
 from .auth import AuthInterceptor, ReplicaRoleInterceptor, load_credentials
 from .interceptors import ErrorInterceptor
-from .interceptors import _abort as abort_call
 from .observability import Metrics
 from .servicers import (
     ChangeServicer,
@@ -56,6 +55,7 @@ from .servicers import (
     TenantServicer,
     UserServicer,
 )
+from .status import abort as abort_call
 from .token_uses import TokenUses
 
 log = logging.getLogger("identity_service")

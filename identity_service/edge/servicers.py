@@ -1,12 +1,11 @@
-"""gRPC servicers: translate requests to domain calls inside one transaction, nothing else."""
+"""gRPC servicers: translate requests to domain calls inside one transaction, nothing else.
+Who may make each call, and what a tenant's API token may see, is edge.auth's (Caller)."""
 
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
 from typing import Any, TypeVar
 
 import grpc
@@ -30,168 +29,25 @@ from scim_identity_api.v1 import (
 
 from .. import schema
 from ..changes.streams import StreamHub, watch_handler
-from ..context import AUTHENTICATED_KEY, CURRENT_CALL, RequestContext
+from ..context import CURRENT_CALL, RequestContext
 from ..domain import connector, groups, history, policy, roles, tenants, users
 from ..domain.policy_apply import apply_policy
-from ..errors import DeadlineExceeded, TokenScope, Unauthenticated, Unavailable
-from ..schema import USER_SCHEMA
+from ..errors import Unavailable
 from ..settings import Settings
 from ..storage.db import Database, NeedsSession
 from ..storage.filters import (
     GROUPS,
     USERS,
     Catalog,
-    equality,
-    names_attribute,
-    path_is,
 )
-from ..storage.models import TenantRow
+from ..storage.listing import idp_lookup
+from .auth import Caller
 from .token_uses import TokenUses
 
 T = TypeVar("T")
 
 
-#: Answers that carry users (see Caller.users_view).
-_Answer = TypeVar(
-    "_Answer",
-    users_pb2.User,
-    users_pb2.ListUsersResponse,
-    users_pb2.JitProvisionResponse,
-    users_pb2.DeleteUserResponse,
-)
-READ_ONLY = tenants_pb2.TOKEN_SCOPE_READ_ONLY
-USERS_ONLY = tenants_pb2.TOKEN_SCOPE_USERS_ONLY
-
-
-class Caller:
-    """Who makes one call. A caller that passes a tenant's API token (the SCIM
-    bearer, in `identity-bearer` metadata) has it checked in the call's own
-    transaction, in place of the tenant lookup: the token must belong to the
-    call's tenant, its scope must allow the call, and the change is attributed
-    to it. The call then answers which tenant and token it authenticated in
-    `identity-authenticated` trailing metadata (on errors too)."""
-
-    __slots__ = (
-        "_groups",
-        "_trailer",
-        "_write",
-        "abandoned",
-        "bearer",
-        "commit_by",
-        "ctx",
-        "touch",
-    )
-
-    def __init__(
-        self, ctx: RequestContext, *, write: bool, groups: bool, commit_by: float | None = None
-    ) -> None:
-        self.ctx = ctx
-        #: time.monotonic() past which the call commits nothing (see check_commit).
-        self.commit_by = commit_by
-        #: Set on the loop when the call is cancelled (its caller hung up, or its
-        #: gRPC deadline passed) while its transaction runs on a database thread.
-        self.abandoned = threading.Event()
-        self.bearer: tenants.Bearer | None = None
-        #: The token id to mark used after the call (its last_used is stale).
-        self.touch: str | None = None
-        self._trailer: tuple[tuple[str, str], ...] = ()
-        self._write = write
-        self._groups = groups
-
-    def tenant(self, s: Session, tenant_id: str) -> TenantRow:
-        # Detached snapshots, not ORM loads (much cheaper): calls read the tenant's
-        # columns and change its revision only through events.emit. SetPolicy,
-        # which changes the tenant's settings, loads the ORM row itself.
-        if not self.ctx.bearer:
-            return tenants.snapshot_by_id(s, tenant_id)
-        b = tenants.check_bearer(s, self.ctx.bearer, self.ctx.tenant_ref, allow_inactive=True)
-        if tenant_id and tenant_id.lower() != b.tenant.id:
-            raise Unauthenticated("invalid bearer token")
-        # Known from here on, so the caller can record even a refusal in the
-        # tenant's history (read now: a rollback expires the rows).
-        self.bearer = b
-        self.touch = b.touch
-        self._trailer = ((AUTHENTICATED_KEY, f"{b.tenant.id} {b.token.id} {b.token.scope}"),)
-        self.ctx = replace(self.ctx, actor_kind="token", actor_id=b.token.id)
-        if not b.tenant.active:
-            raise tenants.inactive(b.tenant, b.token)
-        if self._write and b.token.scope == READ_ONLY:
-            raise TokenScope(
-                "This token's scope is read-only: it may read and search, not make "
-                "changes. Use a token with full scope to make changes."
-            )
-        if self._groups and b.token.scope == USERS_ONLY:
-            raise TokenScope(
-                "This token's scope is users-only: it may not read or change Groups. "
-                "Use a token with full scope for groups."
-            )
-        return b.tenant
-
-    def check_commit(self) -> None:
-        """Raises DeadlineExceeded (the transaction then rolls back) when the call
-        may no longer commit: its caller is gone or could not get the answer in
-        time. Checked before the write lock is taken and again just before COMMIT,
-        so that an error answer means nothing was committed."""
-        if self.abandoned.is_set():
-            raise DeadlineExceeded(
-                "the call was cancelled before its changes were committed; nothing was changed"
-            )
-        if self.commit_by is not None and time.monotonic() >= self.commit_by:
-            raise DeadlineExceeded(
-                "the call's deadline passed before its changes could be committed; "
-                "nothing was changed"
-            )
-
-    def trailer(self) -> tuple[tuple[str, str], ...]:
-        return self._trailer
-
-    @property
-    def users_only(self) -> bool:
-        return self.bearer is not None and self.bearer.token.scope == USERS_ONLY
-
-    def check_user_filter(self, request: users_pb2.ListUsersRequest) -> None:
-        """A users-only token may not learn memberships through a filter on `groups`."""
-        if (
-            self.users_only
-            and request.HasField("filter")
-            and names_attribute(request.filter, USER_SCHEMA, "groups")
-        ):
-            raise TokenScope(
-                "This token's scope is users-only: it may not filter users by their "
-                "groups. Use a token with full scope for groups."
-            )
-
-    def users_view(self, answer: _Answer) -> _Answer:
-        """What the caller may see of the users in `answer`. A users-only token sees
-        them without `groups` (the groups a user belongs to: their ids and names),
-        nor the tenant's mapped fields taken from them, as it may not read Groups by
-        any route."""
-        if not self.users_only:
-            return answer
-        if isinstance(answer, users_pb2.User):
-            shown = [answer]
-        elif isinstance(answer, users_pb2.ListUsersResponse):
-            shown = list(answer.users)
-        else:  # JitProvisionResponse, DeleteUserResponse
-            shown = [answer.user] if answer.HasField("user") else []
-        assert self.bearer is not None
-        from_groups = [
-            m.field
-            for m in policy.load(self.bearer.tenant).user_mappings
-            if path_is(m.source, USER_SCHEMA, "groups")
-        ]
-        for u in shown:
-            u.ClearField("groups")
-            for name in from_groups:
-                if name in u.mapped.fields:
-                    del u.mapped[name]
-        return answer
-
-
 class _Base:
-    #: Calls of this servicer touch groups (refused to users-only tokens).
-    groups = False
-
     def __init__(self, db: Database, settings: Settings, uses: TokenUses | None = None) -> None:
         self.db = db
         self.settings = settings
@@ -215,9 +71,9 @@ class _Base:
         write: bool,
         quick: bool = False,
     ) -> T:
-        ctx = ctx_of(context)
+        ctx, method = call_of(context)
         commit_by = _commit_by(ctx, context)
-        caller = Caller(ctx, write=write, groups=self.groups, commit_by=commit_by)
+        caller = Caller(ctx, method, commit_by=commit_by)
         try:
             if quick:
                 try:
@@ -226,7 +82,7 @@ class _Base:
                     # Not a quick read after all (e.g. its page needs a COUNT): again,
                     # in a Session on the pool, by a caller that knows nothing of the
                     # first try (its token may have been revoked since).
-                    caller = Caller(ctx, write=write, groups=self.groups, commit_by=commit_by)
+                    caller = Caller(ctx, method, commit_by=commit_by)
                     result = await self.db.run(self._read, fn, caller)
             else:
                 result = await self.db.run(self._write if write else self._read, fn, caller)
@@ -265,15 +121,13 @@ QUICK_COUNT = 100
 def _is_lookup(
     catalog: Catalog, req: users_pb2.ListUsersRequest | groups_pb2.ListGroupsRequest
 ) -> bool:
-    """The IdP lookup: `attr eq "text"` on an indexed column, first page, no sort."""
+    """The IdP lookup (listing.idp_lookup) of at most QUICK_COUNT rows: a quick read."""
     page = req.page
     return (
         req.HasField("filter")
-        and not (req.HasField("sort") and req.sort.path.attribute)
-        and not page.use_cursor
-        and page.start_index <= 1
         and (not page.HasField("count") or page.count <= QUICK_COUNT)
-        and equality(catalog, req.filter) is not None
+        and idp_lookup(catalog, req.filter, req.sort if req.HasField("sort") else None, page)
+        is not None
     )
 
 
@@ -288,11 +142,12 @@ def _commit_by(ctx: RequestContext, context: Any) -> float | None:
     return commit_by
 
 
-def ctx_of(context: grpc.aio.ServicerContext[Any, Any]) -> RequestContext:
+def call_of(context: grpc.aio.ServicerContext[Any, Any]) -> tuple[RequestContext, str]:
+    """The call's context and RPC method, parsed once by the interceptor."""
     record = CURRENT_CALL.get()
-    if record is not None:  # parsed already, by the interceptor
-        return record.ctx
-    return RequestContext.from_metadata(tuple(context.invocation_metadata() or ()))
+    if record is None:  # a servicer called without the server's interceptors
+        raise Unavailable("the call was not received through the server")
+    return record.ctx, record.method
 
 
 class TenantServicer(_Base, tenants_pb2_grpc.TenantServiceServicer):
@@ -350,7 +205,7 @@ class TenantServicer(_Base, tenants_pb2_grpc.TenantServiceServicer):
     async def AuthenticateToken(
         self, request: tenants_pb2.AuthenticateTokenRequest, context: Any
     ) -> tenants_pb2.AuthenticateTokenResponse:
-        answer, touch = await self.read(context, lambda s, c: tenants.authenticate(s, request))
+        answer, touch = await self.read(context, lambda s, c: c.authenticate(s, request))
         if touch is not None:
             self.uses.note(touch)
         return answer
@@ -363,14 +218,14 @@ class UserServicer(_Base, users_pb2_grpc.UserServiceServicer):
         return await self.write(
             context,
             lambda s, c: c.users_view(
-                users.create(s, c.tenant(s, request.tenant_id), request.user, c.ctx)
+                s, users.create(s, c.tenant(s, request.tenant_id), request.user, c.ctx)
             ),
         )
 
     async def GetUser(self, request: users_pb2.GetUserRequest, context: Any) -> users_pb2.User:
         return await self.read(
             context,
-            lambda s, c: c.users_view(users.get(s, c.tenant(s, request.tenant_id), request.id)),
+            lambda s, c: c.users_view(s, users.get(s, c.tenant(s, request.tenant_id), request.id)),
             quick=True,
         )
 
@@ -380,7 +235,7 @@ class UserServicer(_Base, users_pb2_grpc.UserServiceServicer):
         def list_users(s: Session, c: Caller) -> users_pb2.ListUsersResponse:
             tenant = c.tenant(s, request.tenant_id)
             c.check_user_filter(request)
-            return c.users_view(users.list_users(s, tenant, request, self.settings))
+            return c.users_view(s, users.list_users(s, tenant, request, self.settings))
 
         return await self.read(context, list_users, quick=_is_lookup(USERS, request))
 
@@ -390,9 +245,10 @@ class UserServicer(_Base, users_pb2_grpc.UserServiceServicer):
         return await self.write(
             context,
             lambda s, c: c.users_view(
+                s,
                 users.replace(
                     s, c.tenant(s, request.tenant_id), request.user, request.expected_version, c.ctx
-                )
+                ),
             ),
         )
 
@@ -400,7 +256,7 @@ class UserServicer(_Base, users_pb2_grpc.UserServiceServicer):
         return await self.write(
             context,
             lambda s, c: c.users_view(
-                users.patch(s, c.tenant(s, request.tenant_id), request, c.ctx)
+                s, users.patch(s, c.tenant(s, request.tenant_id), request, c.ctx)
             ),
         )
 
@@ -410,6 +266,7 @@ class UserServicer(_Base, users_pb2_grpc.UserServiceServicer):
         return await self.write(
             context,
             lambda s, c: c.users_view(
+                s,
                 users.remove(
                     s,
                     c.tenant(s, request.tenant_id),
@@ -417,7 +274,7 @@ class UserServicer(_Base, users_pb2_grpc.UserServiceServicer):
                     request.expected_version,
                     c.ctx,
                     mode=request.mode,
-                )
+                ),
             ),
         )
 
@@ -427,7 +284,7 @@ class UserServicer(_Base, users_pb2_grpc.UserServiceServicer):
         return await self.write(
             context,
             lambda s, c: c.users_view(
-                users.jit_provision(s, c.tenant(s, request.tenant_id), request, c.ctx)
+                s, users.jit_provision(s, c.tenant(s, request.tenant_id), request, c.ctx)
             ),
         )
 
@@ -436,16 +293,16 @@ class PolicyServicer(_Base, policy_pb2_grpc.PolicyServiceServicer):
     async def GetPolicy(
         self, request: policy_pb2.GetPolicyRequest, context: Any
     ) -> policy_pb2.TenantPolicy:
-        return await self.read(context, lambda s, c: policy.load(c.tenant(s, request.tenant_id)))
+        return await self.read(context, lambda s, c: policy.load(s, c.tenant(s, request.tenant_id)))
 
     async def GetSchemas(
         self, request: policy_pb2.GetSchemasRequest, context: Any
     ) -> policy_pb2.GetSchemasResponse:
-        if not request.tenant_id and not ctx_of(context).bearer:
+        if not request.tenant_id and not call_of(context)[0].bearer:
             return schema.definitions(schema.BUILTIN_SCHEMAS)  # no tenant, nothing to read
 
         def get(s: Session, c: Caller) -> policy_pb2.GetSchemasResponse:
-            pol = policy.load(c.tenant(s, request.tenant_id))
+            pol = policy.load(s, c.tenant(s, request.tenant_id))
             return schema.definitions(schema.schema_set(pol.extension_schemas))
 
         return await self.read(context, get)
@@ -462,8 +319,6 @@ class PolicyServicer(_Base, policy_pb2_grpc.PolicyServiceServicer):
 
 
 class GroupServicer(_Base, groups_pb2_grpc.GroupServiceServicer):
-    groups = True
-
     async def CreateGroup(
         self, request: groups_pb2.CreateGroupRequest, context: Any
     ) -> groups_pb2.Group:

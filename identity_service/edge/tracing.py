@@ -35,6 +35,7 @@ _SPAN = "identity_service.tracing.span"
 
 def otlp_provider(service_name: str) -> trace.TracerProvider:
     """A tracer provider that batches spans to the OTLP endpoint of the environment."""
+    # (the ignores below) the SDK and exporter are imported only when tracing is on
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
         OTLPSpanExporter,
     )
@@ -79,7 +80,7 @@ def install(provider: trace.TracerProvider, db: Any, system: str) -> TracingInte
 
 
 def _metadata_getter() -> Any:
-    from opentelemetry.propagators.textmap import Getter  # noqa: PLC0415
+    from opentelemetry.propagators.textmap import Getter  # noqa: PLC0415  # tracing on only
 
     class MetadataGetter(Getter[Any]):
         """W3C trace context from gRPC invocation metadata (keys are lower-case)."""
@@ -193,7 +194,7 @@ def trace_sql(engine: Engine, provider: trace.TracerProvider, system: str) -> No
     fire the same cursor events), named by its first keyword, with the statement's
     text (parameters are never recorded), per the database semantic conventions. The
     spans are leaves: started under the current span, never made current."""
-    from sqlalchemy import event  # noqa: PLC0415
+    from sqlalchemy import event  # noqa: PLC0415  # tracing on only
 
     tracer = provider.get_tracer(TRACER_NAME)
 

@@ -26,6 +26,7 @@ from sqlalchemy.util import greenlet_spawn
 
 from ..settings import Settings
 from .events import WRITTEN
+from .memo import MEMO, Memo
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -169,8 +170,8 @@ class QuickRead:
 
     __slots__ = ("info",)
 
-    def __init__(self, conn: _QuickConnection) -> None:
-        self.info = {CONNECTION: conn}
+    def __init__(self, conn: _QuickConnection, memo: Memo) -> None:
+        self.info = {CONNECTION: conn, MEMO: memo}
 
     def flush(self) -> None:
         """Nothing is ever pending."""
@@ -207,8 +208,12 @@ class Database:
             self._read_engine = self.engine.execution_options(isolation_level="REPEATABLE READ")
         self._pool_size = settings.db_pool_size
         self._write_lock = threading.Lock() if self.dialect == "sqlite" else None
-        self._writer = sessionmaker(self.engine, expire_on_commit=False)
-        self._reader = sessionmaker(self._read_engine, expire_on_commit=False)
+        #: What this database's calls remember between them (paging, policies).
+        self.memo = Memo()
+        self._writer = sessionmaker(self.engine, expire_on_commit=False, info={MEMO: self.memo})
+        self._reader = sessionmaker(
+            self._read_engine, expire_on_commit=False, info={MEMO: self.memo}
+        )
         self._pool = ThreadPoolExecutor(settings.db_threads, thread_name_prefix="db")
         #: Reads of a few rows by index (a user by id, the IdP's `userName eq`) run on
         #: the event loop itself, without a Session (see read_quick). On SQLite they
@@ -279,7 +284,7 @@ class Database:
         except dbapi.Error as err:
             raise dbapi_error("BEGIN", err, conn.dialect) from err
         try:
-            yield cast(Session, QuickRead(conn))
+            yield cast(Session, QuickRead(conn, self.memo))
         except BaseException:
             with contextlib.suppress(dbapi.Error):
                 raw.execute("ROLLBACK")
@@ -303,7 +308,9 @@ class Database:
                     return fn(q)
             self._awaiting += 1
             try:
-                return cast(T, await greenlet_spawn(self._read_awaiting, self._quick_pool(), fn))
+                return cast(
+                    T, await greenlet_spawn(self._read_awaiting, self._quick_pool(), fn, self.memo)
+                )
             finally:
                 self._awaiting -= 1
         except NeedsSession:
@@ -345,13 +352,13 @@ class Database:
             hook(engine)
 
     @staticmethod
-    def _read_awaiting(engine: Engine, fn: Callable[[Session], T]) -> T:
+    def _read_awaiting(engine: Engine, fn: Callable[[Session], T], memo: Memo) -> T:
         """Runs in a greenlet (greenlet_spawn): the adapted connection's calls look
         blocking to `fn` and the prepared statements, and await on the event loop."""
         fairy = _checkout(engine)
         try:
             conn = _QuickConnection(fairy, engine)
-            result = fn(cast(Session, QuickRead(conn)))
+            result = fn(cast(Session, QuickRead(conn, memo)))
             try:
                 conn.connection.commit()
             except engine.dialect.loaded_dbapi.Error as err:

@@ -132,8 +132,9 @@ def event(
 ) -> changes_pb2.ChangeEvent:
     """A ChangeEvent with its resource fields; emit() fills revision, time, actor."""
     return changes_pb2.ChangeEvent(
+        # (the ignore below) an int where the stubs want the enum's ValueType (a NewType)
         type=type_,  # type: ignore[arg-type]
         resource_type=resource_type,
         resource_id=resource_id,
-        **fields,  # type: ignore[arg-type]
+        **fields,  # type: ignore[arg-type]  # each event type's own fields, checked by the message
     )

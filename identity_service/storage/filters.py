@@ -165,6 +165,7 @@ def _shown(path: common_pb2.AttributePath) -> str:
 
 def _json(*keys: str) -> Callable[[], ColumnElement[Any]]:
     def expr() -> ColumnElement[Any]:
+        # (the ignore below) SQLAlchemy's JSON element types are untyped
         return UserRow.doc[keys].as_string()  # type: ignore[no-any-return]
 
     return expr
@@ -173,14 +174,17 @@ def _json(*keys: str) -> Callable[[], ColumnElement[Any]]:
 def _extension_scalar(urn: str, attr: policy_pb2.SchemaAttribute) -> Scalar:
     kind: AttrType = {"boolean": "boolean", "integer": "number", "decimal": "number"}.get(
         attr.type, "string"
-    )  # type: ignore[assignment]
+    )  # type: ignore[assignment]  # dict.get widens the Literal values to str
 
     def expr() -> ColumnElement[Any]:
         value = UserRow.doc[("extensions", urn, attr.name)]
         if kind == "boolean":
+            # (the ignore below) SQLAlchemy's JSON element types are untyped
             return value.as_boolean()  # type: ignore[no-any-return]
         if kind == "number":
+            # (the ignore below) SQLAlchemy's JSON element types are untyped
             return value.as_float()  # type: ignore[no-any-return]
+        # (the ignore below) SQLAlchemy's JSON element types are untyped
         return value.as_string()  # type: ignore[no-any-return]
 
     return Scalar(attr.name, kind, attr.case_exact or attr.type == "reference", expr)
@@ -221,6 +225,7 @@ def _user_values(attr: str) -> Callable[[ColumnElement[bool], int], ColumnElemen
 def _address_sub() -> dict[str, Scalar]:
     def extra(key: str) -> Callable[[], ColumnElement[Any]]:
         def expr() -> ColumnElement[Any]:
+            # (the ignore below) SQLAlchemy's JSON element types are untyped
             return UserValueRow.extra[(key,)].as_string()  # type: ignore[no-any-return]
 
         return expr

@@ -18,6 +18,7 @@ from scim_identity_api.v1 import common_pb2
 from ..errors import InvalidCursor, TooMany
 from ..settings import Settings
 from .filters import Catalog, Equality, compile_filter, equality, sort_key
+from .memo import MAX_LOOKUPS, MAX_POSITIONS, MAX_TOTALS, Memo, memo_of
 from .prepared import Prepared
 
 
@@ -76,21 +77,15 @@ def _decode_cursor(cursor: str, qh: str, key_type: str | None) -> tuple[Any, int
     return key, pk
 
 
-#: (database, table, query hash, rows before the next page) -> (tenant revision,
-#: (sort key, pk) of the last row so far): where a startIndex walk's previous page ended.
-#: The database is part of every key: tenant pks and revisions are per database, and a
-#: process may serve more than one (the tests do).
-_POSITIONS: dict[tuple[Any, str, str, int], tuple[int, tuple[Any, int]]] = {}
-#: (database, table, query hash) -> (tenant revision, COUNT(*)) of recent exact totals.
-_TOTALS: dict[tuple[Any, str, str], tuple[int, int]] = {}
-_LOOKUPS: dict[tuple[int, str], tuple[Select[*tuple[Any, ...]], Prepared]] = {}
-
-
-def _lookup_statement(columns: Select[*tuple[Any, ...]], model: Any, lookup: Equality) -> Prepared:
+def _lookup_statement(
+    memo: Memo, columns: Select[*tuple[Any, ...]], model: Any, lookup: Equality
+) -> Prepared:
+    lookups = memo.lookups
     key = (id(columns), lookup.name)
-    hit = _LOOKUPS.get(key)
+    hit = lookups.get(key)
     if hit is not None and hit[0] is columns:
-        return hit[1]
+        found: Prepared = hit[1]
+        return found
     stmt = Prepared(
         columns.where(
             model.tenant_pk == bindparam("t"),
@@ -100,10 +95,29 @@ def _lookup_statement(columns: Select[*tuple[Any, ...]], model: Any, lookup: Equ
         .order_by(model.pk.asc())
         .limit(bindparam("n"))
     )
-    if len(_LOOKUPS) > 256:  # callers passing fresh selects would grow it forever
-        _LOOKUPS.clear()
-    _LOOKUPS[key] = (columns, stmt)
+    if len(lookups) > MAX_LOOKUPS:
+        lookups.clear()
+    lookups[key] = (columns, stmt)
     return stmt
+
+
+def idp_lookup(
+    catalog: Catalog,
+    f: common_pb2.Filter | None,
+    sort: common_pb2.Sort | None,
+    page: common_pb2.Page,
+) -> Equality | None:
+    """The IdPs' lookup, `attr eq "text"` on an indexed column, as the first page of an
+    unsorted list paged by index: its Equality, else None. The one test of it: the
+    servicers ask it to pick a quick read, page_of to run the lookup's statement."""
+    if (
+        f is None
+        or (sort is not None and sort.path.attribute)
+        or page.use_cursor
+        or page.start_index > 1
+    ):
+        return None
+    return equality(catalog, f)
 
 
 def page_of(
@@ -142,152 +156,207 @@ def page_of(
     if page.start_index and page.use_cursor:
         raise InvalidCursor("use either start_index or a cursor, not both", field="cursor")
 
-    lookup = equality(catalog, f)
-    if (
-        lookup is not None
-        and not (sort is not None and sort.path.attribute)
-        and not page.use_cursor
-        and page.start_index <= 1
-        and count > 0
-    ):
+    memo = memo_of(session)
+    lookup = idp_lookup(catalog, f, sort, page)
+    if lookup is not None and count > 0:
         # The IdPs' `userName eq "..."`: a statement built once, one index read.
-        rows = _lookup_statement(columns, model, lookup).run(
+        rows = _lookup_statement(memo, columns, model, lookup).run(
             session, {"t": tenant_pk, "v": lookup.value, "n": count}
         )
         if len(rows) < count:
             return PageResult(rows, len(rows), 1, "")
 
-    cond = and_(model.tenant_pk == tenant_pk, compile_filter(catalog, f, tenant_pk))
+    q = _Query(
+        session,
+        memo=memo,
+        catalog=catalog,
+        model=model,
+        columns=columns,
+        tenant_pk=tenant_pk,
+        f=f,
+        sort=sort,
+        revision=revision,
+        count_all=count_all,
+    )
+    if page.use_cursor:
+        return _cursor_page(q, page.cursor, count)
+    return _index_page(q, max(page.start_index, 1), count)
 
-    unfiltered = f is None or f.WhichOneof("node") is None
 
-    def known_total() -> int | None:
+class _Query:
+    """One list query past the lookup: its condition, order and statement, and the
+    exact total, counted at most once per tenant revision (the Database's Memo)."""
+
+    __slots__ = (
+        "cond",
+        "count_all",
+        "desc",
+        "f",
+        "key",
+        "key_type",
+        "memo",
+        "model",
+        "order",
+        "revision",
+        "session",
+        "sort",
+        "stmt",
+        "tenant_pk",
+    )
+
+    def __init__(
+        self,
+        session: Session,
+        *,
+        memo: Memo,
+        catalog: Catalog,
+        model: Any,
+        columns: Select[*tuple[Any, ...]],
+        tenant_pk: int,
+        f: common_pb2.Filter | None,
+        sort: common_pb2.Sort | None,
+        revision: int | None,
+        count_all: int | None,
+    ) -> None:
+        self.session, self.memo, self.model, self.tenant_pk = session, memo, model, tenant_pk
+        self.f, self.sort, self.revision, self.count_all = f, sort, revision, count_all
+        self.cond = and_(model.tenant_pk == tenant_pk, compile_filter(catalog, f, tenant_pk))
+        self.key: ColumnElement[Any] | None = None
+        self.key_type: str | None = None
+        self.desc = False
+        if sort is not None and sort.path.attribute:
+            self.key, self.key_type = sort_key(catalog, sort.path)
+            self.desc = sort.descending
+        key, desc = self.key, self.desc
+        order = []
+        if key is not None:
+            order.append(key.desc() if desc else key.asc())
+        order.append(model.pk.desc() if desc else model.pk.asc())
+        self.order = order
+        stmt = columns.where(self.cond).order_by(*order)
+        if key is not None:
+            stmt = stmt.add_columns(key.label("_sort_key"))
+        self.stmt = stmt
+
+    def query_hash(self, *, sorted_: bool) -> str:
+        return _query_hash(
+            self.tenant_pk, self.f or common_pb2.Filter(), self.sort if sorted_ else None
+        )
+
+    def known_total(self) -> int | None:
         """The exact total when it costs no COUNT, else None."""
-        if unfiltered and count_all is not None:
-            return count_all
+        unfiltered = self.f is None or self.f.WhichOneof("node") is None
+        if unfiltered and self.count_all is not None:
+            return self.count_all
         # Every write to a tenant moves its revision, so a count taken at the same
         # revision (in this snapshot) is still exact: a walk through a quiet
         # directory counts it once, not on every page.
-        if revision is not None:
-            memo = _TOTALS.get(memo_key())
-            if memo is not None and memo[0] == revision:
-                return memo[1]
+        if self.revision is not None:
+            known = self.memo.totals.get(self._totals_key())
+            if known is not None and known[0] == self.revision:
+                return known[1]
         return None
 
-    def memo_key() -> tuple[Any, str, str]:
-        qh = _query_hash(tenant_pk, f or common_pb2.Filter(), None)
-        return (session.get_bind().engine.url, model.__tablename__, qh)
+    def _totals_key(self) -> tuple[str, str]:
+        return (self.model.__tablename__, self.query_hash(sorted_=False))
 
-    def exact_total() -> int:
-        known = known_total()
+    def exact_total(self) -> int:
+        known = self.known_total()
         if known is not None:
             return known
-        stmt = select(func.count()).select_from(model).where(cond)
-        total = int(session.execute(stmt).scalar_one())
-        if revision is not None:
-            if len(_TOTALS) >= 4096:
-                _TOTALS.clear()
-            _TOTALS[memo_key()] = (revision, total)
+        stmt = select(func.count()).select_from(self.model).where(self.cond)
+        total = int(self.session.execute(stmt).scalar_one())
+        if self.revision is not None:
+            totals = self.memo.totals
+            if len(totals) >= MAX_TOTALS:
+                totals.clear()
+            totals[self._totals_key()] = (self.revision, total)
         return total
 
-    key: ColumnElement[Any] | None = None
-    key_type: str | None = None
-    desc = False
-    if sort is not None and sort.path.attribute:
-        key, key_type = sort_key(catalog, sort.path)
-        desc = sort.descending
-    order = []
-    if key is not None:
-        order.append(key.desc() if desc else key.asc())
-    order.append(model.pk.desc() if desc else model.pk.asc())
-    stmt = columns.where(cond).order_by(*order)
-    if key is not None:
-        stmt = stmt.add_columns(key.label("_sort_key"))
-
-    def after(last_key: Any, last_pk: int) -> ColumnElement[bool]:
+    def after(self, last_key: Any, last_pk: int) -> ColumnElement[bool]:
         """Rows after (last_key, last_pk) in this order: a keyset condition."""
+        model, key, desc = self.model, self.key, self.desc
         pk_cmp: ColumnElement[bool] = model.pk < last_pk if desc else model.pk > last_pk
         if key is None:
             return pk_cmp
         key_cmp = key < last_key if desc else key > last_key
         return or_(key_cmp, and_(key == last_key, pk_cmp))
 
-    if not page.use_cursor:
-        start = max(page.start_index, 1)
-        if count == 0:
-            return PageResult([], exact_total(), start, "")
-        # IdPs import by walking startIndex 1, 1+n, 1+2n, ...: where the previous page
-        # of this query ended at this same revision (nothing changed since), the next
-        # one starts after its last row, a keyset read instead of an OFFSET.
-        position = (
-            (
-                session.get_bind().engine.url,
-                model.__tablename__,
-                _query_hash(tenant_pk, f or common_pb2.Filter(), sort),
-            )
-            if revision is not None
-            else None
-        )
-        resume = _POSITIONS.get((*position, start - 1)) if position is not None else None
-        if resume is not None and resume[0] == revision:
-            rows = list(session.execute(stmt.where(after(*resume[1])).limit(count)))
-        elif (
-            start > 1
-            and key is None
-            and (total := known_total()) is not None
-            and (start - 1 > total // 2)
-        ):
-            # A deep page in the second half of an unsorted list whose exact total is
-            # known: its keys are counted from the end of the (tenant_pk, pk) index,
-            # so the last page costs what the first does, not a walk past every row.
-            after_page = total - (start - 1) - count  # rows after this page
-            size = count + min(after_page, 0)
-            keys = (
-                select(model.pk)
-                .where(cond)
-                .order_by(model.tenant_pk.desc(), model.pk.desc())
-                .offset(max(after_page, 0))
-                .limit(size)
-            )
-            stmt = stmt.where(model.pk.in_(keys.scalar_subquery()))
-            rows = list(session.execute(stmt)) if size > 0 else []
-        elif start > 1:
-            # Deep pages: find the page's keys on the (tenant_pk, pk) index first,
-            # then read only those rows, instead of reading and skipping every row
-            # before them (OFFSET 999,000 read whole rows, bodies included).
-            # Unsorted, the order is spelled as the index's, (tenant_pk, pk): the same
-            # order within one tenant, and PostgreSQL then reads the index alone too.
-            key_order = order if key is not None else [model.tenant_pk.asc(), model.pk.asc()]
-            keys = select(model.pk).where(cond).order_by(*key_order).offset(start - 1).limit(count)
-            stmt = stmt.where(model.pk.in_(keys.scalar_subquery()))
-            rows = list(session.execute(stmt))
-        else:
-            rows = list(session.execute(stmt.limit(count)))
-        if position is not None and revision is not None and len(rows) == count:
-            last = rows[-1]
-            if len(_POSITIONS) >= 4096:
-                _POSITIONS.clear()
-            _POSITIONS[(*position, start - 1 + count)] = (
-                revision,
-                (last._sort_key if key is not None else None, last.pk),
-            )
-        # A short, non-empty page ends the list, so it gives the total without a COUNT:
-        # the common IdP lookup (`userName eq ...`) is then a single index read.
-        if 0 < len(rows) < count or (not rows and start == 1):
-            return PageResult(rows, start - 1 + len(rows), start, "")
-        return PageResult(rows, exact_total(), start, "")
 
-    qh = _query_hash(tenant_pk, f or common_pb2.Filter(), sort)
-    if page.cursor:
-        stmt = stmt.where(after(*_decode_cursor(page.cursor, qh, key_type)))
+def _index_page(q: _Query, start: int, count: int) -> PageResult:
+    """Paging by startIndex (RFC 7644 §3.4.2.4): `count` rows from the start-th."""
     if count == 0:
-        return PageResult([], exact_total(), 1, page.cursor)
-    rows = list(session.execute(stmt.limit(count + 1)))
+        return PageResult([], q.exact_total(), start, "")
+    session, model, key, stmt, revision = q.session, q.model, q.key, q.stmt, q.revision
+    positions = q.memo.positions
+    # IdPs import by walking startIndex 1, 1+n, 1+2n, ...: where the previous page
+    # of this query ended at this same revision (nothing changed since), the next
+    # one starts after its last row, a keyset read instead of an OFFSET.
+    position = (model.__tablename__, q.query_hash(sorted_=True)) if revision is not None else None
+    resume = positions.get((*position, start - 1)) if position is not None else None
+    if resume is not None and resume[0] == revision:
+        rows = list(session.execute(stmt.where(q.after(*resume[1])).limit(count)))
+    elif (
+        start > 1
+        and key is None
+        and (total := q.known_total()) is not None
+        and (start - 1 > total // 2)
+    ):
+        # A deep page in the second half of an unsorted list whose exact total is
+        # known: its keys are counted from the end of the (tenant_pk, pk) index,
+        # so the last page costs what the first does, not a walk past every row.
+        after_page = total - (start - 1) - count  # rows after this page
+        size = count + min(after_page, 0)
+        keys = (
+            select(model.pk)
+            .where(q.cond)
+            .order_by(model.tenant_pk.desc(), model.pk.desc())
+            .offset(max(after_page, 0))
+            .limit(size)
+        )
+        stmt = stmt.where(model.pk.in_(keys.scalar_subquery()))
+        rows = list(session.execute(stmt)) if size > 0 else []
+    elif start > 1:
+        # Deep pages: find the page's keys on the (tenant_pk, pk) index first,
+        # then read only those rows, instead of reading and skipping every row
+        # before them (OFFSET 999,000 read whole rows, bodies included).
+        # Unsorted, the order is spelled as the index's, (tenant_pk, pk): the same
+        # order within one tenant, and PostgreSQL then reads the index alone too.
+        key_order = q.order if key is not None else [model.tenant_pk.asc(), model.pk.asc()]
+        keys = select(model.pk).where(q.cond).order_by(*key_order).offset(start - 1).limit(count)
+        stmt = stmt.where(model.pk.in_(keys.scalar_subquery()))
+        rows = list(session.execute(stmt))
+    else:
+        rows = list(session.execute(stmt.limit(count)))
+    if position is not None and revision is not None and len(rows) == count:
+        last = rows[-1]
+        if len(positions) >= MAX_POSITIONS:
+            positions.clear()
+        positions[(*position, start - 1 + count)] = (
+            revision,
+            (last._sort_key if key is not None else None, last.pk),
+        )
+    # A short, non-empty page ends the list, so it gives the total without a COUNT:
+    # the common IdP lookup (`userName eq ...`) is then a single index read.
+    if 0 < len(rows) < count or (not rows and start == 1):
+        return PageResult(rows, start - 1 + len(rows), start, "")
+    return PageResult(rows, q.exact_total(), start, "")
+
+
+def _cursor_page(q: _Query, cursor: str, count: int) -> PageResult:
+    """Paging by keyset cursor: `count` rows after the cursor's row, and the next cursor."""
+    qh = q.query_hash(sorted_=True)
+    stmt = q.stmt
+    if cursor:
+        stmt = stmt.where(q.after(*_decode_cursor(cursor, qh, q.key_type)))
+    if count == 0:
+        return PageResult([], q.exact_total(), 1, cursor)
+    rows = list(q.session.execute(stmt.limit(count + 1)))
     more = len(rows) > count
     rows = rows[:count]
-    total = len(rows) if not page.cursor and not more else exact_total()
+    total = len(rows) if not cursor and not more else q.exact_total()
     nxt = ""
     if more:
         last = rows[-1]
-        nxt = _encode_cursor(last._sort_key if key is not None else None, last.pk, qh)
+        nxt = _encode_cursor(last._sort_key if q.key is not None else None, last.pk, qh)
     return PageResult(rows, total, 1, nxt)

@@ -75,6 +75,7 @@ class _Compiled:
         ]
         #: (position, processor) of the columns that have one (most have none).
         self.converted = tuple((i, p) for i, p in enumerate(processors) if p is not None)
+        # (the ignore below) field names known only at run time
         self.row = namedtuple("Row", [c.key for c in columns])  # type: ignore[misc]
 
 

@@ -10,20 +10,12 @@ from typing import Any
 from falcon.asgi import Request, Response
 
 from ..errors import ScimError, invalid_syntax, invalid_value
+from ..history import KIND_BULK, KIND_CREATE, KIND_DELETE, KIND_UPDATE, OpInfo, Recorder
 from ..http import Call, Result, json_object, read_json, send
 from ..scim.projection import Projection
 from ..scim.schemas import BULK_REQUEST, BULK_RESPONSE
 from ..settings import Settings
-from .common import (
-    KIND_BULK,
-    KIND_CREATE,
-    KIND_DELETE,
-    KIND_UPDATE,
-    OpInfo,
-    Recorder,
-    ResourceService,
-    call_of,
-)
+from .common import ResourceService, call_of
 
 _METHODS = {"POST": KIND_CREATE, "PUT": KIND_UPDATE, "PATCH": KIND_UPDATE, "DELETE": KIND_DELETE}
 _BULK_PREFIX = "bulkId:"

@@ -1,4 +1,4 @@
-"""The access lines both services write for every call (scim_identity_client.jsonlog)."""
+"""The access lines both services write for every call (identity_log.jsonlog)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from scim_identity_client import jsonlog
+from identity_log import jsonlog
 
 FIELDS = {"operation": "ListUsers", "status": "OK", "duration_ms": 1.25, "tenant": "t-1"}
 
@@ -22,7 +22,7 @@ def root_handler() -> Iterator[io.StringIO]:
     saved = root.handlers[:], root.level
     out = io.StringIO()
     jsonlog.configure("json")
-    root.handlers[0].setStream(out)  # type: ignore[attr-defined]
+    root.handlers[0].setStream(out)
     yield out
     root.handlers[:], root.level = saved
 

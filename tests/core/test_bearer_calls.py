@@ -279,7 +279,7 @@ def test_prepared_statements_answer_what_sqlalchemy_answers(
             (groups._BY_ID_FOR_UPDATE, {"t": tpk, "id": group.meta.id}),
             (users._NAME_TAKEN, {"t": tpk, "key": "erin", "pk": 0}),
             (
-                _lookup_statement(users._ROW_SELECT, UserRow, lookup),
+                _lookup_statement(db.memo, users._ROW_SELECT, UserRow, lookup),
                 {"t": tpk, "v": lookup.value, "n": 10},
             ),
         ]

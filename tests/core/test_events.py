@@ -157,7 +157,7 @@ def test_a_commit_wakes_its_tenants_subscribers(database_url: str) -> None:
             got: list[ChangeEvent] = []
             reader = threading.Thread(target=lambda: got.append(next(w)), daemon=True)
             reader.start()
-            hub = service.service.streams  # type: ignore[union-attr]
+            hub = service.service.streams
             eventually(lambda: tenant.id in hub._feeds, 30, "the subscriber at the head")
             c.create_user(tenant.id, User(user_name="woken@example.com"))
             reader.join(30)

@@ -91,7 +91,7 @@ def people(client: IdentityClient, tenant: Tenant) -> dict[str, User]:
 
 
 def names(client: IdentityClient, tenant: Tenant, f: Filter, **kw: object) -> list[str]:
-    return [u.user_name for u in client.list_users(tenant.id, filter=f, **kw).users]  # type: ignore[arg-type]
+    return [u.user_name for u in client.list_users(tenant.id, filter=f, **kw).users]
 
 
 CASES = [

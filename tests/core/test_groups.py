@@ -188,7 +188,7 @@ def test_group_filters(client: IdentityClient, tenant: Tenant) -> None:
 @pytest.fixture
 def statements(identity_service_db: object) -> Iterator[list[str]]:
     seen: list[str] = []
-    engine = identity_service_db.engine  # type: ignore[attr-defined]
+    engine = identity_service_db.engine
 
     def record(conn: object, cursor: object, stmt: str, *args: object) -> None:
         # The health probe shares the engine; its statements are not the call's cost.

@@ -92,7 +92,7 @@ def seeded(database_url: str, client: IdentityClient) -> Iterator[tuple[Engine, 
 
 
 def plan(engine: Engine, stmt: object) -> str:
-    compiled = stmt.compile(engine, compile_kwargs={"literal_binds": True})  # type: ignore[attr-defined]
+    compiled = stmt.compile(engine, compile_kwargs={"literal_binds": True})
     prefix = "EXPLAIN QUERY PLAN" if engine.dialect.name == "sqlite" else "EXPLAIN"
     with engine.connect() as conn:
         rows = conn.execute(text(f"{prefix} {compiled}")).fetchall()
@@ -128,7 +128,7 @@ def test_equality_uses_an_index(
     seeded: tuple[Engine, int], catalog: object, model: object, f: object, index: tuple[str, ...]
 ) -> None:
     engine, tpk = seeded
-    stmt = select(model.pk).where(model.tenant_pk == tpk, compile_filter(catalog, f, tpk))  # type: ignore[attr-defined, arg-type]
+    stmt = select(model.pk).where(model.tenant_pk == tpk, compile_filter(catalog, f, tpk))
     p = plan(engine, stmt)
     assert any(i in p for i in index), p
     if engine.dialect.name == "sqlite":

@@ -55,7 +55,7 @@ def test_the_tenant_counts_follow_every_create_and_delete(
                 {"id": tenant.id},
             ).one()
         engine.dispose()
-        return tuple(row)  # type: ignore[return-value]
+        return tuple(row)
 
     ids = [client.create_user(tenant.id, User(user_name=f"c{i}")).meta.id for i in range(5)]
     gids = [client.create_group(tenant.id, Group(display_name=f"g{i}")).meta.id for i in range(3)]

@@ -61,7 +61,7 @@ def _op(tenant: Tenant, **kw: object) -> Operation:
         token_id="t1",
     )
     base.update(kw)
-    return Operation(**base)  # type: ignore[arg-type]
+    return Operation(**base)
 
 
 def test_history_filters(client: IdentityClient, tenant: Tenant) -> None:

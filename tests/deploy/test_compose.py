@@ -339,6 +339,7 @@ def test_image_contains_what_the_services_run(tmp_path: Path) -> None:
         "identity_service/storage/migrations/versions/0001_initial_schema.py",
         "scim_gateway/resources/users.py",
         "scim_identity_client/cli.py",
+        "identity_log/jsonlog.py",
     ):
         assert needed in names, needed
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))

@@ -168,14 +168,14 @@ def test_every_list_and_show_command_speaks_json(core: str) -> None:
     assert isinstance(tenants, list) and "json-out" in [t["name"] for t in tenants]
     shown = _cli_json(core, "tenant", "show", "json-out")
     assert isinstance(shown, dict) and shown["id"] == tenant.id
-    (tok,) = _cli_json(core, "token", "list", "json-out")  # type: ignore[misc]
+    (tok,) = _cli_json(core, "token", "list", "json-out")
     assert "secret" not in json.dumps(tok) or tok.get("secret", "") == ""
-    assert [r["name"] for r in _cli_json(core, "role", "list", "json-out")] == ["Admin"]  # type: ignore[union-attr, index]
+    assert [r["name"] for r in _cli_json(core, "role", "list", "json-out")] == ["Admin"]
     assert _cli_json(core, "role", "assignments", "json-out") == []
     users = _cli_json(core, "user", "list", "json-out")
-    assert [u["user_name"] for u in users] == ["j@example.com"]  # type: ignore[union-attr, index]
+    assert [u["user_name"] for u in users] == ["j@example.com"]
     one = _cli_json(core, "user", "show", "json-out", user.meta.id)
-    assert one["user_name"] == "j@example.com"  # type: ignore[index]
+    assert one["user_name"] == "j@example.com"
     assert _cli_json(core, "history", "json-out") == []
     assert isinstance(_cli_json(core, "policy", "show", "json-out"), dict)
 

@@ -43,8 +43,8 @@ def test_run_prints_a_working_base_url_and_token(tmp_path: Path) -> None:
                 assert time.monotonic() < deadline, log.read_text()
                 time.sleep(0.2)
             text = log.read_text()
-            base = re.search(r"SCIM base URL\s+(\S+)", text).group(1)  # type: ignore[union-attr]
-            token = re.search(r"bearer token\s+(\S+)", text).group(1)  # type: ignore[union-attr]
+            base = re.search(r"SCIM base URL\s+(\S+)", text).group(1)
+            token = re.search(r"bearer token\s+(\S+)", text).group(1)
             assert base.endswith("/scim/v2/demo")
             req = urllib.request.Request(
                 f"{base}/Users",
@@ -78,8 +78,8 @@ def test_run_prints_a_working_base_url_and_token(tmp_path: Path) -> None:
             if "bearer token" in line:
                 break
         text = "".join(printed)
-        again = re.search(r"SCIM base URL\s+(\S+)", text).group(1)  # type: ignore[union-attr]
-        token = re.search(r"bearer token\s+(\S+)", text).group(1)  # type: ignore[union-attr]
+        again = re.search(r"SCIM base URL\s+(\S+)", text).group(1)
+        token = re.search(r"bearer token\s+(\S+)", text).group(1)
         assert again == base
         req = urllib.request.Request(
             f"{again}/Users?" + urllib.parse.urlencode({"filter": 'userName eq "try@example.com"'}),

@@ -124,7 +124,7 @@ class ScimClient:
         assert r.status_code == 201, r.text
         return dict(r.json)
 
-    def create_group(self, name: str, members: list[str] = (), **attrs: Any) -> dict[str, Any]:  # type: ignore[assignment]
+    def create_group(self, name: str, members: list[str] = (), **attrs: Any) -> dict[str, Any]:
         body = {
             "schemas": [GROUP_SCHEMA],
             "displayName": name,

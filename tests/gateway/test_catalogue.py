@@ -175,7 +175,9 @@ def test_a_worker_keeps_the_builtin_catalogue_for_its_ttl_then_refetches() -> No
 
     async def run() -> None:
         now = [100.0]
-        catalogue = Catalogue(Core(), ttl_seconds=300, clock=lambda: now[0])  # type: ignore[arg-type]  # a stand-in with get_schemas
+        catalogue = Catalogue(
+            Core(), ttl_seconds=300, clock=lambda: now[0]
+        )  # a stand-in with get_schemas
         await catalogue.refresh()
         assert catalogue.builtin().user.schema.id == USER_SCHEMA and Client.calls == 1
         now[0] += 299

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from scim_gateway.resources.common import OpInfo, Recorder
+from scim_gateway.history import OpInfo, Recorder
 from scim_identity_api.v1 import history_pb2
 from scim_identity_client import AsyncIdentityClient, IdentityClient
 
@@ -110,7 +110,7 @@ def test_records_wait_for_an_unreachable_core(database_url: str, tmp_path: Path)
         async with AsyncIdentityClient(target, timeout=2) as gateway_client:
             recorder = Recorder(gateway_client, linger=0.05, max_backoff=0.5)
             recorder.record(
-                _Call(),  # type: ignore[arg-type]
+                _Call(),
                 method="GET",
                 info=OpInfo(history_pb2.OPERATION_KIND_SEARCH, "User"),
                 status=200,
@@ -157,7 +157,7 @@ def test_a_request_with_a_nul_in_its_path_costs_no_one_their_history(
                 (b.id, "b2", "u2"),
             ):
                 recorder.record(
-                    _Call(tenant_id, rid),  # type: ignore[arg-type]
+                    _Call(tenant_id, rid),
                     method="GET",
                     info=OpInfo(history_pb2.OPERATION_KIND_READ, "User", resource),
                     status=404,

@@ -210,7 +210,7 @@ def test_error_table(
 ) -> None:
     assert classify(code, reason) == (status, scim_type)
     err = from_identity_error(
-        IdentityError("boom", code=code, detail=common_pb2.ErrorDetail(reason=reason))  # type: ignore[arg-type]
+        IdentityError("boom", code=code, detail=common_pb2.ErrorDetail(reason=reason))
     )
     assert (err.status, err.scim_type) == (status, scim_type)
     assert err.body()["status"] == str(status)

@@ -43,6 +43,7 @@ LAYERS: dict[str, dict[str, int]] = {
         "tenant": 3,
         "observability": 3,
         "http": 2,
+        "history": 2,
         "scim": 1,
         "errors": 0,
         "settings": 0,
@@ -97,3 +98,22 @@ def test_imports_only_go_down(top: str) -> None:
             if ranks[room] > ranks[own]:
                 upward.append(f"{path.relative_to(ROOT)}:{line} ({own}) imports {target}")
     assert not upward, "imports going up a layer:\n" + "\n".join(upward)
+
+
+#: Top-level packages each side may not import: the core knows nothing of its clients
+#: (the client library, the gateway); the gateway reaches the core only over gRPC.
+FORBIDDEN = {
+    "identity_service": ("scim_identity_client", "scim_gateway"),
+    "scim_gateway": ("identity_service",),
+}
+
+
+@pytest.mark.parametrize("top", sorted(FORBIDDEN))
+def test_no_import_across_the_boundary(top: str) -> None:
+    found = [
+        f"{path.relative_to(ROOT)}:{line} imports {target}"
+        for path in _modules(top)
+        for other in FORBIDDEN[top]
+        for line, target in _imports(path, other)
+    ]
+    assert not found, "\n".join(found)

@@ -80,7 +80,7 @@ class Writer:
 
 def _read_lines(stream: object, into: list[str]) -> threading.Thread:
     def run() -> None:
-        for line in stream:  # type: ignore[attr-defined]
+        for line in stream:
             into.append(line)
 
     t = threading.Thread(target=run, daemon=True)

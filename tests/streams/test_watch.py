@@ -396,7 +396,7 @@ def test_stream_metrics_count_open_streams_and_lag(
     identity_service: object, client: IdentityClient, tenant: Tenant
 ) -> None:
     """identity_watch_streams_active and identity_watch_lag_revisions follow the streams."""
-    svc = identity_service.service  # type: ignore[attr-defined]
+    svc = identity_service.service
     registry = svc.metrics.registry
     before = registry.get_sample_value("identity_watch_streams_active")
     w = client.watch(tenant.id, since=0, heartbeat_seconds=1)

@@ -31,7 +31,7 @@ except ImportError:  # the client distribution alone (clients/pyproject.toml): g
 
 
 #: LogRecord attributes that are not the caller's structured fields.
-_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
 def _line(
@@ -66,6 +66,7 @@ class JsonFormatter(logging.Formatter):
         return _dumps(out)
 
 
+# (the ignore below) generic in typeshed only, not at run time
 class JsonHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """JsonFormatter lines on a stream (stderr unless given), and `write_info` for
     the lines AccessLog writes without a record."""

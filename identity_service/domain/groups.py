@@ -17,8 +17,9 @@ from ..errors import InvalidValue, NotFound, TooMany
 from ..schema import GROUP_SCHEMA, GROUP_TYPE
 from ..settings import Settings
 from ..storage import events
+from ..storage.db import Reader
 from ..storage.filters import GROUPS
-from ..storage.listing import page_of
+from ..storage.listing import idp_lookup, lookup_page, page_of, page_size
 from ..storage.models import GroupRow, MemberRow, TenantRow, UserRow, table, utcnow
 from ..storage.prepared import Prepared
 from . import patching, policy
@@ -68,7 +69,7 @@ def _proto(row: Any, tenant_id: str) -> groups_pb2.Group:
     return g
 
 
-def _row(session: Session, tenant: TenantRow, group_id: str, *, lock: bool = False) -> Any:
+def _row(session: Reader, tenant: TenantRow, group_id: str, *, lock: bool = False) -> Any:
     params = {"t": tenant.pk, "id": check_id(group_id, "group")}
     # Writes lock the row until commit (FOR UPDATE on PostgreSQL).
     row = (_BY_ID_FOR_UPDATE if lock else _BY_ID).first(session, params)
@@ -121,25 +122,62 @@ def get(
     member_limit: int = 0,
 ) -> groups_pb2.Group:
     row = _row(session, tenant, group_id)
-    g = _proto(row, tenant.id)
     if member_limit > 0 and row.member_count > member_limit:
         include_members = False  # the caller pages through them (ListMembers)
-    if include_members:
-        g.members.extend(
-            _member(m)
-            for m in session.execute(_members_query(row.pk).limit(settings.max_inline_members))
-        )
-    _map(session, tenant, [g], with_members=include_members)
+    if not include_members:
+        return _without_members(session, tenant, row)
+    g = _proto(row, tenant.id)
+    g.members.extend(
+        _member(m)
+        for m in session.execute(_members_query(row.pk).limit(settings.max_inline_members))
+    )
+    _map(session, tenant, [g], with_members=True)
     return g
 
 
+def get_without_members(reader: Reader, tenant: TenantRow, group_id: str) -> groups_pb2.Group:
+    """The group without its members (prepared statements only: a quick read)."""
+    return _without_members(reader, tenant, _row(reader, tenant, group_id))
+
+
+def _without_members(reader: Reader, tenant: TenantRow, row: Any) -> groups_pb2.Group:
+    g = _proto(row, tenant.id)
+    _map(reader, tenant, [g], with_members=False)
+    return g
+
+
+def lookup_groups(
+    reader: Reader, tenant: TenantRow, req: groups_pb2.ListGroupsRequest, settings: Settings
+) -> groups_pb2.ListGroupsResponse:
+    """The IdPs' `displayName eq "..."` without members (listing.idp_lookup; the
+    servicer checked it is one): prepared statements only, a quick read."""
+    lookup = idp_lookup(GROUPS, req.filter, None, req.page)
+    assert lookup is not None
+    page = lookup_page(
+        reader,
+        model=GroupRow,
+        columns=_ROW_SELECT,
+        tenant_pk=tenant.pk,
+        lookup=lookup,
+        count=page_size(req.page, settings),
+    )
+    out = [_proto(r, tenant.id) for r in page.rows]
+    _map(reader, tenant, out, with_members=False)
+    return groups_pb2.ListGroupsResponse(
+        groups=out,
+        total_results=page.total,
+        start_index=page.start_index,
+        revision=tenant.revision,
+    )
+
+
 def _map(
-    session: Session, tenant: TenantRow, out: list[groups_pb2.Group], *, with_members: bool
+    reader: Reader, tenant: TenantRow, out: list[groups_pb2.Group], *, with_members: bool
 ) -> None:
     """The tenant's group mappings, computed on read. Member references are the
     group's members (validated when they were added), so no lookup is needed;
     without the members, list-of-reference fields are left out."""
-    mappings = policy.load(session, tenant).group_mappings if tenant.settings else ()
+    mappings = policy.load(reader, tenant).group_mappings if tenant.settings else ()
     if not mappings:
         return
     for g in out:

@@ -29,6 +29,7 @@ from scim_identity_api.v1 import changes_pb2, common_pb2, policy_pb2, roles_pb2,
 from ..errors import InvalidFilter, InvalidValue
 from ..schema import ENTERPRISE_SCHEMA, GROUP_SCHEMA, USER_SCHEMA
 from ..storage import events
+from ..storage.db import Reader
 from ..storage.filters import USERS
 from ..storage.memo import MAX_POLICIES, memo_of
 from ..storage.models import AssignmentRow, GroupRow, MemberRow, RoleRow, TenantRow, table, utcnow
@@ -54,7 +55,7 @@ class _Parsed:
         self.derived: dict[str, Any] = {}
 
 
-def _parsed(session: Session, tenant: TenantRow) -> _Parsed | None:
+def _parsed(session: Reader, tenant: TenantRow) -> _Parsed | None:
     """The stored policy, parsed once per database (its Memo, by the JSON with keys
     sorted). Every read of a user of a tenant with a policy needs it, often twice
     (its filter catalog, its mappings): parsing the JSON form each time cost as
@@ -74,7 +75,7 @@ def _parsed(session: Session, tenant: TenantRow) -> _Parsed | None:
     return hit
 
 
-def load(session: Session, tenant: TenantRow) -> policy_pb2.TenantPolicy:
+def load(session: Reader, tenant: TenantRow) -> policy_pb2.TenantPolicy:
     """The tenant's policy. Shared by every call that reads the same stored policy:
     read it, never change it (copy it first, as `store` callers do)."""
     parsed = _parsed(session, tenant)
@@ -82,7 +83,7 @@ def load(session: Session, tenant: TenantRow) -> policy_pb2.TenantPolicy:
 
 
 def derived(
-    session: Session, tenant: TenantRow, name: str, make: Callable[[policy_pb2.TenantPolicy], T]
+    session: Reader, tenant: TenantRow, name: str, make: Callable[[policy_pb2.TenantPolicy], T]
 ) -> T | None:
     """make(policy), computed once per stored policy and `name` (read-only as well);
     None when the tenant has no policy."""

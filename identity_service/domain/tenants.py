@@ -26,6 +26,7 @@ from ..errors import (
     Unauthenticated,
 )
 from ..storage import events
+from ..storage.db import Reader
 from ..storage.models import TenantRow, TokenRow, detached, utcnow
 from ..storage.prepared import Prepared
 from .convert import check_id, new_id, ts
@@ -83,7 +84,7 @@ _TENANT_KEYS = tuple(c.key for c in _TENANT_TABLE.c)
 _TOKEN_KEYS = tuple(c.key for c in _TOKEN_TABLE.c)
 
 
-def snapshot_by_id(session: Session, tenant_id: str) -> TenantRow:
+def snapshot_by_id(session: Reader, tenant_id: str) -> TenantRow:
     """The tenant as a detached row, for read-only calls: one Core query, none of
     the ORM's loading work. Never change it (it is not part of the session)."""
     row = _BY_ID.first(session, {"id": check_id(tenant_id, "tenant")})
@@ -370,7 +371,7 @@ class Bearer:
 
 
 def check_bearer(
-    session: Session,
+    session: Reader,
     secret: str,
     tenant: str = "",
     *,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from google.protobuf import json_format
 from sqlalchemy import (
@@ -28,8 +28,9 @@ from ..errors import Conflict, InvalidValue, ManagedElsewhere, NotFound
 from ..schema import USER_TYPE, ResourceType, schema_set
 from ..settings import Settings
 from ..storage import events
+from ..storage.db import Reader
 from ..storage.filters import USERS, Catalog
-from ..storage.listing import page_of
+from ..storage.listing import idp_lookup, lookup_page, page_of, page_size
 from ..storage.models import (
     AssignmentRow,
     GroupRow,
@@ -47,6 +48,9 @@ from . import patching, policy
 from .convert import check_id, new_id
 from .rows import check_version, chunks, leave_all_groups
 from .validate import check_message
+
+#: A Session, or a quick read's Reader (see _map).
+R = TypeVar("R", Session, Reader)
 
 E = changes_pb2
 #: proto field -> schema attribute name of the multi-valued attributes kept as rows.
@@ -274,18 +278,20 @@ def _assemble(
     return out
 
 
-def load(session: Session, tenant: TenantRow, rows: Sequence[Any]) -> list[users_pb2.User]:
-    """Users from rows with _ROW_COLUMNS: two batched queries for groups and roles
-    (and one for the references of the tenant's attribute mappings, if it has any)."""
-    if not rows:
-        return []
-    tenant_id = tenant.id
+#: Up to this many rows, `load` reads each user's groups and roles by the prepared
+#: statement of one user (its plan and SQL are cached); past it, in batches.
+FEW = 8
+
+
+def load_few(reader: Reader, tenant: TenantRow, rows: Sequence[Any]) -> list[users_pb2.User]:
+    """Users from rows with _ROW_COLUMNS, by prepared statements only (a quick read's
+    lookups and reads by id): one for each user's groups and roles, and one for each
+    reference the tenant's attribute mappings name, if it has any."""
     groups: dict[str, list[users_pb2.GroupRef]] = defaultdict(list)
     roles: dict[int, list[users_pb2.RoleAssignment]] = defaultdict(list)
-    if len(rows) == 1:  # a lookup or a read by id: the common case
-        r = rows[0]
+    for r in rows:
         for kind, _, name, display, source in _GROUPS_AND_ROLES_OF_ONE.run(
-            session, {"id": r.id, "pk": r.pk}
+            reader, {"id": r.id, "pk": r.pk}
         ):
             if kind == 0:
                 groups[r.id].append(users_pb2.GroupRef(id=name, display_name=display))
@@ -295,7 +301,22 @@ def load(session: Session, tenant: TenantRow, rows: Sequence[Any]) -> list[users
                         role=name, source=users_pb2.RoleSource.ValueType(source)
                     )
                 )
-    for chunk in chunks(rows if len(rows) > 1 else ()):
+    out = _assemble(rows, groups, roles, tenant.id)
+    mappings = policy.load(reader, tenant).user_mappings if tenant.settings else ()
+    if mappings:
+        _map(reader, tenant, mappings, out, _existing_ids_few)
+    return out
+
+
+def load(session: Session, tenant: TenantRow, rows: Sequence[Any]) -> list[users_pb2.User]:
+    """Users from rows with _ROW_COLUMNS: two batched queries for groups and roles
+    (and one for the references of the tenant's attribute mappings, if it has any)."""
+    if len(rows) <= FEW:  # a lookup or a read by id: the common case
+        return load_few(session, tenant, rows)
+    tenant_id = tenant.id
+    groups: dict[str, list[users_pb2.GroupRef]] = defaultdict(list)
+    roles: dict[int, list[users_pb2.RoleAssignment]] = defaultdict(list)
+    for chunk in chunks(rows):
         conn = session.connection()
         ids = [r.id for r in chunk]
         for member_id, gid, gname in conn.execute(_GROUPS_OF, {"ids": ids}):
@@ -308,23 +329,41 @@ def load(session: Session, tenant: TenantRow, rows: Sequence[Any]) -> list[users
     out = _assemble(rows, groups, roles, tenant_id)
     mappings = policy.load(session, tenant).user_mappings if tenant.settings else ()
     if mappings:
-        _map(session, tenant, mappings, out)
+        _map(session, tenant, mappings, out, _existing_ids)
     return out
 
 
 def _map(
-    session: Session,
+    session: R,
     tenant: TenantRow,
     mappings: Sequence[policy_pb2.AttributeMapping],
     out: list[users_pb2.User],
+    existing: Callable[[R, TenantRow, set[str]], set[str]],
 ) -> None:
     docs = [json_format.MessageToDict(u) for u in out]
     candidates: set[str] = set()
     for d in docs:
         candidates |= policy.reference_candidates(mappings, d)
-    exists = _existing_ids(session, tenant, candidates)
+    exists = existing(session, tenant, candidates)
     for u, d in zip(out, docs, strict=True):
         u.mapped.update(policy.mapped_fields(mappings, d, exists))
+
+
+#: Whether an id is a user's or a group's of the tenant (a mapping's reference).
+_ID_EXISTS = Prepared(
+    select(UserRow.id)
+    .where(UserRow.tenant_pk == bindparam("t"), UserRow.id == bindparam("id"))
+    .union_all(
+        select(GroupRow.id).where(
+            GroupRow.tenant_pk == bindparam("t"), GroupRow.id == bindparam("id")
+        )
+    )
+)
+
+
+def _existing_ids_few(reader: Reader, tenant: TenantRow, ids: set[str]) -> set[str]:
+    """_existing_ids by prepared statements, one per id (a few users' references)."""
+    return {i for i in sorted(ids) if _ID_EXISTS.first(reader, {"t": tenant.pk, "id": i})}
 
 
 def _existing_ids(session: Session, tenant: TenantRow, ids: set[str]) -> set[str]:
@@ -344,7 +383,7 @@ def _existing_ids(session: Session, tenant: TenantRow, ids: set[str]) -> set[str
     return found
 
 
-def _row(session: Session, tenant: TenantRow, user_id: str, *, lock: bool = False) -> Any:
+def _row(session: Reader, tenant: TenantRow, user_id: str, *, lock: bool = False) -> Any:
     params = {"t": tenant.pk, "id": check_id(user_id, "user")}
     # Writes lock the row until commit (FOR UPDATE on PostgreSQL).
     row = (_BY_ID_FOR_UPDATE if lock else _BY_ID).first(session, params)
@@ -353,8 +392,9 @@ def _row(session: Session, tenant: TenantRow, user_id: str, *, lock: bool = Fals
     return row
 
 
-def get(session: Session, tenant: TenantRow, user_id: str) -> users_pb2.User:
-    return load(session, tenant, [_row(session, tenant, user_id)])[0]
+def get(reader: Reader, tenant: TenantRow, user_id: str) -> users_pb2.User:
+    """One user by id (prepared statements only: a quick read)."""
+    return load_few(reader, tenant, [_row(reader, tenant, user_id)])[0]
 
 
 def _find_identity(
@@ -525,6 +565,32 @@ def jit_provision(
 
 def _user_catalog(pol: policy_pb2.TenantPolicy) -> Catalog:
     return USERS.extended(policy.user_extension_attributes(pol))
+
+
+def lookup_users(
+    reader: Reader, tenant: TenantRow, req: users_pb2.ListUsersRequest, settings: Settings
+) -> users_pb2.ListUsersResponse:
+    """The IdPs' `userName eq "..."` (listing.idp_lookup; the servicer checked it is
+    one): prepared statements only, a quick read."""
+    catalog = USERS
+    if tenant.settings:
+        catalog = policy.derived(reader, tenant, "user_catalog", _user_catalog) or USERS
+    lookup = idp_lookup(catalog, req.filter, None, req.page)
+    assert lookup is not None
+    page = lookup_page(
+        reader,
+        model=UserRow,
+        columns=_ROW_SELECT,
+        tenant_pk=tenant.pk,
+        lookup=lookup,
+        count=page_size(req.page, settings),
+    )
+    return users_pb2.ListUsersResponse(
+        users=load_few(reader, tenant, page.rows),
+        total_results=page.total,
+        start_index=page.start_index,
+        revision=tenant.revision,
+    )
 
 
 def list_users(

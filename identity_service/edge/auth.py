@@ -60,7 +60,7 @@ from ..errors import (
     Unauthenticated,
 )
 from ..schema import USER_SCHEMA
-from ..storage.db import Database
+from ..storage.db import Database, Reader
 from ..storage.filters import names_attribute, path_is
 from ..storage.models import TenantRow
 from .status import abort
@@ -531,7 +531,7 @@ class Caller:
         self.touch: str | None = None
         self._trailer: tuple[tuple[str, bytes], ...] = ()
 
-    def tenant(self, s: Session, tenant_id: str) -> TenantRow:
+    def tenant(self, s: Reader, tenant_id: str) -> TenantRow:
         # Detached snapshots, not ORM loads (much cheaper): calls read the tenant's
         # columns and change its revision only through events.emit. SetPolicy,
         # which changes the tenant's settings, loads the ORM row itself.
@@ -606,7 +606,7 @@ class Caller:
                 "groups. Use a token with full scope for groups."
             )
 
-    def users_view(self, s: Session, answer: _Answer) -> _Answer:
+    def users_view(self, s: Reader, answer: _Answer) -> _Answer:
         """What the caller may see of the users in `answer`. A users-only token sees
         them without `groups` (the groups a user belongs to: their ids and names),
         nor the tenant's mapped fields taken from them, as it may not read Groups by

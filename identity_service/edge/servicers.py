@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -34,7 +34,7 @@ from ..domain import connector, groups, history, policy, roles, tenants, users
 from ..domain.policy_apply import apply_policy
 from ..errors import Unavailable
 from ..settings import Settings
-from ..storage.db import Database, NeedsSession
+from ..storage.db import Database, Reader
 from ..storage.filters import (
     GROUPS,
     USERS,
@@ -55,37 +55,23 @@ class _Base:
         self.uses = uses or TokenUses(db)
 
     async def write(self, context: Any, fn: Callable[[Session, Caller], T]) -> T:
-        return await self._run(context, fn, write=True)
+        return await self._run(context, lambda c: self.db.run(self._write, fn, c))
 
-    async def read(
-        self, context: Any, fn: Callable[[Session, Caller], T], *, quick: bool = False
-    ) -> T:
-        """`quick`: a read of a few rows by index (see Database.read_quick)."""
-        return await self._run(context, fn, write=False, quick=quick)
+    async def read(self, context: Any, fn: Callable[[Session, Caller], T]) -> T:
+        return await self._run(context, lambda c: self.db.run(self._read, fn, c))
 
-    async def _run(
-        self,
-        context: Any,
-        fn: Callable[[Session, Caller], T],
-        *,
-        write: bool,
-        quick: bool = False,
-    ) -> T:
+    async def read_quick(self, context: Any, fn: Callable[[Reader, Caller], T]) -> T:
+        """A read of a few rows by index, made of prepared statements only (its type
+        says so: `fn` gets a Reader, which may be a QuickRead), on the event loop
+        without a Session (Database.read_quick). Chosen by the servicer before it
+        starts; it never falls back."""
+        return await self._run(context, lambda c: self.db.read_quick(lambda q: fn(q, c)))
+
+    async def _run(self, context: Any, job: Callable[[Caller], Awaitable[T]]) -> T:
         ctx, method = call_of(context)
-        commit_by = _commit_by(ctx, context)
-        caller = Caller(ctx, method, commit_by=commit_by)
+        caller = Caller(ctx, method, commit_by=_commit_by(ctx, context))
         try:
-            if quick:
-                try:
-                    result = await self.db.read_quick(lambda s: fn(s, caller))
-                except NeedsSession:
-                    # Not a quick read after all (e.g. its page needs a COUNT): again,
-                    # in a Session on the pool, by a caller that knows nothing of the
-                    # first try (its token may have been revoked since).
-                    caller = Caller(ctx, method, commit_by=commit_by)
-                    result = await self.db.run(self._read, fn, caller)
-            else:
-                result = await self.db.run(self._write if write else self._read, fn, caller)
+            result = await job(caller)
         except asyncio.CancelledError:
             # The pool thread goes on with the transaction; it must not commit.
             caller.abandoned.set()
@@ -223,21 +209,29 @@ class UserServicer(_Base, users_pb2_grpc.UserServiceServicer):
         )
 
     async def GetUser(self, request: users_pb2.GetUserRequest, context: Any) -> users_pb2.User:
-        return await self.read(
+        return await self.read_quick(
             context,
-            lambda s, c: c.users_view(s, users.get(s, c.tenant(s, request.tenant_id), request.id)),
-            quick=True,
+            lambda r, c: c.users_view(r, users.get(r, c.tenant(r, request.tenant_id), request.id)),
         )
 
     async def ListUsers(
         self, request: users_pb2.ListUsersRequest, context: Any
     ) -> users_pb2.ListUsersResponse:
+        if _is_lookup(USERS, request):
+
+            def lookup(r: Reader, c: Caller) -> users_pb2.ListUsersResponse:
+                tenant = c.tenant(r, request.tenant_id)
+                c.check_user_filter(request)
+                return c.users_view(r, users.lookup_users(r, tenant, request, self.settings))
+
+            return await self.read_quick(context, lookup)
+
         def list_users(s: Session, c: Caller) -> users_pb2.ListUsersResponse:
             tenant = c.tenant(s, request.tenant_id)
             c.check_user_filter(request)
             return c.users_view(s, users.list_users(s, tenant, request, self.settings))
 
-        return await self.read(context, list_users, quick=_is_lookup(USERS, request))
+        return await self.read(context, list_users)
 
     async def ReplaceUser(
         self, request: users_pb2.ReplaceUserRequest, context: Any
@@ -328,6 +322,13 @@ class GroupServicer(_Base, groups_pb2_grpc.GroupServiceServicer):
         )
 
     async def GetGroup(self, request: groups_pb2.GetGroupRequest, context: Any) -> groups_pb2.Group:
+        if not request.include_members:
+            return await self.read_quick(
+                context,
+                lambda r, c: groups.get_without_members(
+                    r, c.tenant(r, request.tenant_id), request.id
+                ),
+            )
         return await self.read(
             context,
             lambda s, c: groups.get(
@@ -338,19 +339,24 @@ class GroupServicer(_Base, groups_pb2_grpc.GroupServiceServicer):
                 self.settings,
                 member_limit=request.member_limit,
             ),
-            quick=not request.include_members,
         )
 
     async def ListGroups(
         self, request: groups_pb2.ListGroupsRequest, context: Any
     ) -> groups_pb2.ListGroupsResponse:
+        # With members, a matched group may have any number of them: the pool.
+        if not request.include_members and _is_lookup(GROUPS, request):
+            return await self.read_quick(
+                context,
+                lambda r, c: groups.lookup_groups(
+                    r, c.tenant(r, request.tenant_id), request, self.settings
+                ),
+            )
         return await self.read(
             context,
             lambda s, c: groups.list_groups(
                 s, c.tenant(s, request.tenant_id), request, self.settings
             ),
-            # With members, a matched group may have any number of them: the pool.
-            quick=not request.include_members and _is_lookup(GROUPS, request),
         )
 
     async def ReplaceGroup(
@@ -503,12 +509,12 @@ class ChangeServicer(_Base):
     async def GetRevision(
         self, request: changes_pb2.GetRevisionRequest, context: Any
     ) -> changes_pb2.GetRevisionResponse:
-        def get(s: Session, c: Caller) -> changes_pb2.GetRevisionResponse:
-            t = c.tenant(s, request.tenant_id)
+        def get(r: Reader, c: Caller) -> changes_pb2.GetRevisionResponse:
+            t = c.tenant(r, request.tenant_id)
             return changes_pb2.GetRevisionResponse(
                 revision=t.revision,
                 # The oldest revision still kept; 0 while nothing was compacted.
                 oldest_revision=t.compacted_through + 1 if t.compacted_through else 0,
             )
 
-        return await self.read(context, get, quick=True)
+        return await self.read_quick(context, get)

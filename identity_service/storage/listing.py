@@ -17,6 +17,7 @@ from scim_identity_api.v1 import common_pb2
 
 from ..errors import InvalidCursor, TooMany
 from ..settings import Settings
+from .db import Reader
 from .filters import Catalog, Equality, compile_filter, equality, sort_key
 from .memo import MAX_LOOKUPS, MAX_POSITIONS, MAX_TOTALS, Memo, memo_of
 from .prepared import Prepared
@@ -77,28 +78,28 @@ def _decode_cursor(cursor: str, qh: str, key_type: str | None) -> tuple[Any, int
     return key, pk
 
 
-def _lookup_statement(
+def _lookup_statements(
     memo: Memo, columns: Select[*tuple[Any, ...]], model: Any, lookup: Equality
-) -> Prepared:
+) -> tuple[Prepared, Prepared]:
+    """The lookup's page (its first `n` rows by pk) and its count, built once per
+    long-lived select and attribute."""
     lookups = memo.lookups
     key = (id(columns), lookup.name)
     hit = lookups.get(key)
     if hit is not None and hit[0] is columns:
-        found: Prepared = hit[1]
+        found: tuple[Prepared, Prepared] = hit[1]
         return found
-    stmt = Prepared(
-        columns.where(
-            model.tenant_pk == bindparam("t"),
-            lookup.column.is_not(None),
-            lookup.column == bindparam("v"),
-        )
-        .order_by(model.pk.asc())
-        .limit(bindparam("n"))
+    where = (
+        model.tenant_pk == bindparam("t"),
+        lookup.column.is_not(None),
+        lookup.column == bindparam("v"),
     )
+    page = Prepared(columns.where(*where).order_by(model.pk.asc()).limit(bindparam("n")))
+    count = Prepared(select(func.count().label("n")).select_from(model).where(*where))
     if len(lookups) > MAX_LOOKUPS:
         lookups.clear()
-    lookups[key] = (columns, stmt)
-    return stmt
+    lookups[key] = (columns, (page, count))
+    return page, count
 
 
 def idp_lookup(
@@ -109,7 +110,7 @@ def idp_lookup(
 ) -> Equality | None:
     """The IdPs' lookup, `attr eq "text"` on an indexed column, as the first page of an
     unsorted list paged by index: its Equality, else None. The one test of it: the
-    servicers ask it to pick a quick read, page_of to run the lookup's statement."""
+    servicers ask it to pick a quick read (lookup_page), page_of to run the same."""
     if (
         f is None
         or (sort is not None and sort.path.attribute)
@@ -118,6 +119,48 @@ def idp_lookup(
     ):
         return None
     return equality(catalog, f)
+
+
+def page_size(page: common_pb2.Page, settings: Settings) -> int:
+    """The page's row count, checked (and the page's other limits with it)."""
+    if page.HasField("count"):
+        count = page.count
+        if count < 0:
+            raise TooMany("count must not be negative", field="count")
+        if count > settings.max_page_size:
+            raise TooMany(
+                f"count {count} exceeds the largest page, {settings.max_page_size}",
+                field="count",
+            )
+    else:
+        count = settings.default_page_size
+    if page.start_index < 0:
+        raise TooMany("start_index is 1-based and must not be negative", field="start_index")
+    if page.start_index and page.use_cursor:
+        raise InvalidCursor("use either start_index or a cursor, not both", field="cursor")
+    return count
+
+
+def lookup_page(
+    reader: Reader,
+    *,
+    model: Any,
+    columns: Select[*tuple[Any, ...]],
+    tenant_pk: int,
+    lookup: Equality,
+    count: int,
+) -> PageResult:
+    """The IdPs' `userName eq "..."` (idp_lookup): the first `count` matches in pk
+    order, the page an unsorted index walk gives, and their total; prepared
+    statements only (one index read, and a COUNT only when the page is full), so
+    it runs as a quick read."""
+    page_stmt, count_stmt = _lookup_statements(memo_of(reader), columns, model, lookup)
+    params = {"t": tenant_pk, "v": lookup.value}
+    rows = page_stmt.run(reader, {**params, "n": count}) if count > 0 else []
+    if len(rows) < count:
+        return PageResult(rows, len(rows), 1, "")
+    total = count_stmt.first(reader, params)
+    return PageResult(rows, int(total[0]) if total is not None else 0, 1, "")
 
 
 def page_of(
@@ -140,31 +183,13 @@ def page_of(
     snapshot, which lets an exact total be reused until the tenant changes.
     `count_all`: how many rows of `model` the tenant has (read in the same snapshot),
     the total of an unfiltered list."""
-    if page.HasField("count"):
-        count = page.count
-        if count < 0:
-            raise TooMany("count must not be negative", field="count")
-        if count > settings.max_page_size:
-            raise TooMany(
-                f"count {count} exceeds the largest page, {settings.max_page_size}",
-                field="count",
-            )
-    else:
-        count = settings.default_page_size
-    if page.start_index < 0:
-        raise TooMany("start_index is 1-based and must not be negative", field="start_index")
-    if page.start_index and page.use_cursor:
-        raise InvalidCursor("use either start_index or a cursor, not both", field="cursor")
-
-    memo = memo_of(session)
+    count = page_size(page, settings)
     lookup = idp_lookup(catalog, f, sort, page)
-    if lookup is not None and count > 0:
-        # The IdPs' `userName eq "..."`: a statement built once, one index read.
-        rows = _lookup_statement(memo, columns, model, lookup).run(
-            session, {"t": tenant_pk, "v": lookup.value, "n": count}
+    if lookup is not None:
+        return lookup_page(
+            session, model=model, columns=columns, tenant_pk=tenant_pk, lookup=lookup, count=count
         )
-        if len(rows) < count:
-            return PageResult(rows, len(rows), 1, "")
+    memo = memo_of(session)
 
     q = _Query(
         session,

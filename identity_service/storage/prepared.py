@@ -23,12 +23,15 @@ from sqlalchemy import CompoundSelect, Select, Table, bindparam, insert
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import Session
 
-from .db import CONNECTION, dbapi_error
+from .db import CONNECTION, QuickRead, Reader, dbapi_error
 
 Statement = Select[*tuple[Any, ...]] | CompoundSelect[*tuple[Any, ...]]
 
 
-def _connection(session: Session) -> Connection:
+def _connection(session: Reader) -> Connection:
+    if isinstance(session, QuickRead):
+        quick: Connection = session.info[CONNECTION]  # duck-typed: see db._QuickConnection
+        return quick
     # What session.execute does first: pending ORM changes must be visible.
     session.flush()
     conn: Connection = session.info.get(CONNECTION) or session.connection()
@@ -92,7 +95,7 @@ class Prepared:
             c = self._compiled[dialect.name] = _Compiled(self.stmt, dialect)
         return c
 
-    def run(self, session: Session, params: Mapping[str, Any]) -> list[Any]:
+    def run(self, session: Reader, params: Mapping[str, Any]) -> list[Any]:
         conn = _connection(session)
         c = self._for(conn.dialect)
         values = {**c.defaults, **params} if c.defaults else params
@@ -112,7 +115,7 @@ class Prepared:
             rows.append(make(row))
         return rows
 
-    def first(self, session: Session, params: Mapping[str, Any]) -> Any | None:
+    def first(self, session: Reader, params: Mapping[str, Any]) -> Any | None:
         rows = self.run(session, params)
         return rows[0] if rows else None
 

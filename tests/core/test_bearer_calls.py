@@ -15,7 +15,7 @@ from identity_service.changes import streams
 from identity_service.domain import groups, tenants, users
 from identity_service.storage.db import Database
 from identity_service.storage.filters import USERS, equality
-from identity_service.storage.listing import _lookup_statement
+from identity_service.storage.listing import _lookup_statements
 from identity_service.storage.models import UserRow
 from scim_identity_api.v1 import (
     common_pb2,
@@ -279,9 +279,14 @@ def test_prepared_statements_answer_what_sqlalchemy_answers(
             (groups._BY_ID_FOR_UPDATE, {"t": tpk, "id": group.meta.id}),
             (users._NAME_TAKEN, {"t": tpk, "key": "erin", "pk": 0}),
             (
-                _lookup_statement(db.memo, users._ROW_SELECT, UserRow, lookup),
+                _lookup_statements(db.memo, users._ROW_SELECT, UserRow, lookup)[0],
                 {"t": tpk, "v": lookup.value, "n": 10},
             ),
+            (
+                _lookup_statements(db.memo, users._ROW_SELECT, UserRow, lookup)[1],
+                {"t": tpk, "v": lookup.value},
+            ),
+            (users._ID_EXISTS, {"t": tpk, "id": group.meta.id}),
         ]
         for prepared, params in cases:
             fast = [tuple(r) for r in prepared.run(s, params)]

@@ -1,9 +1,9 @@
 """Quick reads: the IdPs' lookups and reads by id, which run on the event loop in a
 plain read transaction without a Session (`Database.read_quick`: on SQLite blocking,
 on PostgreSQL awaiting psycopg's asyncio connection). They answer what any read
-answers, on both databases, and need no Session unless the read goes beyond
-prepared statements; then they run again in one. Also: new ids are time-ordered
-UUIDv7s."""
+answers, on both databases; the servicer picks them before they start, and they
+run prepared statements only (their type says so), so none ever needs a Session
+or runs twice. Also: new ids are time-ordered UUIDv7s."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 
 from identity_service.domain.convert import new_id
 from identity_service.storage.db import Database
-from scim_identity_api.v1 import groups_pb2, users_pb2
+from scim_identity_api.v1 import common_pb2, groups_pb2, users_pb2
 from scim_identity_client import (
     Authenticated,
     CallContext,
@@ -31,20 +31,36 @@ from .test_bearer_calls import _by_name, _user
 from .test_filters import cmp
 
 
-def _fallbacks(db: object) -> int:
+def _quick(db: object) -> int:
     assert isinstance(db, Database)
-    return db.quick_fallbacks
+    return db.quick_reads
 
 
 def test_quick_reads_answer_what_reads_answer_without_a_session(
-    client: IdentityClient, tenant: Tenant, token: str, identity_service_db: object
+    client: IdentityClient,
+    tenant: Tenant,
+    token: str,
+    identity_service_db: object,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    db = identity_service_db
+    assert isinstance(db, Database)
     user = client.create_user(tenant.id, _user("quinn"))
     group = client.create_group(tenant.id, groups_pb2.Group(display_name="ops"))
     client.update_group(tenant.id, group.meta.id, add_members=[user.meta.id])
     client.create_role(tenant.id, "auditor")
     client.assign_role(tenant.id, user.meta.id, "auditor")
-    before = _fallbacks(identity_service_db)
+    sessions: list[int] = []
+    real_read = db.read
+
+    @contextlib.contextmanager
+    def counted() -> Iterator[Any]:
+        sessions.append(1)
+        with real_read() as s:
+            yield s
+
+    monkeypatch.setattr(db, "read", counted)
+    before = _quick(db)
     bearer = CallContext(bearer=token, tenant=tenant.name)
 
     got = client.get_user(tenant.id, user.meta.id)
@@ -60,53 +76,69 @@ def test_quick_reads_answer_what_reads_answer_without_a_session(
     assert [g.meta.id for g in found.groups] == [group.meta.id]
     assert client.get_revision(tenant.id).revision >= 5
 
-    assert _fallbacks(identity_service_db) == before  # none of these needed a Session
+    assert _quick(db) == before + 7  # each call one quick read
+    assert sessions == []  # and none needed a Session
+
+    # Past the lookup (a sort; members): a read Session, no quick read.
+    by_name = common_pb2.Sort(path=common_pb2.AttributePath(attribute="userName"))
+    client.list_users(tenant.id, filter=_by_name("quinn"), sort=by_name)
+    client.get_group(tenant.id, group.meta.id, include_members=True)
+    assert _quick(db) == before + 7 and len(sessions) == 2
 
 
-def test_a_quick_read_that_needs_more_runs_again_in_a_session(
-    client: IdentityClient, tenant: Tenant, token: str, identity_service_db: object
+def test_a_full_lookup_page_counts_its_total_in_the_same_quick_read(
+    client: IdentityClient,
+    tenant: Tenant,
+    token: str,
+    identity_service_db: object,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    user = client.create_user(tenant.id, _user("rory"))
-    before = _fallbacks(identity_service_db)
-    # count=1 and one match: whether a second one exists takes a COUNT, which is
-    # not a prepared statement.
-    page = client.list_users(
-        "", filter=_by_name("rory"), count=1, ctx=CallContext(bearer=token, tenant=tenant.name)
-    )
-    assert page.total_results == 1 and [u.meta.id for u in page.users] == [user.meta.id]
-    assert _fallbacks(identity_service_db) == before + 1
+    """count=1 and two matches: the total takes a COUNT, a prepared statement of its
+    own, so the lookup stays one quick read; the page is the first match by id
+    order, as the unsorted index walk gives it."""
+    db = identity_service_db
+    assert isinstance(db, Database)
+    made = [
+        client.create_user(tenant.id, users_pb2.User(user_name=name, external_id="twice"))
+        for name in ("rory", "rory2")
+    ]
+    monkeypatch.setattr(db, "read", _no_session)
+    before = _quick(db)
+    ctx = CallContext(bearer=token, tenant=tenant.name)
+    page = client.list_users("", filter=cmp("externalId", "eq", "twice"), count=1, ctx=ctx)
+    assert page.total_results == 2 and [u.meta.id for u in page.users] == [made[0].meta.id]
+    page = client.list_users("", filter=cmp("externalId", "eq", "twice"), count=0, ctx=ctx)
+    assert page.total_results == 2 and not page.users
+    page = client.list_users("", filter=cmp("externalId", "eq", "twice"), count=2, ctx=ctx)
+    assert page.total_results == 2 and [u.meta.id for u in page.users] == [u.meta.id for u in made]
+    assert _quick(db) == before + 3
 
 
-def test_a_rerun_read_checks_the_token_again_and_reports_only_what_it_checked(
+def test_a_quick_read_refuses_a_revoked_token_and_names_none(
     client: IdentityClient,
     tenant: Tenant,
     identity_service_db: object,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Between the quick try and its re-run in a Session the token is revoked: the
-    call is refused, and names no token as authenticated (nor attributes the
-    refusal to it)."""
+    """A token revoked before the lookup is refused by the quick read itself (no
+    Session, no second try), and the refusal names no token as authenticated."""
     db = identity_service_db
     assert isinstance(db, Database)
-    issued = client.issue_token(tenant.id, description="revoked mid-call")
-    for name in ("bob", "bob2"):  # count=1 and two matches: the page needs a COUNT
+    issued = client.issue_token(tenant.id, description="revoked before the call")
+    for name in ("bob", "bob2"):
         client.create_user(tenant.id, users_pb2.User(user_name=name, external_id="same"))
-    real_read = db.read
-
-    @contextlib.contextmanager
-    def revoked_first() -> Iterator[Any]:
-        client.revoke_token(tenant.id, issued.token.id)
-        monkeypatch.setattr(db, "read", real_read)
-        with real_read() as s:
-            yield s
-
-    monkeypatch.setattr(db, "read", revoked_first)
+    client.revoke_token(tenant.id, issued.token.id)
+    monkeypatch.setattr(db, "read", _no_session)
+    before = _quick(db)
     seen: list[Authenticated] = []
     ctx = CallContext(bearer=issued.secret, tenant=tenant.name, on_authenticated=seen.append)
     with pytest.raises(Unauthenticated):
         client.list_users("", filter=cmp("externalId", "eq", "same"), count=1, ctx=ctx)
-    assert db.read is real_read  # the quick try authenticated it, the re-run refused
-    assert seen == []
+    assert seen == [] and _quick(db) == before + 1
+
+
+def _no_session() -> Any:
+    raise AssertionError("a quick read asked for a Session")
 
 
 def test_quick_read_errors_leave_no_transaction_open(

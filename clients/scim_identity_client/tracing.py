@@ -108,20 +108,33 @@ class ClientTracingInterceptor(
             span.set_status(Status(StatusCode.ERROR, code.name))
         span.end()
 
+    async def _intercept(
+        self,
+        continuation: Callable[[Any, Any], Awaitable[Any]],
+        details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        span = self._start(details)
+        try:
+            call = await continuation(_with_traceparent(details, span), request)
+        except BaseException:
+            span.end()
+            raise
+        # The call goes back to the caller at once, as without tracing: awaiting it
+        # here would keep a caller's cancellation (a client that hung up) from
+        # reaching the call. The span ends beside it, when the call does.
+        task = asyncio.get_running_loop().create_task(self._finish(span, call))
+        self._ending.add(task)
+        task.add_done_callback(self._ending.discard)
+        return call
+
     async def intercept_unary_unary(
         self,
         continuation: Callable[[Any, Any], Awaitable[Any]],
         client_call_details: grpc.aio.ClientCallDetails,
         request: Any,
     ) -> Any:
-        span = self._start(client_call_details)
-        try:
-            call = await continuation(_with_traceparent(client_call_details, span), request)
-        except BaseException:
-            span.end()
-            raise
-        await self._finish(span, call)  # the answer stays in the call for the caller
-        return call
+        return await self._intercept(continuation, client_call_details, request)
 
     async def intercept_unary_stream(
         self,
@@ -129,14 +142,4 @@ class ClientTracingInterceptor(
         client_call_details: grpc.aio.ClientCallDetails,
         request: Any,
     ) -> Any:
-        span = self._start(client_call_details)
-        try:
-            call = await continuation(_with_traceparent(client_call_details, span), request)
-        except BaseException:
-            span.end()
-            raise
-        # The caller reads the stream: the span ends beside it, when the stream does.
-        task = asyncio.get_running_loop().create_task(self._finish(span, call))
-        self._ending.add(task)
-        task.add_done_callback(self._ending.discard)
-        return call
+        return await self._intercept(continuation, client_call_details, request)

@@ -24,6 +24,7 @@ RUN mkdir -p /run/scim-identity/database /run/scim-identity/core /run/scim-ident
 USER app
 WORKDIR /app
 ENV PYTHONUNBUFFERED=1
-# The core's gRPC port, the gateway's SCIM port, the core's metrics port.
-EXPOSE 50051 8080 9464
+# The core's gRPC port, the gateway's SCIM port, the core's and the gateway's metrics
+# ports (IDENTITY_METRICS_LISTEN, SCIM_METRICS_LISTEN).
+EXPOSE 50051 8080 9464 9465
 CMD ["identity-service"]

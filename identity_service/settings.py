@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from scim_identity_api.env import SecretSettingError, secret
+from scim_identity_api.env import SecretSettingError, otlp_traces_configured, secret
 
 
 def _int(env: Mapping[str, str], key: str, default: int) -> int:
@@ -189,7 +189,7 @@ class Settings:
             tls_key_file=key,
             tls_client_ca_file=client_ca,
             credentials_file=creds,
-            tracing=_tracing(env),
+            tracing=otlp_traces_configured(env),
             healthcheck_ca_file=env.get("IDENTITY_HEALTHCHECK_CA_FILE", "").strip(),
             healthcheck_server_name=env.get("IDENTITY_HEALTHCHECK_SERVER_NAME", "").strip()
             or d.healthcheck_server_name,
@@ -197,14 +197,6 @@ class Settings:
             healthcheck_key_file=env.get("IDENTITY_HEALTHCHECK_KEY_FILE", "").strip(),
             extra={k: v for k, v in env.items() if k.startswith("IDENTITY_")},
         )
-
-
-def _tracing(env: Mapping[str, str]) -> bool:
-    endpoint = (
-        env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
-        or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
-    )
-    return bool(endpoint) and env.get("OTEL_SDK_DISABLED", "").strip().lower() != "true"
 
 
 def _database_url(env: Mapping[str, str]) -> str:

@@ -32,10 +32,10 @@ from scim_identity_client.types import ErrorReason
 from .access import RateLimiter, too_many_requests
 from .core import ClientFactory, Core
 from .errors import INVALID_VALUE, ScimError, from_identity_error, not_found
-from .guard import Guard
+from .guard import AsgiCallable, Guard
 from .history import OpInfo, Recorder
 from .http import REQUEST_ID_HEADER, SCIM_MEDIA_TYPE, Call, request_id
-from .observability import Metrics, MetricsResource, configure_logging, log_request
+from .observability import Metrics, configure_logging, log_request
 from .resources.bulk import BulkResource
 from .resources.common import Collection, Item, RootSearch, Search
 from .resources.discovery import (
@@ -52,8 +52,9 @@ from .tenant import Catalogue
 log = logging.getLogger("scim_gateway")
 
 FalconApp = falcon.asgi.App[Request, Response]
-#: Paths answered even when a worker is at SCIM_MAX_CONCURRENCY (liveness, readiness, metrics).
-ALWAYS_ADMITTED = frozenset({"/healthz", "/readyz", "/metrics"})
+#: Paths answered even when a worker is at SCIM_MAX_CONCURRENCY (liveness, readiness).
+#: Metrics are not served here but on SCIM_METRICS_LISTEN, by gunicorn's master.
+ALWAYS_ADMITTED = frozenset({"/healthz", "/readyz"})
 
 PREFIX = "/scim/v2"
 # First path segments that are endpoints, not tenants (RFC 7644 §3.2). Tenant
@@ -248,7 +249,7 @@ class RequestContextMiddleware:
         endpoint = _endpoint(req.path)
         if endpoint != "other" or call is not None:
             self._metrics.observe(req.method, endpoint, resp.status_code, elapsed)
-        if endpoint not in ("health", "metrics"):
+        if endpoint != "health":
             log_request(
                 request_id=getattr(req.context, "request_id", ""),
                 tenant=call.tenant_id if call else "",
@@ -286,11 +287,10 @@ class RequestContextMiddleware:
 
 
 def _endpoint(path: str) -> str:
-    """A bounded label for metrics and logs: the SCIM endpoint, never ids or tenants."""
+    """A bounded label for metrics, spans (`http.route`) and logs: the SCIM endpoint,
+    never ids or tenants."""
     if path in ("/healthz", "/readyz"):
         return "health"
-    if path == "/metrics":
-        return "metrics"
     if not path.startswith(PREFIX):
         return "other"
     parts = [p for p in path[len(PREFIX) :].split("/") if p]
@@ -400,10 +400,26 @@ class ReadinessResource:
         resp.data = orjson.dumps({"status": state})
 
 
-def create_app(settings: Settings, client: ClientFactory) -> Guard:
+def create_app(
+    settings: Settings, client: ClientFactory, *, tracer_provider: Any = None
+) -> AsgiCallable:
     """The ASGI app; `client` makes the identity client when a worker's lifespan
     starts (e.g. `functools.partial(AsyncIdentityClient, target)`). The Falcon app
-    sits behind `guard.Guard` (bodies, the in-flight bound, hang-ups)."""
+    sits behind `guard.Guard` (bodies, the in-flight bound, hang-ups).
+
+    Tracing (`tracing.py`): with `tracer_provider` (an OpenTelemetry TracerProvider,
+    tests), or when `settings.tracing` asks for OTLP (a provider of the app's own,
+    made here: in the worker, after the fork). Else nothing of it is imported."""
+    provider, own_provider = tracer_provider, False
+    if provider is None and settings.tracing:
+        from .tracing import SERVICE_NAME, otlp_provider  # noqa: PLC0415 - only when on
+
+        provider, own_provider = otlp_provider(SERVICE_NAME), True
+    if provider is not None:
+        from . import tracing  # noqa: PLC0415 - opentelemetry only when tracing is on
+
+        tracing.install()
+        client = functools.partial(client, interceptors=[tracing.client_interceptor(provider)])
     core = Core(client)
     catalogue = Catalogue(core, settings.schema_ttl_seconds)
     recorder = Recorder()
@@ -462,18 +478,23 @@ def create_app(settings: Settings, client: ClientFactory) -> Guard:
     app.add_route(f"{PREFIX}/Schemas/{{schema_id}}", schemas, suffix="item")
     app.add_route("/healthz", LivenessResource())
     app.add_route("/readyz", ReadinessResource(core))
-    app.add_route("/metrics", MetricsResource(metrics))
     app.add_error_handler(Exception, handler)
     app.add_error_handler(falcon.HTTPError, handler)
-    return Guard(
+    guarded = Guard(
         app,
         max_body=settings.max_payload_bytes,
         max_in_flight=settings.max_concurrency,
         client_timeout=settings.client_timeout_seconds,
         always_admitted=ALWAYS_ADMITTED,
         observe=refused,
-        gauge=metrics.in_flight,
+        active=lambda scope: metrics.active_requests(
+            str(scope.get("method", "")), str(scope.get("scheme", "http"))
+        ),
     )
+    if provider is None:
+        return guarded
+    # Outermost: the span covers the guard's refusals, and is current in the rest.
+    return tracing.TracingMiddleware(guarded, provider, _endpoint, shutdown=own_provider)
 
 
 def client_factory(settings: Settings) -> ClientFactory:
@@ -488,7 +509,7 @@ def client_factory(settings: Settings) -> ClientFactory:
     )
 
 
-def get_app() -> Guard:
+def get_app() -> AsgiCallable:
     """The gunicorn entrypoint: settings from SCIM_* environment variables."""
     settings = Settings.from_env(os.environ)
     configure_logging(settings.log_format)

@@ -14,8 +14,9 @@ from scim_identity_client import AsyncIdentityClient
 
 from .errors import ScimError
 
-#: Makes the worker's client; called once per lifespan startup.
-ClientFactory = Callable[[], AsyncIdentityClient]
+#: Makes the worker's client; called once per lifespan startup. It takes
+#: AsyncIdentityClient's keywords (`interceptors=`: app.create_app adds tracing's).
+ClientFactory = Callable[..., AsyncIdentityClient]
 
 
 class Core:

@@ -10,7 +10,7 @@ An ASGI layer (HTTP only; it knows nothing of SCIM beyond the error body shape):
   a place among the requests in flight. The app then reads the body from memory.
 - **In-flight requests are bounded** (`max_in_flight`, per worker): past it a
   request is answered 503 with Retry-After at once (RFC 9110 §15.6.4) instead of
-  queueing behind the others. Health and metrics paths are never refused, so a
+  queueing behind the others. Health paths are never refused, so a
   busy worker is not taken for a dead one.
 - **A client that hangs up cancels its request**: once the body is read, the
   layer listens for `http.disconnect`; if it comes before the response is
@@ -78,7 +78,7 @@ class Guard:
         client_timeout: float,
         always_admitted: frozenset[str] = frozenset(),
         observe: Observer | None = None,
-        gauge: Any = None,
+        active: Callable[[Scope], Any] | None = None,
     ) -> None:
         self.app = app
         self._max_body = max_body
@@ -86,8 +86,8 @@ class Guard:
         self._client_timeout = client_timeout
         self._always = always_admitted
         self._observe = observe
-        #: A prometheus Gauge of the requests in flight (inc/dec), if any.
-        self._gauge = gauge
+        #: The gauge (inc/dec) that counts a request while it is answered, if any.
+        self._active = active
         #: Requests of this worker being answered now (the bound's count).
         self.in_flight = 0
 
@@ -141,14 +141,15 @@ class Guard:
             )
             return
         self.in_flight += 1
-        if self._gauge is not None:
-            self._gauge.inc()
+        gauge = self._active(scope) if self._active is not None else None
+        if gauge is not None:
+            gauge.inc()
         try:
             await self._run(scope, body, receive, send)
         finally:
             self.in_flight -= 1
-            if self._gauge is not None:
-                self._gauge.dec()
+            if gauge is not None:
+                gauge.dec()
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         length = _content_length(scope)

@@ -113,7 +113,6 @@ class Recorder:
             token_id=call.token_id,
             method=method,
             # (the ignore below) an int where the stubs want the enum's ValueType (a NewType)
-            # (the ignore below) an int where the stubs want the enum's ValueType (a NewType)
             kind=info.kind,  # type: ignore[arg-type]
             resource_type=_field(info.resource_type, 32),
             # What the client sent (a path segment may hold anything, even NUL):

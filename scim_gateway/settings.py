@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from scim_identity_api.env import SecretSettingError, secret
+from scim_identity_api.env import SecretSettingError, otlp_traces_configured, secret
 
 _MIB = 1024 * 1024
 
@@ -62,6 +62,17 @@ def _allowed_hosts(environ: Mapping[str, str], listen: str) -> frozenset[str]:
     return frozenset(f"{h}:{port}" for h in hosts)
 
 
+def _metrics_listen(environ: Mapping[str, str]) -> str:
+    """SCIM_METRICS_LISTEN: host:port (an empty host: every interface), or "" (off)."""
+    raw = environ.get("SCIM_METRICS_LISTEN", "").strip()
+    if not raw:
+        return METRICS_LISTEN
+    _host, sep, port = raw.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise SettingsError(f"SCIM_METRICS_LISTEN must be host:port, got {raw!r}")
+    return raw
+
+
 def _log_format(environ: Mapping[str, str]) -> str:
     raw = environ.get("SCIM_LOG_FORMAT", "").strip().lower() or "json"
     if raw not in ("json", "text"):
@@ -77,6 +88,10 @@ MAX_CONCURRENCY = 128
 CLIENT_TIMEOUT_SECONDS = 20.0
 #: SCIM_REQUEST_TIMEOUT_SECONDS
 REQUEST_TIMEOUT_SECONDS = 10.0
+#: SCIM_METRICS_LISTEN: off unless set, like the core's IDENTITY_METRICS_LISTEN (the
+#: compose file sets 0.0.0.0:9465, reachable on the compose network only). The SCIM
+#: port never answers /metrics.
+METRICS_LISTEN = ""
 #: Largest member page: the core's page sizes are int32.
 MAX_MEMBER_PAGE_SIZE = 1_000_000
 
@@ -105,6 +120,12 @@ class Settings:
     allowed_hosts: frozenset[str] | None = None
     #: "json" (one object per line) or "text".
     log_format: str = "json"
+    #: host:port of the Prometheus /metrics endpoint (gunicorn's master serves it,
+    #: summed over the workers); "": not served (METRICS_LISTEN).
+    metrics_listen: str = METRICS_LISTEN
+    #: Trace each request and its core calls over OTLP: set when the environment names
+    #: an endpoint (OTEL_EXPORTER_OTLP_ENDPOINT or _TRACES_ENDPOINT; tracing.py).
+    tracing: bool = False
     #: The gateway's service credential for a core that requires one (never shown in repr).
     identity_token: str = field(default="", repr=False)
     #: PEM files for TLS to the core: the CA that signed its certificate, and the
@@ -170,6 +191,8 @@ class Settings:
             schema_ttl_seconds=_float(environ, "SCIM_SCHEMA_TTL_SECONDS", 300.0),
             identity_target=environ.get("SCIM_IDENTITY_TARGET", "").strip() or "127.0.0.1:50051",
             log_format=_log_format(environ),
+            metrics_listen=_metrics_listen(environ),
+            tracing=otlp_traces_configured(environ),
             listen=listen,
             workers=_int(environ, "SCIM_WORKERS", 2, 1),
             max_payload_bytes=_int(environ, "SCIM_MAX_PAYLOAD_BYTES", _MIB, 1024),

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -265,6 +266,29 @@ def http_request(
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
     finally:
         conn.close()
+
+
+Samples = list[tuple[dict[str, str], float]]
+
+
+def scrape(port: int | str) -> dict[str, Samples]:
+    """A Prometheus scrape of http://127.0.0.1:{port}/metrics (or of host:port):
+    each sample name's (labels, value) pairs."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    address = port if isinstance(port, str) else f"127.0.0.1:{port}"
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    out: dict[str, Samples] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return out
+
+
+def value(samples: Samples, **labels: str) -> float:
+    """The sum of the samples whose labels include `labels`."""
+    return sum(v for lab, v in samples if all(lab.get(k) == x for k, x in labels.items()))
 
 
 def start_gateway_process(target: str, tmp: Path, **env: str) -> tuple[Proc, int]:

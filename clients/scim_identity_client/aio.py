@@ -11,7 +11,7 @@ which world it runs in. Failures raise the same typed `scim_identity_client.erro
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -72,10 +72,13 @@ class AsyncIdentityClient:
         tls_ca_file: str | None = None,
         tls_cert_file: str | None = None,
         tls_key_file: str | None = None,
+        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
     ) -> None:
         """`token`: a service credential, sent as `authorization: Bearer` on every
         call. TLS: ready `credentials`, or PEM files (`tls_ca_file` to verify the
-        server; `tls_cert_file` + `tls_key_file` for a client certificate)."""
+        server; `tls_cert_file` + `tls_key_file` for a client certificate).
+        `interceptors`: grpc.aio client interceptors on the channel (e.g.
+        `scim_identity_api.tracing.ClientTracingInterceptor`, which sends W3C `traceparent`)."""
         credentials = channel_credentials(
             credentials=credentials,
             tls_ca_file=tls_ca_file,
@@ -87,9 +90,13 @@ class AsyncIdentityClient:
         self._auth = auth_metadata(token)
         opts = channel_options(options)
         if credentials is None:
-            self._channel = grpc.aio.insecure_channel(target, options=opts)
+            self._channel = grpc.aio.insecure_channel(
+                target, options=opts, interceptors=interceptors or None
+            )
         else:
-            self._channel = grpc.aio.secure_channel(target, credentials, options=opts)
+            self._channel = grpc.aio.secure_channel(
+                target, credentials, options=opts, interceptors=interceptors or None
+            )
         self.target = target
         self.timeout = timeout
         self._tenants = tenants_pb2_grpc.TenantServiceStub(self._channel)

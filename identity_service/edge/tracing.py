@@ -14,13 +14,14 @@ other JSON log line written inside a traced call.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from scim_identity_api.tracing import otlp_provider, trace_ids, trace_ids_in_logs
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -32,50 +33,14 @@ TRACER_NAME = "identity_service"
 #: Where a statement's span waits in its connection's `info` for the statement's end.
 _SPAN = "identity_service.tracing.span"
 
-
-def otlp_provider(service_name: str) -> trace.TracerProvider:
-    """A tracer provider that batches spans to the OTLP endpoint of the environment."""
-    # (the ignores below) the SDK and exporter are imported only when tracing is on
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
-        OTLPSpanExporter,
-    )
-    from opentelemetry.sdk.resources import OTELResourceDetector, Resource  # noqa: PLC0415
-    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
-
-    resource = Resource.create({"service.name": service_name}).merge(
-        OTELResourceDetector().detect()
-    )
-    provider = TracerProvider(resource=resource)
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    return provider
-
-
-def trace_ids() -> dict[str, str]:
-    """The current span's ids as the JSON log lines carry them; {} outside a span."""
-    ctx = trace.get_current_span().get_span_context()
-    if not ctx.is_valid:
-        return {}
-    return {"trace_id": format(ctx.trace_id, "032x"), "span_id": format(ctx.span_id, "016x")}
-
-
-class TraceIdFilter(logging.Filter):
-    """Adds trace_id / span_id to log records made inside a span (jsonlog writes a
-    record's extra attributes as fields)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        for key, value in trace_ids().items():
-            setattr(record, key, value)
-        return True
+__all__ = ["TracingInterceptor", "install", "otlp_provider", "trace_ids", "trace_sql"]
 
 
 def install(provider: trace.TracerProvider, db: Any, system: str) -> TracingInterceptor:
     """Tracing for one service: SQL spans on the database's engines, trace ids on the
     log lines; answers the interceptor that opens each call's span."""
     db.observe(lambda engine: trace_sql(engine, provider, system))
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, TraceIdFilter) for f in handler.filters):
-            handler.addFilter(TraceIdFilter())
+    trace_ids_in_logs()
     return TracingInterceptor(provider)
 
 

@@ -1,4 +1,5 @@
-"""Secret settings from the environment: `NAME`, or the contents of the file `NAME_FILE`.
+"""Settings every component reads from the environment the same way: secrets (`NAME`,
+or the contents of the file `NAME_FILE`) and whether traces go to an OTLP endpoint.
 
 Every component (the identity service, the SCIM gateway, identityctl and the example
 subscribers) reads its secret settings through `secret()`, so each has a `*_FILE`
@@ -37,3 +38,15 @@ def secret(env: Mapping[str, str], name: str) -> str:
     if not content:
         raise SecretSettingError(f"{name}_FILE {path} is empty")
     return content
+
+
+def otlp_traces_configured(env: Mapping[str, str]) -> bool:
+    """Whether the standard OpenTelemetry variables name an OTLP endpoint for traces
+    (`OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`), and the
+    SDK is not disabled (`OTEL_SDK_DISABLED=true`). The exporter reads the rest of the
+    `OTEL_*` variables itself; nothing of opentelemetry is imported here."""
+    endpoint = (
+        env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+        or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+    )
+    return bool(endpoint) and env.get("OTEL_SDK_DISABLED", "").strip().lower() != "true"

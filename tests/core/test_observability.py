@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,6 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
-from prometheus_client.parser import text_string_to_metric_families
 
 from identity_service.edge.server import create_server
 from identity_service.settings import Settings
@@ -25,7 +23,7 @@ from scim_identity_api.v1 import tenants_pb2, tenants_pb2_grpc, users_pb2, users
 from scim_identity_client import IdentityClient, NotFound
 
 from ..security.helpers import ADMIN_SECRET, SUBSCRIBER_SECRET, write_credentials
-from ..support import ServiceThread
+from ..support import ServiceThread, scrape, value
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 PARENT_SPAN = "b7ad6b7169203331"
@@ -48,20 +46,6 @@ class TracedService(ServiceThread):
 
         self.port = asyncio.run_coroutine_threadsafe(boot(), self.loop).result(60)
         return f"127.0.0.1:{self.port}"
-
-
-def scrape(port: int) -> dict[str, list[tuple[dict[str, str], float]]]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    out: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            out.setdefault(sample.name, []).append((sample.labels, sample.value))
-    return out
-
-
-def value(samples: list[tuple[dict[str, str], float]], **labels: str) -> float:
-    return sum(v for lab, v in samples if all(lab.get(k) == x for k, x in labels.items()))
 
 
 @pytest.fixture

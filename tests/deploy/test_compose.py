@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -19,7 +20,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from scim_identity_client import IdentityClient, Unauthenticated
 
-from ..support import ROOT, Proc, eventually, throwaway_pg_database
+from ..support import ROOT, Proc, eventually, scrape, throwaway_pg_database
+from ..support import value as sample_sum
 from .compose import COMPOSE, Stack, start_order
 
 pytestmark = pytest.mark.e2e
@@ -67,6 +69,9 @@ def test_compose_file_holds_no_secret_and_publishes_only_the_gateway() -> None:
             assert not svc.get("ports"), f"{name} is published"
     (published,) = services["gateway"]["ports"]
     assert published.startswith("${SCIM_PUBLISH_ADDRESS:-127.0.0.1}:"), published
+    # The gateway's metrics have a port of their own, not the published SCIM port.
+    metrics_port = services["gateway"]["environment"]["SCIM_METRICS_LISTEN"].rsplit(":", 1)[1]
+    assert not published.endswith(f":{metrics_port}"), published
     # One build for every service, never pulled.
     app = [s for s in services.values() if s.get("image") == "scim-identity:latest"]
     assert app and all(s["build"] == "." and s["pull_policy"] == "build" for s in app)
@@ -193,11 +198,20 @@ def test_first_start_is_secured_and_needs_no_manual_step(tmp_path: Path) -> None
                 created = next(e for e in watch if e.resource_id == user_id)
                 watch.close()
                 assert created.request_id == request_id
-            gateway_metrics = urllib.request.urlopen(f"http://{gateway}/metrics", timeout=5).read()
-            assert (
-                b'scim_requests_total{endpoint="Users",method="POST",status="201"}'
-                in gateway_metrics
+            # The gateway's metrics on their own port (compose network only), none on
+            # the SCIM port.
+            gateway_metrics = scrape(stack.binds["gateway"]["0.0.0.0:9465"])
+            created = {
+                "http_request_method": "POST",
+                "http_route": "Users",
+                "http_response_status_code": "201",
+            }
+            assert sample_sum(
+                gateway_metrics["http_server_request_duration_seconds_count"], **created
             )
+            with pytest.raises(urllib.error.HTTPError) as not_here:
+                urllib.request.urlopen(f"http://{gateway}/metrics", timeout=5)
+            assert not_here.value.code == 404
             # No generated secret, and no tenant token, in any service's output.
             generated = [
                 p.read_text() for p in stack.volumes.glob("*/*") if p.name in ("token", "password")
@@ -359,4 +373,4 @@ def test_image_contains_what_the_services_run(tmp_path: Path) -> None:
     assert {".git", ".venv", "tests", "**/__pycache__"} <= set(ignored)
     # Only the ports something listens on.
     (expose,) = [line for line in final.splitlines() if line.startswith("EXPOSE ")]
-    assert expose.split()[1:] == ["50051", "8080", "9464"]
+    assert expose.split()[1:] == ["50051", "8080", "9464", "9465"]

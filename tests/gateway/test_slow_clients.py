@@ -242,7 +242,14 @@ def test_late_headers_and_bodies_are_cut_off(core: tuple[str, Path]) -> None:
 def test_past_the_concurrency_bound_503_with_retry_after(core: tuple[str, Path]) -> None:
     target, tmp = core
     tenant, token = _tenant(target, "busy")
-    gateway, port = start_gateway_process(target, tmp, SCIM_WORKERS="1", SCIM_MAX_CONCURRENCY="2")
+    metrics_port = free_port()
+    gateway, port = start_gateway_process(
+        target,
+        tmp,
+        SCIM_WORKERS="1",
+        SCIM_MAX_CONCURRENCY="2",
+        SCIM_METRICS_LISTEN=f"127.0.0.1:{metrics_port}",
+    )
     # The token's first use is recorded before the lock is taken (a stale last_used
     # would add a write of its own).
     assert http_request(port, "GET", f"/scim/v2/{tenant}/Users", token=token)[0] == 200
@@ -266,8 +273,11 @@ def test_past_the_concurrency_bound_503_with_retry_after(core: tuple[str, Path])
 
             # Once both are in flight (waiting on the lock), a third request is refused.
             def in_flight() -> bool:
-                text = http_request(port, "GET", "/metrics")[2].decode()
-                return "scim_requests_in_flight 2.0" in text
+                text = http_request(metrics_port, "GET", "/metrics")[2].decode()
+                return (
+                    'http_server_active_requests{http_request_method="POST",url_scheme="http"} 2.0'
+                    in text
+                )
 
             eventually(in_flight, 20, "both POSTs in flight")
             status, headers, body = http_request(

@@ -246,6 +246,16 @@ def test_settings_from_env() -> None:
         Settings.from_env({"SCIM_MAX_PAGE_SIZE": "lots"})
     with pytest.raises(SettingsError):
         Settings.from_env({"SCIM_DEFAULT_PAGE_SIZE": "500", "SCIM_MAX_PAGE_SIZE": "100"})
+    # Metrics off unless SCIM_METRICS_LISTEN names host:port; tracing on an OTLP endpoint.
+    assert Settings.from_env({}).metrics_listen == ""
+    assert Settings.from_env({"SCIM_METRICS_LISTEN": ":9465"}).metrics_listen == ":9465"
+    for bad in ("9465", "host:", "host:port", "host:70000"):
+        with pytest.raises(SettingsError, match="SCIM_METRICS_LISTEN"):
+            Settings.from_env({"SCIM_METRICS_LISTEN": bad})
+    assert not Settings.from_env({}).tracing
+    otlp = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4317"}
+    assert Settings.from_env(otlp).tracing
+    assert not Settings.from_env({**otlp, "OTEL_SDK_DISABLED": "true"}).tracing
 
 
 def test_user_proto_unchanged_by_normalize_round_trip() -> None:

@@ -4,7 +4,7 @@ identity_service: the commands (__main__, bootstrap, probe) > edge (RPC) > chang
 feeds, retention) > domain > storage > the root's shared leaves (settings, errors, context,
 schema: the attribute catalogue, which the domain applies and filters compile with).
 scim_gateway: the process (__main__, worker) > the HTTP side (app, guard, core, http, access,
-tenant, observability, resources) > scim
+tenant, observability, tracing, resources) > scim
 (SCIM syntax) > the root's errors, settings.
 """
 
@@ -42,6 +42,7 @@ LAYERS: dict[str, dict[str, int]] = {
         "access": 3,
         "tenant": 3,
         "observability": 3,
+        "tracing": 3,
         "http": 2,
         "history": 2,
         "scim": 1,

@@ -126,6 +126,11 @@ def run(quick: bool = False) -> str:
         f"prepared statement, {check_ns:.0f} ns: together "
         f"{(copy_ns + 2 * check_ns) / (off_cpu * 1e6) * 100:.3f}% of a call's CPU "
         "(two prepared statements a call), below what this machine can measure.",
+        "",
+        "The gateway, tracing off, runs no tracing code per request: the ASGI span wrapper and "
+        "the client interceptor are installed only when OTLP is configured (and nothing of "
+        "opentelemetry is imported: `tests/gateway/test_observability.py` checks a worker's "
+        "modules), so its request path is the one measured in the gateway tables above.",
     ]
     return "\n".join(lines)
 

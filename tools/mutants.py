@@ -290,7 +290,9 @@ def _change(diff: str) -> tuple[str, str]:
     return " / ".join(before), " / ".join(after)
 
 
-def _report(chosen: list[Target], results: list[dict[str, object]], seconds: float) -> int:
+def _report(
+    chosen: list[Target], results: list[dict[str, object]], seconds: float, loads: list[float]
+) -> int:
     equivalent = tomllib.loads(EQUIVALENT.read_text()).get("equivalent", [])
     reasons = {(e["file"], e["before"], e["after"]): e["reason"] for e in equivalent}
     lines = [
@@ -302,8 +304,13 @@ def _report(chosen: list[Target], results: list[dict[str, object]], seconds: flo
         "flipped, a constant changed, an argument dropped); the guarding tests must fail on it.",
         "",
         f"Last run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; the targets took "
-        f"{seconds / 60:.1f} min in all on a {os.cpu_count()}-core machine, load average "
-        f"{os.getloadavg()[0]:.1f} at the end (mutmut runs each",
+        f"{seconds / 60:.1f} min in all on a {os.cpu_count()}-core machine, "
+        + (
+            f"load average {min(loads):.1f}-{max(loads):.1f} as they ended"
+            if loads
+            else "shared (load not recorded)"
+        )
+        + " (mutmut runs each",
         "mutant's tests on SQLite only, stopping at the first failure).",
         "",
         "| target | functions | mutants | killed | equivalent | timed out | unexplained |",
@@ -398,11 +405,16 @@ def main(argv: list[str]) -> int:
         started = time.monotonic()
         _run_target(t)
         mine = [r for r in _results() if r["file"] == t.path]
-        doc = {"seconds": time.monotonic() - started, "results": mine}
+        doc = {
+            "seconds": time.monotonic() - started,
+            "load": os.getloadavg()[0],
+            "results": mine,
+        }
         (results_dir / f"{_slug(t)}.json").write_text(json.dumps(doc))
     reported: list[Target] = []
     results: list[dict[str, object]] = []
     seconds = 0.0
+    loads: list[float] = []
     for t in TARGETS:
         path = results_dir / f"{_slug(t)}.json"
         if path.exists():
@@ -410,7 +422,9 @@ def main(argv: list[str]) -> int:
             reported.append(t)
             results += doc["results"]
             seconds += doc["seconds"]
-    return _report(reported, results, seconds)
+            if "load" in doc:
+                loads.append(doc["load"])
+    return _report(reported, results, seconds, loads)
 
 
 if __name__ == "__main__":

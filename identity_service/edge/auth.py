@@ -54,6 +54,7 @@ from ..domain import policy, tenants
 from ..errors import (
     DeadlineExceeded,
     DomainError,
+    NotFound,
     PermissionDenied,
     ReplicaReadOnly,
     TokenScope,
@@ -553,6 +554,10 @@ class Caller:
         self.ctx = replace(self.ctx, actor_kind="token", actor_id=b.token.id)
         if not b.tenant.active:
             raise tenants.inactive(b.tenant, b.token)
+        if self._access.groups and b.tenant.settings and policy.load(s, b.tenant).groups_disabled:
+            # Panther has no /Groups: for its IdP the endpoint does not exist (404),
+            # whatever the token (RFC 7644 §3.12); checked before the token's scope.
+            raise NotFound("this tenant has no Groups endpoint (its policy turns Groups off)")
         self._check_scope(b.token.scope, self._access.scopes)
         return b.tenant
 

@@ -37,7 +37,7 @@ from scim_identity_api.v1 import (
 from ._common import RECONNECT_OPTIONS, CallContext
 from .client import IdentityClient
 from .errors import IdentityError, Unavailable
-from .urls import scim_urls
+from .urls import admin_sign_in_url, scim_urls
 from .watch import event_name
 
 SCOPES = {
@@ -57,6 +57,8 @@ KINDS = {
 KIND_NAMES = {v: k for k, v in KINDS.items()}
 #: Where `make run` serves SCIM (tools/run_local.py).
 LOCAL_GATEWAY = "http://127.0.0.1:8080"
+#: Where `make run` serves the admin console.
+LOCAL_CONSOLE = "http://127.0.0.1:8081"
 ADMIN = CallContext(actor_kind="admin", actor_id=os.environ.get("USER", "identityctl"))
 
 
@@ -459,6 +461,21 @@ _OUTPUT.add_argument(
 )
 
 
+def cmd_admin_link(client: IdentityClient, args: argparse.Namespace) -> int:
+    if bool(args.tenant) == args.operator:
+        raise _Refused("name a TENANT, or give --operator for a link to every tenant")
+    link = client.create_admin_link(
+        args.tenant, operator=args.operator, subject=args.subject or ADMIN.actor_id, ctx=ADMIN
+    )
+    who = "an operator (every tenant)" if args.operator else f"tenant {link.principal.tenant_name}"
+    print(
+        f"sign-in link for {who}: valid once, until {_time(link.expires)}",
+        file=sys.stderr,
+    )
+    print(admin_sign_in_url(args.admin_url, link.secret))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="identityctl",
@@ -629,6 +646,24 @@ def build_parser() -> argparse.ArgumentParser:
     gsh.add_argument("tenant", help=tenant_help)
     gsh.add_argument("group_id", help="the group's id")
     gr.set_defaults(func=cmd_group)
+
+    al = _sub(
+        sub,
+        "admin-link",
+        "print a one-time admin console sign-in URL (valid 15 minutes) on the last line",
+    )
+    al.add_argument(
+        "tenant", nargs="?", help="tenant name or id: the link signs in that tenant's admin"
+    )
+    al.add_argument("--operator", action="store_true", help="an operator link: every tenant")
+    al.add_argument("--subject", help="who the link is for (the actor in the history)")
+    al.add_argument(
+        "--admin-url",
+        default=os.environ.get("IDENTITY_ADMIN_URL") or LOCAL_CONSOLE,
+        help="the admin console's public URL (env IDENTITY_ADMIN_URL; "
+        f"default {LOCAL_CONSOLE}, the console of `make run`)",
+    )
+    al.set_defaults(func=cmd_admin_link)
 
     h = _sub(sub, "history", "list SCIM operations, newest first", output=True)
     h.add_argument("tenant", help=tenant_help)

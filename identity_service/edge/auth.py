@@ -175,6 +175,16 @@ METHODS: Mapping[str, Access] = MappingProxyType(
         Watch=Access(SUBSCRIBER, replica=True),
         GetRevision=Access(SUBSCRIBER, replica=True),
     )
+    # The admin console's sign-in (and a vendor backend's CreateAdminLink): admin
+    # credentials only. A link or session secret is a sign-in, never a tenant's API
+    # token: these calls take no bearer, so every scope is beside the point.
+    | _service(
+        "AdminService",
+        CreateAdminLink=Access(NOBODY, write=True),
+        RedeemAdminLink=Access(NOBODY, write=True),
+        GetAdminSession=Access(NOBODY),
+        EndAdminSession=Access(NOBODY, write=True),
+    )
 )
 _ALL_SCOPES = frozenset({FULL, READ_ONLY, USERS_ONLY})
 #: A method the table does not name (none of the contract's): admin only, full scope.

@@ -247,6 +247,11 @@ def _parse_time(value: str) -> timestamp_pb2.Timestamp:
     return out
 
 
+def _who(op: history_pb2.Operation) -> str:
+    """An admin's action names its actor; a SCIM request its token."""
+    return f"by={op.actor}" if op.actor else f"token={op.token_id or '-'}"
+
+
 def cmd_history(client: IdentityClient, args: argparse.Namespace) -> int:
     tid = _tenant_id(client, args.tenant)
     outcome = {
@@ -269,7 +274,7 @@ def cmd_history(client: IdentityClient, args: argparse.Namespace) -> int:
         print(
             f"{_time(op.time)}  {op.method:<6} {KIND_NAMES.get(op.kind, '?'):<6} "
             f"{op.resource_type or '-':<8} {op.resource_id or '-':<36} {op.status} "
-            f"{op.duration_ms:.1f}ms req={op.request_id or '-'} token={op.token_id or '-'}{err}"
+            f"{op.duration_ms:.1f}ms req={op.request_id or '-'} {_who(op)}{err}"
         )
 
     _emit(args, resp.operations, line)

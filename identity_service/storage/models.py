@@ -326,6 +326,8 @@ class OperationRow(Base):
     detail: Mapped[str] = mapped_column(Text, default="")
     duration_ms: Mapped[float] = mapped_column(Float, default=0.0)
     request_id: Mapped[str] = mapped_column(String(64), default="")
+    #: Who acted when no token did (an admin in the console); 0006.
+    actor: Mapped[str] = mapped_column(String(256), default="", server_default="")
 
 
 def table(model: type[Base]) -> Table:

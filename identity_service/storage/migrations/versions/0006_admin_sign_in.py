@@ -1,4 +1,5 @@
-"""Admin console sign-in: one-time links (admin_links) and sessions (admin_sessions).
+"""Admin console sign-in: one-time links (admin_links) and sessions (admin_sessions);
+operations.actor, who acted in the history when no token did (an admin).
 
 Both keep only the SHA-256 of their secret. Sessions live in the core, not in the
 console, so the console is stateless across replicas and a sign-out is immediate.
@@ -58,8 +59,14 @@ def upgrade() -> None:
     for name in ("admin_links", "admin_sessions"):
         with op.batch_alter_table(name) as batch:
             batch.create_index(batch.f(f"ix_{name}_tenant_pk"), ["tenant_pk"], unique=False)
+    with op.batch_alter_table("operations") as batch:
+        batch.add_column(
+            sa.Column("actor", sa.String(length=256), nullable=False, server_default="")
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("operations") as batch:
+        batch.drop_column("actor")
     op.drop_table("admin_sessions")
     op.drop_table("admin_links")

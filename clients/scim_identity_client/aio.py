@@ -422,6 +422,18 @@ class AsyncIdentityClient:
 
     # -- the admin console's calls: its tenant's connector and tokens, sign-in ----------
 
+    async def list_tenants(self, *, ctx: CallContext | None = None) -> list[tenants_pb2.Tenant]:
+        """Every tenant, by name."""
+        out: list[tenants_pb2.Tenant] = []
+        token = ""
+        while True:
+            req = tenants_pb2.ListTenantsRequest(page_size=500, page_token=token)
+            resp = await self._call(self._tenants.ListTenants, req, ctx)
+            out.extend(resp.tenants)
+            token = resp.next_page_token
+            if not token:
+                return out
+
     async def update_tenant(
         self, tenant: str, *, active: bool | None = None, ctx: CallContext | None = None
     ) -> tenants_pb2.Tenant:

@@ -23,7 +23,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -196,38 +196,69 @@ class Console:
         except NotFound:
             raise NOT_FOUND from None
 
-    def ctx(self, admin: Admin, request_id: str) -> CallContext:
-        return CallContext(request_id=request_id, actor_kind="admin", actor_id=admin.actor)
+    def action(self, admin: Admin, tenant: tenants_pb2.Tenant) -> Action:
+        return Action(self, admin, tenant)
 
-    async def record(
+    def show_secret(
         self,
+        resp: falcon.asgi.Response,
         admin: Admin,
         tenant: tenants_pb2.Tenant,
+        token: tenants_pb2.Token,
         *,
-        request_id: str,
-        kind: int,
-        resource_type: str,
-        resource_id: str,
-        status: int,
-        detail: str,
-        started: float,
+        secret: str,
+        revoked: tenants_pb2.Token | None = None,
     ) -> None:
-        """The action in the tenant's operations history, with its actor."""
+        """The one answer that shows a token's secret (201, never cached)."""
+        self.render(
+            resp,
+            "secret.html",
+            status=201,
+            title="Your new token",
+            admin=admin,
+            tenant=tenant,
+            token=token,
+            secret=secret,
+            revoked=revoked,
+        )
+
+
+@dataclass
+class Action:
+    """One admin action: its request id, the call context that attributes its changes
+    to the admin (their change events carry the actor), and its record in the
+    tenant's operations history, with the same actor."""
+
+    console: Console
+    admin: Admin
+    tenant: tenants_pb2.Tenant
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def ctx(self) -> CallContext:
+        return CallContext(
+            request_id=self.request_id, actor_kind="admin", actor_id=self.admin.actor
+        )
+
+    async def record(
+        self, kind: int, resource_type: str, resource_id: str, status: int, detail: str
+    ) -> None:
         op = history_pb2.Operation(
-            tenant_id=tenant.id,
+            tenant_id=self.tenant.id,
             method="POST",
             kind=kind,  # type: ignore[arg-type]
             resource_type=resource_type,
             resource_id=resource_id,
             status=status,
             detail=detail,
-            duration_ms=(time.perf_counter() - started) * 1000,
-            request_id=request_id,
-            actor=admin.actor,
+            duration_ms=(time.perf_counter() - self.started) * 1000,
+            request_id=self.request_id,
+            actor=self.admin.actor,
         )
         op.time.FromDatetime(datetime.now(UTC))
         try:
-            await self.core.record_operations([op])
+            await self.console.core.record_operations([op])
         except IdentityError as err:
             # The action itself is done (and its change events carry the actor).
             log.warning("history record of an admin action failed: %s", err.code)
@@ -237,10 +268,6 @@ _SIGNED_OUT = (
     "You are not signed in, or your session has ended. Sign in with a new link: your "
     "vendor's application gives you one, or an operator runs `identityctl admin-link`."
 )
-
-
-def _request_id() -> str:
-    return uuid.uuid4().hex
 
 
 # -- resources ---------------------------------------------------------------------------
@@ -255,10 +282,20 @@ class Health:
         resp.text = "ok"
 
 
-class SignIn:
+class _Resource:
+    """A page's resource: the console, and who asks for which tenant."""
+
     def __init__(self, console: Console) -> None:
         self.c = console
 
+    async def signed_in(
+        self, req: falcon.asgi.Request, tenant: str
+    ) -> tuple[Admin, tenants_pb2.Tenant]:
+        admin = await self.c.admin(req)
+        return admin, await self.c.tenant_of(admin, tenant)
+
+
+class SignIn(_Resource):
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         secret = req.get_param("token") or ""
         try:
@@ -285,10 +322,7 @@ class SignIn:
         self.c.render(resp, "signed_in.html", title="Signed in")
 
 
-class SignOut:
-    def __init__(self, console: Console) -> None:
-        self.c = console
-
+class SignOut(_Resource):
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         admin = await self.c.admin(req)
         await self.c.form(req, admin)
@@ -299,10 +333,7 @@ class SignOut:
         )
 
 
-class Home:
-    def __init__(self, console: Console) -> None:
-        self.c = console
-
+class Home(_Resource):
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         admin = await self.c.admin(req)
         if not admin.operator:
@@ -311,17 +342,13 @@ class Home:
         self.c.render(resp, "tenants.html", title="Tenants", admin=admin, tenants=tenants)
 
 
-class Connector:
+class Connector(_Resource):
     """The Connector page: SCIM base URL, connector state, tokens."""
-
-    def __init__(self, console: Console) -> None:
-        self.c = console
 
     async def on_get(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, tenant: str
     ) -> None:
-        admin = await self.c.admin(req)
-        t = await self.c.tenant_of(admin, tenant)
+        admin, t = await self.signed_in(req, tenant)
         await self.page(resp, admin, t)
 
     async def page(
@@ -357,17 +384,13 @@ class Connector:
         )
 
 
-class ConnectorState:
+class ConnectorState(_Resource):
     """GET: the confirmation; POST: activate or deactivate the SCIM connector."""
-
-    def __init__(self, console: Console) -> None:
-        self.c = console
 
     async def on_get(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, tenant: str
     ) -> None:
-        admin = await self.c.admin(req)
-        t = await self.c.tenant_of(admin, tenant)
+        admin, t = await self.signed_in(req, tenant)
         active = req.get_param_as_bool("active", required=True)
         self.c.render(
             resp,
@@ -381,40 +404,29 @@ class ConnectorState:
     async def on_post(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, tenant: str
     ) -> None:
-        admin = await self.c.admin(req)
-        t = await self.c.tenant_of(admin, tenant)
+        admin, t = await self.signed_in(req, tenant)
         form = await self.c.form(req, admin)
         if form.get("active") not in ("true", "false"):
             raise PageError(400, "Bad request", "Say whether the connector should be active.")
         active = form["active"] == "true"
-        rid, started = _request_id(), time.perf_counter()
-        t = await self.c.core.update_tenant(t.id, active=active, ctx=self.c.ctx(admin, rid))
-        await self.c.record(
-            admin,
-            t,
-            request_id=rid,
-            kind=H.OPERATION_KIND_UPDATE,
-            resource_type="Tenant",
-            resource_id=t.id,
-            status=200,
-            detail=f"connector {'activated' if active else 'deactivated'}",
-            started=started,
-        )
+        act = self.c.action(admin, t)
+        t = await self.c.core.update_tenant(t.id, active=active, ctx=act.ctx)
+        state = "activated" if active else "deactivated"
+        await act.record(H.OPERATION_KIND_UPDATE, "Tenant", t.id, 200, f"connector {state}")
         raise falcon.HTTPSeeOther(f"/tenants/{t.name}/connector")
 
 
-class Tokens:
+class Tokens(_Resource):
     """POST: generate a token; the answer shows its secret, once."""
 
     def __init__(self, console: Console, connector: Connector) -> None:
-        self.c = console
+        super().__init__(console)
         self.connector = connector
 
     async def on_post(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, tenant: str
     ) -> None:
-        admin = await self.c.admin(req)
-        t = await self.c.tenant_of(admin, tenant)
+        admin, t = await self.signed_in(req, tenant)
         form = await self.c.form(req, admin)
         scope = SCOPES.get(form.get("scope", "full"))
         description = form.get("description", "").strip()
@@ -435,50 +447,25 @@ class Tokens:
                 )
             expires = timestamp_pb2.Timestamp()
             expires.FromDatetime(datetime.now(UTC) + timedelta(days=int(days_text)))
-        rid, started = _request_id(), time.perf_counter()
+        act = self.c.action(admin, t)
         try:
             issued = await self.c.core.issue_token(
-                t.id,
-                description=description,
-                scope=scope,
-                expires=expires,
-                ctx=self.c.ctx(admin, rid),
+                t.id, description=description, scope=scope, expires=expires, ctx=act.ctx
             )
         except FailedPrecondition:
-            await self.c.record(
-                admin,
-                t,
-                request_id=rid,
-                kind=H.OPERATION_KIND_CREATE,
-                resource_type="Token",
-                resource_id="",
-                status=409,
-                detail="token not generated: two tokens are live",
-                started=started,
+            await act.record(
+                H.OPERATION_KIND_CREATE,
+                "Token",
+                "",
+                409,
+                "token not generated: two tokens are live",
             )
             return await self.connector.page(resp, admin, t, status=409, error=_LIMIT)
-        await self.c.record(
-            admin,
-            t,
-            request_id=rid,
-            kind=H.OPERATION_KIND_CREATE,
-            resource_type="Token",
-            resource_id=issued.token.id,
-            status=201,
-            detail=f"token {issued.token.prefix}… generated",
-            started=started,
+        token = issued.token
+        await act.record(
+            H.OPERATION_KIND_CREATE, "Token", token.id, 201, f"token {token.prefix}… generated"
         )
-        self.c.render(
-            resp,
-            "secret.html",
-            status=201,
-            title="Your new token",
-            admin=admin,
-            tenant=t,
-            token=issued.token,
-            secret=issued.secret,
-            revoked=None,
-        )
+        self.c.show_secret(resp, admin, t, token, secret=issued.secret)
 
 
 _LIMIT = (
@@ -488,11 +475,8 @@ _LIMIT = (
 )
 
 
-class TokenAction:
+class TokenAction(_Resource):
     """GET: the confirmation of a revoke; POST .../rotate or .../revoke."""
-
-    def __init__(self, console: Console) -> None:
-        self.c = console
 
     async def _token(self, admin: Admin, t: tenants_pb2.Tenant, token_id: str) -> tenants_pb2.Token:
         for k in await self.c.core.list_tokens(t.id):
@@ -508,8 +492,7 @@ class TokenAction:
         token_id: str,
         action: str,
     ) -> None:
-        admin = await self.c.admin(req)
-        t = await self.c.tenant_of(admin, tenant)
+        admin, t = await self.signed_in(req, tenant)
         if action not in ("rotate", "revoke"):
             raise NOT_FOUND
         token = await self._token(admin, t, token_id)
@@ -531,51 +514,28 @@ class TokenAction:
         token_id: str,
         action: str,
     ) -> None:
-        admin = await self.c.admin(req)
-        t = await self.c.tenant_of(admin, tenant)
+        admin, t = await self.signed_in(req, tenant)
         if action not in ("rotate", "revoke"):
             raise NOT_FOUND
         await self.c.form(req, admin)
         token = await self._token(admin, t, token_id)
-        rid, started = _request_id(), time.perf_counter()
-        ctx = self.c.ctx(admin, rid)
+        act = self.c.action(admin, t)
         if action == "revoke":
-            await self.c.core.revoke_token(t.id, token.id, ctx=ctx)
-            await self.c.record(
-                admin,
-                t,
-                request_id=rid,
-                kind=H.OPERATION_KIND_DELETE,
-                resource_type="Token",
-                resource_id=token.id,
-                status=200,
-                detail=f"token {token.prefix}… revoked",
-                started=started,
+            await self.c.core.revoke_token(t.id, token.id, ctx=act.ctx)
+            await act.record(
+                H.OPERATION_KIND_DELETE, "Token", token.id, 200, f"token {token.prefix}… revoked"
             )
             raise falcon.HTTPSeeOther(f"/tenants/{t.name}/connector")
-        rotated = await self.c.core.rotate_token(t.id, revoke_token_id=token.id, ctx=ctx)
-        await self.c.record(
-            admin,
-            t,
-            request_id=rid,
-            kind=H.OPERATION_KIND_CREATE,
-            resource_type="Token",
-            resource_id=rotated.token.id,
-            status=201,
-            detail=f"token {token.prefix}… rotated: {rotated.token.prefix}… issued, old revoked",
-            started=started,
+        rotated = await self.c.core.rotate_token(t.id, revoke_token_id=token.id, ctx=act.ctx)
+        new = rotated.token
+        await act.record(
+            H.OPERATION_KIND_CREATE,
+            "Token",
+            new.id,
+            201,
+            f"token {token.prefix}… rotated: {new.prefix}… issued, old revoked",
         )
-        self.c.render(
-            resp,
-            "secret.html",
-            status=201,
-            title="Your new token",
-            admin=admin,
-            tenant=t,
-            token=rotated.token,
-            secret=rotated.secret,
-            revoked=token,
-        )
+        self.c.show_secret(resp, admin, t, new, secret=rotated.secret, revoked=token)
 
 
 def create_app(settings: Settings, make_client: Callable[[], AsyncIdentityClient]) -> Any:

@@ -481,6 +481,18 @@ def cmd_admin_link(client: IdentityClient, args: argparse.Namespace) -> int:
     return 0
 
 
+def _url_option(
+    parser: argparse.ArgumentParser, flag: str, env: str, local: str, what: str
+) -> None:
+    """A public URL of another component, shown to the admin (`make run`'s by default)."""
+    parser.add_argument(
+        flag,
+        default=os.environ.get(env) or local,
+        help=f"the {what}'s public URL, without any /scim/v2 (env {env}; default {local}, "
+        "as `make run` serves it)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="identityctl",
@@ -531,12 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     _sub(ts, "list", "list every tenant", output=True)
     sh = _sub(ts, "show", "show one tenant, and the SCIM base URLs to give its IdP", output=True)
     sh.add_argument("tenant", help=tenant_help)
-    sh.add_argument(
-        "--scim-base-url",
-        default=os.environ.get("IDENTITY_SCIM_BASE_URL") or LOCAL_GATEWAY,
-        help="the SCIM gateway's public URL, without /scim/v2 (env IDENTITY_SCIM_BASE_URL; "
-        f"default {LOCAL_GATEWAY}, the gateway of `make run`)",
-    )
+    _url_option(sh, "--scim-base-url", "IDENTITY_SCIM_BASE_URL", LOCAL_GATEWAY, "SCIM gateway")
     _sub(ts, "activate", "let the tenant's SCIM connector in again").add_argument(
         "tenant", help=tenant_help
     )
@@ -662,12 +669,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     al.add_argument("--operator", action="store_true", help="an operator link: every tenant")
     al.add_argument("--subject", help="who the link is for (the actor in the history)")
-    al.add_argument(
-        "--admin-url",
-        default=os.environ.get("IDENTITY_ADMIN_URL") or LOCAL_CONSOLE,
-        help="the admin console's public URL (env IDENTITY_ADMIN_URL; "
-        f"default {LOCAL_CONSOLE}, the console of `make run`)",
-    )
+    _url_option(al, "--admin-url", "IDENTITY_ADMIN_URL", LOCAL_CONSOLE, "admin console")
     al.set_defaults(func=cmd_admin_link)
 
     h = _sub(sub, "history", "list SCIM operations, newest first", output=True)

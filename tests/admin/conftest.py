@@ -10,15 +10,17 @@ import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from identity_service.storage.models import utcnow
 from scim_identity_client import IdentityClient
 from scim_identity_client.types import Tenant
 from scim_identity_client.urls import admin_sign_in_url
 
-from ..support import VENV_BIN, Proc, free_port
+from ..support import VENV_BIN, Proc, ServiceThread, free_port
 
 COOKIE = "identity_admin_session"
 
@@ -36,6 +38,17 @@ def wait_http(port: int, proc: Proc, path: str, timeout: float = 60.0) -> None:
             pass
         time.sleep(0.1)
     raise TimeoutError(f"port {port} not ready:\n{proc.output()}")
+
+
+@pytest.fixture
+def clock(identity_service: ServiceThread) -> Iterator[list[datetime]]:
+    """The core's sign-in clock, as a one-element list the test moves (never slept)."""
+    assert identity_service.service is not None
+    admin = identity_service.service.admin
+    now = [utcnow()]
+    admin.clock = lambda: now[0]  # type: ignore[method-assign]
+    yield now
+    del admin.clock  # back to the class's wall clock
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from datetime import datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
@@ -14,23 +13,11 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import sqlalchemy as sa
 
-from identity_service.storage.models import utcnow
 from scim_identity_client import IdentityClient, InvalidArgument, NotFound, Unauthenticated
 from scim_identity_client.cli import main as identityctl
 from scim_identity_client.types import Tenant
 
 from ..support import ServiceThread
-
-
-@pytest.fixture
-def clock(identity_service: ServiceThread) -> Iterator[list[datetime]]:
-    """The core's sign-in clock, as a one-element list the test moves."""
-    assert identity_service.service is not None
-    admin = identity_service.service.admin
-    now = [utcnow()]
-    admin.clock = lambda: now[0]  # type: ignore[method-assign]
-    yield now
-    del admin.clock  # back to the class's wall clock
 
 
 def test_a_link_signs_in_its_tenants_admin_once(

@@ -6,31 +6,18 @@ secret is shown once, sessions end and expire, cookies are what they must be."""
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from identity_service.storage.models import utcnow
 from scim_identity_client import IdentityClient
 from scim_identity_client.types import Tenant
 from scim_identity_client.urls import admin_sign_in_url
 
-from ..support import ServiceThread
 from .conftest import Stack, Visitor, start_console
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def clock(identity_service: ServiceThread) -> Iterator[list[datetime]]:
-    assert identity_service.service is not None
-    admin = identity_service.service.admin
-    now = [utcnow()]
-    admin.clock = lambda: now[0]  # type: ignore[method-assign]
-    yield now
-    del admin.clock
 
 
 def _other(client: IdentityClient, tenant: Tenant) -> tuple[Tenant, str]:

@@ -247,6 +247,7 @@ class Action:
         op = history_pb2.Operation(
             tenant_id=self.tenant.id,
             method="POST",
+            # (the ignore below) an int where the stubs want the enum's ValueType (a NewType)
             kind=kind,  # type: ignore[arg-type]
             resource_type=resource_type,
             resource_id=resource_id,

@@ -44,6 +44,7 @@ from ._common import (
     channel_options,
     delete_user_request,
     get_group_request,
+    issue_token_request,
     list_groups_request,
     page,
     tenant_ref,
@@ -459,13 +460,7 @@ class AsyncIdentityClient:
         expires: timestamp_pb2.Timestamp | None = None,
         ctx: CallContext | None = None,
     ) -> tenants_pb2.IssueTokenResponse:
-        req = tenants_pb2.IssueTokenRequest(
-            tenant=tenant_ref(tenant),
-            description=description,
-            scope=scope,  # type: ignore[arg-type]
-        )
-        if expires is not None:
-            req.expires.CopyFrom(expires)
+        req = issue_token_request(tenant, description, scope, expires)
         return await self._call(self._tenants.IssueToken, req, ctx)
 
     async def rotate_token(

@@ -158,6 +158,18 @@ def test_banyan_primary_email_unique_per_tenant(
     body = _user("cid", ("shared@banyan.io", True))
     assert_scim_error(scim.put(f"/Users/{c.json['id']}", body), 409, "uniqueness")
     assert scim.get(f"/Users/{c.json['id']}").json["emails"][0]["value"] == "cid@banyan.io"
+    # So is a PATCH (Okta's way) that makes it cid's primary email.
+    r = scim.patch(
+        f"/Users/{c.json['id']}",
+        patch(
+            {
+                "op": "replace",
+                "path": "emails",
+                "value": [{"value": "SHARED@banyan.io", "primary": True}],
+            }
+        ),
+    )
+    assert_scim_error(r, 409, "uniqueness")
     # Its own email, unchanged, is of course fine.
     r = scim.put(f"/Users/{c.json['id']}", {**c.json, "displayName": "Cid"})
     assert r.status_code == 200, r.text

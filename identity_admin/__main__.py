@@ -4,11 +4,14 @@ preload) and each opens its own gRPC channel in the app's lifespan, after the fo
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+
+from scim_identity_client.cli import VersionAction
 
 from .settings import Settings, SettingsError
 
@@ -38,14 +41,25 @@ class ConsoleApplication(BaseApplication):  # type: ignore[misc]  # gunicorn is 
         return get_app()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    # Options first: --help and --version answer and leave, never start a server
+    # (identityctl's and scim-gateway's convention).
+    parser = argparse.ArgumentParser(
+        prog="identity-admin",
+        description="The admin console: gunicorn workers serving the console's pages and "
+        "calling the identity service over gRPC.",
+        epilog="Settings are ADMIN_* environment variables (README, 'Configuration').",
+    )
+    parser.add_argument("--version", action=VersionAction)
+    parser.parse_args(argv)
     try:
         settings = Settings.from_env(os.environ)
     except SettingsError as exc:
         print(f"identity-admin: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        return 2
     ConsoleApplication(settings).run()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -45,7 +45,10 @@ class Settings:
 
     @property
     def secure_cookies(self) -> bool:
-        return self.public_url.startswith("https://")
+        # Also when a console bound beyond loopback is reached by http on loopback (a
+        # container's published port): browsers treat loopback http as secure and send
+        # the cookie back there, and nowhere a network could see it.
+        return self.public_url.startswith("https://") or not _loopback(self.listen)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -54,11 +57,11 @@ class Settings:
         parts = urlsplit(public)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise SettingsError("ADMIN_PUBLIC_URL must be an http(s) URL")
-        if parts.scheme == "http" and not _loopback(listen):
+        if parts.scheme == "http" and not (_loopback(listen) or _loopback(parts.netloc)):
             # Session cookies must not cross a network in the clear.
             raise SettingsError(
-                "ADMIN_PUBLIC_URL must be https:// when ADMIN_LISTEN is not a loopback "
-                "address (terminate TLS in front of the console)"
+                "ADMIN_PUBLIC_URL must be https:// unless the console is reached on a "
+                "loopback address (terminate TLS in front of the console)"
             )
         scim = env.get("ADMIN_SCIM_BASE_URL", "").strip().rstrip("/") or "http://127.0.0.1:8080"
         if urlsplit(scim).scheme not in ("http", "https"):

@@ -5,11 +5,9 @@ small HTTP client that keeps the console's cookie."""
 from __future__ import annotations
 
 import http.client
-import re
 import time
-import urllib.parse
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -18,11 +16,8 @@ import pytest
 from identity_service.storage.models import utcnow
 from scim_identity_client import IdentityClient
 from scim_identity_client.types import Tenant
-from scim_identity_client.urls import admin_sign_in_url
 
-from ..support import VENV_BIN, Proc, ServiceThread, free_port
-
-COOKIE = "identity_admin_session"
+from ..support import VENV_BIN, Proc, ServiceThread, Visitor, free_port
 
 
 def wait_http(port: int, proc: Proc, path: str, timeout: float = 60.0) -> None:
@@ -102,58 +97,6 @@ def stack(identity_target: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
             console.stop()
     finally:
         gateway.stop()
-
-
-@dataclass
-class Page:
-    status: int
-    headers: dict[str, str]
-    body: str
-
-    def csrf(self) -> str:
-        m = re.search(r'name="csrf" value="([0-9a-f]+)"', self.body)
-        assert m, self.body
-        return m.group(1)
-
-
-@dataclass
-class Visitor:
-    """A browser without a browser: keeps the console's cookie, follows nothing."""
-
-    base: str
-    cookie: str = ""
-    history: list[Page] = field(default_factory=list)
-
-    def request(self, method: str, path: str, form: dict[str, str] | None = None) -> Page:
-        parts = urllib.parse.urlsplit(self.base)
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-        headers = {"Cookie": f"{COOKIE}={self.cookie}"} if self.cookie else {}
-        body = None
-        if form is not None:
-            body = urllib.parse.urlencode(form)
-            headers["Content-Type"] = "application/x-www-form-urlencoded"
-        conn.request(method, path, body=body, headers=headers)
-        resp = conn.getresponse()
-        page = Page(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read().decode())
-        conn.close()
-        m = re.match(rf"{COOKIE}=([^;]*)", page.headers.get("set-cookie", ""))
-        if m:
-            self.cookie = m.group(1)
-        self.history.append(page)
-        return page
-
-    def get(self, path: str) -> Page:
-        return self.request("GET", path)
-
-    def post(self, path: str, form: dict[str, str]) -> Page:
-        return self.request("POST", path, form)
-
-    def sign_in(self, client: IdentityClient, tenant: str | None, **kw: object) -> Page:
-        link = client.create_admin_link(tenant, **kw)  # type: ignore[arg-type]
-        url = urllib.parse.urlsplit(admin_sign_in_url(self.base, link.secret))
-        page = self.get(f"{url.path}?{url.query}")
-        assert page.status == 200 and self.cookie, page.body
-        return page
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ from scim_identity_client import IdentityClient
 from scim_identity_client.types import Tenant
 from scim_identity_client.urls import admin_sign_in_url
 
-from .conftest import Stack, Visitor, start_console
+from ..support import Visitor
+from .conftest import Stack, start_console
 
 pytestmark = pytest.mark.e2e
 
@@ -261,3 +262,13 @@ def test_https_consoles_set_secure_cookies_and_refuse_plain_http_off_loopback(
     assert Settings.from_env(
         {"ADMIN_LISTEN": "0.0.0.0:8081", "ADMIN_PUBLIC_URL": "https://a.example"}
     ).secure_cookies
+    with pytest.raises(SettingsError, match="https"):
+        Settings.from_env({"ADMIN_LISTEN": "0.0.0.0:8081", "ADMIN_PUBLIC_URL": "http://a.example"})
+    # A container's console: bound on every interface, reached on the host's loopback
+    # (compose publishes it there). Its cookies are Secure all the same: a browser
+    # sends them back to loopback http, and to no plain-http address on a network.
+    container = Settings.from_env(
+        {"ADMIN_LISTEN": "0.0.0.0:8081", "ADMIN_PUBLIC_URL": "http://127.0.0.1:8081"}
+    )
+    assert container.secure_cookies
+    assert not Settings.from_env({"ADMIN_LISTEN": "127.0.0.1:8081"}).secure_cookies

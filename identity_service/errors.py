@@ -103,10 +103,12 @@ class TokenScope(DomainError):
 
 
 class ManagedElsewhere(DomainError):
-    """A change the tenant's policy reserves to another source (SCIM, or JIT sign-in)."""
+    """A change the tenant's policy reserves to another source (SCIM, or JIT sign-in).
+    Its message is written for the administrator who made the request, and says
+    where the change can be made: the gateway shows it as the 403's detail."""
 
     code = grpc.StatusCode.PERMISSION_DENIED
-    reason = R.ERROR_REASON_PERMISSION_DENIED
+    reason = R.ERROR_REASON_MANAGED_ELSEWHERE
 
 
 class Compacted(DomainError):

@@ -71,6 +71,8 @@ class Settings:
     event_retention_seconds: int = 7 * 24 * 3600
     #: Operations-history records older than this many seconds are deleted; 0 keeps them.
     history_retention_seconds: int = 90 * 24 * 3600
+    #: How long an admin console session lasts after its sign-in, in seconds.
+    admin_session_seconds: int = 8 * 3600
     #: Seconds between compaction runs.
     compaction_interval_seconds: int = 300
     #: Seconds between heartbeats on an idle Watch stream (a request may ask for another).
@@ -160,6 +162,9 @@ class Settings:
             ),
             compaction_interval_seconds=_int(
                 env, "IDENTITY_COMPACTION_INTERVAL_SECONDS", d.compaction_interval_seconds
+            ),
+            admin_session_seconds=_int(
+                env, "IDENTITY_ADMIN_SESSION_SECONDS", d.admin_session_seconds
             ),
             watch_heartbeat_seconds=_int(
                 env, "IDENTITY_WATCH_HEARTBEAT_SECONDS", d.watch_heartbeat_seconds

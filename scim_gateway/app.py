@@ -28,6 +28,7 @@ from scim_identity_api.v1 import history_pb2
 from scim_identity_client import AsyncIdentityClient, CallContext, IdentityError
 from scim_identity_client.errors import NotFound
 from scim_identity_client.types import ErrorReason
+from scim_identity_client.urls import SCIM_PATH
 
 from .access import RateLimiter, too_many_requests
 from .core import ClientFactory, Core
@@ -56,7 +57,7 @@ FalconApp = falcon.asgi.App[Request, Response]
 #: Metrics are not served here but on SCIM_METRICS_LISTEN, by gunicorn's master.
 ALWAYS_ADMITTED = frozenset({"/healthz", "/readyz"})
 
-PREFIX = "/scim/v2"
+PREFIX = SCIM_PATH
 # First path segments that are endpoints, not tenants (RFC 7644 §3.2). Tenant
 # names are lower-case, so they never collide with these.
 ENDPOINTS = frozenset(

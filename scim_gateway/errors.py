@@ -181,8 +181,13 @@ def from_identity_error(err: IdentityError) -> ScimError:
             "SCIM provisioning is turned off for this tenant (the connector is "
             "inactive). Activate the connector, then retry."
         )
-    elif status == 403 and err.reason == _R.ERROR_REASON_TOKEN_SCOPE:
-        detail = err.message  # written for the IdP administrator
+    elif status == 403 and err.reason in (
+        _R.ERROR_REASON_TOKEN_SCOPE,
+        _R.ERROR_REASON_MANAGED_ELSEWHERE,
+    ):
+        # Written for the IdP administrator: the scope, or where the change belongs
+        # (Panther: "the user must sign in first").
+        detail = err.message
     elif status in (403, 412):
         detail = _DETAILS[status]
     elif status in (503, 504):

@@ -7,15 +7,18 @@ import asyncio
 import contextlib
 import http.client
 import os
+import re
 import socket
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
@@ -25,8 +28,11 @@ import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy.engine import make_url
 
+from identity_admin.app import COOKIE as CONSOLE_COOKIE
 from identity_service.edge.server import IdentityService, create_server
 from identity_service.settings import Settings
+from scim_identity_client import IdentityClient
+from scim_identity_client.urls import admin_sign_in_url
 
 T = TypeVar("T")
 
@@ -337,3 +343,58 @@ def writes_held(database_url: str, pg_lock: str, params: tuple[object, ...] = ()
         pg.execute(pg_lock, params)
         yield
         pg.rollback()
+
+
+# -- the admin console over HTTP (tests/admin, tests/deploy) ---------------------------------
+
+
+@dataclass
+class Page:
+    status: int
+    headers: dict[str, str]
+    body: str
+
+    def csrf(self) -> str:
+        m = re.search(r'name="csrf" value="([0-9a-f]+)"', self.body)
+        assert m, self.body
+        return m.group(1)
+
+
+@dataclass
+class Visitor:
+    """A browser without a browser: keeps the console's cookie, follows nothing."""
+
+    base: str
+    cookie: str = ""
+    history: list[Page] = field(default_factory=list)
+
+    def request(self, method: str, path: str, form: dict[str, str] | None = None) -> Page:
+        parts = urllib.parse.urlsplit(self.base)
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        headers = {"Cookie": f"{CONSOLE_COOKIE}={self.cookie}"} if self.cookie else {}
+        body = None
+        if form is not None:
+            body = urllib.parse.urlencode(form)
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        conn.request(method, path, body=body, headers=headers)
+        resp = conn.getresponse()
+        page = Page(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read().decode())
+        conn.close()
+        m = re.match(rf"{CONSOLE_COOKIE}=([^;]*)", page.headers.get("set-cookie", ""))
+        if m:
+            self.cookie = m.group(1)
+        self.history.append(page)
+        return page
+
+    def get(self, path: str) -> Page:
+        return self.request("GET", path)
+
+    def post(self, path: str, form: dict[str, str]) -> Page:
+        return self.request("POST", path, form)
+
+    def sign_in(self, client: IdentityClient, tenant: str | None, **kw: object) -> Page:
+        link = client.create_admin_link(tenant, **kw)  # type: ignore[arg-type]  # kw: its options
+        url = urllib.parse.urlsplit(admin_sign_in_url(self.base, link.secret))
+        page = self.get(f"{url.path}?{url.query}")
+        assert page.status == 200 and self.cookie, page.body
+        return page

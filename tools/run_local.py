@@ -1,8 +1,10 @@
-"""`make run`: the identity service and the SCIM gateway on the embedded SQLite
-file, a demo tenant with a fresh token, and the SCIM base URL. Ctrl-C stops both.
+"""`make run`: the identity service, the SCIM gateway and the admin console on the
+embedded SQLite file, a demo tenant with a fresh token, the SCIM base URL and a
+one-time sign-in link to the console. Ctrl-C stops them all.
 
 Environment: IDENTITY_DATABASE_URL (default sqlite:///identity.db),
-IDENTITY_LISTEN (127.0.0.1:50051), SCIM_LISTEN (127.0.0.1:8080), DEMO_TENANT (demo).
+IDENTITY_LISTEN (127.0.0.1:50051), SCIM_LISTEN (127.0.0.1:8080), ADMIN_LISTEN
+(127.0.0.1:8081), DEMO_TENANT (demo).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from scim_identity_client import CallContext, FailedPrecondition, IdentityClient, NotFound
+from scim_identity_client.urls import admin_sign_in_url
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -42,17 +45,19 @@ def wait_grpc(target: str, proc: subprocess.Popen[bytes], timeout: float = 60) -
     raise SystemExit(f"identity service at {target} did not become ready")
 
 
-def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+def wait_http(
+    url: str, proc: subprocess.Popen[bytes], timeout: float = 60, name: str = "scim-gateway"
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit("scim-gateway exited; see the output above")
+            raise SystemExit(f"{name} exited; see the output above")
         try:
             with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - our own loopback URL
                 return
         except OSError:
             time.sleep(0.2)
-    raise SystemExit(f"gateway at {url} did not become ready")
+    raise SystemExit(f"{name} at {url} did not become ready")
 
 
 def demo_token(client: IdentityClient, tenant: str) -> str:
@@ -75,6 +80,10 @@ def main() -> int:
     env.setdefault("IDENTITY_LISTEN", "127.0.0.1:50051")
     env.setdefault("SCIM_LISTEN", "127.0.0.1:8080")
     env.setdefault("SCIM_IDENTITY_TARGET", env["IDENTITY_LISTEN"])
+    env.setdefault("ADMIN_LISTEN", "127.0.0.1:8081")
+    env.setdefault("ADMIN_IDENTITY_TARGET", env["IDENTITY_LISTEN"])
+    env.setdefault("ADMIN_SCIM_BASE_URL", f"http://{env['SCIM_LISTEN']}")
+    env.setdefault("ADMIN_PUBLIC_URL", f"http://{env['ADMIN_LISTEN']}")
     env.setdefault("IDENTITY_LOG_FORMAT", "text")  # a person is reading this terminal
     tenant = env.get("DEMO_TENANT", "demo")
     procs: list[subprocess.Popen[bytes]] = []
@@ -90,15 +99,23 @@ def main() -> int:
         procs.append(gateway)
         base = f"http://{env['SCIM_LISTEN']}/scim/v2"
         wait_http(f"http://{env['SCIM_LISTEN']}/readyz", gateway)
+        console = subprocess.Popen([str(BIN / "identity-admin")], env=env, cwd=ROOT)
+        procs.append(console)
+        wait_http(f"http://{env['ADMIN_LISTEN']}/healthz", console, name="identity-admin")
         with IdentityClient(env["IDENTITY_LISTEN"]) as client:
             secret = demo_token(client, tenant)
+            link = client.create_admin_link(tenant, subject="make run", ctx=ADMIN)
         print(
             "\n"
             f"  identity service  {env['IDENTITY_LISTEN']}  ({env['IDENTITY_DATABASE_URL']})\n"
             f"  SCIM base URL     {base}/{tenant}\n"
-            f"  bearer token      {secret}\n\n"
+            f"  bearer token      {secret}\n"
+            f"  admin console     {env['ADMIN_PUBLIC_URL']}\n\n"
             f"  try: curl -H 'Authorization: Bearer {secret}' {base}/{tenant}/Users\n"
-            "  Ctrl-C stops both services.\n",
+            "  Ctrl-C stops the three services.\n"
+            "  sign in to the admin console (once, within 15 minutes; then:\n"
+            f"  identityctl admin-link {tenant}):\n"
+            f"  {admin_sign_in_url(env['ADMIN_PUBLIC_URL'], link.secret)}\n",
             flush=True,
         )
         # Supervise: stop on a signal, or as soon as either service dies.

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf import struct_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
 
 from scim_identity_api.metadata import (
     ACTOR_KEY,
@@ -178,6 +178,21 @@ def page(start_index: int | None, count: int | None, cursor: str | None) -> comm
     if count is not None:
         p.count = count
     return p
+
+
+def issue_token_request(
+    tenant: str, description: str, scope: int, expires: timestamp_pb2.Timestamp | None
+) -> tenants_pb2.IssueTokenRequest:
+    """IssueToken's request, as both clients send it."""
+    req = tenants_pb2.IssueTokenRequest(
+        tenant=tenant_ref(tenant),
+        description=description,
+        # (the ignore below) an int where the stubs want the enum's ValueType (a NewType)
+        scope=scope,  # type: ignore[arg-type]
+    )
+    if expires is not None:
+        req.expires.CopyFrom(expires)
+    return req
 
 
 def member(value: str | groups_pb2.Member) -> groups_pb2.Member:

@@ -16,9 +16,11 @@ from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
-from google.protobuf import struct_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
 
 from scim_identity_api.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
     changes_pb2,
     changes_pb2_grpc,
     common_pb2,
@@ -42,6 +44,7 @@ from ._common import (
     channel_options,
     delete_user_request,
     get_group_request,
+    issue_token_request,
     list_groups_request,
     page,
     tenant_ref,
@@ -105,6 +108,7 @@ class AsyncIdentityClient:
         self._changes = changes_pb2_grpc.ChangeServiceStub(self._channel)
         self._history = history_pb2_grpc.HistoryServiceStub(self._channel)
         self._policy = policy_pb2_grpc.PolicyServiceStub(self._channel)
+        self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
 
     @property
     def channel(self) -> grpc.aio.Channel:
@@ -416,3 +420,77 @@ class AsyncIdentityClient:
             max_batch_events=max_batch_events,
         )
         return AsyncWatchIterator(self._changes, core, (ctx or _NO_CONTEXT).metadata() + self._auth)
+
+    # -- the admin console's calls: its tenant's connector and tokens, sign-in ----------
+
+    async def list_tenants(self, *, ctx: CallContext | None = None) -> list[tenants_pb2.Tenant]:
+        """Every tenant, by name."""
+        out: list[tenants_pb2.Tenant] = []
+        token = ""
+        while True:
+            req = tenants_pb2.ListTenantsRequest(page_size=500, page_token=token)
+            resp = await self._call(self._tenants.ListTenants, req, ctx)
+            out.extend(resp.tenants)
+            token = resp.next_page_token
+            if not token:
+                return out
+
+    async def update_tenant(
+        self, tenant: str, *, active: bool | None = None, ctx: CallContext | None = None
+    ) -> tenants_pb2.Tenant:
+        req = tenants_pb2.UpdateTenantRequest(tenant=tenant_ref(tenant))
+        if active is not None:
+            req.active = active
+        return await self._call(self._tenants.UpdateTenant, req, ctx)
+
+    async def list_tokens(
+        self, tenant: str, *, include_inactive: bool = False, ctx: CallContext | None = None
+    ) -> list[tenants_pb2.Token]:
+        req = tenants_pb2.ListTokensRequest(
+            tenant=tenant_ref(tenant), include_inactive=include_inactive
+        )
+        return list((await self._call(self._tenants.ListTokens, req, ctx)).tokens)
+
+    async def issue_token(
+        self,
+        tenant: str,
+        *,
+        description: str = "",
+        scope: int = tenants_pb2.TOKEN_SCOPE_FULL,
+        expires: timestamp_pb2.Timestamp | None = None,
+        ctx: CallContext | None = None,
+    ) -> tenants_pb2.IssueTokenResponse:
+        req = issue_token_request(tenant, description, scope, expires)
+        return await self._call(self._tenants.IssueToken, req, ctx)
+
+    async def rotate_token(
+        self, tenant: str, *, revoke_token_id: str, ctx: CallContext | None = None
+    ) -> tenants_pb2.RotateTokenResponse:
+        """The successor of `revoke_token_id` (its description and scope), issued as
+        the old one is revoked, in one transaction."""
+        req = tenants_pb2.RotateTokenRequest(
+            tenant=tenant_ref(tenant), revoke_token_id=revoke_token_id
+        )
+        return await self._call(self._tenants.RotateToken, req, ctx)
+
+    async def revoke_token(
+        self, tenant: str, token_id: str, *, ctx: CallContext | None = None
+    ) -> tenants_pb2.Token:
+        req = tenants_pb2.RevokeTokenRequest(tenant=tenant_ref(tenant), token_id=token_id)
+        return await self._call(self._tenants.RevokeToken, req, ctx)
+
+    async def redeem_admin_link(
+        self, secret: str, *, ctx: CallContext | None = None
+    ) -> admin_pb2.AdminSession:
+        req = admin_pb2.RedeemAdminLinkRequest(secret=secret)
+        return await self._call(self._admin.RedeemAdminLink, req, ctx)
+
+    async def get_admin_session(
+        self, secret: str, *, ctx: CallContext | None = None
+    ) -> admin_pb2.AdminSession:
+        req = admin_pb2.GetAdminSessionRequest(secret=secret)
+        return await self._call(self._admin.GetAdminSession, req, ctx)
+
+    async def end_admin_session(self, secret: str, *, ctx: CallContext | None = None) -> None:
+        req = admin_pb2.EndAdminSessionRequest(secret=secret)
+        await self._call(self._admin.EndAdminSession, req, ctx)

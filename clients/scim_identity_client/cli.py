@@ -25,11 +25,19 @@ from typing import Any
 from google.protobuf import json_format, timestamp_pb2
 
 from scim_identity_api.env import SecretSettingError, secret
-from scim_identity_api.v1 import changes_pb2, history_pb2, policy_pb2, tenants_pb2, users_pb2
+from scim_identity_api.v1 import (
+    changes_pb2,
+    groups_pb2,
+    history_pb2,
+    policy_pb2,
+    tenants_pb2,
+    users_pb2,
+)
 
 from ._common import RECONNECT_OPTIONS, CallContext
 from .client import IdentityClient
 from .errors import IdentityError, Unavailable
+from .urls import admin_sign_in_url, scim_urls
 from .watch import event_name
 
 SCOPES = {
@@ -47,6 +55,10 @@ KINDS = {
     "bulk": history_pb2.OPERATION_KIND_BULK,
 }
 KIND_NAMES = {v: k for k, v in KINDS.items()}
+#: Where `make run` serves SCIM (tools/run_local.py).
+LOCAL_GATEWAY = "http://127.0.0.1:8080"
+#: Where `make run` serves the admin console.
+LOCAL_CONSOLE = "http://127.0.0.1:8081"
 ADMIN = CallContext(actor_kind="admin", actor_id=os.environ.get("USER", "identityctl"))
 
 
@@ -114,6 +126,15 @@ def cmd_tenant(client: IdentityClient, args: argparse.Namespace) -> int:
         _print_tenant(t)
         if t.display_name != t.name:
             print(f"display name: {t.display_name}")
+        urls = scim_urls(args.scim_base_url, t.name, t.id)
+        print(f"SCIM base URL: {urls.by_name}")
+        print(f"  by id:       {urls.by_id}")
+        print(f"  by token:    {urls.by_token}  (the bearer token names the tenant)")
+        if not os.environ.get("IDENTITY_SCIM_BASE_URL") and args.scim_base_url == LOCAL_GATEWAY:
+            print(
+                "  (the gateway of `make run`: set IDENTITY_SCIM_BASE_URL or --scim-base-url "
+                "to your gateway's public URL)"
+            )
     elif args.action in ("activate", "deactivate"):
         t = client.update_tenant(args.tenant, active=args.action == "activate", ctx=ADMIN)
         _print_tenant(t)
@@ -156,10 +177,12 @@ def cmd_token(client: IdentityClient, args: argparse.Namespace) -> int:
             token, secret = issued.token, issued.secret
         else:
             # One transaction: works at the two-token limit, and the old secret
-            # fails on the next request.
+            # fails on the next request. Without --revoke the tenant's oldest live
+            # token is the one rotated: rotating always retires one.
+            old_id = args.revoke or _oldest_live_token(client, args.tenant)
             rotated = client.rotate_token(
                 args.tenant,
-                revoke_token_id=args.revoke or "",
+                revoke_token_id=old_id,
                 description=args.description or "",
                 scope=SCOPES[args.scope] if args.scope else tenants_pb2.TOKEN_SCOPE_UNSPECIFIED,
                 expires=expires,
@@ -175,6 +198,17 @@ def cmd_token(client: IdentityClient, args: argparse.Namespace) -> int:
     elif args.action == "revoke":
         _print_token(client.revoke_token(args.tenant, args.token_id, ctx=ADMIN))
     return 0
+
+
+def _oldest_live_token(client: IdentityClient, tenant: str) -> str:
+    live = client.list_tokens(tenant)  # live ones, oldest first
+    if not live:
+        raise _Refused(f"tenant {tenant!r} has no live token to rotate: use `token issue`")
+    return live[0].id
+
+
+class _Refused(Exception):
+    """A command refused before any call changed anything; its message is the line shown."""
 
 
 def cmd_role(client: IdentityClient, args: argparse.Namespace) -> int:
@@ -213,6 +247,11 @@ def _parse_time(value: str) -> timestamp_pb2.Timestamp:
     return out
 
 
+def _who(op: history_pb2.Operation) -> str:
+    """An admin's action names its actor; a SCIM request its token."""
+    return f"by={op.actor}" if op.actor else f"token={op.token_id or '-'}"
+
+
 def cmd_history(client: IdentityClient, args: argparse.Namespace) -> int:
     tid = _tenant_id(client, args.tenant)
     outcome = {
@@ -235,7 +274,7 @@ def cmd_history(client: IdentityClient, args: argparse.Namespace) -> int:
         print(
             f"{_time(op.time)}  {op.method:<6} {KIND_NAMES.get(op.kind, '?'):<6} "
             f"{op.resource_type or '-':<8} {op.resource_id or '-':<36} {op.status} "
-            f"{op.duration_ms:.1f}ms req={op.request_id or '-'} token={op.token_id or '-'}{err}"
+            f"{op.duration_ms:.1f}ms req={op.request_id or '-'} {_who(op)}{err}"
         )
 
     _emit(args, resp.operations, line)
@@ -327,10 +366,59 @@ def cmd_user(client: IdentityClient, args: argparse.Namespace) -> int:
         if _json_out(args):
             print(json.dumps(_as_dict(u), indent=2))
         else:
-            print(json_format.MessageToJson(u, indent=2, preserving_proto_field_name=True))
+            _print_user(u)
     elif args.action == "delete":
         outcome = client.delete_user(tid, args.user_id, hard=args.hard, ctx=ADMIN)
         print("deleted" if outcome.deleted else "deactivated (the tenant's policy keeps users)")
+    return 0
+
+
+def _print_user(u: users_pb2.User) -> None:
+    print(f"id:           {u.meta.id}")
+    print(f"userName:     {u.user_name}")
+    if u.display_name:
+        print(f"displayName:  {u.display_name}")
+    if u.name.given_name or u.name.family_name:
+        print(f"name:         {u.name.given_name} {u.name.family_name}".rstrip())
+    if u.external_id:
+        print(f"externalId:   {u.external_id}")
+    print(f"active:       {'yes' if u.active else 'no'}")
+    print(f"managed by:   {u.managed_by}")
+    print(f"created:      {_time(u.meta.created)}  modified: {_time(u.meta.last_modified)}")
+    for e in u.emails:
+        print(f"email:        {e.value}{' (primary)' if e.primary else ''}")
+    for g in u.groups:
+        print(f"group:        {g.id}  {g.display_name}")
+    for a in u.role_assignments:
+        src = "scim" if a.source == users_pb2.ROLE_SOURCE_SCIM else "local"
+        print(f"role:         {a.role}  ({src})")
+
+
+def cmd_group(client: IdentityClient, args: argparse.Namespace) -> int:
+    tid = _tenant_id(client, args.tenant)
+    if args.action == "list":
+        _emit(
+            args,
+            client.iter_groups(tid, page_size=500),
+            lambda g: print(f"{g.meta.id}  {g.display_name:<40} members={g.member_count}"),
+        )
+    elif args.action == "show":
+        g = client.get_group(tid, args.group_id, include_members=False)
+        members = list(client.list_members(tid, g.meta.id))
+        if _json_out(args):
+            doc = _as_dict(g)
+            doc["members"] = [_as_dict(m) for m in members]
+            print(json.dumps(doc, indent=2))
+            return 0
+        print(f"id:           {g.meta.id}")
+        print(f"displayName:  {g.display_name}")
+        if g.external_id:
+            print(f"externalId:   {g.external_id}")
+        print(f"created:      {_time(g.meta.created)}  modified: {_time(g.meta.last_modified)}")
+        print(f"members:      {g.member_count}")
+        for m in members:
+            kind = "group" if m.type == groups_pb2.MEMBER_TYPE_GROUP else "user"
+            print(f"  {kind:<5} {m.value}  {m.display}")
     return 0
 
 
@@ -376,6 +464,33 @@ _OUTPUT.add_argument(
     help="text (default): one line per item; json: a JSON array (show: an object) with the "
     "contract's field names",
 )
+
+
+def cmd_admin_link(client: IdentityClient, args: argparse.Namespace) -> int:
+    if bool(args.tenant) == args.operator:
+        raise _Refused("name a TENANT, or give --operator for a link to every tenant")
+    link = client.create_admin_link(
+        args.tenant, operator=args.operator, subject=args.subject or ADMIN.actor_id, ctx=ADMIN
+    )
+    who = "an operator (every tenant)" if args.operator else f"tenant {link.principal.tenant_name}"
+    print(
+        f"sign-in link for {who}: valid once, until {_time(link.expires)}",
+        file=sys.stderr,
+    )
+    print(admin_sign_in_url(args.admin_url, link.secret))
+    return 0
+
+
+def _url_option(
+    parser: argparse.ArgumentParser, flag: str, env: str, local: str, what: str
+) -> None:
+    """A public URL of another component, shown to the admin (`make run`'s by default)."""
+    parser.add_argument(
+        flag,
+        default=os.environ.get(env) or local,
+        help=f"the {what}'s public URL, without any /scim/v2 (env {env}; default {local}, "
+        "as `make run` serves it)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -426,7 +541,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("name", help="the tenant's name (unique; used in SCIM URLs)")
     c.add_argument("--display-name", help="a human-readable name (default: the name)")
     _sub(ts, "list", "list every tenant", output=True)
-    _sub(ts, "show", "show one tenant", output=True).add_argument("tenant", help=tenant_help)
+    sh = _sub(ts, "show", "show one tenant, and the SCIM base URLs to give its IdP", output=True)
+    sh.add_argument("tenant", help=tenant_help)
+    _url_option(sh, "--scim-base-url", "IDENTITY_SCIM_BASE_URL", LOCAL_GATEWAY, "SCIM gateway")
     _sub(ts, "activate", "let the tenant's SCIM connector in again").add_argument(
         "tenant", help=tenant_help
     )
@@ -468,7 +585,8 @@ def build_parser() -> argparse.ArgumentParser:
             i.add_argument(
                 "--revoke",
                 metavar="TOKEN_ID",
-                help="the token to revoke in the same transaction as the new one is issued",
+                help="the token to revoke in the same transaction as the new one is issued "
+                "(default: the tenant's oldest live token)",
             )
     lst = _sub(ks, "list", "list a tenant's tokens (never their secrets)", output=True)
     lst.add_argument("tenant", help=tenant_help)
@@ -520,7 +638,9 @@ def build_parser() -> argparse.ArgumentParser:
     _sub(uss, "list", "list every user of a tenant", output=True).add_argument(
         "tenant", help=tenant_help
     )
-    ush = _sub(uss, "show", "show one user", output=True)
+    ush = _sub(
+        uss, "show", "show one user: attributes, groups, roles with their source", output=True
+    )
     ush.add_argument("tenant", help=tenant_help)
     ush.add_argument("user_id", help="the user's id")
     ud = _sub(uss, "delete", "delete a user (or deactivate, as the tenant's policy says)")
@@ -528,6 +648,29 @@ def build_parser() -> argparse.ArgumentParser:
     ud.add_argument("user_id", help="the user's id")
     ud.add_argument("--hard", action="store_true", help="delete even if the policy deactivates")
     us.set_defaults(func=cmd_user)
+
+    gr = _sub(sub, "group", "list groups or show one with its members")
+    grs = gr.add_subparsers(dest="action", required=True, metavar="ACTION")
+    _sub(grs, "list", "list every group of a tenant", output=True).add_argument(
+        "tenant", help=tenant_help
+    )
+    gsh = _sub(grs, "show", "show one group and its members", output=True)
+    gsh.add_argument("tenant", help=tenant_help)
+    gsh.add_argument("group_id", help="the group's id")
+    gr.set_defaults(func=cmd_group)
+
+    al = _sub(
+        sub,
+        "admin-link",
+        "print a one-time admin console sign-in URL (valid 15 minutes) on the last line",
+    )
+    al.add_argument(
+        "tenant", nargs="?", help="tenant name or id: the link signs in that tenant's admin"
+    )
+    al.add_argument("--operator", action="store_true", help="an operator link: every tenant")
+    al.add_argument("--subject", help="who the link is for (the actor in the history)")
+    _url_option(al, "--admin-url", "IDENTITY_ADMIN_URL", LOCAL_CONSOLE, "admin console")
+    al.set_defaults(func=cmd_admin_link)
 
     h = _sub(sub, "history", "list SCIM operations, newest first", output=True)
     h.add_argument("tenant", help=tenant_help)
@@ -590,7 +733,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    except IdentityError as exc:
+    except (IdentityError, _Refused) as exc:
         print(f"identityctl: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

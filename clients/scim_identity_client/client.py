@@ -21,6 +21,8 @@ from google.protobuf import struct_pb2, timestamp_pb2
 
 from scim_identity_api.env import secret
 from scim_identity_api.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
     changes_pb2,
     changes_pb2_grpc,
     common_pb2,
@@ -46,6 +48,7 @@ from ._common import (
     channel_options,
     delete_user_request,
     get_group_request,
+    issue_token_request,
     list_groups_request,
     page,
     tenant_ref,
@@ -124,6 +127,7 @@ class IdentityClient:
         self._changes = changes_pb2_grpc.ChangeServiceStub(self._channel)
         self._history = history_pb2_grpc.HistoryServiceStub(self._channel)
         self._policy = policy_pb2_grpc.PolicyServiceStub(self._channel)
+        self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
 
     @classmethod
     def from_env(
@@ -252,14 +256,7 @@ class IdentityClient:
         expires: timestamp_pb2.Timestamp | None = None,
         ctx: CallContext | None = None,
     ) -> tenants_pb2.IssueTokenResponse:
-        req = tenants_pb2.IssueTokenRequest(
-            tenant=tenant_ref(tenant),
-            description=description,
-            # (the ignore below) an int where the stubs want the enum's ValueType (a NewType)
-            scope=scope,  # type: ignore[arg-type]
-        )
-        if expires is not None:
-            req.expires.CopyFrom(expires)
+        req = issue_token_request(tenant, description, scope, expires)
         return self._call(self._tenants.IssueToken, req, ctx)
 
     def list_tokens(
@@ -298,6 +295,33 @@ class IdentityClient:
         if expires is not None:
             req.expires.CopyFrom(expires)
         return self._call(self._tenants.RotateToken, req, ctx)
+
+    def create_admin_link(
+        self,
+        tenant: str | None = None,
+        *,
+        operator: bool = False,
+        subject: str = "",
+        ctx: CallContext | None = None,
+    ) -> admin_pb2.AdminLink:
+        """A one-time admin console sign-in secret (15 minutes) for the admin of
+        `tenant` (an id or a name), or for an operator (every tenant)."""
+        req = admin_pb2.CreateAdminLinkRequest(operator=operator, subject=subject)
+        if tenant is not None:
+            req.tenant.CopyFrom(tenant_ref(tenant))
+        return self._call(self._admin.CreateAdminLink, req, ctx)
+
+    def redeem_admin_link(
+        self, secret: str, *, ctx: CallContext | None = None
+    ) -> admin_pb2.AdminSession:
+        req = admin_pb2.RedeemAdminLinkRequest(secret=secret)
+        return self._call(self._admin.RedeemAdminLink, req, ctx)
+
+    def get_admin_session(
+        self, secret: str, *, ctx: CallContext | None = None
+    ) -> admin_pb2.AdminSession:
+        req = admin_pb2.GetAdminSessionRequest(secret=secret)
+        return self._call(self._admin.GetAdminSession, req, ctx)
 
     def reset_connector(
         self, tenant: str, *, purge: bool = False, ctx: CallContext | None = None

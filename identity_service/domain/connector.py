@@ -31,6 +31,7 @@ def _cleared(old: policy_pb2.TenantPolicy) -> policy_pb2.TenantPolicy:
     for name in (
         "group_role_rules",
         "attribute_role",
+        "default_role",
         "extension_schemas",
         "user_mappings",
         "group_mappings",

@@ -42,6 +42,7 @@ def _proto(row: OperationRow, tenant_id: str) -> history_pb2.Operation:
         detail=row.detail,
         duration_ms=row.duration_ms,
         request_id=row.request_id,
+        actor=row.actor,
     )
 
 
@@ -95,6 +96,7 @@ _COLUMNS = (
     "detail",
     "duration_ms",
     "request_id",
+    "actor",
 )
 _INSERT = PreparedInsert(table(OperationRow), _COLUMNS)
 
@@ -115,6 +117,7 @@ def _row(op: history_pb2.Operation, tenant_pk: int) -> tuple[Any, ...]:
         op.detail[:2000],
         max(op.duration_ms, 0.0),
         op.request_id[:64],
+        op.actor[:256],
     )
 
 

@@ -290,7 +290,33 @@ def check_attribute_role(
 
 
 def has_role_rules(policy: policy_pb2.TenantPolicy) -> bool:
-    return bool(policy.group_role_rules) or bool(policy.attribute_role.path.attribute)
+    return (
+        bool(policy.group_role_rules)
+        or bool(policy.attribute_role.path.attribute)
+        or bool(policy.default_role)
+    )
+
+
+def role_rules_differ(old: policy_pb2.TenantPolicy, new: policy_pb2.TenantPolicy) -> bool:
+    """Whether users' SCIM-managed roles may change from `old` to `new`."""
+    return (
+        list(old.group_role_rules) != list(new.group_role_rules)
+        or old.attribute_role != new.attribute_role
+        or old.default_role != new.default_role
+    )
+
+
+def check_default_role(
+    session: Session, tenant: TenantRow, policy: policy_pb2.TenantPolicy
+) -> None:
+    """The default role must be defined when the policy is set (a role deleted later
+    simply grants nothing, as a group naming an undefined role does)."""
+    name = policy.default_role
+    if name and name not in defined_roles(session, tenant, [name]):
+        raise InvalidValue(
+            f"default_role: the tenant defines no role {name!r}; create it first",
+            field="default_role",
+        )
 
 
 def desired_roles(
@@ -315,6 +341,9 @@ def desired_roles(
         role = attribute_role(policy, user)
         if role:
             out.add(role)
+    # Panther: a user Okta sends without a pantherRole still gets a role.
+    if policy.default_role and not defined_roles(session, tenant, out):
+        out = {policy.default_role}
     return out
 
 

@@ -57,6 +57,7 @@ def apply_policy(
     policy.validate(new)
     old = policy.load(session, tenant)
     policy.check_compatible(old, new)
+    policy.check_default_role(session, tenant, new)
     policy.store(tenant, new)
     session.flush()
     events.emit(
@@ -69,11 +70,7 @@ def apply_policy(
             )
         ],
     )
-    rules_changed = (
-        list(old.group_role_rules) != list(new.group_role_rules)
-        or old.attribute_role != new.attribute_role
-    )
-    if rules_changed:
+    if policy.role_rules_differ(old, new):
         # Everyone a rule may now concern, and everyone holding a SCIM-managed role.
         concerned = (
             set(session.execute(select(UserRow.id).where(UserRow.tenant_pk == tenant.pk)).scalars())

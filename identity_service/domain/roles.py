@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from scim_identity_api.v1 import changes_pb2, roles_pb2, users_pb2
 
 from ..context import RequestContext
-from ..errors import Conflict, InvalidValue, NotFound
+from ..errors import Conflict, InvalidValue, ManagedElsewhere, NotFound
 from ..storage import events
 from ..storage.models import AssignmentRow, RoleRow, TenantRow, UserRow, utcnow
 from .convert import check_id, ts
@@ -141,6 +141,19 @@ def assign(
     return a
 
 
+def _held_from_scim(session: Session, user_pk: int, role_pk: int) -> bool:
+    return (
+        session.execute(
+            select(AssignmentRow.pk).where(
+                AssignmentRow.user_pk == user_pk,
+                AssignmentRow.role_pk == role_pk,
+                AssignmentRow.source == users_pb2.ROLE_SOURCE_SCIM,
+            )
+        ).first()
+        is not None
+    )
+
+
 def revoke(
     session: Session, tenant: TenantRow, req: roles_pb2.RevokeRoleRequest, ctx: RequestContext
 ) -> roles_pb2.Assignment:
@@ -155,6 +168,13 @@ def revoke(
         )
     ).scalar_one_or_none()
     if row is None:
+        if source == users_pb2.ROLE_SOURCE_LOCAL and _held_from_scim(session, user_pk, role.pk):
+            raise ManagedElsewhere(
+                f"role {role.name!r} is SCIM-managed for this user: the tenant's identity "
+                "provider grants it (a group or the role attribute, by the tenant's policy), "
+                "so revoke it there; only local assignments can be revoked here",
+                field="role",
+            )
         raise NotFound(f"user does not hold role {req.role!r} from that source", field="role")
     a = roles_pb2.Assignment(
         user_id=req.user_id.lower(),

@@ -419,7 +419,9 @@ def _find_identity(
                     UserValueRow.attr == "emails",
                     UserValueRow.value_key.in_(sorted(low)),
                 )
-                .order_by(UserRow.pk)
+                # Banyan: a person deactivated and created again signs in as the
+                # active user, never as the deactivated one.
+                .order_by(UserRow.active.desc(), UserRow.pk)
             ).first()
             if by_email is not None:
                 return by_email
@@ -430,7 +432,7 @@ def _find_identity(
     return session.execute(
         select(*_ROW_COLUMNS)
         .where(UserRow.tenant_pk == tenant.pk, UserRow.user_name_key.in_(sorted(keys)))
-        .order_by(UserRow.pk)
+        .order_by(UserRow.active.desc(), UserRow.pk)
     ).first()
 
 
@@ -446,6 +448,52 @@ def _refuse_taken_name(
 def _emails(u: users_pb2.User) -> list[str]:
     primary = [e.value for e in u.emails if e.primary]
     return primary + [e.value for e in u.emails if not e.primary]
+
+
+def _primary_email_key(u: users_pb2.User) -> str:
+    """The primary email (the one marked primary, else the first), lower-cased."""
+    found = next((e.value for e in u.emails if e.value), "")
+    found = next((e.value for e in u.emails if e.primary and e.value), found)
+    return found.strip().lower()
+
+
+_EMAIL_HOLDERS = Prepared(
+    select(UserRow.pk, UserRow.body)
+    .join(UserValueRow, UserValueRow.user_pk == UserRow.pk)
+    .where(
+        UserValueRow.tenant_pk == bindparam("t"),
+        UserValueRow.attr == "emails",
+        UserValueRow.value_key == bindparam("key"),
+        UserRow.pk != bindparam("pk"),
+    )
+)
+
+
+def _refuse_taken_email(
+    session: Session,
+    tenant: TenantRow,
+    pol: policy_pb2.TenantPolicy,
+    u: users_pb2.User,
+    *,
+    but: int = 0,
+) -> None:
+    """With the policy's unique_email (Banyan), 409 when another user of the tenant
+    (any but pk `but`) has the same primary email, case-insensitively."""
+    key = _primary_email_key(u) if pol.unique_email else ""
+    if not key:
+        return
+    # Writers of one tenant take its row lock before checking, so two concurrent
+    # creates of the same email cannot both pass (events.emit takes the same lock
+    # at commit time anyway: this only takes it earlier).
+    session.execute(select(TenantRow.pk).where(TenantRow.pk == tenant.pk).with_for_update())
+    for _, body in _EMAIL_HOLDERS.run(session, {"t": tenant.pk, "key": key, "pk": but}):
+        if _primary_email_key(users_pb2.User.FromString(body)) == key:
+            # RFC 7644 §3.3: a duplicate of a unique attribute is 409 uniqueness.
+            raise Conflict(
+                f"email {key!r} is already another user's primary email in this tenant "
+                "(the tenant's policy makes the primary email unique)",
+                field="emails",
+            )
 
 
 def create(
@@ -501,6 +549,7 @@ def _insert(
     pol: policy_pb2.TenantPolicy,
     ctx: RequestContext,
 ) -> users_pb2.User:
+    _refuse_taken_email(session, tenant, pol, u)
     now = utcnow()
     uid = new_id()
     try:
@@ -728,6 +777,8 @@ def _replace_row(
         cols["managed_by"] = "scim"
     if cols["user_name_key"] != fold(old.user_name):
         _refuse_taken_name(session, tenant, new.user_name, cols["user_name_key"], but=row.pk)
+    if _primary_email_key(new) != _primary_email_key(old):
+        _refuse_taken_email(session, tenant, pol, new, but=row.pk)
     try:
         session.execute(
             _UPDATE_USER,

@@ -54,6 +54,7 @@ from ..domain import policy, tenants
 from ..errors import (
     DeadlineExceeded,
     DomainError,
+    NotFound,
     PermissionDenied,
     ReplicaReadOnly,
     TokenScope,
@@ -173,6 +174,16 @@ METHODS: Mapping[str, Access] = MappingProxyType(
         "ChangeService",
         Watch=Access(SUBSCRIBER, replica=True),
         GetRevision=Access(SUBSCRIBER, replica=True),
+    )
+    # The admin console's sign-in (and a vendor backend's CreateAdminLink): admin
+    # credentials only. A link or session secret is a sign-in, never a tenant's API
+    # token: these calls take no bearer, so every scope is beside the point.
+    | _service(
+        "AdminService",
+        CreateAdminLink=Access(NOBODY, write=True),
+        RedeemAdminLink=Access(NOBODY, write=True),
+        GetAdminSession=Access(NOBODY),
+        EndAdminSession=Access(NOBODY, write=True),
     )
 )
 _ALL_SCOPES = frozenset({FULL, READ_ONLY, USERS_ONLY})
@@ -553,6 +564,10 @@ class Caller:
         self.ctx = replace(self.ctx, actor_kind="token", actor_id=b.token.id)
         if not b.tenant.active:
             raise tenants.inactive(b.tenant, b.token)
+        if self._access.groups and b.tenant.settings and policy.load(s, b.tenant).groups_disabled:
+            # Panther has no /Groups: for its IdP the endpoint does not exist (404),
+            # whatever the token (RFC 7644 §3.12); checked before the token's scope.
+            raise NotFound("this tenant has no Groups endpoint (its policy turns Groups off)")
         self._check_scope(b.token.scope, self._access.scopes)
         return b.tenant
 

@@ -23,6 +23,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from scim_identity_api.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
     changes_pb2,
     groups_pb2,
     groups_pb2_grpc,
@@ -47,6 +49,7 @@ from .auth import AuthInterceptor, ReplicaRoleInterceptor, load_credentials
 from .interceptors import ErrorInterceptor
 from .observability import Metrics
 from .servicers import (
+    AdminServicer,
     ChangeServicer,
     GroupServicer,
     HistoryServicer,
@@ -68,6 +71,7 @@ SERVICE_NAMES = (
     changes_pb2.DESCRIPTOR.services_by_name["ChangeService"].full_name,
     history_pb2.DESCRIPTOR.services_by_name["HistoryService"].full_name,
     policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name,
+    admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
 )
 
 
@@ -166,6 +170,8 @@ class IdentityService:
         history_pb2_grpc.add_HistoryServiceServicer_to_server(
             HistoryServicer(self.db, settings, self.token_uses), self.server
         )
+        self.admin = AdminServicer(self.db, settings, self.token_uses)
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(self.admin, self.server)
         policy_pb2_grpc.add_PolicyServiceServicer_to_server(
             PolicyServicer(self.db, settings, self.token_uses), self.server
         )

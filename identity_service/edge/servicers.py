@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import grpc
 from sqlalchemy.orm import Session
 
 from scim_identity_api.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
     changes_pb2,
     groups_pb2,
     groups_pb2_grpc,
@@ -30,7 +33,7 @@ from scim_identity_api.v1 import (
 from .. import schema
 from ..changes.streams import StreamHub, watch_handler
 from ..context import CURRENT_CALL, RequestContext
-from ..domain import connector, groups, history, policy, roles, tenants, users
+from ..domain import admin_access, connector, groups, history, policy, roles, tenants, users
 from ..domain.policy_apply import apply_policy
 from ..errors import Unavailable
 from ..settings import Settings
@@ -41,6 +44,7 @@ from ..storage.filters import (
     Catalog,
 )
 from ..storage.listing import idp_lookup
+from ..storage.models import utcnow
 from .auth import Caller
 from .token_uses import TokenUses
 
@@ -518,3 +522,40 @@ class ChangeServicer(_Base):
             )
 
         return await self.read_quick(context, get)
+
+
+class AdminServicer(_Base, admin_pb2_grpc.AdminServiceServicer):
+    """Sign-in to the admin console (admin_access)."""
+
+    #: The time links and sessions are checked against; tests set their own.
+    clock: Callable[[], datetime] = staticmethod(utcnow)
+
+    async def CreateAdminLink(
+        self, request: admin_pb2.CreateAdminLinkRequest, context: Any
+    ) -> admin_pb2.AdminLink:
+        return await self.write(
+            context, lambda s, c: admin_access.create_link(s, request, self.clock())
+        )
+
+    async def RedeemAdminLink(
+        self, request: admin_pb2.RedeemAdminLinkRequest, context: Any
+    ) -> admin_pb2.AdminSession:
+        lifetime = timedelta(seconds=self.settings.admin_session_seconds)
+        return await self.write(
+            context, lambda s, c: admin_access.redeem(s, request.secret, self.clock(), lifetime)
+        )
+
+    async def GetAdminSession(
+        self, request: admin_pb2.GetAdminSessionRequest, context: Any
+    ) -> admin_pb2.AdminSession:
+        return await self.read(
+            context, lambda s, c: admin_access.get_session(s, request.secret, self.clock())
+        )
+
+    async def EndAdminSession(
+        self, request: admin_pb2.EndAdminSessionRequest, context: Any
+    ) -> admin_pb2.EndAdminSessionResponse:
+        await self.write(
+            context, lambda s, c: admin_access.end_session(s, request.secret, self.clock())
+        )
+        return admin_pb2.EndAdminSessionResponse()

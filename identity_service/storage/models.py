@@ -129,6 +129,43 @@ class TokenRow(Base):
     revoked: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
+class _AdminSignIn:
+    """What a sign-in link and a session share: a hashed secret, whom it signs in,
+    for how long."""
+
+    pk: Mapped[int] = mapped_column(BigPk, primary_key=True, autoincrement=True)
+    #: sha256 of the secret, hex. The secret itself is never stored.
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    #: The tenant whose admin it signs in; None for an operator.
+    tenant_pk: Mapped[int | None] = mapped_column(
+        ForeignKey("tenants.pk", ondelete="CASCADE"), nullable=True, index=True
+    )
+    operator: Mapped[bool] = mapped_column(Boolean, default=False)
+    subject: Mapped[str] = mapped_column(String(256), default="")
+    created: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AdminLinkRow(_AdminSignIn, Base):
+    """A one-time sign-in link to the admin console (admin.proto)."""
+
+    __tablename__ = "admin_links"
+
+    #: When it was redeemed: a link signs in once.
+    used: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class AdminSessionRow(_AdminSignIn, Base):
+    """An admin console session, made from a link; the console keeps only its secret
+    (in a cookie), so any replica of the console serves any session."""
+
+    __tablename__ = "admin_sessions"
+
+    id: Mapped[str] = mapped_column(String(36), unique=True)
+    #: When it was signed out of.
+    ended: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
 class UserRow(Base):
     __tablename__ = "users"
     __table_args__ = (
@@ -286,6 +323,8 @@ class OperationRow(Base):
     detail: Mapped[str] = mapped_column(Text, default="")
     duration_ms: Mapped[float] = mapped_column(Float, default=0.0)
     request_id: Mapped[str] = mapped_column(String(64), default="")
+    #: Who acted when no token did (an admin in the console); 0006.
+    actor: Mapped[str] = mapped_column(String(256), default="", server_default="")
 
 
 def table(model: type[Base]) -> Table:

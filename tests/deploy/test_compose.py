@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -20,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from scim_identity_client import IdentityClient, Unauthenticated
 
-from ..support import ROOT, Proc, eventually, scrape, throwaway_pg_database
+from ..support import ROOT, Proc, Visitor, eventually, scrape, throwaway_pg_database
 from ..support import value as sample_sum
 from .compose import COMPOSE, Stack, start_order
 
@@ -65,10 +66,13 @@ def test_compose_file_holds_no_secret_and_publishes_only_the_gateway() -> None:
             if str(value).startswith("postgresql://"):
                 userinfo = str(value)[len("postgresql://") :].split("@")[0]
                 assert ":" not in userinfo, f"{name}: a password in a database URL"
-        if name != "gateway":
+        if name not in ("gateway", "admin"):
             assert not svc.get("ports"), f"{name} is published"
     (published,) = services["gateway"]["ports"]
     assert published.startswith("${SCIM_PUBLISH_ADDRESS:-127.0.0.1}:"), published
+    # The admin console (sign-in by one-time link) on the host's loopback only.
+    (console,) = services["admin"]["ports"]
+    assert console.startswith("${ADMIN_PUBLISH_ADDRESS:-127.0.0.1}:"), console
     # The gateway's metrics have a port of their own, not the published SCIM port.
     metrics_port = services["gateway"]["environment"]["SCIM_METRICS_LISTEN"].rsplit(":", 1)[1]
     assert not published.endswith(f":{metrics_port}"), published
@@ -95,6 +99,7 @@ def test_first_start_is_secured_and_needs_no_manual_step(tmp_path: Path) -> None
         "gateway",
         "streams",
         "subscriber",
+        "admin",
     ]
     assert "pgdata:/var/lib/postgresql/data" in services["postgres"]["volumes"]
     with throwaway_pg_database("identity_compose") as db_url:
@@ -113,6 +118,7 @@ def test_first_start_is_secured_and_needs_no_manual_step(tmp_path: Path) -> None
             stack.start("subscriber")
             subscriber = stack.procs["subscriber"]
             wait_for(subscriber, "audit_log: tenant demo does not exist yet")
+            stack.start("admin")
 
             target = stack.addr["identity:50051"]
             gateway = gw_env["SCIM_LISTEN"]
@@ -145,6 +151,22 @@ def test_first_start_is_secured_and_needs_no_manual_step(tmp_path: Path) -> None
             assert refused.returncode != 0 and "IDENTITY_ROLE=streams" in refused.stderr
             # The subscriber was waiting for its tenant and now watches it.
             wait_for(subscriber, "audit_log: watching demo")
+            # The console, with the generated admin credential: a link from the CLI
+            # service signs the tenant's admin in, and the Connector page shows the
+            # tenant's SCIM base URL and the token just issued.
+            linked = stack.run("identityctl", "admin-link", "demo")
+            assert linked.returncode == 0, linked.stderr
+            link = urllib.parse.urlsplit(linked.stdout.strip().splitlines()[-1])
+            assert f"{link.scheme}://{link.netloc}" == "http://127.0.0.1:8081"
+            console = Visitor(f"http://{stack.binds['admin']['0.0.0.0:8081']}")
+            signed_in = console.get(f"{link.path}?{link.query}")
+            assert signed_in.status == 200 and console.cookie, signed_in.body
+            # (Its cookie is Secure in a container, bound beyond loopback: the
+            # settings test checks that; here the bind is rewritten to loopback.)
+            connector = console.get("/tenants/demo/connector")
+            assert connector.status == 200, connector.body
+            assert "http://127.0.0.1:8080/scim/v2/demo" in connector.body
+            assert "Rotate…" in connector.body and secret not in connector.body
 
             body = json.dumps(
                 {
@@ -223,7 +245,7 @@ def test_first_start_is_secured_and_needs_no_manual_step(tmp_path: Path) -> None
                 assert value not in COMPOSE.read_text()
         finally:
             stack.stop()
-        for name in ("identity", "gateway"):
+        for name in ("identity", "gateway", "admin"):
             assert stack.procs[name].popen.returncode == 0, f"{name} did not stop cleanly"
 
 

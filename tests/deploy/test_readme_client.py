@@ -201,7 +201,9 @@ def test_every_subcommand_has_help_and_list_show_commands_take_o_json() -> None:
             assert has_output, f"identityctl {path} has no -o json"
 
 
-@pytest.mark.parametrize("program", ["identity-service", "scim-gateway", "identityctl"])
+@pytest.mark.parametrize(
+    "program", ["identity-service", "scim-gateway", "identityctl", "identity-admin"]
+)
 def test_version_and_help_start_nothing(program: str) -> None:
     version = subprocess.run(
         [str(VENV_BIN / program), "--version"],
@@ -217,6 +219,7 @@ def test_version_and_help_start_nothing(program: str) -> None:
         env={
             "IDENTITY_LISTEN": f"127.0.0.1:{port}",
             "SCIM_LISTEN": f"127.0.0.1:{port}",
+            "ADMIN_LISTEN": f"127.0.0.1:{port}",
             "PATH": "/usr/bin:/bin",
         },
         capture_output=True,

@@ -1,5 +1,6 @@
-"""`make run`'s script: both services up on SQLite, a demo tenant, and a base URL
-and token that work as printed; SIGTERM stops everything cleanly."""
+"""`make run`'s script: the services up on SQLite, a demo tenant, and a base URL,
+token and admin console sign-in link that work as printed; SIGTERM stops everything
+cleanly."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ def test_run_prints_a_working_base_url_and_token(tmp_path: Path) -> None:
         "IDENTITY_DATABASE_URL": f"sqlite:///{tmp_path}/identity.db",
         "IDENTITY_LISTEN": f"127.0.0.1:{free_port()}",
         "SCIM_LISTEN": f"127.0.0.1:{free_port()}",
+        "ADMIN_LISTEN": f"127.0.0.1:{free_port()}",
         "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
     }
     log = tmp_path / "run.log"
@@ -38,7 +40,7 @@ def test_run_prints_a_working_base_url_and_token(tmp_path: Path) -> None:
         )
         try:
             deadline = time.monotonic() + 60
-            while "bearer token" not in log.read_text():
+            while "sign in to the admin console" not in log.read_text():
                 assert proc.poll() is None, log.read_text()
                 assert time.monotonic() < deadline, log.read_text()
                 time.sleep(0.2)
@@ -57,6 +59,12 @@ def test_run_prints_a_working_base_url_and_token(tmp_path: Path) -> None:
             )
             with urllib.request.urlopen(req, timeout=10) as resp:
                 assert resp.status == 201
+            # The sign-in link, on the last line, signs in to the console once.
+            link = text.rstrip().splitlines()[-1].strip()
+            assert link.startswith(f"http://{env['ADMIN_LISTEN']}/signin?token=adm_"), text
+            with urllib.request.urlopen(link, timeout=10) as resp:
+                assert resp.status == 200
+                assert "identity_admin_session=ses_" in resp.headers["Set-Cookie"]
         finally:
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(30) == 0, log.read_text()
@@ -97,8 +105,8 @@ def test_run_prints_a_working_base_url_and_token(tmp_path: Path) -> None:
 
 
 def assert_closed(env: dict[str, str]) -> None:
-    """Both services are gone once the script exits (no orphaned children)."""
-    for key in ("IDENTITY_LISTEN", "SCIM_LISTEN"):
+    """The services are gone once the script exits (no orphaned children)."""
+    for key in ("IDENTITY_LISTEN", "SCIM_LISTEN", "ADMIN_LISTEN"):
         host, port = env[key].rsplit(":", 1)
         deadline = time.monotonic() + 15
         while True:

@@ -121,6 +121,19 @@ def _check_0005(conn: Connection, tenant_pk: int) -> None:
     assert len(set(keys.values())) == len(keys)
 
 
+def _check_0006(conn: Connection, tenant_pk: int) -> None:
+    # operations.actor exists, empty for any record so far (SCIM requests). The sign-in tables
+    # start empty and refuse a secret twice.
+    actors = conn.execute(
+        text("SELECT actor FROM operations WHERE tenant_pk = :t"), {"t": tenant_pk}
+    ).scalars()
+    assert set(actors) <= {""}
+    for table in ("admin_links", "admin_sessions"):
+        assert conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one() == 0
+        uniques = {tuple(u["column_names"]) for u in inspect(conn).get_unique_constraints(table)}
+        assert ("secret_hash",) in uniques, uniques
+
+
 #: What each step must have done to the data the previous release left. A new
 #: migration needs an entry here (the test refuses a step it cannot check).
 STEP_CHECKS: dict[str, Callable[[Connection, int], None]] = {
@@ -128,6 +141,7 @@ STEP_CHECKS: dict[str, Callable[[Connection, int], None]] = {
     "0003": _check_0003,
     "0004": _check_0004,
     "0005": _check_0005,
+    "0006": _check_0006,
 }
 
 

@@ -6,6 +6,7 @@ schema: the attribute catalogue, which the domain applies and filters compile wi
 scim_gateway: the process (__main__, worker) > the HTTP side (app, guard, core, http, access,
 tenant, observability, tracing, resources) > scim
 (SCIM syntax) > the root's errors, settings.
+identity_admin: the process (__main__, worker) > the HTTP side (app) > settings.
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ LAYERS: dict[str, dict[str, int]] = {
         "history": 2,
         "scim": 1,
         "errors": 0,
+        "settings": 0,
+    },
+    "identity_admin": {
+        "__main__": 9,
+        "worker": 9,
+        "app": 3,
         "settings": 0,
     },
 }
@@ -102,11 +109,24 @@ def test_imports_only_go_down(top: str) -> None:
 
 
 #: Top-level packages each side may not import: the core knows nothing of its clients
-#: (the client library, the gateway); the gateway reaches the core only over gRPC.
+#: (the client library, the gateway, the admin console); the gateway and the console
+#: reach the core only over gRPC, and neither imports the other.
 FORBIDDEN = {
-    "identity_service": ("scim_identity_client", "scim_gateway"),
-    "scim_gateway": ("identity_service",),
+    "identity_service": ("scim_identity_client", "scim_gateway", "identity_admin"),
+    "scim_gateway": ("identity_service", "identity_admin"),
+    "identity_admin": ("identity_service", "scim_gateway"),
 }
+#: The first-party packages the admin console may import besides its own: the client,
+#: the contract, the shared logging.
+ADMIN_MAY_IMPORT = ("scim_identity_client", "scim_identity_api", "identity_log")
+FIRST_PARTY = (
+    "identity_service",
+    "scim_gateway",
+    "identity_log",
+    "scim_identity_client",
+    "scim_identity_api",
+    "identity_admin",
+)
 
 
 @pytest.mark.parametrize("top", sorted(FORBIDDEN))
@@ -118,3 +138,16 @@ def test_no_import_across_the_boundary(top: str) -> None:
         for line, target in _imports(path, other)
     ]
     assert not found, "\n".join(found)
+
+
+def test_the_console_imports_only_the_client_the_contract_and_logging() -> None:
+    found = [
+        f"{path.relative_to(ROOT)}:{line} imports {target}"
+        for path in _modules("identity_admin")
+        for other in FIRST_PARTY
+        if other not in ADMIN_MAY_IMPORT and other != "identity_admin"
+        for line, target in _imports(path, other)
+    ]
+    assert not found, "\n".join(found)
+    # The rule has something to check: the console does call the core through the client.
+    assert any(_imports(p, "scim_identity_client") for p in _modules("identity_admin"))

@@ -15,7 +15,7 @@ from types import ModuleType
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("identity_service", "scim_gateway", "identity_log")
+PACKAGES = ("identity_service", "scim_gateway", "identity_log", "identity_admin")
 MUTABLE = (dict, list, set, bytearray, collections.deque)
 CONSTANT_NAME = re.compile(r"^_?[A-Z][A-Z0-9_]*$")
 #: Methods that change a container in place.

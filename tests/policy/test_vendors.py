@@ -16,8 +16,6 @@ from typing import Any
 import pytest
 from google.protobuf import json_format
 
-from scim_gateway.app import create_app
-from scim_gateway.settings import Settings
 from scim_identity_client import FailedPrecondition, IdentityClient, event_name
 from scim_identity_client.types import (
     ChangeEvent,
@@ -35,7 +33,6 @@ from ..gateway.conftest import (
     USER_SCHEMA,
     ScimClient,
     assert_scim_error,
-    core_client,
 )
 
 POLICIES = Path(__file__).resolve().parents[2] / "docs" / "policies"
@@ -54,17 +51,6 @@ def configure(
         client.create_role(tenant.id, role)
     doc = json.loads((POLICIES / f"{vendor}.json").read_text())
     return client.set_policy(tenant.id, json_format.ParseDict(doc, TenantPolicy()))
-
-
-@pytest.fixture
-def app(client: IdentityClient) -> Any:
-    return create_app(Settings(max_page_size=50, default_page_size=20), core_client(client.target))
-
-
-@pytest.fixture
-def scim(app: Any, tenant: Tenant, token: str) -> ScimClient:
-    """The IdP: SCIM under /scim/v2/{tenant}/ with the tenant's bearer token."""
-    return ScimClient(app, f"/scim/v2/{tenant.name}", token)
 
 
 def patch(*ops: dict[str, Any]) -> dict[str, Any]:

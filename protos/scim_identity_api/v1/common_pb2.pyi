@@ -105,6 +105,11 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """INVALID_ARGUMENT: a PATCH path names no attribute that can take the operation"""
     ERROR_REASON_NO_TARGET: _ErrorReason.ValueType  # 16
     """INVALID_ARGUMENT: a PATCH path's value filter matches nothing to change"""
+    ERROR_REASON_MANAGED_ELSEWHERE: _ErrorReason.ValueType  # 17
+    """PERMISSION_DENIED: the tenant's policy reserves the change to another source
+    (a SCIM create of someone who must sign in first, an admin edit of a
+    SCIM-managed user or role); the message says where to make it.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper): ...
 
@@ -141,6 +146,11 @@ ERROR_REASON_INVALID_PATH: ErrorReason.ValueType  # 15
 """INVALID_ARGUMENT: a PATCH path names no attribute that can take the operation"""
 ERROR_REASON_NO_TARGET: ErrorReason.ValueType  # 16
 """INVALID_ARGUMENT: a PATCH path's value filter matches nothing to change"""
+ERROR_REASON_MANAGED_ELSEWHERE: ErrorReason.ValueType  # 17
+"""PERMISSION_DENIED: the tenant's policy reserves the change to another source
+(a SCIM create of someone who must sign in first, an admin edit of a
+SCIM-managed user or role); the message says where to make it.
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 class _PatchOp:

@@ -83,6 +83,7 @@ class Operation(_message.Message):
     DETAIL_FIELD_NUMBER: _builtins.int
     DURATION_MS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """UUID assigned by the core."""
     tenant_id: _builtins.str
@@ -102,6 +103,10 @@ class Operation(_message.Message):
     duration_ms: _builtins.float
     """Time taken, in milliseconds."""
     request_id: _builtins.str
+    actor: _builtins.str
+    """Who acted, when not an API token: the admin console's "console:<session subject>"
+    for an admin's action (issue #17); empty for SCIM requests (token_id says).
+    """
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -120,10 +125,11 @@ class Operation(_message.Message):
         detail: _builtins.str = ...,
         duration_ms: _builtins.float = ...,
         request_id: _builtins.str = ...,
+        actor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "duration_ms", b"duration_ms", "id", b"id", "kind", b"kind", "method", b"method", "request_id", b"request_id", "resource_id", b"resource_id", "resource_type", b"resource_type", "scim_type", b"scim_type", "status", b"status", "tenant_id", b"tenant_id", "time", b"time", "token_id", b"token_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "detail", b"detail", "duration_ms", b"duration_ms", "id", b"id", "kind", b"kind", "method", b"method", "request_id", b"request_id", "resource_id", b"resource_id", "resource_type", b"resource_type", "scim_type", b"scim_type", "status", b"status", "tenant_id", b"tenant_id", "time", b"time", "token_id", b"token_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

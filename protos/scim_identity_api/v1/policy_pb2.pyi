@@ -331,6 +331,9 @@ class TenantPolicy(_message.Message):
     USER_MAPPINGS_FIELD_NUMBER: _builtins.int
     GROUP_MAPPINGS_FIELD_NUMBER: _builtins.int
     UNKNOWN_MEMBERS_FIELD_NUMBER: _builtins.int
+    DEFAULT_ROLE_FIELD_NUMBER: _builtins.int
+    GROUPS_DISABLED_FIELD_NUMBER: _builtins.int
+    UNIQUE_EMAIL_FIELD_NUMBER: _builtins.int
     on_last_scim_role_removed: Global___LastRoleAction.ValueType
     on_scim_delete: Global___DeleteAction.ValueType
     unique_identifier: Global___UniqueIdentifier.ValueType
@@ -341,6 +344,19 @@ class TenantPolicy(_message.Message):
     unknown_members: Global___UnknownMembers.ValueType
     """What a group write does with member ids that are not (or no longer) users or
     groups of the tenant.
+    """
+    default_role: _builtins.str
+    """A defined role every user holds (SCIM-managed) when the role rules give them
+    none, e.g. Panther's users that Okta sends without a pantherRole. Empty: none.
+    """
+    groups_disabled: _builtins.bool
+    """True: the tenant has no Groups over SCIM (Panther): every group call made with
+    the tenant's API token is NOT_FOUND, whatever the token's scope.
+    """
+    unique_email: _builtins.bool
+    """True: a user's primary email (the one marked primary, else the first) is
+    unique in the tenant, case-insensitively (Banyan: email is the identifier); a
+    create or replace that would share another user's is ALREADY_EXISTS.
     """
     @_builtins.property
     def group_role_rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___GroupRoleRule]: ...
@@ -366,10 +382,13 @@ class TenantPolicy(_message.Message):
         user_mappings: _abc.Iterable[Global___AttributeMapping] | None = ...,
         group_mappings: _abc.Iterable[Global___AttributeMapping] | None = ...,
         unknown_members: Global___UnknownMembers.ValueType = ...,
+        default_role: _builtins.str = ...,
+        groups_disabled: _builtins.bool = ...,
+        unique_email: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["attribute_role", b"attribute_role"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attribute_role", b"attribute_role", "extension_schemas", b"extension_schemas", "group_mappings", b"group_mappings", "group_role_rules", b"group_role_rules", "local_edits", b"local_edits", "on_last_scim_role_removed", b"on_last_scim_role_removed", "on_scim_delete", b"on_scim_delete", "scim_create_disabled", b"scim_create_disabled", "unique_identifier", b"unique_identifier", "unknown_members", b"unknown_members", "user_mappings", b"user_mappings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attribute_role", b"attribute_role", "default_role", b"default_role", "extension_schemas", b"extension_schemas", "group_mappings", b"group_mappings", "group_role_rules", b"group_role_rules", "groups_disabled", b"groups_disabled", "local_edits", b"local_edits", "on_last_scim_role_removed", b"on_last_scim_role_removed", "on_scim_delete", b"on_scim_delete", "scim_create_disabled", b"scim_create_disabled", "unique_email", b"unique_email", "unique_identifier", b"unique_identifier", "unknown_members", b"unknown_members", "user_mappings", b"user_mappings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

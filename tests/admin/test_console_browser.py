@@ -1,0 +1,154 @@
+"""The admin console in a real browser: Debian's chromium driven by Playwright
+(never a browser Playwright downloads), against the real console, gateway and core
+processes, on both databases. An admin signs in by link, copies the SCIM URL,
+generates a token that works against the gateway, revokes it (401), deactivates the
+connector (403), partly by keyboard. Screenshots of each page are saved in
+test-artifacts/screenshots/ (BROWSER_SCREENSHOTS overrides the directory)."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scim_identity_client import IdentityClient
+from scim_identity_client.types import Tenant
+from scim_identity_client.urls import admin_sign_in_url
+
+from ..support import ROOT
+from .conftest import Stack
+
+CHROMIUM = Path(os.environ.get("BROWSER_CHROMIUM", "/usr/bin/chromium"))
+LAUNCH_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SHOTS = Path(os.environ.get("BROWSER_SCREENSHOTS", ROOT / "test-artifacts" / "screenshots"))
+NO_BROWSER = (
+    f"browser tests skipped: no chromium at {CHROMIUM} "
+    "(.ci/run installs Debian's chromium; or: apt-get install chromium)"
+)
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason=NO_BROWSER),
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        yield b
+        b.close()
+
+
+def scim_status(url: str, token: str) -> int:
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    conn.request("GET", f"{parts.path}/Users", headers={"Authorization": f"Bearer {token}"})
+    status = conn.getresponse().status
+    conn.close()
+    return status
+
+
+def test_sign_in_copy_generate_use_revoke_deactivate(
+    browser: Any,
+    stack: Stack,
+    client: IdentityClient,
+    tenant: Tenant,
+    backend: str,
+) -> None:
+    from playwright.sync_api import expect
+
+    shots = SHOTS / backend
+    shots.mkdir(parents=True, exist_ok=True)
+    context = browser.new_context(viewport={"width": 1366, "height": 800})
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=stack.console_url)
+    page = context.new_page()
+    try:
+        # Sign in by link: the link becomes a session, the console shows the tenant.
+        link = client.create_admin_link(tenant.name, subject="ada@example.com")
+        page.goto(admin_sign_in_url(stack.console_url, link.secret))
+        page.wait_for_url(f"**/tenants/{tenant.name}/connector")
+        assert page.locator("h1").inner_text() == f"Connector · {tenant.name}"
+        page.screenshot(path=shots / "1-connector.png", full_page=True)
+        cookie = next(c for c in context.cookies() if c["name"] == "identity_admin_session")
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        assert page.evaluate("document.cookie") == ""  # HttpOnly: no script reads it
+
+        # Copy the SCIM base URL with its button.
+        page.click("button[data-copy=scim-url]")
+        # (expect, not wait_for_function: its polling evals a string, which the
+        # console's CSP rightly refuses in the page)
+        expect(page.locator(".copied").first).to_have_text("Copied")
+        scim_url = page.evaluate("navigator.clipboard.readText()")
+        assert scim_url == f"{stack.gateway_url}/scim/v2/{tenant.name}"
+
+        # Generate a token: its secret is shown once, with a copy button.
+        page.fill("input[name=description]", "Okta")
+        page.click("#generate")
+        page.wait_for_selector("#secret")
+        secret = page.input_value("#secret")
+        page.click("button[data-copy=secret]")
+        expect(page.locator(".copied").first).to_have_text("Copied")
+        assert page.evaluate("navigator.clipboard.readText()") == secret
+        page.screenshot(path=shots / "2-secret-shown-once.png", full_page=True)
+
+        # The token works against the real gateway.
+        assert scim_status(scim_url, secret) == 200
+
+        # Back on the page: the token is listed by prefix, its secret is nowhere.
+        page.click("#done")
+        page.wait_for_selector("#tokens")
+        (token,) = client.list_tokens(tenant.id)
+        row = page.locator(f"tr[data-token='{token.id}']")
+        assert token.prefix in row.inner_text() and "Okta" in row.inner_text()
+        assert secret not in page.content()
+        page.screenshot(path=shots / "3-token-listed.png", full_page=True)
+
+        # Revoke it, by keyboard: focus the link, Enter; the confirm button has focus.
+        page.focus(f"a[aria-label='Revoke {token.prefix}']")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#confirm")
+        page.screenshot(path=shots / "4-confirm-revoke.png", full_page=True)
+        assert page.evaluate("document.activeElement.id") == "confirm"
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#tokens")
+        assert scim_status(scim_url, secret) == 401
+
+        # A second token, then deactivate the connector: its requests get 403.
+        page.click("#generate")
+        page.wait_for_selector("#secret")
+        second = page.input_value("#secret")
+        page.click("#done")
+        assert scim_status(scim_url, second) == 200
+        page.click("#deactivate")
+        page.wait_for_selector("#confirm")
+        page.screenshot(path=shots / "5-confirm-deactivate.png", full_page=True)
+        page.click("#confirm")
+        page.wait_for_selector("#activate")
+        assert "Inactive" in page.inner_text("#connector-state")
+        page.screenshot(path=shots / "6-deactivated.png", full_page=True)
+        assert scim_status(scim_url, second) == 403
+        assert second not in page.content()
+
+        # Everything the admin did is in the history, with the admin as its actor.
+        ops = client.list_operations(tenant.id).operations
+        mine = [o for o in ops if o.actor == "console:ada@example.com"]
+        assert [o.resource_type for o in reversed(mine)] == ["Token", "Token", "Token", "Tenant"]
+    finally:
+        context.close()

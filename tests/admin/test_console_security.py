@@ -1,0 +1,274 @@
+"""The admin console's security, against the real processes (both databases): a tenant
+admin sees nothing of another tenant (404, as for a tenant that does not exist),
+sign-in links work once and for 15 minutes, every form needs its CSRF token, a
+secret is shown once, sessions end and expire, cookies are what they must be."""
+
+from __future__ import annotations
+
+import urllib.parse
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from scim_identity_client import IdentityClient
+from scim_identity_client.types import Tenant
+from scim_identity_client.urls import admin_sign_in_url
+
+from ..support import Visitor
+from .conftest import Stack, start_console
+
+pytestmark = pytest.mark.e2e
+
+
+def _other(client: IdentityClient, tenant: Tenant) -> tuple[Tenant, str]:
+    other = client.create_tenant(f"{tenant.name}-other")
+    token = client.issue_token(other.id, description="theirs").token.id
+    return other, token
+
+
+def test_a_tenant_admin_sees_nothing_of_another_tenant(
+    client: IdentityClient, tenant: Tenant, admin_of: Visitor
+) -> None:
+    other, their_token = _other(client, tenant)
+    own = admin_of.get(f"/tenants/{tenant.name}/connector")
+    assert own.status == 200 and tenant.name in own.body
+    csrf = own.csrf()
+    missing = admin_of.get("/tenants/no-such-tenant/connector")
+    assert missing.status == 404
+    for ref in (other.name, other.id):
+        for method, path, form in (
+            ("GET", f"/tenants/{ref}/connector", None),
+            ("GET", f"/tenants/{ref}/connector/state?active=false", None),
+            ("POST", f"/tenants/{ref}/connector/state", {"csrf": csrf, "active": "false"}),
+            ("POST", f"/tenants/{ref}/tokens", {"csrf": csrf, "scope": "full"}),
+            ("GET", f"/tenants/{ref}/tokens/{their_token}/revoke", None),
+            ("POST", f"/tenants/{ref}/tokens/{their_token}/revoke", {"csrf": csrf}),
+            ("POST", f"/tenants/{ref}/tokens/{their_token}/rotate", {"csrf": csrf}),
+        ):
+            page = admin_of.request(method, path, form)
+            # The same answer as for a tenant that does not exist.
+            assert page.status == 404, (method, path, page.status)
+            assert page.body == missing.body
+            assert other.name not in page.body and other.id not in page.body
+    # Their token through my own tenant's URLs: not found either.
+    for action in ("revoke", "rotate"):
+        page = admin_of.post(
+            f"/tenants/{tenant.name}/tokens/{their_token}/{action}", {"csrf": csrf}
+        )
+        assert page.status == 404
+    # Nothing of theirs changed.
+    assert client.get_tenant(other.id).active
+    assert [t.id for t in client.list_tokens(other.id)] == [their_token]
+    # My home is my own tenant's page; the operator's tenant list is not mine.
+    home = admin_of.get("/")
+    assert home.status == 303 and home.headers["location"].endswith(
+        f"/tenants/{tenant.name}/connector"
+    )
+
+
+def test_an_operator_reaches_every_tenant(
+    client: IdentityClient, tenant: Tenant, visitor: Visitor
+) -> None:
+    other, _ = _other(client, tenant)
+    visitor.sign_in(client, None, operator=True, subject="platform@vendor.example")
+    home = visitor.get("/")
+    assert home.status == 200 and tenant.name in home.body and other.name in home.body
+    for t in (tenant, other):
+        page = visitor.get(f"/tenants/{t.name}/connector")
+        assert page.status == 200 and f"/scim/v2/{t.name}" in page.body
+
+
+def test_sign_in_links_work_once_and_for_15_minutes(
+    client: IdentityClient, tenant: Tenant, stack: Stack, clock: list[datetime]
+) -> None:
+    link = client.create_admin_link(tenant.name)
+    url = urllib.parse.urlsplit(admin_sign_in_url(stack.console_url, link.secret))
+    first = Visitor(stack.console_url)
+    page = first.get(f"{url.path}?{url.query}")
+    assert page.status == 200 and first.cookie.startswith("ses_")
+    cookie = page.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+    assert "Secure" not in cookie  # http on loopback: a Secure cookie would never return
+    # Replayed: refused, and no session.
+    replay = Visitor(stack.console_url)
+    page = replay.get(f"{url.path}?{url.query}")
+    assert page.status == 401 and "used already or expired" in page.body and not replay.cookie
+    # Expired: refused.
+    late = client.create_admin_link(tenant.name)
+    clock[0] += timedelta(minutes=15)
+    url = urllib.parse.urlsplit(admin_sign_in_url(stack.console_url, late.secret))
+    page = replay.get(f"{url.path}?{url.query}")
+    assert page.status == 401 and not replay.cookie
+    # Junk and no token at all: refused the same way.
+    for query in ("token=adm_junk", "token=", ""):
+        assert replay.get(f"/signin?{query}").status == 401
+
+
+def test_sessions_end_at_sign_out_and_expire(
+    client: IdentityClient, tenant: Tenant, admin_of: Visitor, clock: list[datetime]
+) -> None:
+    page = admin_of.get(f"/tenants/{tenant.name}/connector")
+    assert page.status == 200
+    other = Visitor(admin_of.base)
+    other.sign_in(client, tenant.name)
+    # Sign-out needs the CSRF token too.
+    assert admin_of.post("/signout", {}).status == 403
+    assert admin_of.post("/signout", {"csrf": page.csrf()}).status == 200
+    assert admin_of.get(f"/tenants/{tenant.name}/connector").status == 401
+    # The other session lives until it expires (8 hours).
+    assert other.get(f"/tenants/{tenant.name}/connector").status == 200
+    clock[0] += timedelta(hours=8)
+    gone = other.get(f"/tenants/{tenant.name}/connector")
+    assert gone.status == 401 and "Sign in with a new link" in gone.body
+    # No cookie at all: the same page, never a tenant's data.
+    anonymous = Visitor(admin_of.base).get(f"/tenants/{tenant.name}/connector")
+    assert anonymous.status == 401 and tenant.id not in anonymous.body
+
+
+def test_every_form_needs_its_csrf_token(
+    client: IdentityClient, tenant: Tenant, admin_of: Visitor, stack: Stack
+) -> None:
+    token = client.issue_token(tenant.id).token.id
+    page = admin_of.get(f"/tenants/{tenant.name}/connector")
+    # Another session's token is as good as none.
+    stranger = Visitor(stack.console_url)
+    stranger.sign_in(client, tenant.name)
+    foreign = stranger.get(f"/tenants/{tenant.name}/connector").csrf()
+    assert foreign != page.csrf()
+    for form in ({}, {"csrf": ""}, {"csrf": foreign}, {"csrf": page.csrf()[:-1] + "0"}):
+        for path, extra in (
+            (f"/tenants/{tenant.name}/tokens", {"scope": "full"}),
+            (f"/tenants/{tenant.name}/tokens/{token}/revoke", {}),
+            (f"/tenants/{tenant.name}/tokens/{token}/rotate", {}),
+            (f"/tenants/{tenant.name}/connector/state", {"active": "false"}),
+        ):
+            if form.get("csrf") == page.csrf():
+                continue
+            answer = admin_of.post(path, {**form, **extra})
+            assert answer.status == 403, (path, form, answer.status)
+            assert "CSRF" in answer.body
+    # Nothing changed.
+    assert [t.id for t in client.list_tokens(tenant.id)] == [token]
+    assert client.get_tenant(tenant.id).active
+
+
+def test_a_secret_is_shown_once_and_never_again(
+    client: IdentityClient, tenant: Tenant, admin_of: Visitor
+) -> None:
+    page = admin_of.get(f"/tenants/{tenant.name}/connector")
+    shown = admin_of.post(
+        f"/tenants/{tenant.name}/tokens",
+        {"csrf": page.csrf(), "scope": "full", "description": "okta"},
+    )
+    assert shown.status == 201 and "shown once" in shown.body
+    (token,) = client.list_tokens(tenant.id)
+    secret = shown.body.split('id="secret" value="', 1)[1].split('"', 1)[0]
+    assert secret.startswith(token.prefix) and client.authenticate(secret).token.id == token.id
+    assert shown.headers["cache-control"] == "no-store"
+    rotated = admin_of.post(
+        f"/tenants/{tenant.name}/tokens/{token.id}/rotate", {"csrf": page.csrf()}
+    )
+    assert rotated.status == 201
+    new_secret = rotated.body.split('id="secret" value="', 1)[1].split('"', 1)[0]
+    # Every page after them: neither secret, anywhere.
+    later = [
+        admin_of.get(f"/tenants/{tenant.name}/connector"),
+        admin_of.get("/"),
+        admin_of.get(f"/tenants/{tenant.name}/connector/state?active=false"),
+        *[
+            admin_of.get(f"/tenants/{tenant.name}/tokens/{t.id}/{a}")
+            for t in client.list_tokens(tenant.id)
+            for a in ("rotate", "revoke")
+        ],
+    ]
+    for p in later:
+        assert secret not in p.body and new_secret not in p.body
+        assert secret[len(token.prefix) :] not in p.body
+    assert any(token.prefix not in p.body for p in later)  # the old one is gone from the list
+
+
+def test_the_two_token_limit_is_explained_where_it_bites(
+    client: IdentityClient, tenant: Tenant, admin_of: Visitor
+) -> None:
+    client.issue_token(tenant.id)
+    client.issue_token(tenant.id)
+    page = admin_of.get(f"/tenants/{tenant.name}/connector")
+    assert 'id="limit-note"' in page.body and "Rotate" in page.body
+    assert 'id="generate" disabled' in page.body
+    # A post that gets past the disabled button is refused with the same explanation.
+    refused = admin_of.post(f"/tenants/{tenant.name}/tokens", {"csrf": page.csrf()})
+    assert refused.status == 409 and "2 live tokens" in refused.body
+    assert len(client.list_tokens(tenant.id)) == 2
+    # Bad input is a 400 page, and nothing is issued.
+    client.revoke_token(tenant.id, client.list_tokens(tenant.id)[0].id)
+    for bad in ({"scope": "root"}, {"expires_in_days": "-1"}, {"expires_in_days": "x"}):
+        answer = admin_of.post(f"/tenants/{tenant.name}/tokens", {"csrf": page.csrf(), **bad})
+        assert answer.status == 400, bad
+    assert len(client.list_tokens(tenant.id)) == 1
+
+
+def test_admin_actions_are_in_the_history_with_their_actor(
+    client: IdentityClient, tenant: Tenant, admin_of: Visitor
+) -> None:
+    csrf = admin_of.get(f"/tenants/{tenant.name}/connector").csrf()
+    assert admin_of.post(f"/tenants/{tenant.name}/tokens", {"csrf": csrf}).status == 201
+    (token,) = client.list_tokens(tenant.id)
+    revoke = admin_of.post(f"/tenants/{tenant.name}/tokens/{token.id}/revoke", {"csrf": csrf})
+    assert revoke.status == 303
+    state = {"csrf": csrf, "active": "false"}
+    assert admin_of.post(f"/tenants/{tenant.name}/connector/state", state).status == 303
+    ops = client.list_operations(tenant.id).operations
+    seen = [(o.resource_type, o.status, o.actor, o.detail) for o in reversed(ops)]
+    actor = "console:ada@example.com"
+    assert seen == [
+        ("Token", 201, actor, f"token {token.prefix}… generated"),
+        ("Token", 200, actor, f"token {token.prefix}… revoked"),
+        ("Tenant", 200, actor, "connector deactivated"),
+    ]
+    # The changes' events carry the same actor.
+    until = client.get_revision(tenant.id).revision
+    with client.watch(tenant.id, since=0, heartbeat_seconds=1, give_up_after=10) as stream:
+        actors = set()
+        for event in stream:
+            actors.add((event.actor.kind, event.actor.id))
+            if event.revision >= until:
+                break
+    assert ("admin", actor) in actors
+
+
+def test_https_consoles_set_secure_cookies_and_refuse_plain_http_off_loopback(
+    client: IdentityClient, tenant: Tenant, identity_target: str, tmp_path: Path
+) -> None:
+    proc, url = start_console(
+        identity_target,
+        tmp_path,
+        "https://scim.example.com",
+        ADMIN_PUBLIC_URL="https://admin.example.com",
+    )
+    try:
+        v = Visitor(url)
+        page = v.sign_in(client, tenant.name)
+        assert "Secure" in v.history[-1].headers["set-cookie"]
+        assert page.status == 200
+        connector = v.get(f"/tenants/{tenant.name}/connector")
+        assert f"https://scim.example.com/scim/v2/{tenant.name}" in connector.body
+    finally:
+        proc.stop()
+    from identity_admin.settings import Settings, SettingsError
+
+    with pytest.raises(SettingsError, match="https"):
+        Settings.from_env({"ADMIN_LISTEN": "0.0.0.0:8081"})
+    assert Settings.from_env(
+        {"ADMIN_LISTEN": "0.0.0.0:8081", "ADMIN_PUBLIC_URL": "https://a.example"}
+    ).secure_cookies
+    with pytest.raises(SettingsError, match="https"):
+        Settings.from_env({"ADMIN_LISTEN": "0.0.0.0:8081", "ADMIN_PUBLIC_URL": "http://a.example"})
+    # A container's console: bound on every interface, reached on the host's loopback
+    # (compose publishes it there). Its cookies are Secure all the same: a browser
+    # sends them back to loopback http, and to no plain-http address on a network.
+    container = Settings.from_env(
+        {"ADMIN_LISTEN": "0.0.0.0:8081", "ADMIN_PUBLIC_URL": "http://127.0.0.1:8081"}
+    )
+    assert container.secure_cookies
+    assert not Settings.from_env({"ADMIN_LISTEN": "127.0.0.1:8081"}).secure_cookies

@@ -19,7 +19,7 @@ from ..settings import Settings
 from ..storage import events
 from ..storage.db import Reader
 from ..storage.filters import GROUPS
-from ..storage.listing import idp_lookup, lookup_page, page_of, page_size
+from ..storage.listing import lookup_page, page_of
 from ..storage.models import GroupRow, MemberRow, TenantRow, UserRow, table, utcnow
 from ..storage.prepared import Prepared
 from . import patching, policy
@@ -151,15 +151,15 @@ def lookup_groups(
 ) -> groups_pb2.ListGroupsResponse:
     """The IdPs' `displayName eq "..."` without members (listing.idp_lookup; the
     servicer checked it is one): prepared statements only, a quick read."""
-    lookup = idp_lookup(GROUPS, req.filter, None, req.page)
-    assert lookup is not None
     page = lookup_page(
         reader,
+        catalog=GROUPS,
         model=GroupRow,
         columns=_ROW_SELECT,
         tenant_pk=tenant.pk,
-        lookup=lookup,
-        count=page_size(req.page, settings),
+        f=req.filter,
+        page=req.page,
+        settings=settings,
     )
     out = [_proto(r, tenant.id) for r in page.rows]
     _map(reader, tenant, out, with_members=False)

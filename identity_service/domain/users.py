@@ -30,7 +30,7 @@ from ..settings import Settings
 from ..storage import events
 from ..storage.db import Reader
 from ..storage.filters import USERS, Catalog
-from ..storage.listing import idp_lookup, lookup_page, page_of, page_size
+from ..storage.listing import lookup_page, page_of
 from ..storage.models import (
     AssignmentRow,
     GroupRow,
@@ -624,15 +624,15 @@ def lookup_users(
     catalog = USERS
     if tenant.settings:
         catalog = policy.derived(reader, tenant, "user_catalog", _user_catalog) or USERS
-    lookup = idp_lookup(catalog, req.filter, None, req.page)
-    assert lookup is not None
     page = lookup_page(
         reader,
+        catalog=catalog,
         model=UserRow,
         columns=_ROW_SELECT,
         tenant_pk=tenant.pk,
-        lookup=lookup,
-        count=page_size(req.page, settings),
+        f=req.filter,
+        page=req.page,
+        settings=settings,
     )
     return users_pb2.ListUsersResponse(
         users=load_few(reader, tenant, page.rows),

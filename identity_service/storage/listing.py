@@ -144,16 +144,37 @@ def page_size(page: common_pb2.Page, settings: Settings) -> int:
 def lookup_page(
     reader: Reader,
     *,
+    catalog: Catalog,
+    model: Any,
+    columns: Select[*tuple[Any, ...]],
+    tenant_pk: int,
+    f: common_pb2.Filter,
+    page: common_pb2.Page,
+    settings: Settings,
+) -> PageResult:
+    """The page of a list that is the IdPs' lookup (idp_lookup, which the caller
+    checked): prepared statements only, so it runs as a quick read."""
+    lookup = idp_lookup(catalog, f, None, page)
+    if lookup is None:
+        raise AssertionError("lookup_page of a list that is no IdP lookup")
+    count = page_size(page, settings)
+    return _lookup_rows(
+        reader, model=model, columns=columns, tenant_pk=tenant_pk, lookup=lookup, count=count
+    )
+
+
+def _lookup_rows(
+    reader: Reader,
+    *,
     model: Any,
     columns: Select[*tuple[Any, ...]],
     tenant_pk: int,
     lookup: Equality,
     count: int,
 ) -> PageResult:
-    """The IdPs' `userName eq "..."` (idp_lookup): the first `count` matches in pk
-    order, the page an unsorted index walk gives, and their total; prepared
-    statements only (one index read, and a COUNT only when the page is full), so
-    it runs as a quick read."""
+    """The IdPs' `userName eq "..."`: the first `count` matches in pk order, the page
+    an unsorted index walk gives, and their total (one index read, and a COUNT only
+    when the page is full)."""
     page_stmt, count_stmt = _lookup_statements(memo_of(reader), columns, model, lookup)
     params = {"t": tenant_pk, "v": lookup.value}
     rows = page_stmt.run(reader, {**params, "n": count}) if count > 0 else []
@@ -186,7 +207,7 @@ def page_of(
     count = page_size(page, settings)
     lookup = idp_lookup(catalog, f, sort, page)
     if lookup is not None:
-        return lookup_page(
+        return _lookup_rows(
             session, model=model, columns=columns, tenant_pk=tenant_pk, lookup=lookup, count=count
         )
     memo = memo_of(session)

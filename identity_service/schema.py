@@ -19,11 +19,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from scim_identity_api import urns
 from scim_identity_api.v1 import policy_pb2
 
-USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
-ENTERPRISE_SCHEMA = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
-GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
+USER_SCHEMA = urns.CORE_USER
+ENTERPRISE_SCHEMA = urns.ENTERPRISE_USER
+GROUP_SCHEMA = urns.CORE_GROUP
 
 # -- catalogue name <-> identity.v1 field ---------------------------------------------------
 

@@ -38,13 +38,13 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
+from scim_identity_api.urns import CORE_GROUP
 from scim_identity_api.v1 import groups_pb2
 from scim_identity_client import IdentityError
 
 from ..core import Core
 from ..errors import core_errors
 from ..http import STREAMABLE, Call, Result, matches_version, version_of
-from ..scim.filter import CORE_GROUP
 from ..scim.mapping import (
     MEMBERS_SLOT,
     etag,

@@ -48,7 +48,7 @@ class UserService:
     def _result(
         self, status: int, user: users_pb2.User, call: Call, projection: Projection
     ) -> Result:
-        full = user_to_scim(user, call.base_url)
+        full = user_to_scim(user, call.base_url, self.rtype)
         headers = {"ETag": etag(user.meta.version)}
         if status == 201:
             headers["Location"] = full["meta"]["location"]
@@ -74,7 +74,8 @@ class UserService:
 
     async def create(self, call: Call, body: dict[str, Any], projection: Projection) -> Result:
         # RFC 7644 §3.3
-        user = user_to_proto(normalize(body, await self._rtype(call, mentions_custom(body))))
+        rtype = await self._rtype(call, mentions_custom(body, self.rtype))
+        user = user_to_proto(normalize(body, rtype), rtype)
         with core_errors():
             created = await self._core.client.create_user(call.tenant_id, user, ctx=call.ctx)
         return self._result(201, created, call, projection)
@@ -99,7 +100,8 @@ class UserService:
         if_match: set[str] | None,
     ) -> Result:
         # RFC 7644 §3.5.1: replace, not merge; read-only attributes are ignored.
-        user = user_to_proto(normalize(body, await self._rtype(call, mentions_custom(body))))
+        rtype = await self._rtype(call, mentions_custom(body, self.rtype))
+        user = user_to_proto(normalize(body, rtype), rtype)
         user.meta.id = rid
         expected = await self._expected(call, rid, if_match)
         with core_errors():
@@ -146,5 +148,8 @@ class UserService:
                 cursor=q.cursor,
                 ctx=call.ctx,
             )
-        docs = [q.projection.apply(user_to_scim(u, call.base_url), self.rtype) for u in resp.users]
+        docs = [
+            q.projection.apply(user_to_scim(u, call.base_url, self.rtype), self.rtype)
+            for u in resp.users
+        ]
         return Page(docs, resp.total_results, resp.start_index or q.start_index, resp.next_cursor)

@@ -27,6 +27,7 @@ from typing import Any, Union
 
 import orjson
 
+from scim_identity_api.urns import CORE_GROUP, CORE_USER, ENTERPRISE_USER
 from scim_identity_api.v1 import common_pb2
 
 from ..errors import ScimError, invalid_filter
@@ -36,9 +37,6 @@ from ..errors import ScimError, invalid_filter
 MAX_FILTER_LENGTH = 8192
 MAX_DEPTH = 32
 
-ENTERPRISE_USER = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
-CORE_USER = "urn:ietf:params:scim:schemas:core:2.0:User"
-CORE_GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 # Schema URNs a path may name without an attribute after them.
 KNOWN_SCHEMAS = (CORE_USER, CORE_GROUP, ENTERPRISE_USER)
 

@@ -20,74 +20,59 @@ from typing import Any
 import orjson
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
+from scim_identity_api.urns import CORE_GROUP, CORE_USER, ENTERPRISE_USER
 from scim_identity_api.v1 import groups_pb2, users_pb2
 from scim_identity_api.values import finite_number, is_datetime, shown, type_name
 
 from ..errors import invalid_value
-from .filter import CORE_GROUP, CORE_USER, ENTERPRISE_USER
 from .schemas import Attr, ResourceType, Schema
 
-# Canonical SCIM name -> proto field name.
-_USER_SIMPLE = {
-    "userName": "user_name",
-    "displayName": "display_name",
-    "nickName": "nick_name",
-    "profileUrl": "profile_url",
-    "title": "title",
-    "userType": "user_type",
-    "preferredLanguage": "preferred_language",
-    "locale": "locale",
-    "timezone": "timezone",
-}
-_NAME = {
-    "formatted": "formatted",
-    "familyName": "family_name",
-    "givenName": "given_name",
-    "middleName": "middle_name",
-    "honorificPrefix": "honorific_prefix",
-    "honorificSuffix": "honorific_suffix",
-}
-_MULTI = {
-    "emails": "emails",
-    "phoneNumbers": "phone_numbers",
-    "ims": "ims",
-    "photos": "photos",
-    "entitlements": "entitlements",
-    "roles": "roles",
-    "x509Certificates": "x509_certificates",
-}
-_MULTI_SUB = {"value": "value", "type": "type", "display": "display", "primary": "primary"}
-_ADDRESS = {
-    "formatted": "formatted",
-    "streetAddress": "street_address",
-    "locality": "locality",
-    "region": "region",
-    "postalCode": "postal_code",
-    "country": "country",
-    "type": "type",
-    "primary": "primary",
-}
-_ENTERPRISE = {
-    "employeeNumber": "employee_number",
-    "costCenter": "cost_center",
-    "organization": "organization",
-    "division": "division",
-    "department": "department",
-}
 _MEMBER_TYPES = {"user": groups_pb2.MEMBER_TYPE_USER, "group": groups_pb2.MEMBER_TYPE_GROUP}
 _MEMBER_TYPE_NAMES = {groups_pb2.MEMBER_TYPE_USER: "User", groups_pb2.MEMBER_TYPE_GROUP: "Group"}
 
 # Write-only attributes the IdPs send that this service does not store
 # (RFC 7643 §4.1.1 password; Okta sends it on create). Ignored, never echoed.
 _IGNORED_USER_ATTRS = frozenset({"password"})
-# Names of the built-in User document: anything else at the top level of a
-# normalized user document is a tenant-declared core-namespace attribute, stored
-# in `User.extensions` under the core User URN.
-_BUILTIN_USER_NAMES = frozenset(
-    {*_USER_SIMPLE, "name", "active", *_MULTI, "addresses", "groups", "externalId"}
-)
-_BUILTIN_USER_LOW = frozenset(n.lower() for n in _BUILTIN_USER_NAMES)
-_COMMON_LOW = frozenset({"schemas", "id", "meta", *_IGNORED_USER_ATTRS})
+_COMMON_LOW = frozenset({"schemas", "id", "meta", "externalid", *_IGNORED_USER_ATTRS})
+
+
+# -- where identity.v1 holds each attribute: the core's catalogue says ----------------------
+
+
+def _held(attr: Attr) -> bool:
+    """Whether a built-in field of User/Group holds `attr` (AttributeDefinition.proto_field;
+    "extensions" for a tenant's own attributes, empty for derived ones such as `$ref`)."""
+    return attr.proto_field not in ("", "extensions")
+
+
+def _builtin_low(rtype: ResourceType) -> frozenset[str]:
+    """Names (lower-cased) of the core schema's attributes that User/Group fields hold:
+    anything else at the top level of a normalized document is a tenant-declared
+    core-namespace attribute, stored in `extensions` under the core URN."""
+    return frozenset(a.name.lower() for a in rtype.schema.attributes if _held(a))
+
+
+def _field_of(message: Any, path: str) -> tuple[Any, str]:
+    """(the message holding the last part of a dotted proto field path, that part)."""
+    *parents, last = path.split(".")
+    for name in parents:
+        message = getattr(message, name)
+    return message, last
+
+
+def _element_doc(element: Any, attr: Attr) -> dict[str, Any]:
+    """One value of a multi-valued complex attribute as SCIM JSON: the sub-attributes
+    that hold a value, `primary: false` included when the client set it."""
+    out: dict[str, Any] = {}
+    fields = element.DESCRIPTOR.fields_by_name
+    for sub in attr.sub_attributes:
+        if not _held(sub):
+            continue
+        name = sub.proto_field.rpartition(".")[2]
+        value = getattr(element, name)
+        if value or (fields[name].has_presence and element.HasField(name)):
+            out[sub.name] = value
+    return out
 
 
 # -- JSON values -------------------------------------------------------------------
@@ -281,26 +266,27 @@ def normalize_extension(schema: Schema, value: dict[str, Any]) -> dict[str, Any]
     return out
 
 
-def mentions_custom(body: dict[str, Any]) -> bool:
-    """Whether a User body names anything outside the built-in schemas (so the
-    tenant's own schemas are needed to read it)."""
+def mentions_custom(body: dict[str, Any], rtype: ResourceType) -> bool:
+    """Whether a User body names anything outside the built-in schemas of `rtype`
+    (the core's User type), so that the tenant's own schemas are needed to read it."""
+    builtin = _builtin_low(rtype)
     for key, value in body.items():
         if not isinstance(key, str):  # pragma: no cover - JSON keys are strings
             continue
         low = key.lower()
-        if low in _BUILTIN_USER_LOW or low in _COMMON_LOW:
+        if low in builtin or low in _COMMON_LOW:
             continue
         if not low.startswith("urn:"):
             return True
         if low == CORE_USER.lower():
-            if isinstance(value, dict) and mentions_custom(value):
+            if isinstance(value, dict) and mentions_custom(value, rtype):
                 return True
             continue
         if low == ENTERPRISE_USER.lower() or low.startswith(ENTERPRISE_USER.lower() + ":"):
             continue
         if low.startswith(CORE_USER.lower() + ":"):
             name = low[len(CORE_USER) + 1 :].partition(".")[0].partition("[")[0]
-            if name in _BUILTIN_USER_LOW or name in _COMMON_LOW:
+            if name in builtin or name in _COMMON_LOW:
                 continue
         return True
     return False
@@ -328,48 +314,37 @@ def custom_extensions(doc: dict[str, Any], core: str, known: tuple[str, ...]) ->
     }
 
 
-def _multi_value(item: dict[str, Any]) -> users_pb2.MultiValue:
-    mv = users_pb2.MultiValue()
-    for scim, field in _MULTI_SUB.items():
-        v = item.get(scim)
-        if v is not None:
-            setattr(mv, field, v)
-    return mv
-
-
-def user_to_proto(doc: dict[str, Any]) -> users_pb2.User:
-    """A `User` from a normalized document (meta/id are set by the caller)."""
+def user_to_proto(doc: dict[str, Any], rtype: ResourceType) -> users_pb2.User:
+    """A `User` from a document normalized against `rtype` (meta/id are set by the
+    caller): each attribute into the field the core's catalogue names for it."""
     user = users_pb2.User()
-    for scim, field in _USER_SIMPLE.items():
-        if doc.get(scim) is not None:
-            setattr(user, field, doc[scim])
     if doc.get("externalId") is not None:
         user.external_id = doc["externalId"]
-    if doc.get("active") is not None:
-        user.active = doc["active"]
-    name = doc.get("name")
-    if name:
-        for scim, field in _NAME.items():
-            if name.get(scim) is not None:
-                setattr(user.name, field, name[scim])
-    for scim, field in _MULTI.items():
-        for item in doc.get(scim) or ():
-            getattr(user, field).append(_multi_value(item))
-    for item in doc.get("addresses") or ():
-        addr = user.addresses.add()
-        for scim, field in _ADDRESS.items():
-            if item.get(scim) is not None:
-                setattr(addr, field, item[scim])
-    ent = doc.get(ENTERPRISE_USER)
-    if ent:
-        for scim, field in _ENTERPRISE.items():
-            if ent.get(scim) is not None:
-                setattr(user.enterprise, field, ent[scim])
-        manager = ent.get("manager")
-        if manager and manager.get("value"):
-            user.enterprise.manager.value = manager["value"]
+    for schema in rtype.all_schemas:
+        src = doc if schema is rtype.schema else doc.get(schema.id)
+        if not isinstance(src, dict):
+            continue
+        for attr in schema.attributes:
+            value = src.get(attr.name)
+            if value is None or not _held(attr) or attr.read_only:
+                continue
+            if attr.type != "complex":
+                target, name = _field_of(user, attr.proto_field)
+                setattr(target, name, value)
+            elif attr.multi_valued:
+                values = _field_of(user, attr.proto_field)
+                for item in value:
+                    element = getattr(*values).add()
+                    for sub in attr.sub_attributes:
+                        if _held(sub) and item.get(sub.name) is not None:
+                            setattr(element, sub.proto_field.rpartition(".")[2], item[sub.name])
+            else:
+                for sub in attr.sub_attributes:
+                    if _held(sub) and not sub.read_only and value.get(sub.name):
+                        target, name = _field_of(user, sub.proto_field)
+                        setattr(target, name, value[sub.name])
     ext = custom_extensions(doc, CORE_USER, (ENTERPRISE_USER,))
-    core = _core_extras(doc)
+    core = _core_extras(doc, rtype)
     if core:
         ext[CORE_USER] = core
     if ext:
@@ -377,15 +352,17 @@ def user_to_proto(doc: dict[str, Any]) -> users_pb2.User:
     return user
 
 
-def _core_extras(doc: dict[str, Any]) -> dict[str, Any]:
+def _core_extras(doc: dict[str, Any], rtype: ResourceType) -> dict[str, Any]:
     """Tenant-declared core-namespace attributes of a user document: the top-level
     names that are not built in, over any kept as they were stored (`CORE_USER` key)."""
     out: dict[str, Any] = {}
     stored = doc.get(CORE_USER)
     if isinstance(stored, dict):
         out.update({k: v for k, v in stored.items() if v is not None})
+    builtin = _builtin_low(rtype)
     for key, value in doc.items():
-        if key in _BUILTIN_USER_NAMES or key.lower().startswith("urn:") or value is None:
+        low = key.lower()
+        if low in builtin or low in _COMMON_LOW or low.startswith("urn:") or value is None:
             continue
         if isinstance(value, list) and not value:
             continue
@@ -477,67 +454,65 @@ def etag(version: int) -> str:
     return f'W/"{version}"'
 
 
-def user_to_scim(user: users_pb2.User, base_url: str) -> dict[str, Any]:
-    """The full SCIM representation of a user."""
+def user_to_scim(user: users_pb2.User, base_url: str, rtype: ResourceType) -> dict[str, Any]:
+    """The full SCIM representation of a user: each attribute of `rtype` (the core's
+    User type) from the field the catalogue names for it."""
     schemas = [CORE_USER]
     doc: dict[str, Any] = {"schemas": schemas, "id": user.meta.id}
     # The fields that hold a value, asked once: a user sets a handful of the ~30.
     present = {fd.name for fd, _ in user.ListFields()}
     if "external_id" in present:
         doc["externalId"] = user.external_id
-    for scim, field in _USER_SIMPLE.items():
-        if field in present:
-            doc[scim] = getattr(user, field)
-    if "name" in present:
-        name = {scim: getattr(user.name, f) for scim, f in _NAME.items() if getattr(user.name, f)}
-        if name:
-            doc["name"] = name
-    if "active" in present:  # unassigned after a PATCH removed it (RFC 7644 §3.5.2.2)
-        doc["active"] = user.active
-    for scim, field in _MULTI.items():
-        if field in present:
-            doc[scim] = [_mv_json(mv) for mv in getattr(user, field)]
-    if "addresses" in present:
-        doc["addresses"] = [
-            {
-                s: getattr(addr, f)
-                for s, f in _ADDRESS.items()
-                if getattr(addr, f) or (f == "primary" and addr.HasField("primary"))
-            }
-            for addr in user.addresses
-        ]
-    if user.groups:
-        doc["groups"] = [
-            {
-                "value": g.id,
-                "$ref": f"{base_url}/Groups/{g.id}",
-                "display": g.display_name,
-                "type": "direct",
-            }
-            for g in user.groups
-        ]
-    ent: dict[str, Any] = (
-        {
-            s: getattr(user.enterprise, f)
-            for s, f in _ENTERPRISE.items()
-            if getattr(user.enterprise, f)
-        }
-        if "enterprise" in present
-        else {}
-    )
-    if "enterprise" in present and user.enterprise.manager.value:
-        mgr = user.enterprise.manager
-        ent["manager"] = {"value": mgr.value, "$ref": f"{base_url}/Users/{mgr.value}"}
-        if mgr.display_name:
-            ent["manager"]["displayName"] = mgr.display_name
-    if ent:
-        schemas.append(ENTERPRISE_USER)
-        doc[ENTERPRISE_USER] = ent
+    for schema in rtype.all_schemas:
+        out = doc if schema is rtype.schema else {}
+        for attr in schema.attributes:
+            if not _held(attr) or attr.proto_field.partition(".")[0] not in present:
+                continue
+            holder, name = _field_of(user, attr.proto_field)
+            value = getattr(holder, name)
+            if attr.name == "groups" and schema is rtype.schema:
+                out["groups"] = [
+                    {
+                        "value": g.id,
+                        "$ref": f"{base_url}/Groups/{g.id}",
+                        "display": g.display_name,
+                        "type": "direct",
+                    }
+                    for g in value
+                ]
+            elif attr.type != "complex":
+                # A top-level field is in `present` only when set (`active: false`
+                # included); a nested one (enterprise.*) when it holds a value.
+                if "." not in attr.proto_field or value:
+                    out[attr.name] = value
+            elif attr.multi_valued:
+                if value:
+                    out[attr.name] = [_element_doc(e, attr) for e in value]
+            elif attr.name == "manager" and schema.id == ENTERPRISE_USER:
+                if value.value:
+                    out["manager"] = {
+                        "value": value.value,
+                        "$ref": f"{base_url}/Users/{value.value}",
+                    }
+                    if value.display_name:
+                        out["manager"]["displayName"] = value.display_name
+            else:
+                sub_doc = {
+                    sub.name: getattr(value, sub.proto_field.rpartition(".")[2])
+                    for sub in attr.sub_attributes
+                    if _held(sub) and getattr(value, sub.proto_field.rpartition(".")[2])
+                }
+                if sub_doc:
+                    out[attr.name] = sub_doc
+        if out and out is not doc:
+            schemas.append(schema.id)
+            doc[schema.id] = out
+    builtin = _builtin_low(rtype)
     for urn, value in (struct_to_dict(user.extensions) if user.extensions.fields else {}).items():
         if urn.lower() == CORE_USER.lower() and isinstance(value, dict):
             # Tenant-declared attributes of the core schema are top-level attributes.
             for key, sub_value in value.items():
-                if key.lower() not in _BUILTIN_USER_LOW and key.lower() not in _COMMON_LOW:
+                if key.lower() not in builtin and key.lower() not in _COMMON_LOW:
                     doc[key] = sub_value
             continue
         if urn not in schemas:
@@ -545,19 +520,6 @@ def user_to_scim(user: users_pb2.User, base_url: str) -> dict[str, Any]:
         doc[urn] = value
     doc["meta"] = _meta(user.meta, "User", f"{base_url}/Users/{user.meta.id}")
     return doc
-
-
-def _mv_json(mv: users_pb2.MultiValue) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if mv.value:
-        out["value"] = mv.value
-    if mv.display:
-        out["display"] = mv.display
-    if mv.type:
-        out["type"] = mv.type
-    if mv.HasField("primary"):  # as the client set it, `false` included
-        out["primary"] = mv.primary
-    return out
 
 
 def member_to_scim(m: groups_pb2.Member, base_url: str) -> dict[str, Any]:

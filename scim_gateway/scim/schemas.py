@@ -42,6 +42,10 @@ class Attr:
     sub_attributes: tuple[Attr, ...] = ()
     canonical_values: tuple[str, ...] = ()
     reference_types: tuple[str, ...] = ()
+    #: Where identity.v1.User/Group holds it (the core's catalogue: "user_name",
+    #: "enterprise.cost_center", "emails.value"); "extensions" for a tenant's own
+    #: attributes, "" for derived ones ("$ref").
+    proto_field: str = ""
 
     def sub(self, name: str) -> Attr | None:
         low = name.lower()
@@ -223,6 +227,7 @@ def _attr(a: policy_pb2.AttributeDefinition) -> Attr:
         sub_attributes=tuple(_attr(s) for s in a.sub_attributes),
         canonical_values=tuple(a.canonical_values),
         reference_types=tuple(a.reference_types),
+        proto_field=a.proto_field,
     )
 
 

@@ -101,13 +101,13 @@ RFC7643_4_3_ENTERPRISE = {
 def test_rfc7643_8_2_full_user_round_trips() -> None:
     body = {**RFC7643_8_2_FULL_USER, ENT: RFC7643_4_3_ENTERPRISE}
     body["schemas"] = [*body["schemas"], ENT]
-    user = user_to_proto(normalize(body, USER_TYPE))
+    user = user_to_proto(normalize(body, USER_TYPE), USER_TYPE)
     assert user.name.honorific_suffix == "III"
     assert user.enterprise.manager.value == "26118915-6090-4610-87e4-49d8ca9f808d"
     assert not user.groups  # read-only: ignored
     user.meta.id = body["id"]
     user.meta.version = 3
-    out = user_to_scim(user, "https://x/scim/v2")
+    out = user_to_scim(user, "https://x/scim/v2", USER_TYPE)
     for key in ("userName", "name", "emails", "addresses", "phoneNumbers", "x509Certificates"):
         assert out[key] == body[key], key
     assert "password" not in out
@@ -134,8 +134,10 @@ def test_string_booleans_are_accepted() -> None:
 
 def test_custom_extension_round_trips_through_struct() -> None:
     urn = "urn:ietf:params:scim:schemas:extension:acme:2.0:User"
-    user = user_to_proto(normalize({"userName": "a", urn: {"badge": 42, "tags": ["x"]}}, USER_TYPE))
-    out = user_to_scim(user, "")
+    user = user_to_proto(
+        normalize({"userName": "a", urn: {"badge": 42, "tags": ["x"]}}, USER_TYPE), USER_TYPE
+    )
+    out = user_to_scim(user, "", USER_TYPE)
     assert out[urn] == {"badge": 42, "tags": ["x"]}
     assert urn in out["schemas"]
 
@@ -170,8 +172,12 @@ def test_group_mapping() -> None:
 
 def test_projection_include_exclude() -> None:
     doc = user_to_scim(
-        user_to_proto(normalize({**RFC7643_8_2_FULL_USER, ENT: RFC7643_4_3_ENTERPRISE}, USER_TYPE)),
+        user_to_proto(
+            normalize({**RFC7643_8_2_FULL_USER, ENT: RFC7643_4_3_ENTERPRISE}, USER_TYPE),
+            USER_TYPE,
+        ),
         "",
+        USER_TYPE,
     )
     p = Projection.parse("userName,emails.type," + ENT + ":department", None)
     out = p.apply(doc, USER_TYPE)
@@ -261,9 +267,11 @@ def test_settings_from_env() -> None:
 def test_user_proto_unchanged_by_normalize_round_trip() -> None:
     user = users_pb2.User(user_name="a", title="t")
     user.emails.add(value="a@x", primary=True)
-    doc = normalize(user_to_scim(user, ""), USER_TYPE)
+    doc = normalize(user_to_scim(user, "", USER_TYPE), USER_TYPE)
     # Unchanged indeed: an unassigned `active` stays unassigned (a PATCH may remove it).
-    assert user_to_proto(doc) == users_pb2.User(user_name="a", title="t", emails=user.emails)
+    assert user_to_proto(doc, USER_TYPE) == users_pb2.User(
+        user_name="a", title="t", emails=user.emails
+    )
 
 
 @given(

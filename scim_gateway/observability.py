@@ -153,6 +153,7 @@ def serve_metrics(listen: str, worker_pids: Callable[[], Iterable[int]]) -> Any:
     summing the workers' multiprocess files, with the master's process and runtime
     collectors and the workers' own memory and CPU. Answers the HTTP server."""
     registry = CollectorRegistry()
+    # (the ignore below) prometheus_client has no annotations
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
         registry.register(collector)

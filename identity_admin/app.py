@@ -155,6 +155,7 @@ class Console:
         resp.status = status
         resp.content_type = falcon.MEDIA_HTML
         values.setdefault("admin", None)
+        values.setdefault("nav", "")
         resp.text = self.templates.get_template(template).render(**values)
 
     # -- who is signed in --------------------------------------------------------------
@@ -367,6 +368,7 @@ class Connector(_Resource):
             resp,
             "connector.html",
             status=status,
+            nav="connector",
             title=f"Connector · {t.display_name or t.name}",
             admin=admin,
             tenant=t,

@@ -301,14 +301,28 @@ def etag_versions(header: str | None) -> set[str] | None:
     return out
 
 
-def version_of(tags: set[str]) -> int | None:
-    """The single version an If-Match names, when it names exactly one number."""
-    if len(tags) != 1:
-        return None
-    (tag,) = tags
-    # 0 is no version (they start at 1) and, as the core's expected_version,
-    # would mean "no check": such a tag is compared, and fails, like any other.
-    return int(tag) if tag.isdigit() and len(tag) < 19 and int(tag) > 0 else None
+#: A version no resource reaches (each write adds one). As a write's expected_version
+#: it fails as a stale version does (412), after the core's own checks (404 first).
+NO_VERSION = 2**63 - 1
+
+
+async def expected_version(tags: set[str] | None, current: Callable[[], Awaitable[int]]) -> int:
+    """The version a write must find (0: no check) under an If-Match (RFC 7644 §3.14).
+
+    This service's ETags are its versions, positive integers. One version goes to the
+    core as the write's expected_version, compared under the row lock; tags naming no
+    version match nothing (NO_VERSION: still one call, so a resource that does not
+    exist is 404 before 412, RFC 7232 §5). Only several versions need the current
+    one, read with `current()`."""
+    if tags is None or "*" in tags:
+        return 0
+    # 0 is no version (they start at 1) and, as the core's expected_version, would
+    # mean "no check": such a tag matches nothing, like any other non-version.
+    versions = {int(t) for t in tags if t.isdigit() and len(t) < 19 and int(t) > 0}
+    if len(versions) <= 1:
+        return versions.pop() if versions else NO_VERSION
+    now = await current()
+    return now if now in versions else NO_VERSION
 
 
 def matches_version(tags: set[str], version: int) -> bool:

@@ -44,7 +44,7 @@ from scim_identity_client import IdentityError
 
 from ..core import Core
 from ..errors import core_errors
-from ..http import STREAMABLE, Call, Result, matches_version, version_of
+from ..http import STREAMABLE, Call, Result, expected_version, matches_version
 from ..scim.mapping import (
     MEMBERS_SLOT,
     etag,
@@ -60,7 +60,6 @@ from ..scim.schemas import ResourceType
 from ..settings import Settings
 from ..tenant import Catalogue
 from .common import Page, SearchQuery
-from .users import precondition_failed
 
 log = logging.getLogger("scim_gateway")
 
@@ -249,20 +248,14 @@ class GroupService:
             raise
 
     async def _expected(self, call: Call, rid: str, if_match: set[str] | None) -> int:
-        if if_match is None or "*" in if_match:
-            return 0
-        version = version_of(if_match)
-        if version is not None:
-            return version
-        with core_errors():
-            current = (
-                await self._core.client.get_group(
+        async def current() -> int:
+            with core_errors():
+                group = await self._core.client.get_group(
                     call.tenant_id, rid, include_members=False, ctx=call.ctx
                 )
-            ).meta.version
-        if matches_version(if_match, current):
-            return current
-        raise precondition_failed()
+            return group.meta.version
+
+        return await expected_version(if_match, current)
 
     # -- operations ----------------------------------------------------------------------------
 

@@ -7,8 +7,8 @@ from typing import Any
 from scim_identity_api.v1 import users_pb2
 
 from ..core import Core
-from ..errors import ScimError, core_errors
-from ..http import Call, Result, matches_version, version_of
+from ..errors import core_errors
+from ..http import Call, Result, expected_version, matches_version
 from ..scim.mapping import etag, mentions_custom, normalize, user_to_proto, user_to_scim
 from ..scim.patch import patch_operations
 from ..scim.projection import Projection
@@ -16,15 +16,6 @@ from ..scim.schemas import ResourceType
 from ..settings import Settings
 from ..tenant import Catalogue
 from .common import Page, SearchQuery
-
-PRECONDITION_FAILED = (
-    "The resource has changed: its version does not match If-Match. "
-    "Read it again and retry with the current ETag."
-)
-
-
-def precondition_failed() -> ScimError:
-    return ScimError(412, PRECONDITION_FAILED)
 
 
 class UserService:
@@ -56,19 +47,12 @@ class UserService:
         return Result(status, body, headers, resource_id=user.meta.id)
 
     async def _expected(self, call: Call, rid: str, if_match: set[str] | None) -> int:
-        """The version an If-Match demands (0: none); 412 when it cannot match."""
-        if if_match is None or "*" in if_match:
-            return 0
-        version = version_of(if_match)
-        if version is not None:
-            return version
-        with core_errors():
-            current = (
-                await self._core.client.get_user(call.tenant_id, rid, ctx=call.ctx)
-            ).meta.version
-        if matches_version(if_match, current):
-            return current
-        raise precondition_failed()
+        async def current() -> int:
+            with core_errors():
+                user = await self._core.client.get_user(call.tenant_id, rid, ctx=call.ctx)
+            return user.meta.version
+
+        return await expected_version(if_match, current)
 
     # -- operations ----------------------------------------------------------------------------
 

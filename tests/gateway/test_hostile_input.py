@@ -3,9 +3,12 @@ each is a precise 4xx and changes nothing, never a 500."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from scim_gateway.errors import ScimError
+from scim_gateway.http import NO_VERSION, expected_version
 from scim_gateway.scim.filter import parse_filter
 from scim_gateway.scim.patch import parse_operations
 
@@ -87,6 +90,61 @@ def test_pathless_patch_with_core_attributes_under_their_schema_urn() -> None:
         ),
     )
     assert patched == {"userName": "bjensen", "title": "Countess"}
+
+
+@pytest.mark.parametrize("tag", ['W/"abc"', '"v1"', '"-3"', '"1.0"', '""'])
+def test_if_match_naming_no_version_is_412_and_404_for_a_missing_resource(
+    scim: ScimClient, tag: str
+) -> None:
+    # Our ETags are versions: any other tag matches nothing. Still RFC 7232 §5: a
+    # resource that does not exist is 404, not 412.
+    user = scim.create_user("ada@example.com", title="Countess")
+    group = scim.create_group("devs")
+    h = {"If-Match": tag}
+    replace = {"Operations": [{"op": "replace", "path": "title", "value": "Queen"}]}
+    assert_scim_error(scim.patch(f"/Users/{user['id']}", replace, headers=h), 412)
+    r = scim.put(f"/Users/{user['id']}", {"userName": "ada@example.com"}, headers=h)
+    assert_scim_error(r, 412)
+    assert_scim_error(scim.put(f"/Groups/{group['id']}", {"displayName": "x"}, headers=h), 412)
+    assert_scim_error(scim.delete(f"/Groups/{group['id']}", headers=h), 412)
+    assert scim.get(f"/Users/{user['id']}").json["title"] == "Countess"
+    assert scim.get(f"/Groups/{group['id']}").json["displayName"] == "devs"
+    gone = "4b0e4a36-7d3c-4c1e-9d0e-000000000000"
+    assert_scim_error(scim.delete(f"/Users/{gone}", headers=h), 404)
+    assert_scim_error(scim.patch(f"/Groups/{gone}", replace, headers=h), 404)
+
+
+def test_if_match_with_several_versions_passes_when_one_is_current(scim: ScimClient) -> None:
+    user = scim.create_user("ada@example.com", title="Countess")
+    version = int(user["meta"]["version"].strip('W/"'))
+    stale = {"If-Match": f'W/"{version + 5}", "x", W/"{version + 9}"'}
+    replace = {"Operations": [{"op": "replace", "path": "title", "value": "Queen"}]}
+    assert_scim_error(scim.patch(f"/Users/{user['id']}", replace, headers=stale), 412)
+    ok = {"If-Match": f'W/"{version + 5}", W/"{version}"'}
+    assert scim.patch(f"/Users/{user['id']}", replace, headers=ok).status_code == 200
+    assert scim.get(f"/Users/{user['id']}").json["title"] == "Queen"
+
+
+def test_if_match_reads_the_resource_only_for_several_versions() -> None:
+    asyncio.run(_if_match_reads())
+
+
+async def _if_match_reads() -> None:
+    reads: list[int] = []
+
+    async def current() -> int:
+        reads.append(7)
+        return 7
+
+    assert await expected_version(None, current) == 0
+    assert await expected_version({"*"}, current) == 0
+    assert await expected_version({"3"}, current) == 3
+    assert await expected_version({"abc"}, current) == NO_VERSION
+    assert await expected_version({"0", "x"}, current) == NO_VERSION
+    assert reads == []
+    assert await expected_version({"3", "7"}, current) == 7
+    assert await expected_version({"3", "4"}, current) == NO_VERSION
+    assert reads == [7, 7]
 
 
 @pytest.mark.parametrize("tag", ['W/"0"', '"0"', '"00"'])

@@ -30,6 +30,8 @@ from scim_identity_api.v1 import (
     history_pb2_grpc,
     policy_pb2,
     policy_pb2_grpc,
+    roles_pb2,
+    roles_pb2_grpc,
     tenants_pb2,
     tenants_pb2_grpc,
     users_pb2,
@@ -109,6 +111,7 @@ class AsyncIdentityClient:
         self._history = history_pb2_grpc.HistoryServiceStub(self._channel)
         self._policy = policy_pb2_grpc.PolicyServiceStub(self._channel)
         self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
+        self._roles = roles_pb2_grpc.RoleServiceStub(self._channel)
 
     @property
     def channel(self) -> grpc.aio.Channel:
@@ -494,3 +497,53 @@ class AsyncIdentityClient:
     async def end_admin_session(self, secret: str, *, ctx: CallContext | None = None) -> None:
         req = admin_pb2.EndAdminSessionRequest(secret=secret)
         await self._call(self._admin.EndAdminSession, req, ctx)
+
+    # -- the admin console's roles, rules and mappings -----------------------------------
+
+    async def list_roles(
+        self, tenant_id: str, *, ctx: CallContext | None = None
+    ) -> list[roles_pb2.Role]:
+        req = roles_pb2.ListRolesRequest(tenant_id=tenant_id)
+        return list((await self._call(self._roles.ListRoles, req, ctx)).roles)
+
+    async def create_role(
+        self, tenant_id: str, name: str, *, description: str = "", ctx: CallContext | None = None
+    ) -> roles_pb2.Role:
+        req = roles_pb2.CreateRoleRequest(tenant_id=tenant_id, name=name, description=description)
+        return await self._call(self._roles.CreateRole, req, ctx)
+
+    async def delete_role(
+        self, tenant_id: str, name: str, *, ctx: CallContext | None = None
+    ) -> None:
+        req = roles_pb2.DeleteRoleRequest(tenant_id=tenant_id, name=name)
+        await self._call(self._roles.DeleteRole, req, ctx)
+
+    async def preview_policy(
+        self,
+        tenant_id: str,
+        policy: policy_pb2.TenantPolicy,
+        *,
+        max_effects: int = 0,
+        ctx: CallContext | None = None,
+    ) -> policy_pb2.PolicyPreview:
+        """What set_policy would do now (roles gained and lost, deactivations,
+        deletions), computed by the core's own apply path and rolled back."""
+        req = policy_pb2.PreviewPolicyRequest(
+            tenant_id=tenant_id, policy=policy, max_effects=max_effects
+        )
+        return await self._call(self._policy.PreviewPolicy, req, ctx)
+
+    async def set_policy(
+        self,
+        tenant_id: str,
+        policy: policy_pb2.TenantPolicy,
+        *,
+        expected_digest: str = "",
+        ctx: CallContext | None = None,
+    ) -> policy_pb2.TenantPolicy:
+        """Replaces the tenant's whole policy. With `expected_digest` (a preview's),
+        VersionMismatch and nothing applied unless it does exactly what was previewed."""
+        req = policy_pb2.SetPolicyRequest(
+            tenant_id=tenant_id, policy=policy, expected_digest=expected_digest
+        )
+        return await self._call(self._policy.SetPolicy, req, ctx)

@@ -114,7 +114,9 @@ def _emit(args: argparse.Namespace, messages: Iterable[Any], line: Callable[[Any
 
 def cmd_tenant(client: IdentityClient, args: argparse.Namespace) -> int:
     if args.action == "create":
-        t = client.create_tenant(args.name, display_name=args.display_name or "", ctx=ADMIN)
+        t = client.create_tenant(
+            args.name, display_name=args.display_name or "", inactive=args.inactive, ctx=ADMIN
+        )
         print(t.id)
     elif args.action == "list":
         _emit(args, client.list_tenants(), _print_tenant)
@@ -540,6 +542,12 @@ def build_parser() -> argparse.ArgumentParser:
     c = _sub(ts, "create", "create a tenant; prints its id")
     c.add_argument("name", help="the tenant's name (unique; used in SCIM URLs)")
     c.add_argument("--display-name", help="a human-readable name (default: the name)")
+    c.add_argument(
+        "--inactive",
+        action="store_true",
+        help="start with the SCIM connector inactive (every SCIM request refused) until "
+        "`tenant activate`, so rules and mappings are set first",
+    )
     _sub(ts, "list", "list every tenant", output=True)
     sh = _sub(ts, "show", "show one tenant, and the SCIM base URLs to give its IdP", output=True)
     sh.add_argument("tenant", help=tenant_help)

@@ -212,9 +212,17 @@ class IdentityClient:
     # -- tenants and tokens -------------------------------------------------------
 
     def create_tenant(
-        self, name: str, *, display_name: str = "", ctx: CallContext | None = None
+        self,
+        name: str,
+        *,
+        display_name: str = "",
+        inactive: bool = False,
+        ctx: CallContext | None = None,
     ) -> tenants_pb2.Tenant:
-        req = tenants_pb2.CreateTenantRequest(name=name, display_name=display_name)
+        """`inactive`: the connector starts off, so rules and mappings are set first."""
+        req = tenants_pb2.CreateTenantRequest(
+            name=name, display_name=display_name, inactive=inactive
+        )
         return self._call(self._tenants.CreateTenant, req, ctx)
 
     def get_tenant(self, tenant: str, *, ctx: CallContext | None = None) -> tenants_pb2.Tenant:
@@ -483,12 +491,37 @@ class IdentityClient:
         return self._call(self._policy.GetSchemas, req, ctx)
 
     def set_policy(
-        self, tenant_id: str, policy: policy_pb2.TenantPolicy, *, ctx: CallContext | None = None
+        self,
+        tenant_id: str,
+        policy: policy_pb2.TenantPolicy,
+        *,
+        expected_digest: str = "",
+        ctx: CallContext | None = None,
     ) -> policy_pb2.TenantPolicy:
-        """Replaces the tenant's whole policy; role rules are re-applied at once."""
+        """Replaces the tenant's whole policy; role rules are re-applied at once. With
+        `expected_digest` (a preview's), VersionMismatch and nothing applied unless
+        saving does exactly what that preview showed."""
         tenant_id = self._tenant_id(tenant_id)
-        req = policy_pb2.SetPolicyRequest(tenant_id=tenant_id, policy=policy)
+        req = policy_pb2.SetPolicyRequest(
+            tenant_id=tenant_id, policy=policy, expected_digest=expected_digest
+        )
         return self._call(self._policy.SetPolicy, req, ctx)
+
+    def preview_policy(
+        self,
+        tenant_id: str,
+        policy: policy_pb2.TenantPolicy,
+        *,
+        max_effects: int = 0,
+        ctx: CallContext | None = None,
+    ) -> policy_pb2.PolicyPreview:
+        """What set_policy would do now (roles gained and lost, deactivations,
+        deletions), computed by the core's own apply path and rolled back."""
+        tenant_id = self._tenant_id(tenant_id)
+        req = policy_pb2.PreviewPolicyRequest(
+            tenant_id=tenant_id, policy=policy, max_effects=max_effects
+        )
+        return self._call(self._policy.PreviewPolicy, req, ctx)
 
     # -- groups -----------------------------------------------------------------
 

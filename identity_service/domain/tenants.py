@@ -119,7 +119,7 @@ def resolve(session: Session, ref: tenants_pb2.TenantRef, *, lock: bool = False)
 
 
 def create(
-    session: Session, name: str, display_name: str, ctx: RequestContext
+    session: Session, name: str, display_name: str, ctx: RequestContext, *, active: bool = True
 ) -> tenants_pb2.Tenant:
     if "\x00" in display_name:
         raise InvalidValue("display_name must not contain NUL", field="display_name")
@@ -137,7 +137,7 @@ def create(
         id=new_id(),
         name=name,
         display_name=display_name.strip()[:256],
-        active=True,
+        active=active,
         revision=0,
         compacted_through=0,
         settings={},

@@ -154,6 +154,8 @@ METHODS: Mapping[str, Access] = MappingProxyType(
         GetPolicy=Access(GATEWAY, replica=True),
         GetSchemas=Access(GATEWAY),
         SetPolicy=Access(NOBODY, write=True),
+        # A write's transaction, rolled back: on the writer, admins only, as SetPolicy.
+        PreviewPolicy=Access(NOBODY, write=True),
     )
     | _service(
         "RoleService",

@@ -34,7 +34,7 @@ from .. import schema
 from ..changes.streams import StreamHub, watch_handler
 from ..context import CURRENT_CALL, RequestContext
 from ..domain import admin_access, connector, groups, history, policy, roles, tenants, users
-from ..domain.policy_apply import apply_policy
+from ..domain.policy_apply import preview_policy, set_policy
 from ..errors import Unavailable
 from ..settings import Settings
 from ..storage.db import Database, Reader
@@ -63,6 +63,11 @@ class _Base:
 
     async def read(self, context: Any, fn: Callable[[Session, Caller], T]) -> T:
         return await self._run(context, lambda c: self.db.run(self._read, fn, c))
+
+    async def rehearse(self, context: Any, fn: Callable[[Session, Caller], T]) -> T:
+        """`fn` in a write transaction that is always rolled back: what a write would
+        do, computed by the write's own code, with nothing kept."""
+        return await self._run(context, lambda c: self.db.run(self._rehearse, fn, c))
 
     async def read_quick(self, context: Any, fn: Callable[[Reader, Caller], T]) -> T:
         """A read of a few rows by index, made of prepared statements only (its type
@@ -99,9 +104,25 @@ class _Base:
                 caller.check_commit()  # the lock may have taken the time: last check
             return result
 
+    def _rehearse(self, fn: Callable[[Session, Any], T], caller: Caller | None) -> T:
+        try:
+            with self.db.write() as s:
+                raise _RolledBack(fn(s, caller))
+        except _RolledBack as done:
+            result: T = done.result
+            return result
+
     def _read(self, fn: Callable[[Session, Any], T], caller: Caller | None) -> T:
         with self.db.read() as s:
             return fn(s, caller)
+
+
+class _RolledBack(Exception):
+    """Raised out of a write transaction to roll it back, carrying the answer."""
+
+    def __init__(self, result: Any) -> None:
+        super().__init__("rolled back")
+        self.result = result
 
 
 #: Most rows a lookup may ask for and still count as a quick read.
@@ -145,7 +166,10 @@ class TenantServicer(_Base, tenants_pb2_grpc.TenantServiceServicer):
         self, request: tenants_pb2.CreateTenantRequest, context: Any
     ) -> tenants_pb2.Tenant:
         return await self.write(
-            context, lambda s, c: tenants.create(s, request.name, request.display_name, c.ctx)
+            context,
+            lambda s, c: tenants.create(
+                s, request.name, request.display_name, c.ctx, active=not request.inactive
+            ),
         )
 
     async def GetTenant(
@@ -310,8 +334,18 @@ class PolicyServicer(_Base, policy_pb2_grpc.PolicyServiceServicer):
     ) -> policy_pb2.TenantPolicy:
         return await self.write(
             context,
-            lambda s, c: apply_policy(
-                s, tenants.by_id(s, c.tenant(s, request.tenant_id).id), request.policy, c.ctx
+            lambda s, c: set_policy(
+                s, tenants.by_id(s, c.tenant(s, request.tenant_id).id), request, c.ctx
+            ),
+        )
+
+    async def PreviewPolicy(
+        self, request: policy_pb2.PreviewPolicyRequest, context: Any
+    ) -> policy_pb2.PolicyPreview:
+        return await self.rehearse(
+            context,
+            lambda s, c: preview_policy(
+                s, tenants.by_id(s, c.tenant(s, request.tenant_id).id), request, c.ctx
             ),
         )
 

@@ -25,25 +25,25 @@ _sym_db = _symbol_database.Default()
 from scim_identity_api.v1 import common_pb2 as scim__identity__api_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!scim_identity_api/v1/policy.proto\x12\x0bidentity.v1\x1a!scim_identity_api/v1/common.proto\"M\n\rGroupRoleRule\x12\x0f\n\x07pattern\x18\x01 \x01(\t\x12\x0b\n\x03org\x18\x02 \x01(\t\x12\x1e\n\x16underscores_are_spaces\x18\x03 \x01(\x08\"=\n\x11\x41ttributeRoleRule\x12(\n\x04path\x18\x01 \x01(\x0b\x32\x1a.identity.v1.AttributePath\"~\n\x0fSchemaAttribute\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x14\n\x0cmulti_valued\x18\x03 \x01(\x08\x12\x10\n\x08required\x18\x04 \x01(\x08\x12\x12\n\ncase_exact\x18\x05 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\"\x8d\x01\n\x0f\x45xtensionSchema\x12\x0e\n\x06schema\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x15\n\rresource_type\x18\x04 \x01(\t\x12\x30\n\nattributes\x18\x05 \x03(\x0b\x32\x1c.identity.v1.SchemaAttribute\"\x8b\x01\n\x10\x41ttributeMapping\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12*\n\x06source\x18\x02 \x01(\x0b\x32\x1a.identity.v1.AttributePath\x12&\n\x04kind\x18\x03 \x01(\x0e\x32\x18.identity.v1.MappingKind\x12\x14\n\x0cprimary_only\x18\x04 \x01(\x08\"\x96\x05\n\x0cTenantPolicy\x12\x34\n\x10group_role_rules\x18\x01 \x03(\x0b\x32\x1a.identity.v1.GroupRoleRule\x12\x36\n\x0e\x61ttribute_role\x18\x02 \x01(\x0b\x32\x1e.identity.v1.AttributeRoleRule\x12>\n\x19on_last_scim_role_removed\x18\x03 \x01(\x0e\x32\x1b.identity.v1.LastRoleAction\x12\x31\n\x0eon_scim_delete\x18\x04 \x01(\x0e\x32\x19.identity.v1.DeleteAction\x12\x38\n\x11unique_identifier\x18\x05 \x01(\x0e\x32\x1d.identity.v1.UniqueIdentifier\x12\x1c\n\x14scim_create_disabled\x18\x06 \x01(\x08\x12,\n\x0blocal_edits\x18\x07 \x01(\x0e\x32\x17.identity.v1.LocalEdits\x12\x37\n\x11\x65xtension_schemas\x18\x08 \x03(\x0b\x32\x1c.identity.v1.ExtensionSchema\x12\x34\n\ruser_mappings\x18\t \x03(\x0b\x32\x1d.identity.v1.AttributeMapping\x12\x35\n\x0egroup_mappings\x18\n \x03(\x0b\x32\x1d.identity.v1.AttributeMapping\x12\x34\n\x0funknown_members\x18\x0b \x01(\x0e\x32\x1b.identity.v1.UnknownMembers\x12\x14\n\x0c\x64\x65\x66\x61ult_role\x18\x0c \x01(\t\x12\x17\n\x0fgroups_disabled\x18\r \x01(\x08\x12\x14\n\x0cunique_email\x18\x0e \x01(\x08\"%\n\x10GetPolicyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\"P\n\x10SetPolicyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12)\n\x06policy\x18\x02 \x01(\x0b\x32\x19.identity.v1.TenantPolicy\"\xbe\x02\n\x13\x41ttributeDefinition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x14\n\x0cmulti_valued\x18\x03 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x10\n\x08required\x18\x05 \x01(\x08\x12\x12\n\ncase_exact\x18\x06 \x01(\x08\x12\x12\n\nmutability\x18\x07 \x01(\t\x12\x10\n\x08returned\x18\x08 \x01(\t\x12\x12\n\nuniqueness\x18\t \x01(\t\x12\x38\n\x0esub_attributes\x18\n \x03(\x0b\x32 .identity.v1.AttributeDefinition\x12\x18\n\x10\x63\x61nonical_values\x18\x0b \x03(\t\x12\x17\n\x0freference_types\x18\x0c \x03(\t\x12\x13\n\x0bproto_field\x18\r \x01(\t\"w\n\x10SchemaDefinition\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x34\n\nattributes\x18\x04 \x03(\x0b\x32 .identity.v1.AttributeDefinition\"\x84\x01\n\x16ResourceTypeDefinition\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x0e\n\x06schema\x18\x05 \x01(\t\x12\x19\n\x11schema_extensions\x18\x06 \x03(\t\"&\n\x11GetSchemasRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\"\xbe\x01\n\x12GetSchemasResponse\x12.\n\x07schemas\x18\x01 \x03(\x0b\x32\x1d.identity.v1.SchemaDefinition\x12;\n\x0eresource_types\x18\x02 \x03(\x0b\x32#.identity.v1.ResourceTypeDefinition\x12;\n\x11\x63ommon_attributes\x18\x03 \x03(\x0b\x32 .identity.v1.AttributeDefinition*i\n\x0eLastRoleAction\x12\x19\n\x15LAST_ROLE_ACTION_KEEP\x10\x00\x12\x1f\n\x1bLAST_ROLE_ACTION_DEACTIVATE\x10\x01\x12\x1b\n\x17LAST_ROLE_ACTION_DELETE\x10\x02*F\n\x0c\x44\x65leteAction\x12\x18\n\x14\x44\x45LETE_ACTION_DELETE\x10\x00\x12\x1c\n\x18\x44\x45LETE_ACTION_DEACTIVATE\x10\x01*P\n\x10UniqueIdentifier\x12\x1f\n\x1bUNIQUE_IDENTIFIER_USER_NAME\x10\x00\x12\x1b\n\x17UNIQUE_IDENTIFIER_EMAIL\x10\x01*J\n\nLocalEdits\x12#\n\x1fLOCAL_EDITS_OVERWRITTEN_BY_SCIM\x10\x00\x12\x17\n\x13LOCAL_EDITS_REFUSED\x10\x01*g\n\x0bMappingKind\x12\x17\n\x13MAPPING_KIND_SIMPLE\x10\x00\x12\x1a\n\x16MAPPING_KIND_REFERENCE\x10\x01\x12#\n\x1fMAPPING_KIND_LIST_OF_REFERENCES\x10\x02*F\n\x0eUnknownMembers\x12\x18\n\x14UNKNOWN_MEMBERS_SKIP\x10\x00\x12\x1a\n\x16UNKNOWN_MEMBERS_REJECT\x10\x01\x32\xec\x01\n\rPolicyService\x12\x45\n\tGetPolicy\x12\x1d.identity.v1.GetPolicyRequest\x1a\x19.identity.v1.TenantPolicy\x12M\n\nGetSchemas\x12\x1e.identity.v1.GetSchemasRequest\x1a\x1f.identity.v1.GetSchemasResponse\x12\x45\n\tSetPolicy\x12\x1d.identity.v1.SetPolicyRequest\x1a\x19.identity.v1.TenantPolicyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!scim_identity_api/v1/policy.proto\x12\x0bidentity.v1\x1a!scim_identity_api/v1/common.proto\"M\n\rGroupRoleRule\x12\x0f\n\x07pattern\x18\x01 \x01(\t\x12\x0b\n\x03org\x18\x02 \x01(\t\x12\x1e\n\x16underscores_are_spaces\x18\x03 \x01(\x08\"=\n\x11\x41ttributeRoleRule\x12(\n\x04path\x18\x01 \x01(\x0b\x32\x1a.identity.v1.AttributePath\"~\n\x0fSchemaAttribute\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x14\n\x0cmulti_valued\x18\x03 \x01(\x08\x12\x10\n\x08required\x18\x04 \x01(\x08\x12\x12\n\ncase_exact\x18\x05 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\"\x8d\x01\n\x0f\x45xtensionSchema\x12\x0e\n\x06schema\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x15\n\rresource_type\x18\x04 \x01(\t\x12\x30\n\nattributes\x18\x05 \x03(\x0b\x32\x1c.identity.v1.SchemaAttribute\"\x8b\x01\n\x10\x41ttributeMapping\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12*\n\x06source\x18\x02 \x01(\x0b\x32\x1a.identity.v1.AttributePath\x12&\n\x04kind\x18\x03 \x01(\x0e\x32\x18.identity.v1.MappingKind\x12\x14\n\x0cprimary_only\x18\x04 \x01(\x08\"\x96\x05\n\x0cTenantPolicy\x12\x34\n\x10group_role_rules\x18\x01 \x03(\x0b\x32\x1a.identity.v1.GroupRoleRule\x12\x36\n\x0e\x61ttribute_role\x18\x02 \x01(\x0b\x32\x1e.identity.v1.AttributeRoleRule\x12>\n\x19on_last_scim_role_removed\x18\x03 \x01(\x0e\x32\x1b.identity.v1.LastRoleAction\x12\x31\n\x0eon_scim_delete\x18\x04 \x01(\x0e\x32\x19.identity.v1.DeleteAction\x12\x38\n\x11unique_identifier\x18\x05 \x01(\x0e\x32\x1d.identity.v1.UniqueIdentifier\x12\x1c\n\x14scim_create_disabled\x18\x06 \x01(\x08\x12,\n\x0blocal_edits\x18\x07 \x01(\x0e\x32\x17.identity.v1.LocalEdits\x12\x37\n\x11\x65xtension_schemas\x18\x08 \x03(\x0b\x32\x1c.identity.v1.ExtensionSchema\x12\x34\n\ruser_mappings\x18\t \x03(\x0b\x32\x1d.identity.v1.AttributeMapping\x12\x35\n\x0egroup_mappings\x18\n \x03(\x0b\x32\x1d.identity.v1.AttributeMapping\x12\x34\n\x0funknown_members\x18\x0b \x01(\x0e\x32\x1b.identity.v1.UnknownMembers\x12\x14\n\x0c\x64\x65\x66\x61ult_role\x18\x0c \x01(\t\x12\x17\n\x0fgroups_disabled\x18\r \x01(\x08\x12\x14\n\x0cunique_email\x18\x0e \x01(\x08\"%\n\x10GetPolicyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\"i\n\x10SetPolicyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12)\n\x06policy\x18\x02 \x01(\x0b\x32\x19.identity.v1.TenantPolicy\x12\x17\n\x0f\x65xpected_digest\x18\x03 \x01(\t\"i\n\x14PreviewPolicyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12)\n\x06policy\x18\x02 \x01(\x0b\x32\x19.identity.v1.TenantPolicy\x12\x13\n\x0bmax_effects\x18\x03 \x01(\x05\"\x82\x01\n\x0cPolicyEffect\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tuser_name\x18\x02 \x01(\t\x12\x14\n\x0croles_gained\x18\x03 \x03(\t\x12\x12\n\nroles_lost\x18\x04 \x03(\t\x12\x13\n\x0b\x64\x65\x61\x63tivated\x18\x05 \x01(\x08\x12\x0f\n\x07\x64\x65leted\x18\x06 \x01(\x08\"s\n\rPolicyPreview\x12*\n\x07\x65\x66\x66\x65\x63ts\x18\x01 \x03(\x0b\x32\x19.identity.v1.PolicyEffect\x12\x14\n\x0c\x65\x66\x66\x65\x63t_count\x18\x02 \x01(\x05\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\x12\x10\n\x08revision\x18\x04 \x01(\x03\"\xbe\x02\n\x13\x41ttributeDefinition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x14\n\x0cmulti_valued\x18\x03 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x10\n\x08required\x18\x05 \x01(\x08\x12\x12\n\ncase_exact\x18\x06 \x01(\x08\x12\x12\n\nmutability\x18\x07 \x01(\t\x12\x10\n\x08returned\x18\x08 \x01(\t\x12\x12\n\nuniqueness\x18\t \x01(\t\x12\x38\n\x0esub_attributes\x18\n \x03(\x0b\x32 .identity.v1.AttributeDefinition\x12\x18\n\x10\x63\x61nonical_values\x18\x0b \x03(\t\x12\x17\n\x0freference_types\x18\x0c \x03(\t\x12\x13\n\x0bproto_field\x18\r \x01(\t\"w\n\x10SchemaDefinition\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x34\n\nattributes\x18\x04 \x03(\x0b\x32 .identity.v1.AttributeDefinition\"\x84\x01\n\x16ResourceTypeDefinition\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x0e\n\x06schema\x18\x05 \x01(\t\x12\x19\n\x11schema_extensions\x18\x06 \x03(\t\"&\n\x11GetSchemasRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\"\xbe\x01\n\x12GetSchemasResponse\x12.\n\x07schemas\x18\x01 \x03(\x0b\x32\x1d.identity.v1.SchemaDefinition\x12;\n\x0eresource_types\x18\x02 \x03(\x0b\x32#.identity.v1.ResourceTypeDefinition\x12;\n\x11\x63ommon_attributes\x18\x03 \x03(\x0b\x32 .identity.v1.AttributeDefinition*i\n\x0eLastRoleAction\x12\x19\n\x15LAST_ROLE_ACTION_KEEP\x10\x00\x12\x1f\n\x1bLAST_ROLE_ACTION_DEACTIVATE\x10\x01\x12\x1b\n\x17LAST_ROLE_ACTION_DELETE\x10\x02*F\n\x0c\x44\x65leteAction\x12\x18\n\x14\x44\x45LETE_ACTION_DELETE\x10\x00\x12\x1c\n\x18\x44\x45LETE_ACTION_DEACTIVATE\x10\x01*P\n\x10UniqueIdentifier\x12\x1f\n\x1bUNIQUE_IDENTIFIER_USER_NAME\x10\x00\x12\x1b\n\x17UNIQUE_IDENTIFIER_EMAIL\x10\x01*J\n\nLocalEdits\x12#\n\x1fLOCAL_EDITS_OVERWRITTEN_BY_SCIM\x10\x00\x12\x17\n\x13LOCAL_EDITS_REFUSED\x10\x01*g\n\x0bMappingKind\x12\x17\n\x13MAPPING_KIND_SIMPLE\x10\x00\x12\x1a\n\x16MAPPING_KIND_REFERENCE\x10\x01\x12#\n\x1fMAPPING_KIND_LIST_OF_REFERENCES\x10\x02*F\n\x0eUnknownMembers\x12\x18\n\x14UNKNOWN_MEMBERS_SKIP\x10\x00\x12\x1a\n\x16UNKNOWN_MEMBERS_REJECT\x10\x01\x32\xbc\x02\n\rPolicyService\x12\x45\n\tGetPolicy\x12\x1d.identity.v1.GetPolicyRequest\x1a\x19.identity.v1.TenantPolicy\x12M\n\nGetSchemas\x12\x1e.identity.v1.GetSchemasRequest\x1a\x1f.identity.v1.GetSchemasResponse\x12\x45\n\tSetPolicy\x12\x1d.identity.v1.SetPolicyRequest\x1a\x19.identity.v1.TenantPolicy\x12N\n\rPreviewPolicy\x12!.identity.v1.PreviewPolicyRequest\x1a\x1a.identity.v1.PolicyPreviewb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'scim_identity_api.v1.policy_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LASTROLEACTION']._serialized_start=2237
-  _globals['_LASTROLEACTION']._serialized_end=2342
-  _globals['_DELETEACTION']._serialized_start=2344
-  _globals['_DELETEACTION']._serialized_end=2414
-  _globals['_UNIQUEIDENTIFIER']._serialized_start=2416
-  _globals['_UNIQUEIDENTIFIER']._serialized_end=2496
-  _globals['_LOCALEDITS']._serialized_start=2498
-  _globals['_LOCALEDITS']._serialized_end=2572
-  _globals['_MAPPINGKIND']._serialized_start=2574
-  _globals['_MAPPINGKIND']._serialized_end=2677
-  _globals['_UNKNOWNMEMBERS']._serialized_start=2679
-  _globals['_UNKNOWNMEMBERS']._serialized_end=2749
+  _globals['_LASTROLEACTION']._serialized_start=2619
+  _globals['_LASTROLEACTION']._serialized_end=2724
+  _globals['_DELETEACTION']._serialized_start=2726
+  _globals['_DELETEACTION']._serialized_end=2796
+  _globals['_UNIQUEIDENTIFIER']._serialized_start=2798
+  _globals['_UNIQUEIDENTIFIER']._serialized_end=2878
+  _globals['_LOCALEDITS']._serialized_start=2880
+  _globals['_LOCALEDITS']._serialized_end=2954
+  _globals['_MAPPINGKIND']._serialized_start=2956
+  _globals['_MAPPINGKIND']._serialized_end=3059
+  _globals['_UNKNOWNMEMBERS']._serialized_start=3061
+  _globals['_UNKNOWNMEMBERS']._serialized_end=3131
   _globals['_GROUPROLERULE']._serialized_start=85
   _globals['_GROUPROLERULE']._serialized_end=162
   _globals['_ATTRIBUTEROLERULE']._serialized_start=164
@@ -59,17 +59,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETPOLICYREQUEST']._serialized_start=1306
   _globals['_GETPOLICYREQUEST']._serialized_end=1343
   _globals['_SETPOLICYREQUEST']._serialized_start=1345
-  _globals['_SETPOLICYREQUEST']._serialized_end=1425
-  _globals['_ATTRIBUTEDEFINITION']._serialized_start=1428
-  _globals['_ATTRIBUTEDEFINITION']._serialized_end=1746
-  _globals['_SCHEMADEFINITION']._serialized_start=1748
-  _globals['_SCHEMADEFINITION']._serialized_end=1867
-  _globals['_RESOURCETYPEDEFINITION']._serialized_start=1870
-  _globals['_RESOURCETYPEDEFINITION']._serialized_end=2002
-  _globals['_GETSCHEMASREQUEST']._serialized_start=2004
-  _globals['_GETSCHEMASREQUEST']._serialized_end=2042
-  _globals['_GETSCHEMASRESPONSE']._serialized_start=2045
-  _globals['_GETSCHEMASRESPONSE']._serialized_end=2235
-  _globals['_POLICYSERVICE']._serialized_start=2752
-  _globals['_POLICYSERVICE']._serialized_end=2988
+  _globals['_SETPOLICYREQUEST']._serialized_end=1450
+  _globals['_PREVIEWPOLICYREQUEST']._serialized_start=1452
+  _globals['_PREVIEWPOLICYREQUEST']._serialized_end=1557
+  _globals['_POLICYEFFECT']._serialized_start=1560
+  _globals['_POLICYEFFECT']._serialized_end=1690
+  _globals['_POLICYPREVIEW']._serialized_start=1692
+  _globals['_POLICYPREVIEW']._serialized_end=1807
+  _globals['_ATTRIBUTEDEFINITION']._serialized_start=1810
+  _globals['_ATTRIBUTEDEFINITION']._serialized_end=2128
+  _globals['_SCHEMADEFINITION']._serialized_start=2130
+  _globals['_SCHEMADEFINITION']._serialized_end=2249
+  _globals['_RESOURCETYPEDEFINITION']._serialized_start=2252
+  _globals['_RESOURCETYPEDEFINITION']._serialized_end=2384
+  _globals['_GETSCHEMASREQUEST']._serialized_start=2386
+  _globals['_GETSCHEMASREQUEST']._serialized_end=2424
+  _globals['_GETSCHEMASRESPONSE']._serialized_start=2427
+  _globals['_GETSCHEMASRESPONSE']._serialized_end=2617
+  _globals['_POLICYSERVICE']._serialized_start=3134
+  _globals['_POLICYSERVICE']._serialized_end=3450
 # @@protoc_insertion_point(module_scope)

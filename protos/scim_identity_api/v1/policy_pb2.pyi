@@ -419,7 +419,15 @@ class SetPolicyRequest(_message.Message):
 
     TENANT_ID_FIELD_NUMBER: _builtins.int
     POLICY_FIELD_NUMBER: _builtins.int
+    EXPECTED_DIGEST_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
+    expected_digest: _builtins.str
+    """Non-empty: apply only what was previewed. The digest of a PreviewPolicy answer
+    (PolicyPreview.digest) for this policy; when saving now would change anything
+    else (the stored policy, or the users and groups the rules read, changed since
+    the preview), ABORTED (ERROR_REASON_VERSION_MISMATCH) and nothing is applied.
+    Empty: apply whatever the policy does now.
+    """
     @_builtins.property
     def policy(self) -> Global___TenantPolicy:
         """Replaces the whole policy. Role rules are re-applied to every user they
@@ -431,14 +439,124 @@ class SetPolicyRequest(_message.Message):
         *,
         tenant_id: _builtins.str = ...,
         policy: Global___TenantPolicy | None = ...,
+        expected_digest: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_digest", b"expected_digest", "policy", b"policy", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SetPolicyRequest: _TypeAlias = SetPolicyRequest  # noqa: Y015
+
+@_typing.final
+class PreviewPolicyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
+    MAX_EFFECTS_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    max_effects: _builtins.int
+    """Most effects to answer (the digest covers them all); 0: 1000, at most 10000."""
+    @_builtins.property
+    def policy(self) -> Global___TenantPolicy:
+        """The policy SetPolicy would be given."""
+
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        policy: Global___TenantPolicy | None = ...,
+        max_effects: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_effects", b"max_effects", "policy", b"policy", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreviewPolicyRequest: _TypeAlias = PreviewPolicyRequest  # noqa: Y015
+
+@_typing.final
+class PolicyEffect(_message.Message):
+    """What setting a policy would do to one user (SCIM-managed roles and the
+    last-role action), as SetPolicy would do it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    USER_NAME_FIELD_NUMBER: _builtins.int
+    ROLES_GAINED_FIELD_NUMBER: _builtins.int
+    ROLES_LOST_FIELD_NUMBER: _builtins.int
+    DEACTIVATED_FIELD_NUMBER: _builtins.int
+    DELETED_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    user_name: _builtins.str
+    deactivated: _builtins.bool
+    """The user lost their last SCIM-managed role and the policy deactivates them."""
+    deleted: _builtins.bool
+    """... or deletes them."""
+    @_builtins.property
+    def roles_gained(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Role names, sorted."""
+
+    @_builtins.property
+    def roles_lost(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        user_name: _builtins.str = ...,
+        roles_gained: _abc.Iterable[_builtins.str] | None = ...,
+        roles_lost: _abc.Iterable[_builtins.str] | None = ...,
+        deactivated: _builtins.bool = ...,
+        deleted: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deactivated", b"deactivated", "deleted", b"deleted", "roles_gained", b"roles_gained", "roles_lost", b"roles_lost", "user_id", b"user_id", "user_name", b"user_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PolicyEffect: _TypeAlias = PolicyEffect  # noqa: Y015
+
+@_typing.final
+class PolicyPreview(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EFFECTS_FIELD_NUMBER: _builtins.int
+    EFFECT_COUNT_FIELD_NUMBER: _builtins.int
+    DIGEST_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    effect_count: _builtins.int
+    """How many users would change, all told."""
+    digest: _builtins.str
+    """Pass it as SetPolicyRequest.expected_digest to apply exactly this: a SHA-256
+    (hex) over the stored policy, the new one and every effect.
+    """
+    revision: _builtins.int
+    """The tenant's revision the preview was computed at (nothing was written)."""
+    @_builtins.property
+    def effects(self) -> _containers.RepeatedCompositeFieldContainer[Global___PolicyEffect]:
+        """By userName, then id; at most PreviewPolicyRequest.max_effects."""
+
+    def __init__(
+        self,
+        *,
+        effects: _abc.Iterable[Global___PolicyEffect] | None = ...,
+        effect_count: _builtins.int = ...,
+        digest: _builtins.str = ...,
+        revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["digest", b"digest", "effect_count", b"effect_count", "effects", b"effects", "revision", b"revision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PolicyPreview: _TypeAlias = PolicyPreview  # noqa: Y015
 
 @_typing.final
 class AttributeDefinition(_message.Message):

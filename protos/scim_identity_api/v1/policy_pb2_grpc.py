@@ -49,6 +49,11 @@ class PolicyServiceStub:
                 request_serializer=scim__identity__api_dot_v1_dot_policy__pb2.SetPolicyRequest.SerializeToString,
                 response_deserializer=scim__identity__api_dot_v1_dot_policy__pb2.TenantPolicy.FromString,
                 _registered_method=True)
+        self.PreviewPolicy = channel.unary_unary(
+                '/identity.v1.PolicyService/PreviewPolicy',
+                request_serializer=scim__identity__api_dot_v1_dot_policy__pb2.PreviewPolicyRequest.SerializeToString,
+                response_deserializer=scim__identity__api_dot_v1_dot_policy__pb2.PolicyPreview.FromString,
+                _registered_method=True)
 
 
 class PolicyServiceServicer:
@@ -73,6 +78,17 @@ class PolicyServiceServicer:
         """INVALID_ARGUMENT (with a detail saying what to fix) for a pattern without
         {role}, a rule on an unknown attribute, a mapping from a missing attribute,
         duplicate fields or schemas.
+        ABORTED (nothing applied) when expected_digest is set and saving would not do
+        exactly what that preview showed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PreviewPolicy(self, request, context):
+        """What SetPolicy would do now, computed by SetPolicy's own code in a transaction
+        that is rolled back: the same refusals (INVALID_ARGUMENT), each user's roles
+        gained and lost, deactivations and deletions. Writes nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -95,6 +111,11 @@ def add_PolicyServiceServicer_to_server(servicer, server):
                     servicer.SetPolicy,
                     request_deserializer=scim__identity__api_dot_v1_dot_policy__pb2.SetPolicyRequest.FromString,
                     response_serializer=scim__identity__api_dot_v1_dot_policy__pb2.TenantPolicy.SerializeToString,
+            ),
+            'PreviewPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreviewPolicy,
+                    request_deserializer=scim__identity__api_dot_v1_dot_policy__pb2.PreviewPolicyRequest.FromString,
+                    response_serializer=scim__identity__api_dot_v1_dot_policy__pb2.PolicyPreview.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +199,33 @@ class PolicyService:
             '/identity.v1.PolicyService/SetPolicy',
             scim__identity__api_dot_v1_dot_policy__pb2.SetPolicyRequest.SerializeToString,
             scim__identity__api_dot_v1_dot_policy__pb2.TenantPolicy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreviewPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/identity.v1.PolicyService/PreviewPolicy',
+            scim__identity__api_dot_v1_dot_policy__pb2.PreviewPolicyRequest.SerializeToString,
+            scim__identity__api_dot_v1_dot_policy__pb2.PolicyPreview.FromString,
             options,
             channel_credentials,
             insecure,

@@ -44,6 +44,13 @@ class PolicyServiceStub:
     """INVALID_ARGUMENT (with a detail saying what to fix) for a pattern without
     {role}, a rule on an unknown attribute, a mapping from a missing attribute,
     duplicate fields or schemas.
+    ABORTED (nothing applied) when expected_digest is set and saving would not do
+    exactly what that preview showed.
+    """
+    PreviewPolicy: _grpc.UnaryUnaryMultiCallable[_policy_pb2.PreviewPolicyRequest, _policy_pb2.PolicyPreview]
+    """What SetPolicy would do now, computed by SetPolicy's own code in a transaction
+    that is rolled back: the same refusals (INVALID_ARGUMENT), each user's roles
+    gained and lost, deactivations and deletions. Writes nothing.
     """
 
 @_typing.type_check_only
@@ -59,6 +66,13 @@ class PolicyServiceAsyncStub(PolicyServiceStub):
     """INVALID_ARGUMENT (with a detail saying what to fix) for a pattern without
     {role}, a rule on an unknown attribute, a mapping from a missing attribute,
     duplicate fields or schemas.
+    ABORTED (nothing applied) when expected_digest is set and saving would not do
+    exactly what that preview showed.
+    """
+    PreviewPolicy: _aio.UnaryUnaryMultiCallable[_policy_pb2.PreviewPolicyRequest, _policy_pb2.PolicyPreview]  # type: ignore[assignment]
+    """What SetPolicy would do now, computed by SetPolicy's own code in a transaction
+    that is rolled back: the same refusals (INVALID_ARGUMENT), each user's roles
+    gained and lost, deactivations and deletions. Writes nothing.
     """
 
 class PolicyServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -89,6 +103,19 @@ class PolicyServiceServicer(metaclass=_abc_1.ABCMeta):
         """INVALID_ARGUMENT (with a detail saying what to fix) for a pattern without
         {role}, a rule on an unknown attribute, a mapping from a missing attribute,
         duplicate fields or schemas.
+        ABORTED (nothing applied) when expected_digest is set and saving would not do
+        exactly what that preview showed.
+        """
+
+    @_abc_1.abstractmethod
+    def PreviewPolicy(
+        self,
+        request: _policy_pb2.PreviewPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_policy_pb2.PolicyPreview, _abc.Awaitable[_policy_pb2.PolicyPreview]]:
+        """What SetPolicy would do now, computed by SetPolicy's own code in a transaction
+        that is rolled back: the same refusals (INVALID_ARGUMENT), each user's roles
+        gained and lost, deactivations and deletions. Writes nothing.
         """
 
 def add_PolicyServiceServicer_to_server(servicer: PolicyServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"scim_identity_api/v1/tenants.proto\x12\x0bidentity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xba\x01\n\x06Tenant\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x03 \x01(\x08\x12+\n\x07\x63reated\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rlast_modified\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08revision\x18\x06 \x01(\x03\x12\x14\n\x0c\x64isplay_name\x18\x07 \x01(\t\"\xa9\x02\n\x05Token\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12&\n\x05scope\x18\x04 \x01(\x0e\x32\x17.identity.v1.TokenScope\x12+\n\x07\x63reated\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tlast_used\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x65xpires\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07revoked\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06prefix\x18\t \x01(\t\"0\n\tTenantRef\x12\x0c\n\x02id\x18\x01 \x01(\tH\x00\x12\x0e\n\x04name\x18\x02 \x01(\tH\x00\x42\x05\n\x03ref\"9\n\x13\x43reateTenantRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\":\n\x10GetTenantRequest\x12&\n\x06tenant\x18\x01 \x01(\x0b\x32\x16.identity.v1.TenantRef\";\n\x12ListTenantsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"T\n\x13ListTenantsResponse\x12$\n\x07tenants\x18\x01 \x03(\x0b\x32\x13.identity.v1.Tenant\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x89\x01\n\x13UpdateTenantRequest\x12&\n\x06tenant\x18\x01 \x01(\x0b\x32\x16.identity.v1.TenantRef\x12\x13\n\x06\x61\x63tive\x18\x02 \x01(\x08H\x00\x88\x01\x01\x12\x19\n\x0c\x64isplay_name\x18\x03 \x01(\tH\x01\x88\x01\x01\x42\t\n\x07_activeB\x0f\n\r_display_name\"\xa5\x01\n\x11IssueTokenRequest\x12&\n\x06tenant\x18\x01 \x01(\x0b\x32\x16.identity.v1.TenantRef\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12&\n\x05scope\x18\x03 \x01(\x0e\x32\x17.identity.v1.TokenScope\x12+\n\x07\x65xpires\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"G\n\x12IssueTokenResponse\x12!\n\x05token\x18\x01 \x01(\x0b\x32\x12.identity.v1.Token\x12\x0e\n\x06secret\x18\x02 \x01(\t\"U\n\x11ListTokensRequest\x12&\n\x06tenant\x18\x01 \x01(\x0b\x32\x16.identity.v1.TenantRef\x12\x18\n\x10include_inactive\x18\x02 \x01(\x08\"8\n\x12ListTokensResponse\x12\"\n\x06tokens\x18\x01 \x03(\x0b\x32\x12.identity.v1.Token\"N\n\x12RevokeTokenRequest\x12&\n\x06tenant\x18\x01 \x01(\x0b\x32\x16.identity.v1.TenantRef\x12\x10\n\x08token_id\x18\x02 \x01(\t\"R\n\x18\x41uthenticateTokenRequest\x12\x0e\n\x06secret\x18\x01 \x01(\t\x12&\n\x06tenant\x18\x02 \x01(\x0b\x32\x16.identity.v1.TenantRef\"c\n\x19\x41uthenticateTokenResponse\x12#\n\x06tenant\x18\x01 \x01(\x0b\x32\x13.identity.v1.Tenant\x12!\n\x05token\x18\x02 \x01(\x0b\x32\x12.identity.v1.Token\"\xbf\x01\n\x12RotateTokenRequest\x12&\n\x06tenant\x18\x01 \x01(\x0b\x32\x16.identity.v1.TenantRef\x12\x17\n\x0frevoke_token_id\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12&\n\x05scope\x18\x04 \x01(\x0e\x32\x17.identity.v1.TokenScope\x12+\n\x07\x65xpires\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"m\n\x13RotateTokenResponse\x12!\n\x05token\x18\x01 \x01(\x0b\x32\x12.identity.v1.Token\x12\x0e\n\x06secret\x18\x02 \x01(\t\x12#\n\x07revoked\x18\x03 \x01(\x0b\x32\x12.identity.v1.Token\"N\n\x15ResetConnectorRequest\x12&\n\x06tenant\x18\x01 \x01(\x0b\x32\x16.identity.v1.TenantRef\x12\r\n\x05purge\x18\x02 \x01(\x08\"\x84\x01\n\x16ResetConnectorResponse\x12#\n\x06tenant\x18\x01 \x01(\x0b\x32\x13.identity.v1.Tenant\x12\x16\n\x0etokens_revoked\x18\x02 \x01(\x05\x12\x15\n\rusers_deleted\x18\x03 \x01(\x05\x12\x16\n\x0egroups_deleted\x18\x04 \x01(\x05*v\n\nTokenScope\x12\x1b\n\x17TOKEN_SCOPE_UNSPECIFIED\x10\x00\x12\x14\n\x10TOKEN_SCOPE_FULL\x10\x01\x12\x19\n\x15TOKEN_SCOPE_READ_ONLY\x10\x02\x12\x1a\n\x16TOKEN_SCOPE_USERS_ONLY\x10\x03\x32\xa3\x06\n\rTenantService\x12\x45\n\x0c\x43reateTenant\x12 .identity.v1.CreateTenantRequest\x1a\x13.identity.v1.Tenant\x12?\n\tGetTenant\x12\x1d.identity.v1.GetTenantRequest\x1a\x13.identity.v1.Tenant\x12P\n\x0bListTenants\x12\x1f.identity.v1.ListTenantsRequest\x1a .identity.v1.ListTenantsResponse\x12\x45\n\x0cUpdateTenant\x12 .identity.v1.UpdateTenantRequest\x1a\x13.identity.v1.Tenant\x12M\n\nIssueToken\x12\x1e.identity.v1.IssueTokenRequest\x1a\x1f.identity.v1.IssueTokenResponse\x12M\n\nListTokens\x12\x1e.identity.v1.ListTokensRequest\x1a\x1f.identity.v1.ListTokensResponse\x12\x42\n\x0bRevokeToken\x12\x1f.identity.v1.RevokeTokenRequest\x1a\x12.identity.v1.Token\x12\x62\n\x11\x41uthenticateToken\x12%.identity.v1.AuthenticateTokenRequest\x1a&.identity.v1.AuthenticateTokenResponse\x12P\n\x0bRotateToken\x12\x1f.identity.v1.RotateTokenRequest\x1a .identity.v1.RotateTokenResponse\x12Y\n\x0eResetConnector\x12\".identity.v1.ResetConnectorRequest\x1a#.identity.v1.ResetConnectorResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"scim_identity_api/v1/tenants.proto\x12\x0bidentity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xba\x01\n\x06Tenant\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x03 \x01(\x08\x12+\n\x07\x63reated\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rlast_modified\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08revision\x18\x06 \x01(\x03\x12\x14\n\x0c\x64isplay_name\x18\x07 \x01(\t\"\xa9\x02\n\x05Token\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12&\n\x05scope\x18\x04 \x01(\x0e\x32\x17.identity.v1.TokenScope\x12+\n\x07\x63reated\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tlast_used\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x65xpires\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07revoked\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06prefix\x18\t \x01(\t\"0\n\tTenantRef\x12\x0c\n\x02id\x18\x01 \x01(\tH\x00\x12\x0e\n\x04name\x18\x02 \x01(\tH\x00\x42\x05\n\x03ref\"K\n\x13\x43reateTenantRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x10\n\x08inactive\x18\x03 \x01(\x08\":\n\x10GetTenantRequest\x12&\n\x06tenant\x18\x01 \x01(\x0b\x32\x16.identity.v1.TenantRef\";\n\x12ListTenantsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"T\n\x13ListTenantsResponse\x12$\n\x07tenants\x18\x01 \x03(\x0b\x32\x13.identity.v1.Tenant\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x89\x01\n\x13UpdateTenantRequest\x12&\n\x06tenant\x18\x01 \x01(\x0b\x32\x16.identity.v1.TenantRef\x12\x13\n\x06\x61\x63tive\x18\x02 \x01(\x08H\x00\x88\x01\x01\x12\x19\n\x0c\x64isplay_name\x18\x03 \x01(\tH\x01\x88\x01\x01\x42\t\n\x07_activeB\x0f\n\r_display_name\"\xa5\x01\n\x11IssueTokenRequest\x12&\n\x06tenant\x18\x01 \x01(\x0b\x32\x16.identity.v1.TenantRef\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12&\n\x05scope\x18\x03 \x01(\x0e\x32\x17.identity.v1.TokenScope\x12+\n\x07\x65xpires\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"G\n\x12IssueTokenResponse\x12!\n\x05token\x18\x01 \x01(\x0b\x32\x12.identity.v1.Token\x12\x0e\n\x06secret\x18\x02 \x01(\t\"U\n\x11ListTokensRequest\x12&\n\x06tenant\x18\x01 \x01(\x0b\x32\x16.identity.v1.TenantRef\x12\x18\n\x10include_inactive\x18\x02 \x01(\x08\"8\n\x12ListTokensResponse\x12\"\n\x06tokens\x18\x01 \x03(\x0b\x32\x12.identity.v1.Token\"N\n\x12RevokeTokenRequest\x12&\n\x06tenant\x18\x01 \x01(\x0b\x32\x16.identity.v1.TenantRef\x12\x10\n\x08token_id\x18\x02 \x01(\t\"R\n\x18\x41uthenticateTokenRequest\x12\x0e\n\x06secret\x18\x01 \x01(\t\x12&\n\x06tenant\x18\x02 \x01(\x0b\x32\x16.identity.v1.TenantRef\"c\n\x19\x41uthenticateTokenResponse\x12#\n\x06tenant\x18\x01 \x01(\x0b\x32\x13.identity.v1.Tenant\x12!\n\x05token\x18\x02 \x01(\x0b\x32\x12.identity.v1.Token\"\xbf\x01\n\x12RotateTokenRequest\x12&\n\x06tenant\x18\x01 \x01(\x0b\x32\x16.identity.v1.TenantRef\x12\x17\n\x0frevoke_token_id\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12&\n\x05scope\x18\x04 \x01(\x0e\x32\x17.identity.v1.TokenScope\x12+\n\x07\x65xpires\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"m\n\x13RotateTokenResponse\x12!\n\x05token\x18\x01 \x01(\x0b\x32\x12.identity.v1.Token\x12\x0e\n\x06secret\x18\x02 \x01(\t\x12#\n\x07revoked\x18\x03 \x01(\x0b\x32\x12.identity.v1.Token\"N\n\x15ResetConnectorRequest\x12&\n\x06tenant\x18\x01 \x01(\x0b\x32\x16.identity.v1.TenantRef\x12\r\n\x05purge\x18\x02 \x01(\x08\"\x84\x01\n\x16ResetConnectorResponse\x12#\n\x06tenant\x18\x01 \x01(\x0b\x32\x13.identity.v1.Tenant\x12\x16\n\x0etokens_revoked\x18\x02 \x01(\x05\x12\x15\n\rusers_deleted\x18\x03 \x01(\x05\x12\x16\n\x0egroups_deleted\x18\x04 \x01(\x05*v\n\nTokenScope\x12\x1b\n\x17TOKEN_SCOPE_UNSPECIFIED\x10\x00\x12\x14\n\x10TOKEN_SCOPE_FULL\x10\x01\x12\x19\n\x15TOKEN_SCOPE_READ_ONLY\x10\x02\x12\x1a\n\x16TOKEN_SCOPE_USERS_ONLY\x10\x03\x32\xa3\x06\n\rTenantService\x12\x45\n\x0c\x43reateTenant\x12 .identity.v1.CreateTenantRequest\x1a\x13.identity.v1.Tenant\x12?\n\tGetTenant\x12\x1d.identity.v1.GetTenantRequest\x1a\x13.identity.v1.Tenant\x12P\n\x0bListTenants\x12\x1f.identity.v1.ListTenantsRequest\x1a .identity.v1.ListTenantsResponse\x12\x45\n\x0cUpdateTenant\x12 .identity.v1.UpdateTenantRequest\x1a\x13.identity.v1.Tenant\x12M\n\nIssueToken\x12\x1e.identity.v1.IssueTokenRequest\x1a\x1f.identity.v1.IssueTokenResponse\x12M\n\nListTokens\x12\x1e.identity.v1.ListTokensRequest\x1a\x1f.identity.v1.ListTokensResponse\x12\x42\n\x0bRevokeToken\x12\x1f.identity.v1.RevokeTokenRequest\x1a\x12.identity.v1.Token\x12\x62\n\x11\x41uthenticateToken\x12%.identity.v1.AuthenticateTokenRequest\x1a&.identity.v1.AuthenticateTokenResponse\x12P\n\x0bRotateToken\x12\x1f.identity.v1.RotateTokenRequest\x1a .identity.v1.RotateTokenResponse\x12Y\n\x0eResetConnector\x12\".identity.v1.ResetConnectorRequest\x1a#.identity.v1.ResetConnectorResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'scim_identity_api.v1.tenants_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TOKENSCOPE']._serialized_start=2200
-  _globals['_TOKENSCOPE']._serialized_end=2318
+  _globals['_TOKENSCOPE']._serialized_start=2218
+  _globals['_TOKENSCOPE']._serialized_end=2336
   _globals['_TENANT']._serialized_start=85
   _globals['_TENANT']._serialized_end=271
   _globals['_TOKEN']._serialized_start=274
@@ -41,37 +41,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TENANTREF']._serialized_start=573
   _globals['_TENANTREF']._serialized_end=621
   _globals['_CREATETENANTREQUEST']._serialized_start=623
-  _globals['_CREATETENANTREQUEST']._serialized_end=680
-  _globals['_GETTENANTREQUEST']._serialized_start=682
-  _globals['_GETTENANTREQUEST']._serialized_end=740
-  _globals['_LISTTENANTSREQUEST']._serialized_start=742
-  _globals['_LISTTENANTSREQUEST']._serialized_end=801
-  _globals['_LISTTENANTSRESPONSE']._serialized_start=803
-  _globals['_LISTTENANTSRESPONSE']._serialized_end=887
-  _globals['_UPDATETENANTREQUEST']._serialized_start=890
-  _globals['_UPDATETENANTREQUEST']._serialized_end=1027
-  _globals['_ISSUETOKENREQUEST']._serialized_start=1030
-  _globals['_ISSUETOKENREQUEST']._serialized_end=1195
-  _globals['_ISSUETOKENRESPONSE']._serialized_start=1197
-  _globals['_ISSUETOKENRESPONSE']._serialized_end=1268
-  _globals['_LISTTOKENSREQUEST']._serialized_start=1270
-  _globals['_LISTTOKENSREQUEST']._serialized_end=1355
-  _globals['_LISTTOKENSRESPONSE']._serialized_start=1357
-  _globals['_LISTTOKENSRESPONSE']._serialized_end=1413
-  _globals['_REVOKETOKENREQUEST']._serialized_start=1415
-  _globals['_REVOKETOKENREQUEST']._serialized_end=1493
-  _globals['_AUTHENTICATETOKENREQUEST']._serialized_start=1495
-  _globals['_AUTHENTICATETOKENREQUEST']._serialized_end=1577
-  _globals['_AUTHENTICATETOKENRESPONSE']._serialized_start=1579
-  _globals['_AUTHENTICATETOKENRESPONSE']._serialized_end=1678
-  _globals['_ROTATETOKENREQUEST']._serialized_start=1681
-  _globals['_ROTATETOKENREQUEST']._serialized_end=1872
-  _globals['_ROTATETOKENRESPONSE']._serialized_start=1874
-  _globals['_ROTATETOKENRESPONSE']._serialized_end=1983
-  _globals['_RESETCONNECTORREQUEST']._serialized_start=1985
-  _globals['_RESETCONNECTORREQUEST']._serialized_end=2063
-  _globals['_RESETCONNECTORRESPONSE']._serialized_start=2066
-  _globals['_RESETCONNECTORRESPONSE']._serialized_end=2198
-  _globals['_TENANTSERVICE']._serialized_start=2321
-  _globals['_TENANTSERVICE']._serialized_end=3124
+  _globals['_CREATETENANTREQUEST']._serialized_end=698
+  _globals['_GETTENANTREQUEST']._serialized_start=700
+  _globals['_GETTENANTREQUEST']._serialized_end=758
+  _globals['_LISTTENANTSREQUEST']._serialized_start=760
+  _globals['_LISTTENANTSREQUEST']._serialized_end=819
+  _globals['_LISTTENANTSRESPONSE']._serialized_start=821
+  _globals['_LISTTENANTSRESPONSE']._serialized_end=905
+  _globals['_UPDATETENANTREQUEST']._serialized_start=908
+  _globals['_UPDATETENANTREQUEST']._serialized_end=1045
+  _globals['_ISSUETOKENREQUEST']._serialized_start=1048
+  _globals['_ISSUETOKENREQUEST']._serialized_end=1213
+  _globals['_ISSUETOKENRESPONSE']._serialized_start=1215
+  _globals['_ISSUETOKENRESPONSE']._serialized_end=1286
+  _globals['_LISTTOKENSREQUEST']._serialized_start=1288
+  _globals['_LISTTOKENSREQUEST']._serialized_end=1373
+  _globals['_LISTTOKENSRESPONSE']._serialized_start=1375
+  _globals['_LISTTOKENSRESPONSE']._serialized_end=1431
+  _globals['_REVOKETOKENREQUEST']._serialized_start=1433
+  _globals['_REVOKETOKENREQUEST']._serialized_end=1511
+  _globals['_AUTHENTICATETOKENREQUEST']._serialized_start=1513
+  _globals['_AUTHENTICATETOKENREQUEST']._serialized_end=1595
+  _globals['_AUTHENTICATETOKENRESPONSE']._serialized_start=1597
+  _globals['_AUTHENTICATETOKENRESPONSE']._serialized_end=1696
+  _globals['_ROTATETOKENREQUEST']._serialized_start=1699
+  _globals['_ROTATETOKENREQUEST']._serialized_end=1890
+  _globals['_ROTATETOKENRESPONSE']._serialized_start=1892
+  _globals['_ROTATETOKENRESPONSE']._serialized_end=2001
+  _globals['_RESETCONNECTORREQUEST']._serialized_start=2003
+  _globals['_RESETCONNECTORREQUEST']._serialized_end=2081
+  _globals['_RESETCONNECTORRESPONSE']._serialized_start=2084
+  _globals['_RESETCONNECTORRESPONSE']._serialized_end=2216
+  _globals['_TENANTSERVICE']._serialized_start=2339
+  _globals['_TENANTSERVICE']._serialized_end=3142
 # @@protoc_insertion_point(module_scope)

@@ -177,17 +177,23 @@ class CreateTenantRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    INACTIVE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     display_name: _builtins.str
+    inactive: _builtins.bool
+    """True: the connector starts inactive (every SCIM request refused, 403) until
+    UpdateTenant activates it, so mappings and rules are set first (Big ACL's flow).
+    """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         display_name: _builtins.str = ...,
+        inactive: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "inactive", b"inactive", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -33,11 +33,19 @@ import falcon.asgi
 import jinja2
 from google.protobuf import timestamp_pb2
 
-from scim_identity_api.v1 import admin_pb2, history_pb2, tenants_pb2
+from scim_identity_api.v1 import admin_pb2, history_pb2, policy_pb2, tenants_pb2
 from scim_identity_client import AsyncIdentityClient, CallContext, IdentityError
-from scim_identity_client.errors import FailedPrecondition, NotFound, Unauthenticated
+from scim_identity_client.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unauthenticated,
+    VersionMismatch,
+)
 from scim_identity_client.urls import SIGN_IN_PATH, scim_urls
 
+from . import policy_form as pf
 from .settings import Settings
 
 log = logging.getLogger("identity_admin")
@@ -541,6 +549,444 @@ class TokenAction(_Resource):
         self.c.show_secret(resp, admin, t, new, secret=rotated.secret, revoked=token)
 
 
+# -- Roles and rules; Mappings: the tenant's policy, the core's rules ---------------------
+
+_STALE_PAGE = (
+    "Someone changed this tenant's policy since you opened this page. Nothing was saved: "
+    "here it is as it is now."
+)
+_STALE_EDITS = (
+    "Someone changed this tenant's policy since you opened this page. Nothing was "
+    "previewed: your edits are below, over the policy as it is now; preview them again."
+)
+
+
+class _PolicyPage(_Resource):
+    """A page that edits the tenant's policy: every change is previewed by the core
+    and saved with that preview's digest, so exactly what was checked is applied."""
+
+    def fresh(self, form: dict[str, str], current: policy_pb2.TenantPolicy) -> bool:
+        """Whether the form was made from the policy stored now."""
+        return hmac.compare_digest(form.get("version", ""), pf.version(current))
+
+    async def save(self, act: Action, new: policy_pb2.TenantPolicy) -> policy_pb2.PolicyPreview:
+        """`new`, saved only if it does what the core's preview of it says (a mapping
+        change moves no role; a concurrent change is refused, VersionMismatch)."""
+        preview = await self.c.core.preview_policy(act.tenant.id, new, ctx=act.ctx)
+        await self.c.core.set_policy(
+            act.tenant.id, new, expected_digest=preview.digest, ctx=act.ctx
+        )
+        return preview
+
+
+class RolesAndRules(_PolicyPage):
+    """The Roles and rules page: the tenant's roles; the policy's rules, edited, then
+    previewed by the core (who gains or loses which role), then saved as previewed."""
+
+    async def on_get(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, tenant: str
+    ) -> None:
+        admin, t = await self.signed_in(req, tenant)
+        current = await self.c.core.get_policy(t.id)
+        await self.page(resp, admin, t, current, current)
+
+    async def page(
+        self,
+        resp: falcon.asgi.Response,
+        admin: Admin,
+        t: tenants_pb2.Tenant,
+        shown: policy_pb2.TenantPolicy,
+        current: policy_pb2.TenantPolicy,
+        *,
+        status: int = 200,
+        error: str = "",
+        notice: str = "",
+        preview: policy_pb2.PolicyPreview | None = None,
+    ) -> None:
+        """The page, its rules form showing `shown` (the stored rules, or the admin's
+        edits), made from `current` (the stored policy)."""
+        self.c.render(
+            resp,
+            "roles.html",
+            status=status,
+            nav="roles",
+            title=f"Roles and rules · {t.display_name or t.name}",
+            admin=admin,
+            tenant=t,
+            roles=await self.c.core.list_roles(t.id),
+            rules=pf.rules_view(shown),
+            version=pf.version(current),
+            choices={
+                "on_last_scim_role_removed": pf.LAST_ROLE,
+                "on_scim_delete": pf.ON_DELETE,
+                "unique_identifier": pf.UNIQUE_IDENTIFIER,
+                "local_edits": pf.LOCAL_EDITS,
+                "unknown_members": pf.UNKNOWN_MEMBERS,
+            },
+            error=error,
+            notice=notice,
+            preview=preview,
+            save_fields=pf.rules_fields(shown) if preview is not None else [],
+        )
+
+    async def on_post(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, tenant: str
+    ) -> None:
+        """Create a role."""
+        admin, t = await self.signed_in(req, tenant)
+        form = await self.c.form(req, admin)
+        name = form.get("name", "").strip()
+        act = self.c.action(admin, t)
+        try:
+            await self.c.core.create_role(
+                t.id, name, description=form.get("description", "").strip(), ctx=act.ctx
+            )
+        except (InvalidArgument, AlreadyExists) as err:
+            status = 409 if isinstance(err, AlreadyExists) else 400
+            await act.record(H.OPERATION_KIND_CREATE, "Role", name[:64], status, err.message)
+            current = await self.c.core.get_policy(t.id)
+            return await self.page(
+                resp, admin, t, current, current, status=status, error=err.message
+            )
+        await act.record(H.OPERATION_KIND_CREATE, "Role", name[:64], 201, f"role {name} created")
+        raise falcon.HTTPSeeOther(f"/tenants/{t.name}/roles")
+
+
+class RoleDelete(_Resource):
+    """GET: the confirmation; POST: delete the role (its assignments go with it)."""
+
+    async def _role(self, t: tenants_pb2.Tenant, name: str) -> str:
+        if name not in {r.name for r in await self.c.core.list_roles(t.id)}:
+            raise NOT_FOUND
+        return name
+
+    async def on_get(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, tenant: str
+    ) -> None:
+        admin, t = await self.signed_in(req, tenant)
+        name = await self._role(t, req.get_param("name") or "")
+        self.c.render(resp, "confirm_role.html", title="Confirm", admin=admin, tenant=t, role=name)
+
+    async def on_post(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, tenant: str
+    ) -> None:
+        admin, t = await self.signed_in(req, tenant)
+        form = await self.c.form(req, admin)
+        name = await self._role(t, form.get("name", ""))
+        act = self.c.action(admin, t)
+        try:
+            await self.c.core.delete_role(t.id, name, ctx=act.ctx)
+        except NotFound:
+            raise NOT_FOUND from None  # deleted meanwhile
+        await act.record(H.OPERATION_KIND_DELETE, "Role", name[:64], 200, f"role {name} deleted")
+        raise falcon.HTTPSeeOther(f"/tenants/{t.name}/roles")
+
+
+class RulesPreview(_Resource):
+    """POST: the rules form, previewed by the core; the answer shows who would gain
+    or lose which role and offers to save exactly that."""
+
+    def __init__(self, console: Console, page: RolesAndRules) -> None:
+        super().__init__(console)
+        self.roles = page
+
+    async def on_post(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, tenant: str
+    ) -> None:
+        admin, t = await self.signed_in(req, tenant)
+        form = await self.c.form(req, admin)
+        current = await self.c.core.get_policy(t.id)
+        try:
+            new = pf.rules_from_form(form, current)
+        except pf.FormError as err:
+            return await self.roles.page(
+                resp, admin, t, current, current, status=400, error=str(err)
+            )
+        if not self.roles.fresh(form, current):
+            return await self.roles.page(
+                resp,
+                admin,
+                t,
+                new,
+                current,
+                status=409,
+                error=_STALE_EDITS,
+            )
+        try:
+            preview = await self.c.core.preview_policy(t.id, new)
+        except InvalidArgument as err:
+            return await self.roles.page(
+                resp, admin, t, new, current, status=400, error=err.message
+            )
+        await self.roles.page(resp, admin, t, new, current, preview=preview)
+
+
+class Rules(_Resource):
+    """POST: save the previewed rules (the preview's digest with them); if saving now
+    would do anything else, nothing is saved and the new preview is shown (409)."""
+
+    def __init__(self, console: Console, page: RolesAndRules) -> None:
+        super().__init__(console)
+        self.roles = page
+
+    async def on_post(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, tenant: str
+    ) -> None:
+        admin, t = await self.signed_in(req, tenant)
+        form = await self.c.form(req, admin)
+        digest = form.get("digest", "")
+        current = await self.c.core.get_policy(t.id)
+        try:
+            new = pf.rules_from_form(form, current)
+            if not digest:
+                raise pf.FormError("Preview the rules first: saving applies a preview.")
+        except pf.FormError as err:
+            return await self.roles.page(
+                resp, admin, t, current, current, status=400, error=str(err)
+            )
+        act = self.c.action(admin, t)
+        try:
+            await self.c.core.set_policy(t.id, new, expected_digest=digest, ctx=act.ctx)
+        except InvalidArgument as err:
+            await act.record(H.OPERATION_KIND_UPDATE, "Policy", t.id, 400, err.message)
+            return await self.roles.page(
+                resp, admin, t, new, current, status=400, error=err.message
+            )
+        except VersionMismatch:
+            await act.record(
+                H.OPERATION_KIND_UPDATE, "Policy", t.id, 409, "rules not saved: stale preview"
+            )
+            try:
+                preview = await self.c.core.preview_policy(t.id, new)
+            except InvalidArgument as err:
+                return await self.roles.page(
+                    resp, admin, t, new, current, status=409, error=err.message
+                )
+            return await self.roles.page(
+                resp,
+                admin,
+                t,
+                new,
+                current,
+                status=409,
+                preview=preview,
+                error=(
+                    "This tenant's users, groups or policy changed since your preview, so "
+                    "saving would no longer do what it showed. Nothing was saved: here is "
+                    "what saving these rules does now."
+                ),
+            )
+        changed = pf.changed_rules(current, new)
+        await act.record(H.OPERATION_KIND_UPDATE, "Policy", t.id, 200, f"rules saved: {changed}")
+        fresh = await self.c.core.get_policy(t.id)
+        await self.roles.page(resp, admin, t, fresh, fresh, notice="Rules saved.")
+
+
+class Mappings(_PolicyPage):
+    """The Mappings page (Big ACL's Mappings tab): user and group attribute mappings,
+    added, changed and removed one at a time, each checked by the core."""
+
+    async def on_get(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, tenant: str
+    ) -> None:
+        admin, t = await self.signed_in(req, tenant)
+        await self.page(resp, admin, t, await self.c.core.get_policy(t.id))
+
+    async def page(
+        self,
+        resp: falcon.asgi.Response,
+        admin: Admin,
+        t: tenants_pb2.Tenant,
+        current: policy_pb2.TenantPolicy,
+        *,
+        status: int = 200,
+        error: str = "",
+        form: dict[str, str] | None = None,
+        editing: tuple[str, policy_pb2.AttributeMapping] | None = None,
+    ) -> None:
+        """The page; `form`: the admin's refused input, shown again in its form;
+        `editing`: the mapping whose change form is open."""
+        self.c.render(
+            resp,
+            "mappings.html",
+            status=status,
+            nav="mappings",
+            title=f"Mappings · {t.display_name or t.name}",
+            admin=admin,
+            tenant=t,
+            tables=[
+                ("user", "User mappings", list(current.user_mappings)),
+                ("group", "Group mappings", list(current.group_mappings)),
+            ],
+            schemas=[
+                ("", "Core schema"),
+                (pf.ENTERPRISE_SCHEMA, "Enterprise extension"),
+                *[
+                    (e.schema, e.name or e.schema)
+                    for e in current.extension_schemas
+                    if e.schema not in (pf.USER_SCHEMA, pf.ENTERPRISE_SCHEMA)
+                ],
+            ],
+            kinds=pf.MAPPING_KINDS,
+            source=pf.source_text,
+            kind_label=pf.kind_label,
+            version=pf.version(current),
+            error=error,
+            form=form or {},
+            editing=(editing[0], editing[1], pf.kind_key(editing[1])) if editing else None,
+        )
+
+    async def on_post(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, tenant: str
+    ) -> None:
+        """Add a mapping."""
+        admin, t = await self.signed_in(req, tenant)
+        form = await self.c.form(req, admin)
+        current = await self.c.core.get_policy(t.id)
+        try:
+            kind, mapping = pf.mapping_from_form(form)
+        except pf.FormError as err:
+            return await self.page(resp, admin, t, current, status=400, error=str(err), form=form)
+        new = pf.with_mapping(current, kind, mapping)
+        await self.apply(
+            resp,
+            admin,
+            t,
+            form=form,
+            current=current,
+            new=new,
+            done=f"{kind} mapping {mapping.field} added",
+        )
+
+    async def apply(
+        self,
+        resp: falcon.asgi.Response,
+        admin: Admin,
+        t: tenants_pb2.Tenant,
+        *,
+        form: dict[str, str],
+        current: policy_pb2.TenantPolicy,
+        new: policy_pb2.TenantPolicy,
+        done: str,
+        editing: tuple[str, policy_pb2.AttributeMapping] | None = None,
+    ) -> None:
+        if not self.fresh(form, current):
+            return await self.page(resp, admin, t, current, status=409, error=_STALE_PAGE)
+        act = self.c.action(admin, t)
+        try:
+            await self.save(act, new)
+        except InvalidArgument as err:
+            await act.record(H.OPERATION_KIND_UPDATE, "Policy", t.id, 400, err.message)
+            return await self.page(
+                resp, admin, t, current, status=400, error=err.message, form=form, editing=editing
+            )
+        except VersionMismatch:
+            await act.record(H.OPERATION_KIND_UPDATE, "Policy", t.id, 409, f"not saved: {done}")
+            latest = await self.c.core.get_policy(t.id)
+            return await self.page(resp, admin, t, latest, status=409, error=_STALE_PAGE)
+        await act.record(H.OPERATION_KIND_UPDATE, "Policy", t.id, 200, done)
+        raise falcon.HTTPSeeOther(f"/tenants/{t.name}/mappings")
+
+    def named(
+        self, current: policy_pb2.TenantPolicy, kind: str, field: str
+    ) -> policy_pb2.AttributeMapping:
+        """The mapping of `field` among the `kind` ("user", "group") mappings; 404 when
+        there is none (removed meanwhile, or never)."""
+        found = next((m for m in pf.mappings_of(current, kind) or [] if m.field == field), None)
+        if found is None:
+            raise NOT_FOUND
+        return found
+
+
+class MappingChange(_Resource):
+    """GET: the change form (?type=&field=); POST: the mapping of field `was`
+    replaced by the form's."""
+
+    def __init__(self, console: Console, page: Mappings) -> None:
+        super().__init__(console)
+        self.mappings = page
+
+    async def on_get(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, tenant: str
+    ) -> None:
+        admin, t = await self.signed_in(req, tenant)
+        current = await self.c.core.get_policy(t.id)
+        kind = req.get_param("type") or ""
+        mapping = self.mappings.named(current, kind, req.get_param("field") or "")
+        await self.mappings.page(resp, admin, t, current, editing=(kind, mapping))
+
+    async def on_post(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, tenant: str
+    ) -> None:
+        admin, t = await self.signed_in(req, tenant)
+        form = await self.c.form(req, admin)
+        current = await self.c.core.get_policy(t.id)
+        was = self.mappings.named(current, form.get("type", ""), form.get("was", ""))
+        try:
+            kind, mapping = pf.mapping_from_form(form)
+        except pf.FormError as err:
+            return await self.mappings.page(
+                resp, admin, t, current, status=400, error=str(err), editing=(form["type"], was)
+            )
+        new = pf.with_mapping(current, kind, mapping, replacing=was.field)
+        await self.mappings.apply(
+            resp,
+            admin,
+            t,
+            form=form,
+            current=current,
+            new=new,
+            done=f"{kind} mapping {was.field} changed",
+            editing=(kind, was),
+        )
+
+
+class MappingRemove(_Resource):
+    """GET: the confirmation (?type=&field=); POST: remove that mapping."""
+
+    def __init__(self, console: Console, page: Mappings) -> None:
+        super().__init__(console)
+        self.mappings = page
+
+    async def on_get(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, tenant: str
+    ) -> None:
+        admin, t = await self.signed_in(req, tenant)
+        current = await self.c.core.get_policy(t.id)
+        kind = req.get_param("type") or ""
+        mapping = self.mappings.named(current, kind, req.get_param("field") or "")
+        self.c.render(
+            resp,
+            "confirm_mapping.html",
+            title="Confirm",
+            admin=admin,
+            tenant=t,
+            kind=kind,
+            mapping=mapping,
+            source=pf.source_text(mapping),
+            version=pf.version(current),
+        )
+
+    async def on_post(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, tenant: str
+    ) -> None:
+        admin, t = await self.signed_in(req, tenant)
+        form = await self.c.form(req, admin)
+        current = await self.c.core.get_policy(t.id)
+        kind = form.get("type", "")
+        mapping = self.mappings.named(current, kind, form.get("field", ""))
+        new = pf.with_mapping(current, kind, None, replacing=mapping.field)
+        await self.mappings.apply(
+            resp,
+            admin,
+            t,
+            form=form,
+            current=current,
+            new=new,
+            done=f"{kind} mapping {mapping.field} removed",
+        )
+
+
 def create_app(settings: Settings, make_client: Callable[[], AsyncIdentityClient]) -> Any:
     """The ASGI app; `make_client` opens the core client when a worker's lifespan
     starts (in that worker's event loop)."""
@@ -599,6 +1045,15 @@ def create_app(settings: Settings, make_client: Callable[[], AsyncIdentityClient
     app.add_route("/tenants/{tenant}/connector/state", ConnectorState(console))
     app.add_route("/tenants/{tenant}/tokens", Tokens(console, connector))
     app.add_route("/tenants/{tenant}/tokens/{token_id}/{action}", TokenAction(console))
+    roles = RolesAndRules(console)
+    app.add_route("/tenants/{tenant}/roles", roles)
+    app.add_route("/tenants/{tenant}/roles/delete", RoleDelete(console))
+    app.add_route("/tenants/{tenant}/rules/preview", RulesPreview(console, roles))
+    app.add_route("/tenants/{tenant}/rules", Rules(console, roles))
+    mappings = Mappings(console)
+    app.add_route("/tenants/{tenant}/mappings", mappings)
+    app.add_route("/tenants/{tenant}/mappings/edit", MappingChange(console, mappings))
+    app.add_route("/tenants/{tenant}/mappings/remove", MappingRemove(console, mappings))
     app.add_static_route("/static", str(_HERE / "static"))
     return app
 

@@ -6,7 +6,8 @@ schema: the attribute catalogue, which the domain applies and filters compile wi
 scim_gateway: the process (__main__, worker) > the HTTP side (app, guard, core, http, access,
 tenant, observability, tracing, resources) > scim
 (SCIM syntax) > the root's errors, settings.
-identity_admin: the process (__main__, worker) > the HTTP side (app) > settings.
+identity_admin: the process (__main__, worker) > the HTTP side (app) > the policy forms'
+translation (policy_form) > settings.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ LAYERS: dict[str, dict[str, int]] = {
         "__main__": 9,
         "worker": 9,
         "app": 3,
+        "policy_form": 1,
         "settings": 0,
     },
 }

@@ -588,7 +588,8 @@ class RolesAndRules(_PolicyPage):
     ) -> None:
         admin, t = await self.signed_in(req, tenant)
         current = await self.c.core.get_policy(t.id)
-        await self.page(resp, admin, t, current, current)
+        saved = "Rules saved." if req.get_param("saved") else ""
+        await self.page(resp, admin, t, current, current, notice=saved)
 
     async def page(
         self,
@@ -778,8 +779,7 @@ class Rules(_Resource):
             )
         changed = pf.changed_rules(current, new)
         await act.record(H.OPERATION_KIND_UPDATE, "Policy", t.id, 200, f"rules saved: {changed}")
-        fresh = await self.c.core.get_policy(t.id)
-        await self.roles.page(resp, admin, t, fresh, fresh, notice="Rules saved.")
+        raise falcon.HTTPSeeOther(f"/tenants/{t.name}/roles?saved=1")
 
 
 class Mappings(_PolicyPage):

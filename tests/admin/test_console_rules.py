@@ -111,7 +111,10 @@ def test_rules_are_previewed_then_saved_exactly_as_previewed(
         if name not in ("version",)
     }
     saved = admin_of.post(f"/tenants/{tenant.name}/rules", save)
-    assert saved.status == 200 and "Rules saved." in saved.body
+    assert saved.status == 303
+    assert saved.headers["location"] == f"/tenants/{tenant.name}/roles?saved=1"
+    saved = admin_of.get(saved.headers["location"])
+    assert "Rules saved." in saved.body
     assert client.get_policy(tenant.id) == TenantPolicy(
         group_role_rules=[GroupRoleRule(pattern="BigPanda_{org}_BPRole_{role}", org="Acme")]
     )

@@ -1,43 +1,24 @@
-"""The admin console: a Falcon ASGI app, server-rendered pages, the core through
-`AsyncIdentityClient` only.
-
-Who is signed in lives in the core (admin_access): the browser holds the session's
-secret in a cookie (HttpOnly, SameSite=Strict, Secure under https) and every request
-asks the core what it names, so any replica serves any session and a sign-out or an
-expiry holds everywhere at once. The console itself keeps no state.
-
-- A tenant admin reaches only their own tenant: any other tenant's URL answers the
-  same 404 as a tenant that does not exist (`Console.tenant_of`).
-- Every form carries a CSRF token derived from the session secret (an HMAC, so
-  nothing is stored), checked on every POST (403 without it).
-- Every admin action is recorded in the tenant's operations history with its actor
-  (`Operation.actor`), and its changes carry the actor in their change events.
-"""
+"""The admin console's pages and the app: a Falcon ASGI app, server-rendered pages
+over the collaborators in `console.py`, the core through `AsyncIdentityClient` only.
+The console keeps no state: who is signed in is the core's; what a tenant admin may
+see is `Console.tenant_of`'s."""
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import os
-import time
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any
 
 import falcon
 import falcon.asgi
-import jinja2
-from google.protobuf import timestamp_pb2
 
-from scim_identity_api.v1 import admin_pb2, history_pb2, policy_pb2, tenants_pb2
-from scim_identity_client import AsyncIdentityClient, CallContext, IdentityError
+from scim_identity_api.v1 import history_pb2, policy_pb2, tenants_pb2
+from scim_identity_client import AsyncIdentityClient, IdentityError
 from scim_identity_client.errors import (
     AlreadyExists,
-    FailedPrecondition,
     InvalidArgument,
     NotFound,
     Unauthenticated,
@@ -45,239 +26,16 @@ from scim_identity_client.errors import (
 )
 from scim_identity_client.urls import SIGN_IN_PATH, scim_urls
 
+from . import connector
 from . import policy_form as pf
+from .connector import LIVE_TOKEN_LIMIT, Refused
+from .console import COOKIE, HERE, NOT_FOUND, SCOPES, Action, Admin, Console, PageError
 from .settings import Settings
 
 log = logging.getLogger("identity_admin")
-
-COOKIE = "identity_admin_session"
-_HERE = Path(__file__).resolve().parent
-_CSRF_CONTEXT = b"identity-admin csrf v1"
-#: At most this many live tokens per tenant (the core's limit, explained on the page).
-LIVE_TOKEN_LIMIT = 2
-SCOPES = {
-    "full": tenants_pb2.TOKEN_SCOPE_FULL,
-    "read-only": tenants_pb2.TOKEN_SCOPE_READ_ONLY,
-    "users-only": tenants_pb2.TOKEN_SCOPE_USERS_ONLY,
-}
-SCOPE_NAMES = {v: k for k, v in SCOPES.items()} | {0: "full"}
 H = history_pb2
-#: Security headers of every answer. Pages carry secrets: nothing is cached, no
-#: referrer leaves, no frame embeds them, scripts and styles come from here only.
-SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-    "X-Frame-Options": "DENY",
-}
 
-
-def csrf_token(session_secret: str) -> str:
-    """The CSRF token of a session: only who holds the (HttpOnly) session secret can
-    compute it, and nothing needs storing."""
-    return hmac.new(session_secret.encode(), _CSRF_CONTEXT, hashlib.sha256).hexdigest()
-
-
-def _time(t: timestamp_pb2.Timestamp) -> str:
-    if not t.seconds and not t.nanos:
-        return "never"
-    return t.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-@dataclass(frozen=True)
-class Admin:
-    """Who is signed in (from the core), and the secret their cookie holds."""
-
-    session: admin_pb2.AdminSession
-    secret: str
-
-    @property
-    def operator(self) -> bool:
-        return self.session.principal.operator
-
-    @property
-    def actor(self) -> str:
-        who = self.session.subject or f"session {self.session.id[:8]}"
-        return f"console:{'operator ' if self.operator else ''}{who}"
-
-    @property
-    def csrf(self) -> str:
-        return csrf_token(self.secret)
-
-
-class PageError(Exception):
-    """An answer rendered as a page: 401, 403, 404, ..."""
-
-    def __init__(self, status: int, title: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.title, self.message = status, title, message
-
-
-NOT_FOUND = PageError(404, "Not found", "There is no such page.")
-
-
-class Console:
-    """The collaborators every resource needs: settings, the core, the templates."""
-
-    def __init__(self, settings: Settings, make_client: Callable[[], AsyncIdentityClient]):
-        self.settings = settings
-        self._make_client = make_client
-        self._client: AsyncIdentityClient | None = None
-        self.templates = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(_HERE / "templates"),
-            autoescape=True,
-            undefined=jinja2.StrictUndefined,
-        )
-        self.templates.filters["time"] = _time
-        self.templates.filters["scope"] = lambda s: SCOPE_NAMES.get(s, "?")
-
-    # -- lifespan (falcon middleware): the channel opens in the worker's loop --------
-
-    async def process_startup(self, scope: dict[str, Any], event: dict[str, Any]) -> None:
-        self._client = self._make_client()
-
-    async def process_shutdown(self, scope: dict[str, Any], event: dict[str, Any]) -> None:
-        if self._client is not None:
-            await self._client.close()
-
-    async def process_response(
-        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, resource: Any, ok: bool
-    ) -> None:
-        for name, value in SECURITY_HEADERS.items():
-            resp.set_header(name, value)
-
-    @property
-    def core(self) -> AsyncIdentityClient:
-        assert self._client is not None, "the lifespan opens the client"
-        return self._client
-
-    # -- rendering -----------------------------------------------------------------
-
-    def render(
-        self, resp: falcon.asgi.Response, template: str, *, status: int = 200, **values: Any
-    ) -> None:
-        resp.status = status
-        resp.content_type = falcon.MEDIA_HTML
-        values.setdefault("admin", None)
-        values.setdefault("nav", "")
-        resp.text = self.templates.get_template(template).render(**values)
-
-    # -- who is signed in --------------------------------------------------------------
-
-    async def admin(self, req: falcon.asgi.Request) -> Admin:
-        secret = req.get_cookie_values(COOKIE)
-        if not secret:
-            raise PageError(401, "Signed out", _SIGNED_OUT)
-        try:
-            session = await self.core.get_admin_session(secret[0])
-        except Unauthenticated:
-            raise PageError(401, "Signed out", _SIGNED_OUT) from None
-        return Admin(session, secret[0])
-
-    async def form(self, req: falcon.asgi.Request, admin: Admin) -> dict[str, str]:
-        """The POSTed form, after its CSRF token is checked (403 without it)."""
-        try:
-            media = await req.get_media()
-        except falcon.HTTPError:
-            media = None
-        form = {k: v for k, v in (media or {}).items() if isinstance(v, str)}
-        if not hmac.compare_digest(form.get("csrf", ""), admin.csrf):
-            raise PageError(
-                403,
-                "Refused",
-                "This form was not sent by the console's own page (its CSRF token is missing "
-                "or wrong). Reload the page and try again.",
-            )
-        return form
-
-    async def tenant_of(self, admin: Admin, ref: str) -> tenants_pb2.Tenant:
-        """The tenant a URL names, when this admin may see it; else 404, the same as
-        for a tenant that does not exist (a tenant admin learns nothing of others)."""
-        principal = admin.session.principal
-        if not admin.operator and ref not in (principal.tenant_id, principal.tenant_name):
-            raise NOT_FOUND
-        try:
-            return await self.core.get_tenant(ref)
-        except NotFound:
-            raise NOT_FOUND from None
-
-    def action(self, admin: Admin, tenant: tenants_pb2.Tenant) -> Action:
-        return Action(self, admin, tenant)
-
-    def show_secret(
-        self,
-        resp: falcon.asgi.Response,
-        admin: Admin,
-        tenant: tenants_pb2.Tenant,
-        token: tenants_pb2.Token,
-        *,
-        secret: str,
-        revoked: tenants_pb2.Token | None = None,
-    ) -> None:
-        """The one answer that shows a token's secret (201, never cached)."""
-        self.render(
-            resp,
-            "secret.html",
-            status=201,
-            title="Your new token",
-            admin=admin,
-            tenant=tenant,
-            token=token,
-            secret=secret,
-            revoked=revoked,
-        )
-
-
-@dataclass
-class Action:
-    """One admin action: its request id, the call context that attributes its changes
-    to the admin (their change events carry the actor), and its record in the
-    tenant's operations history, with the same actor."""
-
-    console: Console
-    admin: Admin
-    tenant: tenants_pb2.Tenant
-    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    started: float = field(default_factory=time.perf_counter)
-
-    @property
-    def ctx(self) -> CallContext:
-        return CallContext(
-            request_id=self.request_id, actor_kind="admin", actor_id=self.admin.actor
-        )
-
-    async def record(
-        self, kind: int, resource_type: str, resource_id: str, status: int, detail: str
-    ) -> None:
-        op = history_pb2.Operation(
-            tenant_id=self.tenant.id,
-            method="POST",
-            # (the ignore below) an int where the stubs want the enum's ValueType (a NewType)
-            kind=kind,  # type: ignore[arg-type]
-            resource_type=resource_type,
-            resource_id=resource_id,
-            status=status,
-            detail=detail,
-            duration_ms=(time.perf_counter() - self.started) * 1000,
-            request_id=self.request_id,
-            actor=self.admin.actor,
-        )
-        op.time.FromDatetime(datetime.now(UTC))
-        try:
-            await self.console.core.record_operations([op])
-        except IdentityError as err:
-            # The action itself is done (and its change events carry the actor).
-            log.warning("history record of an admin action failed: %s", err.code)
-
-
-_SIGNED_OUT = (
-    "You are not signed in, or your session has ended. Sign in with a new link: your "
-    "vendor's application gives you one, or an operator runs `identityctl admin-link`."
-)
+__all__ = ["COOKIE", "create_app", "get_app"]
 
 
 # -- resources ---------------------------------------------------------------------------
@@ -352,6 +110,30 @@ class Home(_Resource):
         self.c.render(resp, "tenants.html", title="Tenants", admin=admin, tenants=tenants)
 
 
+def show_secret(
+    console: Console,
+    resp: falcon.asgi.Response,
+    admin: Admin,
+    tenant: tenants_pb2.Tenant,
+    token: tenants_pb2.Token,
+    *,
+    secret: str,
+    revoked: tenants_pb2.Token | None = None,
+) -> None:
+    """The one page that shows a token's secret (201, never cached)."""
+    console.render(
+        resp,
+        "secret.html",
+        status=201,
+        title="Your new token",
+        admin=admin,
+        tenant=tenant,
+        token=token,
+        secret=secret,
+        revoked=revoked,
+    )
+
+
 class Connector(_Resource):
     """The Connector page: SCIM base URL, connector state, tokens."""
 
@@ -386,12 +168,7 @@ class Connector(_Resource):
             limit=LIVE_TOKEN_LIMIT,
             scopes=list(SCOPES),
             error=error,
-            expiring_soon={
-                k.id
-                for k in tokens
-                if k.HasField("expires")
-                and k.expires.ToDatetime(tzinfo=UTC) - now < timedelta(days=7)
-            },
+            expiring_soon={k.id for k in tokens if connector.expiring_soon(k, now)},
         )
 
 
@@ -419,81 +196,39 @@ class ConnectorState(_Resource):
         form = await self.c.form(req, admin)
         if form.get("active") not in ("true", "false"):
             raise PageError(400, "Bad request", "Say whether the connector should be active.")
-        active = form["active"] == "true"
-        act = self.c.action(admin, t)
-        t = await self.c.core.update_tenant(t.id, active=active, ctx=act.ctx)
-        state = "activated" if active else "deactivated"
-        await act.record(H.OPERATION_KIND_UPDATE, "Tenant", t.id, 200, f"connector {state}")
+        t = await connector.set_active(self.c.action(admin, t), form["active"] == "true")
         raise falcon.HTTPSeeOther(f"/tenants/{t.name}/connector")
 
 
 class Tokens(_Resource):
     """POST: generate a token; the answer shows its secret, once."""
 
-    def __init__(self, console: Console, connector: Connector) -> None:
+    def __init__(self, console: Console, page: Connector) -> None:
         super().__init__(console)
-        self.connector = connector
+        self.connector = page
 
     async def on_post(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, tenant: str
     ) -> None:
         admin, t = await self.signed_in(req, tenant)
         form = await self.c.form(req, admin)
-        scope = SCOPES.get(form.get("scope", "full"))
-        description = form.get("description", "").strip()
-        days_text = form.get("expires_in_days", "").strip()
-        expires = None
-        if scope is None or len(description) > 256:
-            return await self.connector.page(
-                resp, admin, t, status=400, error="Choose a scope; keep descriptions short."
-            )
-        if days_text:
-            if not days_text.isdigit() or not 1 <= int(days_text) <= 3650:
-                return await self.connector.page(
-                    resp,
-                    admin,
-                    t,
-                    status=400,
-                    error="Expiry must be a whole number of days from 1 to 3650, or empty.",
-                )
-            expires = timestamp_pb2.Timestamp()
-            expires.FromDatetime(datetime.now(UTC) + timedelta(days=int(days_text)))
-        act = self.c.action(admin, t)
+        days = form.get("expires_in_days", "").strip()
         try:
-            issued = await self.c.core.issue_token(
-                t.id, description=description, scope=scope, expires=expires, ctx=act.ctx
+            if days and not days.isdigit():
+                raise Refused(400, connector.EXPIRY_MESSAGE)
+            issued = await connector.generate(
+                self.c.action(admin, t),
+                scope=form.get("scope", "full"),
+                description=form.get("description", ""),
+                expires_in_days=int(days) if days else None,
             )
-        except FailedPrecondition:
-            await act.record(
-                H.OPERATION_KIND_CREATE,
-                "Token",
-                "",
-                409,
-                "token not generated: two tokens are live",
-            )
-            return await self.connector.page(resp, admin, t, status=409, error=_LIMIT)
-        token = issued.token
-        await act.record(
-            H.OPERATION_KIND_CREATE, "Token", token.id, 201, f"token {token.prefix}… generated"
-        )
-        self.c.show_secret(resp, admin, t, token, secret=issued.secret)
-
-
-_LIMIT = (
-    f"This tenant already has {LIVE_TOKEN_LIMIT} live tokens, the most it may have. Two "
-    "let you move your IdP to a new token without a gap; to replace one, Rotate it (the "
-    "new token is issued and the old one stops at once), or Revoke one first."
-)
+        except Refused as err:
+            return await self.connector.page(resp, admin, t, status=err.status, error=err.message)
+        show_secret(self.c, resp, admin, t, issued.token, secret=issued.secret)
 
 
 class TokenAction(_Resource):
-    """GET: the confirmation of a revoke; POST .../rotate or .../revoke."""
-
-    async def _token(self, admin: Admin, t: tenants_pb2.Tenant, token_id: str) -> tenants_pb2.Token:
-        for k in await self.c.core.list_tokens(t.id):
-            if k.id == token_id:
-                return k
-        raise NOT_FOUND  # unknown, another tenant's, or no longer live
+    """GET: the confirmation of a rotate or revoke; POST .../rotate or .../revoke."""
 
     async def on_get(
         self,
@@ -506,7 +241,7 @@ class TokenAction(_Resource):
         admin, t = await self.signed_in(req, tenant)
         if action not in ("rotate", "revoke"):
             raise NOT_FOUND
-        token = await self._token(admin, t, token_id)
+        token = await connector.live_token(self.c, t, token_id)
         self.c.render(
             resp,
             "confirm_token.html",
@@ -529,24 +264,13 @@ class TokenAction(_Resource):
         if action not in ("rotate", "revoke"):
             raise NOT_FOUND
         await self.c.form(req, admin)
-        token = await self._token(admin, t, token_id)
+        token = await connector.live_token(self.c, t, token_id)
         act = self.c.action(admin, t)
         if action == "revoke":
-            await self.c.core.revoke_token(t.id, token.id, ctx=act.ctx)
-            await act.record(
-                H.OPERATION_KIND_DELETE, "Token", token.id, 200, f"token {token.prefix}… revoked"
-            )
+            await connector.revoke(act, token)
             raise falcon.HTTPSeeOther(f"/tenants/{t.name}/connector")
-        rotated = await self.c.core.rotate_token(t.id, revoke_token_id=token.id, ctx=act.ctx)
-        new = rotated.token
-        await act.record(
-            H.OPERATION_KIND_CREATE,
-            "Token",
-            new.id,
-            201,
-            f"token {token.prefix}… rotated: {new.prefix}… issued, old revoked",
-        )
-        self.c.show_secret(resp, admin, t, new, secret=rotated.secret, revoked=token)
+        rotated = await connector.rotate(act, token)
+        show_secret(self.c, resp, admin, t, rotated.token, secret=rotated.secret, revoked=token)
 
 
 # -- Roles and rules; Mappings: the tenant's policy, the core's rules ---------------------
@@ -1036,14 +760,14 @@ def create_app(settings: Settings, make_client: Callable[[], AsyncIdentityClient
     app.add_error_handler(IdentityError, unavailable)
     app.add_error_handler(PageError, page_error)
     app.add_error_handler(falcon.HTTPNotFound, not_found)
-    connector = Connector(console)
+    page = Connector(console)
     app.add_route("/healthz", Health())
     app.add_route(SIGN_IN_PATH, SignIn(console))
     app.add_route("/signout", SignOut(console))
     app.add_route("/", Home(console))
-    app.add_route("/tenants/{tenant}/connector", connector)
+    app.add_route("/tenants/{tenant}/connector", page)
     app.add_route("/tenants/{tenant}/connector/state", ConnectorState(console))
-    app.add_route("/tenants/{tenant}/tokens", Tokens(console, connector))
+    app.add_route("/tenants/{tenant}/tokens", Tokens(console, page))
     app.add_route("/tenants/{tenant}/tokens/{token_id}/{action}", TokenAction(console))
     roles = RolesAndRules(console)
     app.add_route("/tenants/{tenant}/roles", roles)
@@ -1054,7 +778,7 @@ def create_app(settings: Settings, make_client: Callable[[], AsyncIdentityClient
     app.add_route("/tenants/{tenant}/mappings", mappings)
     app.add_route("/tenants/{tenant}/mappings/edit", MappingChange(console, mappings))
     app.add_route("/tenants/{tenant}/mappings/remove", MappingRemove(console, mappings))
-    app.add_static_route("/static", str(_HERE / "static"))
+    app.add_static_route("/static", str(HERE / "static"))
     return app
 
 

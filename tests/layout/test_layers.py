@@ -6,7 +6,8 @@ schema: the attribute catalogue, which the domain applies and filters compile wi
 scim_gateway: the process (__main__, worker) > the HTTP side (app, guard, core, http, access,
 tenant, observability, tracing, resources) > scim
 (SCIM syntax) > the root's errors, settings.
-identity_admin: the process (__main__, worker) > the HTTP side (app) > the policy forms'
+identity_admin: the process (__main__, worker) > the app and its pages (app) > each
+feature's actions (connector) > what every page needs (console), the policy forms'
 translation (policy_form) > settings.
 """
 
@@ -54,7 +55,9 @@ LAYERS: dict[str, dict[str, int]] = {
     "identity_admin": {
         "__main__": 9,
         "worker": 9,
-        "app": 3,
+        "app": 4,
+        "connector": 3,
+        "console": 1,
         "policy_form": 1,
         "settings": 0,
     },

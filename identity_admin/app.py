@@ -1,7 +1,7 @@
 """The admin console's pages and the app: a Falcon ASGI app, server-rendered pages
-over the collaborators in `console.py`, the core through `AsyncIdentityClient` only.
-The console keeps no state: who is signed in is the core's; what a tenant admin may
-see is `Console.tenant_of`'s."""
+and the JSON API (`api.py`) over the same collaborators (`console.py`), the core
+through `AsyncIdentityClient` only. The console keeps no state: who is signed in is
+the core's; what a tenant admin may see is `Console.tenant_of`'s."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from scim_identity_client.errors import (
 )
 from scim_identity_client.urls import SIGN_IN_PATH, scim_urls
 
-from . import connector
+from . import api, connector
 from . import policy_form as pf
 from .connector import LIVE_TOKEN_LIMIT, Refused
 from .console import COOKIE, HERE, NOT_FOUND, SCOPES, Action, Admin, Console, PageError
@@ -745,21 +745,31 @@ def create_app(settings: Settings, make_client: Callable[[], AsyncIdentityClient
             admin=None,
         )
 
-    async def not_found(
-        req: falcon.asgi.Request, resp: falcon.asgi.Response, err: Exception, params: Any
+    async def http_error(
+        req: falcon.asgi.Request, resp: falcon.asgi.Response, err: falcon.HTTPError, params: Any
     ) -> None:
+        # Falcon's own refusals (no such path, a method a path lacks, a missing
+        # parameter): the API's JSON error under /api/, a page elsewhere.
+        resp.set_headers(err.headers or {})
+        status = err.status_code
+        if req.path.startswith("/api/"):
+            message = {
+                404: api.NOT_FOUND,
+                405: f"{req.path} does not take {req.method}.",
+            }.get(status, err.description or err.title)
+            return api.error(resp, status, message)
         console.render(
             resp,
             "message.html",
-            status=404,
-            title="Not found",
-            message=NOT_FOUND.message,
+            status=status,
+            title="Not found" if status == 404 else err.title,
+            message=NOT_FOUND.message if status == 404 else (err.description or err.title),
             admin=None,
         )
 
     app.add_error_handler(IdentityError, unavailable)
     app.add_error_handler(PageError, page_error)
-    app.add_error_handler(falcon.HTTPNotFound, not_found)
+    app.add_error_handler(falcon.HTTPError, http_error)
     page = Connector(console)
     app.add_route("/healthz", Health())
     app.add_route(SIGN_IN_PATH, SignIn(console))
@@ -779,6 +789,9 @@ def create_app(settings: Settings, make_client: Callable[[], AsyncIdentityClient
     app.add_route("/tenants/{tenant}/mappings/edit", MappingChange(console, mappings))
     app.add_route("/tenants/{tenant}/mappings/remove", MappingRemove(console, mappings))
     app.add_static_route("/static", str(HERE / "static"))
+    # The JSON API: each module's routes, declared beside the actions they share with
+    # the pages (docs/architecture.md, "Adding an API route").
+    api.Api(console, [*api.ROUTES, *connector.ROUTES]).register(app)
     return app
 
 

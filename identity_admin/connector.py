@@ -1,17 +1,30 @@
 """The connector: a tenant's SCIM URLs, its state, its API tokens. The actions here
-(checks, the core call, the history record) are what the Connector page does, kept
-apart from the page so that another front (the JSON API) does the same."""
+(checks, the core call, the history record) serve both the Connector page and the
+API routes below, so the two cannot answer differently."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from google.protobuf import timestamp_pb2
 
 from scim_identity_api.v1 import history_pb2, tenants_pb2
 from scim_identity_client.errors import FailedPrecondition
+from scim_identity_client.urls import scim_urls
 
-from .console import NOT_FOUND, SCOPES, Action, Console, PageError
+from .api import (
+    BOOLEAN,
+    STRING,
+    TIME,
+    ApiCall,
+    Reply,
+    Route,
+    array,
+    obj,
+    time_json,
+)
+from .console import NOT_FOUND, SCOPE_NAMES, SCOPES, Action, Console, PageError
 
 H = history_pb2
 #: At most this many live tokens per tenant (the core's limit, explained where it bites).
@@ -114,3 +127,187 @@ def expiring_soon(token: tenants_pb2.Token, now: datetime) -> bool:
     return token.HasField("expires") and token.expires.ToDatetime(tzinfo=UTC) - now < timedelta(
         days=7
     )
+
+
+# -- the API ----------------------------------------------------------------------------
+
+TENANT = obj(
+    {
+        "id": STRING,
+        "name": STRING,
+        "display_name": STRING,
+        "active": {"type": "boolean", "description": "The connector's state."},
+        "created": TIME,
+        "scim_urls": obj(
+            {
+                "by_name": {"type": "string", "description": "What an IdP is configured with."},
+                "by_id": STRING,
+                "by_token": STRING,
+            }
+        ),
+    }
+)
+TOKEN = obj(
+    {
+        "id": STRING,
+        "prefix": {"type": "string", "description": "The secret's first characters."},
+        "description": STRING,
+        "scope": {"enum": list(SCOPES)},
+        "created": TIME,
+        "expires": TIME,
+        "last_used": TIME,
+    }
+)
+ISSUED = obj(
+    {
+        "token": TOKEN,
+        "secret": {
+            "type": "string",
+            "description": "The bearer secret for the IdP: in this answer only, never again.",
+        },
+    }
+)
+
+
+def tenant_json(console: Console, t: tenants_pb2.Tenant) -> dict[str, Any]:
+    return {
+        "id": t.id,
+        "name": t.name,
+        "display_name": t.display_name or t.name,
+        "active": t.active,
+        "created": time_json(t.created),
+        "scim_urls": scim_urls(console.settings.scim_base_url, t.name, t.id)._asdict(),
+    }
+
+
+def token_json(k: tenants_pb2.Token) -> dict[str, Any]:
+    return {
+        "id": k.id,
+        "prefix": k.prefix,
+        "description": k.description,
+        "scope": SCOPE_NAMES.get(k.scope, "full"),
+        "created": time_json(k.created),
+        "expires": time_json(k.expires),
+        "last_used": time_json(k.last_used),
+    }
+
+
+async def list_tenants(call: ApiCall) -> list[dict[str, Any]]:
+    return [tenant_json(call.console, t) for t in await call.console.core.list_tenants()]
+
+
+async def get_tenant(call: ApiCall) -> dict[str, Any]:
+    return tenant_json(call.console, call.tenant)
+
+
+async def set_connector(call: ApiCall) -> dict[str, Any]:
+    t = await set_active(call.action(), call.body["active"])
+    return tenant_json(call.console, t)
+
+
+async def list_tokens(call: ApiCall) -> list[dict[str, Any]]:
+    return [token_json(k) for k in await call.console.core.list_tokens(call.tenant.id)]
+
+
+async def generate_token(call: ApiCall) -> dict[str, Any]:
+    issued = await generate(
+        call.action(),
+        scope=call.body.get("scope", "full"),
+        description=call.body.get("description", ""),
+        expires_in_days=call.body.get("expires_in_days"),
+    )
+    return {"token": token_json(issued.token), "secret": issued.secret}
+
+
+async def rotate_token(call: ApiCall) -> dict[str, Any]:
+    token = await live_token(call.console, call.tenant, call.params["token_id"])
+    rotated = await rotate(call.action(), token)
+    return {"token": token_json(rotated.token), "secret": rotated.secret}
+
+
+async def revoke_token(call: ApiCall) -> Reply:
+    token = await live_token(call.console, call.tenant, call.params["token_id"])
+    await revoke(call.action(), token)
+    return Reply(None, 204)
+
+
+_TOKEN_ID = {"token_id": "A live token's id."}
+
+ROUTES = (
+    Route(
+        "GET",
+        "/tenants",
+        "Every tenant",
+        list_tenants,
+        array(TENANT),
+        operator_only=True,
+        tag="tenants",
+    ),
+    Route(
+        "GET", "/tenants/{tenant}", "A tenant and its SCIM URLs", get_tenant, TENANT, tag="tenants"
+    ),
+    Route(
+        "PUT",
+        "/tenants/{tenant}/connector",
+        "Activate or deactivate the SCIM connector",
+        set_connector,
+        TENANT,
+        body=obj({"active": BOOLEAN}),
+        tag="connector",
+        description="Inactive: every SCIM request for the tenant is refused (403).",
+    ),
+    Route(
+        "GET",
+        "/tenants/{tenant}/tokens",
+        "The live API tokens",
+        list_tokens,
+        array(TOKEN),
+        tag="connector",
+    ),
+    Route(
+        "POST",
+        "/tenants/{tenant}/tokens",
+        "Generate a token",
+        generate_token,
+        ISSUED,
+        status=201,
+        body=obj(
+            {
+                "scope": {"enum": list(SCOPES), "default": "full"},
+                "description": {"type": "string", "maxLength": MAX_DESCRIPTION},
+                "expires_in_days": {
+                    "type": ["integer", "null"],
+                    "minimum": 1,
+                    "maximum": MAX_EXPIRY_DAYS,
+                    "description": "Absent or null: the token does not expire.",
+                },
+            },
+            optional=("scope", "description", "expires_in_days"),
+        ),
+        errors={409: f"The tenant has {LIVE_TOKEN_LIMIT} live tokens: rotate or revoke one."},
+        tag="connector",
+        description="The answer holds the secret, once: it is stored only as a hash.",
+    ),
+    Route(
+        "POST",
+        "/tenants/{tenant}/tokens/{token_id}/rotate",
+        "Rotate a token",
+        rotate_token,
+        ISSUED,
+        status=201,
+        path_params=_TOKEN_ID,
+        tag="connector",
+        description="Its successor (same description and scope) is issued and the old "
+        "token revoked, in one transaction; the new secret is in this answer only.",
+    ),
+    Route(
+        "DELETE",
+        "/tenants/{tenant}/tokens/{token_id}",
+        "Revoke a token",
+        revoke_token,
+        None,
+        status=204,
+        path_params=_TOKEN_ID,
+        tag="connector",
+    ),
+)

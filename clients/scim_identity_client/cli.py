@@ -483,6 +483,24 @@ def cmd_admin_link(client: IdentityClient, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_admin_session(client: IdentityClient, args: argparse.Namespace) -> int:
+    """A session made and redeemed at once: its secret is the admin API's bearer."""
+    if bool(args.tenant) == args.operator:
+        raise _Refused("name a TENANT, or give --operator for a session on every tenant")
+    link = client.create_admin_link(
+        args.tenant, operator=args.operator, subject=args.subject or ADMIN.actor_id, ctx=ADMIN
+    )
+    session = client.redeem_admin_link(link.secret, ctx=ADMIN)
+    who = "an operator (every tenant)" if args.operator else f"tenant {link.principal.tenant_name}"
+    print(
+        f"admin API bearer for {who}, until {_time(session.expires)} "
+        "(send it as 'Authorization: Bearer ...'; DELETE /api/v1/session ends it)",
+        file=sys.stderr,
+    )
+    print(session.secret)
+    return 0
+
+
 def _url_option(
     parser: argparse.ArgumentParser, flag: str, env: str, local: str, what: str
 ) -> None:
@@ -679,6 +697,18 @@ def build_parser() -> argparse.ArgumentParser:
     al.add_argument("--subject", help="who the link is for (the actor in the history)")
     _url_option(al, "--admin-url", "IDENTITY_ADMIN_URL", LOCAL_CONSOLE, "admin console")
     al.set_defaults(func=cmd_admin_link)
+
+    asn = _sub(
+        sub,
+        "admin-session",
+        "print an admin session's secret, the admin API's bearer credential, on the last line",
+    )
+    asn.add_argument(
+        "tenant", nargs="?", help="tenant name or id: a session of that tenant's admin"
+    )
+    asn.add_argument("--operator", action="store_true", help="an operator's session: every tenant")
+    asn.add_argument("--subject", help="who uses it (the actor in the history)")
+    asn.set_defaults(func=cmd_admin_session)
 
     h = _sub(sub, "history", "list SCIM operations, newest first", output=True)
     h.add_argument("tenant", help=tenant_help)

@@ -7,8 +7,9 @@ scim_gateway: the process (__main__, worker) > the HTTP side (app, guard, core, 
 tenant, observability, tracing, resources) > scim
 (SCIM syntax) > the root's errors, settings.
 identity_admin: the process (__main__, worker) > the app and its pages (app) > each
-feature's actions (connector) > what every page needs (console), the policy forms'
-translation (policy_form) > settings.
+feature's actions, API routes and pages (connector, directory) > the API's framework
+(api) > what every page and route needs (console), the policy forms' translation
+(policy_form) > settings.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ LAYERS: dict[str, dict[str, int]] = {
         "worker": 9,
         "app": 4,
         "connector": 3,
+        "directory": 3,
+        "api": 2,
         "console": 1,
         "policy_form": 1,
         "settings": 0,

@@ -5,18 +5,22 @@ secret is shown once, sessions end and expire, cookies are what they must be."""
 
 from __future__ import annotations
 
+import http.client
+import re
 import urllib.parse
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from identity_admin.app import COOKIE as CONSOLE_COOKIE
+from scim_identity_api.v1 import common_pb2, groups_pb2, policy_pb2, users_pb2
 from scim_identity_client import IdentityClient
 from scim_identity_client.types import Tenant
 from scim_identity_client.urls import admin_sign_in_url
 
 from ..support import Visitor
-from .conftest import Stack, start_console
+from .conftest import Stack, admin_session, start_console
 
 pytestmark = pytest.mark.e2e
 
@@ -272,3 +276,150 @@ def test_https_consoles_set_secure_cookies_and_refuse_plain_http_off_loopback(
     )
     assert container.secure_cookies
     assert not Settings.from_env({"ADMIN_LISTEN": "127.0.0.1:8081"}).secure_cookies
+
+
+# -- every route, enumerated from the app: pages added later are covered as they land ---
+
+#: The routes without a {tenant}, each reviewed for what a tenant admin gets from it.
+#: A new one fails `test_every_route_of_another_tenant_is_404` until it is listed here.
+NOT_TENANT_SCOPED = {
+    "/healthz": "liveness: 'ok'",
+    "/signin": "redeems a sign-in link into one's own session",
+    "/signout": "ends one's own session",
+    "/": "the operator's tenant list; a tenant admin is sent to their own tenant",
+    "/api/openapi.json": "the API's shape: no tenant, no data",
+    "/api/v1/session": "one's own session",
+    "/api/v1/tenants": "every tenant: operators only (403)",
+}
+
+
+def _samples(client: IdentityClient, t: Tenant) -> dict[str, str]:
+    """A value for each path parameter besides {tenant}, real in tenant `t`, so a
+    route answers its own tenant with something else than 404. A route with a new
+    parameter needs one here."""
+    user = client.create_user(t.id, users_pb2.User(user_name=f"someone@{t.name}.example"))
+    group = client.create_group(t.id, groups_pb2.Group(display_name="Engineering"))
+    client.update_group(t.id, group.meta.id, add_members=[user.meta.id])
+    client.create_role(t.id, "Auditor")
+    path = common_pb2.AttributePath(attribute="userName")
+    mapping = policy_pb2.AttributeMapping(field="badge", source=path)
+    client.set_policy(t.id, policy_pb2.TenantPolicy(user_mappings=[mapping]))
+    return {
+        "token_id": client.issue_token(t.id, description="sample").token.id,
+        "action": "revoke",
+        "user_id": user.meta.id,
+        "group_id": group.meta.id,
+        "role": "Auditor",
+        "mapping": "badge",
+    }
+
+
+#: The query a route needs to name what it acts on (`{name}`s from `_samples`).
+QUERIES = {
+    "/tenants/{tenant}/roles/delete": "name={role}",
+    "/tenants/{tenant}/mappings/edit": "type=user&field={mapping}",
+    "/tenants/{tenant}/mappings/remove": "type=user&field={mapping}",
+}
+
+
+def _routes() -> list[tuple[str, list[str]]]:
+    from falcon.inspect import inspect_routes
+
+    from identity_admin.app import create_app
+    from identity_admin.settings import Settings
+
+    app = create_app(Settings(), lambda: None)  # the client opens in the lifespan only
+    return [
+        (r.path, sorted(m.method for m in r.methods if not m.internal)) for r in inspect_routes(app)
+    ]
+
+
+def _fill(template: str, values: dict[str, str]) -> str:
+    query = QUERIES.get(template)
+    full = f"{template}?{query}" if query else template
+    names = re.findall(r"{([^}]+)}", full)
+    missing = [n for n in names if n not in values]
+    assert not missing, f"{template}: give {missing} a value in _samples"
+    return re.sub(r"{([^}]+)}", lambda m: urllib.parse.quote(values[m.group(1)]), full)
+
+
+def _ask(
+    base: str, method: str, path: str, *, cookie: str = "", bearer: str = "", csrf: str = ""
+) -> tuple[int, str]:
+    """One request as the page or API expects it (a form with its CSRF token; JSON
+    with the header), the body read unless it is a stream."""
+    parts = urllib.parse.urlsplit(base)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    headers = {"Cookie": f"{CONSOLE_COOKIE}={cookie}"} if cookie else {}
+    if bearer:
+        headers["Authorization"] = f"Bearer {bearer}"
+    body = None
+    if path.startswith("/api/"):
+        headers["X-CSRF-Token"] = csrf
+        if method in ("POST", "PUT", "PATCH"):
+            body, headers["Content-Type"] = "{}", "application/json"
+    elif method == "POST":
+        body = urllib.parse.urlencode({"csrf": csrf})
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        resp = conn.getresponse()
+        if resp.getheader("content-type", "").startswith("text/event-stream"):
+            return resp.status, ""
+        return resp.status, resp.read().decode()
+    finally:
+        conn.close()
+
+
+def test_every_route_of_another_tenant_is_404(
+    client: IdentityClient, tenant: Tenant, admin_of: Visitor, stack: Stack
+) -> None:
+    other = client.create_tenant(f"{tenant.name}-other")
+    mine, theirs = _samples(client, tenant), _samples(client, other)
+    csrf = admin_of.get(f"/tenants/{tenant.name}/connector").csrf()
+    bearer = admin_session(client, tenant.name)
+    routes = _routes()
+    unreviewed = [p for p, _ in routes if "{tenant}" not in p and p not in NOT_TENANT_SCOPED]
+    assert not unreviewed, f"routes without a tenant: list them in NOT_TENANT_SCOPED: {unreviewed}"
+    cookie = {"cookie": admin_of.cookie, "csrf": csrf}
+    missing = {
+        "page": _ask(stack.console_url, "GET", "/tenants/no-such-tenant/connector", **cookie),
+        "api": _ask(stack.console_url, "GET", "/api/v1/tenants/no-such-tenant", **cookie),
+    }
+    assert missing["page"][0] == missing["api"][0] == 404
+    tried = 0
+    for template, methods in routes:
+        if "{tenant}" not in template:
+            continue
+        kind = "api" if template.startswith("/api/") else "page"
+        for method in methods:
+            for ref in (other.name, other.id):
+                path = _fill(template, {**theirs, "tenant": ref})
+                who = [cookie] + ([{"bearer": bearer}] if kind == "api" else [])
+                for creds in who:
+                    status, body = _ask(stack.console_url, method, path, **creds)
+                    assert (status, body) == missing[kind], (method, path, status, body)
+                    assert other.id not in body and other.name not in body
+                    tried += 1
+    # The enumeration found the routes (pages and API) it is meant to try.
+    found = dict(routes)
+    assert found["/tenants/{tenant}/tokens/{token_id}/{action}"] == ["GET", "POST"]
+    assert found["/api/v1/tenants/{tenant}/tokens"] == ["GET", "POST"]
+    assert tried == 2 * sum(
+        len(m) * (2 if p.startswith("/api/") else 1) for p, m in routes if "{tenant}" in p
+    )
+    # Nothing of theirs changed.
+    assert client.get_tenant(other.id).active
+    assert [t.id for t in client.list_tokens(other.id)] == [theirs["token_id"]]
+    assert client.list_operations(other.id).operations == []
+    # The same reads of my own tenant are no 404: the 404s above are the boundary's.
+    for template, methods in routes:
+        if "{tenant}" in template and "GET" in methods:
+            path = _fill(template, {**mine, "tenant": tenant.name})
+            status, _ = _ask(stack.console_url, "GET", path, **cookie)
+            assert status != 404, path
+    # And the routes without a tenant show a tenant admin nothing of another's.
+    for template, methods in routes:
+        if "{tenant}" not in template and "GET" in methods:
+            status, body = _ask(stack.console_url, "GET", template, **cookie)
+            assert other.id not in body and other.name not in body, template

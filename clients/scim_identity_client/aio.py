@@ -518,6 +518,22 @@ class AsyncIdentityClient:
         req = roles_pb2.DeleteRoleRequest(tenant_id=tenant_id, name=name)
         await self._call(self._roles.DeleteRole, req, ctx)
 
+    async def list_assignments(
+        self,
+        tenant_id: str,
+        *,
+        user_id: str = "",
+        role: str = "",
+        include_grants: bool = False,
+        ctx: CallContext | None = None,
+    ) -> list[roles_pb2.Assignment]:
+        """Role assignments; with `user_id` and `include_grants`, each SCIM-managed one
+        with the rules that grant it (its provenance)."""
+        req = roles_pb2.ListAssignmentsRequest(
+            tenant_id=tenant_id, user_id=user_id, role=role, include_grants=include_grants
+        )
+        return list((await self._call(self._roles.ListAssignments, req, ctx)).assignments)
+
     async def preview_policy(
         self,
         tenant_id: str,

@@ -758,10 +758,15 @@ class IdentityClient:
         *,
         user_id: str = "",
         role: str = "",
+        include_grants: bool = False,
         ctx: CallContext | None = None,
     ) -> list[roles_pb2.Assignment]:
+        """With `user_id` and `include_grants`: each SCIM-managed assignment with the
+        rules that grant it (its provenance)."""
         tenant_id = self._tenant_id(tenant_id)
-        req = roles_pb2.ListAssignmentsRequest(tenant_id=tenant_id, user_id=user_id, role=role)
+        req = roles_pb2.ListAssignmentsRequest(
+            tenant_id=tenant_id, user_id=user_id, role=role, include_grants=include_grants
+        )
         return list(self._call(self._roles.ListAssignments, req, ctx).assignments)
 
     # -- changes and history ------------------------------------------------------

@@ -51,7 +51,7 @@ from scim_identity_api.v1.policy_pb2 import (
     TenantPolicy,
     UniqueIdentifier,
 )
-from scim_identity_api.v1.roles_pb2 import Assignment, Role
+from scim_identity_api.v1.roles_pb2 import Assignment, Role, RoleGrant, RoleGrantKind
 from scim_identity_api.v1.tenants_pb2 import (
     AuthenticateTokenResponse,
     IssueTokenResponse,
@@ -121,6 +121,8 @@ __all__ = [
     "PolicyPreview",
     "Role",
     "RoleAssignment",
+    "RoleGrant",
+    "RoleGrantKind",
     "RoleSource",
     "SchemaAttribute",
     "Sort",

@@ -14,7 +14,7 @@ The policy is stored in tenants.settings["policy"] as the message's JSON form.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -130,9 +130,9 @@ def _rules(policy: policy_pb2.TenantPolicy) -> list[_Rule]:
     return [_compile(r) for r in policy.group_role_rules]
 
 
-def roles_from_group_name(rules: Sequence[_Rule], name: str) -> set[str]:
-    out: set[str] = set()
-    for rule in rules:
+def rule_matches(rules: Sequence[_Rule], name: str) -> Iterator[tuple[int, str]]:
+    """(rule index, role) for each rule a group's displayName grants a role by."""
+    for i, rule in enumerate(rules):
         m = rule.regex.fullmatch(name)
         if m is None:
             continue
@@ -145,8 +145,7 @@ def roles_from_group_name(rules: Sequence[_Rule], name: str) -> set[str]:
                 org = org.replace("_", " ")
             if org != rule.org:
                 continue
-        out.add(role)
-    return out
+        yield i, role
 
 
 # -- attribute lookup (role rule and mappings share it) --------------------------
@@ -319,6 +318,47 @@ def check_default_role(
         )
 
 
+def role_grants(
+    session: Session,
+    tenant: TenantRow,
+    policy: policy_pb2.TenantPolicy,
+    user_id: str,
+    user: users_pb2.User | None,
+) -> dict[str, list[roles_pb2.RoleGrant]]:
+    """The SCIM-managed roles the user should hold now, each with every rule that
+    grants it (what the console shows as a role's provenance)."""
+    out: dict[str, list[roles_pb2.RoleGrant]] = {}
+    if policy.group_role_rules:
+        rules = _rules(policy)
+        groups = session.execute(
+            select(GroupRow.id, GroupRow.display_name)
+            .join(MemberRow, MemberRow.group_pk == GroupRow.pk)
+            .where(MemberRow.member_id == user_id, GroupRow.tenant_pk == tenant.pk)
+            .order_by(GroupRow.display_name, GroupRow.id)
+        ).all()
+        for group_id, name in groups:
+            for i, role in rule_matches(rules, name):
+                grant = roles_pb2.RoleGrant(
+                    kind=roles_pb2.ROLE_GRANT_KIND_GROUP,
+                    group_id=group_id,
+                    group_display_name=name,
+                    pattern=policy.group_role_rules[i].pattern,
+                )
+                out.setdefault(role, []).append(grant)
+    named = attribute_role(policy, user) if user is not None else None
+    if named:
+        grant = roles_pb2.RoleGrant(
+            kind=roles_pb2.ROLE_GRANT_KIND_ATTRIBUTE, attribute=policy.attribute_role.path
+        )
+        out.setdefault(named, []).append(grant)
+    # Panther: a user Okta sends without a pantherRole still gets a role.
+    if policy.default_role and not defined_roles(session, tenant, out):
+        out = {
+            policy.default_role: [roles_pb2.RoleGrant(kind=roles_pb2.ROLE_GRANT_KIND_DEFAULT_ROLE)]
+        }
+    return out
+
+
 def desired_roles(
     session: Session,
     tenant: TenantRow,
@@ -327,24 +367,7 @@ def desired_roles(
     user: users_pb2.User | None,
 ) -> set[str]:
     """The SCIM-managed roles the user should hold now."""
-    out: set[str] = set()
-    if policy.group_role_rules:
-        rules = _rules(policy)
-        names = session.execute(
-            select(GroupRow.display_name)
-            .join(MemberRow, MemberRow.group_pk == GroupRow.pk)
-            .where(MemberRow.member_id == user_id, GroupRow.tenant_pk == tenant.pk)
-        ).scalars()
-        for name in names:
-            out |= roles_from_group_name(rules, name)
-    if user is not None:
-        role = attribute_role(policy, user)
-        if role:
-            out.add(role)
-    # Panther: a user Okta sends without a pantherRole still gets a role.
-    if policy.default_role and not defined_roles(session, tenant, out):
-        out = {policy.default_role}
-    return out
+    return set(role_grants(session, tenant, policy, user_id, user))
 
 
 def sync_roles(

@@ -11,6 +11,7 @@ from ..context import RequestContext
 from ..errors import Conflict, InvalidValue, ManagedElsewhere, NotFound
 from ..storage import events
 from ..storage.models import AssignmentRow, RoleRow, TenantRow, UserRow, utcnow
+from . import policy
 from .convert import check_id, ts
 
 E = changes_pb2
@@ -196,6 +197,8 @@ def revoke(
 def list_assignments(
     session: Session, tenant: TenantRow, req: roles_pb2.ListAssignmentsRequest
 ) -> roles_pb2.ListAssignmentsResponse:
+    if req.include_grants and not req.user_id:
+        raise InvalidValue("include_grants needs a user_id", field="include_grants")
     stmt = (
         select(UserRow.id, RoleRow.name, AssignmentRow.source, AssignmentRow.created)
         .join(UserRow, UserRow.pk == AssignmentRow.user_pk)
@@ -207,7 +210,7 @@ def list_assignments(
         stmt = stmt.where(UserRow.id == check_id(req.user_id, "user"))
     if req.role:
         stmt = stmt.where(RoleRow.name == req.role)
-    return roles_pb2.ListAssignmentsResponse(
+    out = roles_pb2.ListAssignmentsResponse(
         assignments=[
             roles_pb2.Assignment(
                 user_id=u, role=n, source=users_pb2.RoleSource.ValueType(s), created=ts(c)
@@ -215,3 +218,24 @@ def list_assignments(
             for u, n, s, c in session.execute(stmt)
         ]
     )
+    if req.include_grants:
+        grants = _grants(session, tenant, check_id(req.user_id, "user"))
+        for a in out.assignments:
+            if a.source == users_pb2.ROLE_SOURCE_SCIM:
+                a.grants.extend(grants.get(a.role, []))
+    return out
+
+
+def _grants(
+    session: Session, tenant: TenantRow, user_id: str
+) -> dict[str, list[roles_pb2.RoleGrant]]:
+    """What grants each SCIM-managed role the user holds: the policy's own rules,
+    applied as a sync applies them (policy.role_grants), to the user as stored."""
+    body = session.execute(
+        select(UserRow.body).where(UserRow.tenant_pk == tenant.pk, UserRow.id == user_id)
+    ).scalar_one_or_none()
+    if body is None:
+        raise NotFound(f"no user with id {user_id!r} in this tenant", field="user_id")
+    pol = policy.load(session, tenant)
+    user = users_pb2.User.FromString(body)
+    return policy.role_grants(session, tenant, pol, user_id, user)

@@ -23,38 +23,43 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from scim_identity_api.v1 import common_pb2 as scim__identity__api_dot_v1_dot_common__pb2
 from scim_identity_api.v1 import users_pb2 as scim__identity__api_dot_v1_dot_users__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n scim_identity_api/v1/roles.proto\x12\x0bidentity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a scim_identity_api/v1/users.proto\"i\n\x04Role\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12+\n\x07\x63reated\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"I\n\x11\x43reateRoleRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"%\n\x10ListRolesRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\"5\n\x11ListRolesResponse\x12 \n\x05roles\x18\x01 \x03(\x0b\x32\x11.identity.v1.Role\"4\n\x11\x44\x65leteRoleRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\x14\n\x12\x44\x65leteRoleResponse\"n\n\x11\x41ssignRoleRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\'\n\x06source\x18\x04 \x01(\x0e\x32\x17.identity.v1.RoleSource\"n\n\x11RevokeRoleRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\'\n\x06source\x18\x04 \x01(\x0e\x32\x17.identity.v1.RoleSource\"J\n\x16ListAssignmentsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\"\x81\x01\n\nAssignment\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\'\n\x06source\x18\x03 \x01(\x0e\x32\x17.identity.v1.RoleSource\x12+\n\x07\x63reated\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"G\n\x17ListAssignmentsResponse\x12,\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32\x17.identity.v1.Assignment2\xd5\x03\n\x0bRoleService\x12?\n\nCreateRole\x12\x1e.identity.v1.CreateRoleRequest\x1a\x11.identity.v1.Role\x12J\n\tListRoles\x12\x1d.identity.v1.ListRolesRequest\x1a\x1e.identity.v1.ListRolesResponse\x12M\n\nDeleteRole\x12\x1e.identity.v1.DeleteRoleRequest\x1a\x1f.identity.v1.DeleteRoleResponse\x12\x45\n\nAssignRole\x12\x1e.identity.v1.AssignRoleRequest\x1a\x17.identity.v1.Assignment\x12\x45\n\nRevokeRole\x12\x1e.identity.v1.RevokeRoleRequest\x1a\x17.identity.v1.Assignment\x12\\\n\x0fListAssignments\x12#.identity.v1.ListAssignmentsRequest\x1a$.identity.v1.ListAssignmentsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n scim_identity_api/v1/roles.proto\x12\x0bidentity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!scim_identity_api/v1/common.proto\x1a scim_identity_api/v1/users.proto\"i\n\x04Role\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12+\n\x07\x63reated\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"I\n\x11\x43reateRoleRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"%\n\x10ListRolesRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\"5\n\x11ListRolesResponse\x12 \n\x05roles\x18\x01 \x03(\x0b\x32\x11.identity.v1.Role\"4\n\x11\x44\x65leteRoleRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\x14\n\x12\x44\x65leteRoleResponse\"n\n\x11\x41ssignRoleRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\'\n\x06source\x18\x04 \x01(\x0e\x32\x17.identity.v1.RoleSource\"n\n\x11RevokeRoleRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\'\n\x06source\x18\x04 \x01(\x0e\x32\x17.identity.v1.RoleSource\"b\n\x16ListAssignmentsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x16\n\x0einclude_grants\x18\x04 \x01(\x08\"\xa3\x01\n\tRoleGrant\x12(\n\x04kind\x18\x01 \x01(\x0e\x32\x1a.identity.v1.RoleGrantKind\x12\x10\n\x08group_id\x18\x02 \x01(\t\x12\x1a\n\x12group_display_name\x18\x03 \x01(\t\x12\x0f\n\x07pattern\x18\x04 \x01(\t\x12-\n\tattribute\x18\x05 \x01(\x0b\x32\x1a.identity.v1.AttributePath\"\xa9\x01\n\nAssignment\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\'\n\x06source\x18\x03 \x01(\x0e\x32\x17.identity.v1.RoleSource\x12+\n\x07\x63reated\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x06grants\x18\x05 \x03(\x0b\x32\x16.identity.v1.RoleGrant\"G\n\x17ListAssignmentsResponse\x12,\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32\x17.identity.v1.Assignment*\x8c\x01\n\rRoleGrantKind\x12\x1f\n\x1bROLE_GRANT_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15ROLE_GRANT_KIND_GROUP\x10\x01\x12\x1d\n\x19ROLE_GRANT_KIND_ATTRIBUTE\x10\x02\x12 \n\x1cROLE_GRANT_KIND_DEFAULT_ROLE\x10\x03\x32\xd5\x03\n\x0bRoleService\x12?\n\nCreateRole\x12\x1e.identity.v1.CreateRoleRequest\x1a\x11.identity.v1.Role\x12J\n\tListRoles\x12\x1d.identity.v1.ListRolesRequest\x1a\x1e.identity.v1.ListRolesResponse\x12M\n\nDeleteRole\x12\x1e.identity.v1.DeleteRoleRequest\x1a\x1f.identity.v1.DeleteRoleResponse\x12\x45\n\nAssignRole\x12\x1e.identity.v1.AssignRoleRequest\x1a\x17.identity.v1.Assignment\x12\x45\n\nRevokeRole\x12\x1e.identity.v1.RevokeRoleRequest\x1a\x17.identity.v1.Assignment\x12\\\n\x0fListAssignments\x12#.identity.v1.ListAssignmentsRequest\x1a$.identity.v1.ListAssignmentsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'scim_identity_api.v1.roles_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=116
-  _globals['_ROLE']._serialized_end=221
-  _globals['_CREATEROLEREQUEST']._serialized_start=223
-  _globals['_CREATEROLEREQUEST']._serialized_end=296
-  _globals['_LISTROLESREQUEST']._serialized_start=298
-  _globals['_LISTROLESREQUEST']._serialized_end=335
-  _globals['_LISTROLESRESPONSE']._serialized_start=337
-  _globals['_LISTROLESRESPONSE']._serialized_end=390
-  _globals['_DELETEROLEREQUEST']._serialized_start=392
-  _globals['_DELETEROLEREQUEST']._serialized_end=444
-  _globals['_DELETEROLERESPONSE']._serialized_start=446
-  _globals['_DELETEROLERESPONSE']._serialized_end=466
-  _globals['_ASSIGNROLEREQUEST']._serialized_start=468
-  _globals['_ASSIGNROLEREQUEST']._serialized_end=578
-  _globals['_REVOKEROLEREQUEST']._serialized_start=580
-  _globals['_REVOKEROLEREQUEST']._serialized_end=690
-  _globals['_LISTASSIGNMENTSREQUEST']._serialized_start=692
-  _globals['_LISTASSIGNMENTSREQUEST']._serialized_end=766
-  _globals['_ASSIGNMENT']._serialized_start=769
-  _globals['_ASSIGNMENT']._serialized_end=898
-  _globals['_LISTASSIGNMENTSRESPONSE']._serialized_start=900
-  _globals['_LISTASSIGNMENTSRESPONSE']._serialized_end=971
-  _globals['_ROLESERVICE']._serialized_start=974
-  _globals['_ROLESERVICE']._serialized_end=1443
+  _globals['_ROLEGRANTKIND']._serialized_start=1239
+  _globals['_ROLEGRANTKIND']._serialized_end=1379
+  _globals['_ROLE']._serialized_start=151
+  _globals['_ROLE']._serialized_end=256
+  _globals['_CREATEROLEREQUEST']._serialized_start=258
+  _globals['_CREATEROLEREQUEST']._serialized_end=331
+  _globals['_LISTROLESREQUEST']._serialized_start=333
+  _globals['_LISTROLESREQUEST']._serialized_end=370
+  _globals['_LISTROLESRESPONSE']._serialized_start=372
+  _globals['_LISTROLESRESPONSE']._serialized_end=425
+  _globals['_DELETEROLEREQUEST']._serialized_start=427
+  _globals['_DELETEROLEREQUEST']._serialized_end=479
+  _globals['_DELETEROLERESPONSE']._serialized_start=481
+  _globals['_DELETEROLERESPONSE']._serialized_end=501
+  _globals['_ASSIGNROLEREQUEST']._serialized_start=503
+  _globals['_ASSIGNROLEREQUEST']._serialized_end=613
+  _globals['_REVOKEROLEREQUEST']._serialized_start=615
+  _globals['_REVOKEROLEREQUEST']._serialized_end=725
+  _globals['_LISTASSIGNMENTSREQUEST']._serialized_start=727
+  _globals['_LISTASSIGNMENTSREQUEST']._serialized_end=825
+  _globals['_ROLEGRANT']._serialized_start=828
+  _globals['_ROLEGRANT']._serialized_end=991
+  _globals['_ASSIGNMENT']._serialized_start=994
+  _globals['_ASSIGNMENT']._serialized_end=1163
+  _globals['_LISTASSIGNMENTSRESPONSE']._serialized_start=1165
+  _globals['_LISTASSIGNMENTSRESPONSE']._serialized_end=1236
+  _globals['_ROLESERVICE']._serialized_start=1382
+  _globals['_ROLESERVICE']._serialized_end=1851
 # @@protoc_insertion_point(module_scope)

@@ -8,6 +8,8 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from scim_identity_api.v1 import common_pb2 as _common_pb2
 from scim_identity_api.v1 import users_pb2 as _users_pb2
 import builtins as _builtins
 import sys
@@ -19,6 +21,36 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _RoleGrantKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RoleGrantKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RoleGrantKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ROLE_GRANT_KIND_UNSPECIFIED: _RoleGrantKind.ValueType  # 0
+    ROLE_GRANT_KIND_GROUP: _RoleGrantKind.ValueType  # 1
+    """A group-name rule (TenantPolicy.group_role_rules) matched a group the user is a
+    direct member of.
+    """
+    ROLE_GRANT_KIND_ATTRIBUTE: _RoleGrantKind.ValueType  # 2
+    """The role attribute rule (TenantPolicy.attribute_role): the user's value names it."""
+    ROLE_GRANT_KIND_DEFAULT_ROLE: _RoleGrantKind.ValueType  # 3
+    """The tenant's default role (TenantPolicy.default_role): no other rule gave a role."""
+
+class RoleGrantKind(_RoleGrantKind, metaclass=_RoleGrantKindEnumTypeWrapper):
+    """Which of the tenant's role rules grants a SCIM-managed role."""
+
+ROLE_GRANT_KIND_UNSPECIFIED: RoleGrantKind.ValueType  # 0
+ROLE_GRANT_KIND_GROUP: RoleGrantKind.ValueType  # 1
+"""A group-name rule (TenantPolicy.group_role_rules) matched a group the user is a
+direct member of.
+"""
+ROLE_GRANT_KIND_ATTRIBUTE: RoleGrantKind.ValueType  # 2
+"""The role attribute rule (TenantPolicy.attribute_role): the user's value names it."""
+ROLE_GRANT_KIND_DEFAULT_ROLE: RoleGrantKind.ValueType  # 3
+"""The tenant's default role (TenantPolicy.default_role): no other rule gave a role."""
+Global___RoleGrantKind: _TypeAlias = RoleGrantKind  # noqa: Y015
 
 @_typing.final
 class Role(_message.Message):
@@ -214,25 +246,70 @@ class ListAssignmentsRequest(_message.Message):
     TENANT_ID_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
     ROLE_FIELD_NUMBER: _builtins.int
+    INCLUDE_GRANTS_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     user_id: _builtins.str
     """Empty: every user's assignments."""
     role: _builtins.str
     """Empty: every role."""
+    include_grants: _builtins.bool
+    """With user_id: each SCIM-managed assignment carries its `grants`, worked out
+    from the tenant's policy and the user's groups and attributes as they are now.
+    INVALID_ARGUMENT without user_id (one user's provenance costs one user's read).
+    """
     def __init__(
         self,
         *,
         tenant_id: _builtins.str = ...,
         user_id: _builtins.str = ...,
         role: _builtins.str = ...,
+        include_grants: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["role", b"role", "tenant_id", b"tenant_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_grants", b"include_grants", "role", b"role", "tenant_id", b"tenant_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListAssignmentsRequest: _TypeAlias = ListAssignmentsRequest  # noqa: Y015
+
+@_typing.final
+class RoleGrant(_message.Message):
+    """One reason a user holds a SCIM-managed role."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    GROUP_ID_FIELD_NUMBER: _builtins.int
+    GROUP_DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    PATTERN_FIELD_NUMBER: _builtins.int
+    ATTRIBUTE_FIELD_NUMBER: _builtins.int
+    kind: Global___RoleGrantKind.ValueType
+    group_id: _builtins.str
+    """GROUP: the group whose displayName the rule matched."""
+    group_display_name: _builtins.str
+    pattern: _builtins.str
+    """GROUP: the matching rule's pattern, e.g. "BigPanda_{org}_BPRole_{role}"."""
+    @_builtins.property
+    def attribute(self) -> _common_pb2.AttributePath:
+        """ATTRIBUTE: the attribute the rule reads, e.g. {attribute: "pantherRole"}."""
+
+    def __init__(
+        self,
+        *,
+        kind: Global___RoleGrantKind.ValueType = ...,
+        group_id: _builtins.str = ...,
+        group_display_name: _builtins.str = ...,
+        pattern: _builtins.str = ...,
+        attribute: _common_pb2.AttributePath | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attribute", b"attribute"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attribute", b"attribute", "group_display_name", b"group_display_name", "group_id", b"group_id", "kind", b"kind", "pattern", b"pattern"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoleGrant: _TypeAlias = RoleGrant  # noqa: Y015
 
 @_typing.final
 class Assignment(_message.Message):
@@ -242,11 +319,20 @@ class Assignment(_message.Message):
     ROLE_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
     CREATED_FIELD_NUMBER: _builtins.int
+    GRANTS_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     role: _builtins.str
     source: _users_pb2.RoleSource.ValueType
     @_builtins.property
     def created(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def grants(self) -> _containers.RepeatedCompositeFieldContainer[Global___RoleGrant]:
+        """Only with ListAssignmentsRequest.include_grants, for ROLE_SOURCE_SCIM: every rule
+        that grants the role now (a group's and the attribute's may both). Empty for a
+        local assignment (an admin gave it), and for a SCIM-managed one no rule grants
+        any longer (not yet re-synced).
+        """
+
     def __init__(
         self,
         *,
@@ -254,10 +340,11 @@ class Assignment(_message.Message):
         role: _builtins.str = ...,
         source: _users_pb2.RoleSource.ValueType = ...,
         created: _timestamp_pb2.Timestamp | None = ...,
+        grants: _abc.Iterable[Global___RoleGrant] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created", b"created"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "role", b"role", "source", b"source", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "grants", b"grants", "role", b"role", "source", b"source", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -26,7 +26,7 @@ from scim_identity_client.errors import (
 )
 from scim_identity_client.urls import SIGN_IN_PATH, scim_urls
 
-from . import api, connector
+from . import api, connector, directory
 from . import policy_form as pf
 from .connector import LIVE_TOKEN_LIMIT, Refused
 from .console import COOKIE, HERE, NOT_FOUND, SCOPES, Action, Admin, Console, PageError
@@ -711,6 +711,95 @@ class MappingRemove(_Resource):
         )
 
 
+# -- Directory: users and groups, a user's roles and where each comes from ---------------
+
+#: The highest start a page or the API takes (the contract's start_index is an int32).
+MAX_START = 2**31 - 1
+
+
+def _start(req: falcon.asgi.Request) -> int:
+    text = req.get_param("start") or "1"
+    if not text.isdigit() or not 1 <= int(text) <= MAX_START:
+        raise PageError(400, "Bad request", "start must be a whole number from 1.")
+    return int(text)
+
+
+class Directory(_Resource):
+    """The Directory page: the tenant's users or groups, searched, a page at a time."""
+
+    async def on_get(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, tenant: str
+    ) -> None:
+        admin, t = await self.signed_in(req, tenant)
+        show = req.get_param("show") or "users"
+        if show not in ("users", "groups"):
+            raise PageError(400, "Bad request", "Show users or groups.")
+        q = directory.check_query(req.get_param("q") or "")
+        start = _start(req)
+        if show == "users":
+            users = await directory.search_users(self.c, t, q, start)
+            total, rows = users.total_results, [directory.user_summary(u) for u in users.users]
+        else:
+            groups = await directory.search_groups(self.c, t, q, start)
+            total, rows = groups.total_results, [directory.group_summary(g) for g in groups.groups]
+        size = directory.PAGE_SIZE
+        self.c.render(
+            resp,
+            "directory.html",
+            nav="directory",
+            title=f"Directory · {t.display_name or t.name}",
+            admin=admin,
+            tenant=t,
+            show=show,
+            q=q,
+            rows=rows,
+            total=total,
+            start=start,
+            last=start + len(rows) - 1,
+            previous=max(start - size, 1) if start > 1 else None,
+            next=start + size if start + size <= total else None,
+        )
+
+
+class DirectoryUser(_Resource):
+    """A user: their details, groups and roles, each role with its provenance."""
+
+    async def on_get(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, tenant: str, user_id: str
+    ) -> None:
+        admin, t = await self.signed_in(req, tenant)
+        user = directory.user_json(await directory.user_detail(self.c, t, user_id))
+        self.c.render(
+            resp,
+            "directory_user.html",
+            nav="directory",
+            title=f"{user['user_name']} · Directory",
+            admin=admin,
+            tenant=t,
+            user=user,
+        )
+
+
+class DirectoryGroup(_Resource):
+    """A group and its first members."""
+
+    async def on_get(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, tenant: str, group_id: str
+    ) -> None:
+        admin, t = await self.signed_in(req, tenant)
+        group = directory.group_json(await directory.group_detail(self.c, t, group_id))
+        self.c.render(
+            resp,
+            "directory_group.html",
+            nav="directory",
+            title=f"{group['display_name']} · Directory",
+            admin=admin,
+            tenant=t,
+            group=group,
+            limit=directory.MEMBER_LIMIT,
+        )
+
+
 def create_app(settings: Settings, make_client: Callable[[], AsyncIdentityClient]) -> Any:
     """The ASGI app; `make_client` opens the core client when a worker's lifespan
     starts (in that worker's event loop)."""
@@ -788,10 +877,13 @@ def create_app(settings: Settings, make_client: Callable[[], AsyncIdentityClient
     app.add_route("/tenants/{tenant}/mappings", mappings)
     app.add_route("/tenants/{tenant}/mappings/edit", MappingChange(console, mappings))
     app.add_route("/tenants/{tenant}/mappings/remove", MappingRemove(console, mappings))
+    app.add_route("/tenants/{tenant}/directory", Directory(console))
+    app.add_route("/tenants/{tenant}/directory/users/{user_id}", DirectoryUser(console))
+    app.add_route("/tenants/{tenant}/directory/groups/{group_id}", DirectoryGroup(console))
     app.add_static_route("/static", str(HERE / "static"))
     # The JSON API: each module's routes, declared beside the actions they share with
     # the pages (docs/architecture.md, "Adding an API route").
-    api.Api(console, [*api.ROUTES, *connector.ROUTES]).register(app)
+    api.Api(console, [*api.ROUTES, *connector.ROUTES, *directory.ROUTES]).register(app)
     return app
 
 

@@ -83,6 +83,13 @@ def display_time(t: timestamp_pb2.Timestamp) -> str:
     return t.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def display_iso(text: str | None) -> str:
+    """An RFC 3339 time as the API writes it (`api.time_json`), as pages show times."""
+    if not text:
+        return "never"
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M UTC")
+
+
 @dataclass(frozen=True)
 class Admin:
     """Who is signed in (from the core), and the secret their cookie or bearer holds."""
@@ -128,6 +135,7 @@ class Console:
             undefined=jinja2.StrictUndefined,
         )
         self.templates.filters["time"] = display_time
+        self.templates.filters["iso_time"] = display_iso
         self.templates.filters["scope"] = lambda s: SCOPE_NAMES.get(s, "?")
 
     # -- lifespan (falcon middleware): the channel opens in the worker's loop --------

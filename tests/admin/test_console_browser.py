@@ -152,3 +152,53 @@ def test_sign_in_copy_generate_use_revoke_deactivate(
         assert [o.resource_type for o in reversed(mine)] == ["Token", "Token", "Token", "Tenant"]
     finally:
         context.close()
+
+
+def test_directory_search_and_a_users_roles_with_provenance(
+    browser: Any, stack: Stack, client: IdentityClient, tenant: Tenant, backend: str
+) -> None:
+    from playwright.sync_api import expect
+
+    from .test_directory import RULE, populate
+
+    org = populate(client, tenant)
+    shots = SHOTS / backend
+    shots.mkdir(parents=True, exist_ok=True)
+    context = browser.new_context(viewport={"width": 1366, "height": 800})
+    page = context.new_page()
+    try:
+        link = client.create_admin_link(tenant.name, subject="ada@example.com")
+        page.goto(admin_sign_in_url(stack.console_url, link.secret))
+        page.wait_for_url(f"**/tenants/{tenant.name}/connector")
+        # The tab bar's Directory tab: every user, by userName.
+        page.click("nav.tabs >> text=Directory")
+        page.wait_for_url(f"**/tenants/{tenant.name}/directory")
+        expect(page.locator("nav.tabs a[aria-current=page]")).to_have_text("Directory")
+        expect(page.locator("#users tbody tr")).to_have_count(3)
+        # Search by an email's domain, by keyboard: type, Enter.
+        page.fill("#q", "math.example")
+        page.press("#q", "Enter")
+        expect(page.locator("#users tbody tr")).to_have_count(1)
+        expect(page.locator("#count")).to_contain_text("1 of 1 users")
+        page.screenshot(path=shots / "7-directory-search.png", full_page=True)
+        # The user: Admin from the Okta-Admin group by its rule; Auditor local.
+        page.click(f"tr[data-user='{org.ada}'] a")
+        page.wait_for_selector("#roles")
+        admin_row = page.locator("tr[data-role=Admin]")
+        expect(admin_row).to_contain_text("group Okta-Admin, by the rule")
+        expect(admin_row).to_contain_text(RULE)
+        expect(page.locator("tr[data-role=Auditor]")).to_contain_text("an admin assigned it")
+        page.screenshot(path=shots / "8-directory-user-roles.png", full_page=True)
+        # The provenance links to the group, whose members link back.
+        admin_row.locator("a").click()
+        page.wait_for_selector("#members")
+        expect(page.locator("#member-count")).to_have_text("1")
+        page.screenshot(path=shots / "9-directory-group.png", full_page=True)
+        # Groups are searched on their own tab.
+        page.goto(f"{stack.console_url}/tenants/{tenant.name}/directory?show=groups")
+        page.fill("#q", "engin")
+        page.press("#q", "Enter")
+        expect(page.locator("#groups tbody tr")).to_have_count(1)
+        expect(page.locator("#groups")).to_contain_text("Engineering")
+    finally:
+        context.close()

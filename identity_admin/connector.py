@@ -15,6 +15,7 @@ from scim_identity_client.urls import scim_urls
 
 from .api import (
     BOOLEAN,
+    INTEGER,
     STRING,
     TIME,
     ApiCall,
@@ -131,6 +132,13 @@ def expiring_soon(token: tenants_pb2.Token, now: datetime) -> bool:
 
 # -- the API ----------------------------------------------------------------------------
 
+SCIM_URLS = obj(
+    {
+        "by_name": {"type": "string", "description": "What an IdP is configured with."},
+        "by_id": {"type": "string", "description": "The same, by the tenant's id."},
+        "by_token": {"type": "string", "description": "No tenant in it: the token names it."},
+    }
+)
 TENANT = obj(
     {
         "id": STRING,
@@ -138,13 +146,21 @@ TENANT = obj(
         "display_name": STRING,
         "active": {"type": "boolean", "description": "The connector's state."},
         "created": TIME,
-        "scim_urls": obj(
-            {
-                "by_name": {"type": "string", "description": "What an IdP is configured with."},
-                "by_id": STRING,
-                "by_token": STRING,
-            }
-        ),
+        "scim_urls": SCIM_URLS,
+    }
+)
+CONNECTOR = obj(
+    {
+        "active": {
+            "type": "boolean",
+            "description": "False: every SCIM request for the tenant is refused (403).",
+        },
+        "scim_urls": SCIM_URLS,
+        "live_tokens": INTEGER,
+        "live_token_limit": {
+            "type": "integer",
+            "description": "At most this many live tokens: rotate or revoke one to make another.",
+        },
     }
 )
 TOKEN = obj(
@@ -200,9 +216,22 @@ async def get_tenant(call: ApiCall) -> dict[str, Any]:
     return tenant_json(call.console, call.tenant)
 
 
+async def connector_json(console: Console, t: tenants_pb2.Tenant) -> dict[str, Any]:
+    return {
+        "active": t.active,
+        "scim_urls": scim_urls(console.settings.scim_base_url, t.name, t.id)._asdict(),
+        "live_tokens": len(await console.core.list_tokens(t.id)),
+        "live_token_limit": LIVE_TOKEN_LIMIT,
+    }
+
+
+async def get_connector(call: ApiCall) -> dict[str, Any]:
+    return await connector_json(call.console, call.tenant)
+
+
 async def set_connector(call: ApiCall) -> dict[str, Any]:
     t = await set_active(call.action(), call.body["active"])
-    return tenant_json(call.console, t)
+    return await connector_json(call.console, t)
 
 
 async def list_tokens(call: ApiCall) -> list[dict[str, Any]]:
@@ -247,11 +276,19 @@ ROUTES = (
         "GET", "/tenants/{tenant}", "A tenant and its SCIM URLs", get_tenant, TENANT, tag="tenants"
     ),
     Route(
+        "GET",
+        "/tenants/{tenant}/connector",
+        "The SCIM connector: its state, its URLs, its live tokens against the limit",
+        get_connector,
+        CONNECTOR,
+        tag="connector",
+    ),
+    Route(
         "PUT",
         "/tenants/{tenant}/connector",
         "Activate or deactivate the SCIM connector",
         set_connector,
-        TENANT,
+        CONNECTOR,
         body=obj({"active": BOOLEAN}),
         tag="connector",
         description="Inactive: every SCIM request for the tenant is refused (403).",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 from contextlib import redirect_stderr, redirect_stdout
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -63,6 +64,16 @@ def test_an_operator_bearer_from_identityctl(
         with redirect_stdout(out), redirect_stderr(err):
             code = identityctl(["--target", identity_target, "admin-session", *args])
         assert code == 1 and out.getvalue() == ""
+
+
+def test_a_bearer_expires_with_its_session(
+    client: IdentityClient, tenant: Tenant, stack: Stack, clock: list[datetime]
+) -> None:
+    api = ApiClient(stack.console_url, bearer=admin_session(client, tenant.name))
+    assert api.get(f"/api/v1/tenants/{tenant.name}/tokens").status == 200
+    clock[0] += timedelta(hours=8)
+    gone = api.get(f"/api/v1/tenants/{tenant.name}/tokens")
+    assert gone.status == 401 and "Sign in with a new link" in gone.message
 
 
 def test_no_credential_or_a_bad_one_is_401(
@@ -128,9 +139,22 @@ def test_tokens_and_connector_by_bearer(
     assert scim_status(scim_url, rotated.json["secret"]) == 401
     again = operator_api.request("DELETE", f"{base}/tokens/{new['id']}")
     assert again.status == 404  # no longer live
-    # The connector: off (403 at the gateway), then on.
+    # The connector: its state and URLs, the tokens against the limit; off (403 at
+    # the gateway), then on.
+    state = operator_api.get(f"{base}/connector")
+    assert state.status == 200 and state.json == {
+        "active": True,
+        "scim_urls": {
+            "by_name": scim_url,
+            "by_id": f"{stack.gateway_url}/scim/v2/{tenant.id}",
+            "by_token": f"{stack.gateway_url}/scim/v2",
+        },
+        "live_tokens": 1,
+        "live_token_limit": 2,
+    }
     off = operator_api.request("PUT", f"{base}/connector", {"active": False})
     assert off.status == 200 and off.json["active"] is False
+    assert operator_api.get(f"{base}/connector").json["active"] is False
     assert scim_status(scim_url, second.json["secret"]) == 403
     on = operator_api.request("PUT", f"{base}/connector", {"active": True})
     assert on.status == 200 and on.json["active"] is True

@@ -420,6 +420,8 @@ async def _body(req: falcon.asgi.Request, check: jsonschema.Draft202012Validator
         )
     except (UnicodeDecodeError, ValueError) as exc:
         raise ApiError(400, f"the body is not JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "the body nests too deeply") from None
     err = jsonschema.exceptions.best_match(check.iter_errors(body))
     if err is not None:
         raise ApiError(422, _validation_message(err))

@@ -266,6 +266,8 @@ def test_bad_input_is_a_4xx_and_changes_nothing(
         (b'{"description": "' + b"x" * 257 + b'"}', "application/json", 422, "description"),
         (b'{"owner": "me"}', "application/json", 422, "owner"),
         (b'{"x": "' + b"x" * 70000 + b'"}', "application/json", 413, "larger"),
+        (b"[" * 60000 + b"]" * 60000, "application/json", 413, "larger"),
+        (b'{"description": ' + b"[" * 20000 + b"]" * 20000 + b"}", "application/json", 400, "deep"),
     ):
         answer = operator_api.request(
             "POST", f"{base}/tokens", raw=raw, headers={"Content-Type": content_type}

@@ -155,6 +155,8 @@ def test_the_directory_pages_through_many(
     second = admin_of.get(nxt.group(1).replace("&amp;", "&"))
     assert _names(second.body) == [f"user{i:02d}@acme.example" for i in range(25, 30)]
     assert "26\u201330 of 30 users" in second.body and 'rel="next"' not in second.body
+    past = admin_of.get(f"{base}?start=31")
+    assert past.status == 200 and "past the last of 30 users" in past.body
     # The API pages the same way, with the caller's count.
     api = ApiClient(stack.console_url, bearer=admin_session(client, tenant.name))
     page = api.get(f"/api/v1/tenants/{tenant.name}/users?q=user1&count=4&start_index=3")

@@ -18,18 +18,14 @@ import falcon.asgi
 from scim_identity_api.v1 import history_pb2, policy_pb2, tenants_pb2
 from scim_identity_client import AsyncIdentityClient, IdentityError
 from scim_identity_client.errors import (
-    AlreadyExists,
-    InvalidArgument,
-    NotFound,
     Unauthenticated,
-    VersionMismatch,
 )
 from scim_identity_client.urls import SIGN_IN_PATH, scim_urls
 
-from . import api, connector, directory
+from . import api, connector, directory, rules
 from . import policy_form as pf
 from .connector import LIVE_TOKEN_LIMIT, Refused
-from .console import COOKIE, HERE, NOT_FOUND, SCOPES, Action, Admin, Console, PageError
+from .console import COOKIE, HERE, NOT_FOUND, SCOPES, Admin, Console, PageError
 from .settings import Settings
 
 log = logging.getLogger("identity_admin")
@@ -273,7 +269,7 @@ class TokenAction(_Resource):
         show_secret(self.c, resp, admin, t, rotated.token, secret=rotated.secret, revoked=token)
 
 
-# -- Roles and rules; Mappings: the tenant's policy, the core's rules ---------------------
+# -- Roles and rules; Mappings: the tenant's policy, the core's rules (rules.py) ----------
 
 _STALE_PAGE = (
     "Someone changed this tenant's policy since you opened this page. Nothing was saved: "
@@ -283,27 +279,19 @@ _STALE_EDITS = (
     "Someone changed this tenant's policy since you opened this page. Nothing was "
     "previewed: your edits are below, over the policy as it is now; preview them again."
 )
+_STALE_PREVIEW = (
+    "This tenant's users, groups or policy changed since your preview, so saving would "
+    "no longer do what it showed. Nothing was saved: here is what saving these rules "
+    "does now."
+)
 
 
-class _PolicyPage(_Resource):
-    """A page that edits the tenant's policy: every change is previewed by the core
-    and saved with that preview's digest, so exactly what was checked is applied."""
-
-    def fresh(self, form: dict[str, str], current: policy_pb2.TenantPolicy) -> bool:
-        """Whether the form was made from the policy stored now."""
-        return hmac.compare_digest(form.get("version", ""), pf.version(current))
-
-    async def save(self, act: Action, new: policy_pb2.TenantPolicy) -> policy_pb2.PolicyPreview:
-        """`new`, saved only if it does what the core's preview of it says (a mapping
-        change moves no role; a concurrent change is refused, VersionMismatch)."""
-        preview = await self.c.core.preview_policy(act.tenant.id, new, ctx=act.ctx)
-        await self.c.core.set_policy(
-            act.tenant.id, new, expected_digest=preview.digest, ctx=act.ctx
-        )
-        return preview
+def _fresh(form: dict[str, str], current: policy_pb2.TenantPolicy) -> bool:
+    """Whether a policy form was made from the policy stored now."""
+    return hmac.compare_digest(form.get("version", ""), pf.version(current))
 
 
-class RolesAndRules(_PolicyPage):
+class RolesAndRules(_Resource):
     """The Roles and rules page: the tenant's roles; the policy's rules, edited, then
     previewed by the core (who gains or loses which role), then saved as previewed."""
 
@@ -360,50 +348,37 @@ class RolesAndRules(_PolicyPage):
         """Create a role."""
         admin, t = await self.signed_in(req, tenant)
         form = await self.c.form(req, admin)
-        name = form.get("name", "").strip()
-        act = self.c.action(admin, t)
         try:
-            await self.c.core.create_role(
-                t.id, name, description=form.get("description", "").strip(), ctx=act.ctx
+            await rules.define_role(
+                self.c.action(admin, t), form.get("name", ""), form.get("description", "")
             )
-        except (InvalidArgument, AlreadyExists) as err:
-            status = 409 if isinstance(err, AlreadyExists) else 400
-            await act.record(H.OPERATION_KIND_CREATE, "Role", name[:64], status, err.message)
+        except Refused as err:
             current = await self.c.core.get_policy(t.id)
             return await self.page(
-                resp, admin, t, current, current, status=status, error=err.message
+                resp, admin, t, current, current, status=err.status, error=err.message
             )
-        await act.record(H.OPERATION_KIND_CREATE, "Role", name[:64], 201, f"role {name} created")
         raise falcon.HTTPSeeOther(f"/tenants/{t.name}/roles")
 
 
 class RoleDelete(_Resource):
-    """GET: the confirmation; POST: delete the role (its assignments go with it)."""
-
-    async def _role(self, t: tenants_pb2.Tenant, name: str) -> str:
-        if name not in {r.name for r in await self.c.core.list_roles(t.id)}:
-            raise NOT_FOUND
-        return name
+    """GET: the confirmation (?name=); POST: delete the role."""
 
     async def on_get(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, tenant: str
     ) -> None:
         admin, t = await self.signed_in(req, tenant)
-        name = await self._role(t, req.get_param("name") or "")
-        self.c.render(resp, "confirm_role.html", title="Confirm", admin=admin, tenant=t, role=name)
+        role = await rules.role_named(self.c, t.id, req.get_param("name") or "")
+        self.c.render(
+            resp, "confirm_role.html", title="Confirm", admin=admin, tenant=t, role=role.name
+        )
 
     async def on_post(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, tenant: str
     ) -> None:
         admin, t = await self.signed_in(req, tenant)
         form = await self.c.form(req, admin)
-        name = await self._role(t, form.get("name", ""))
-        act = self.c.action(admin, t)
-        try:
-            await self.c.core.delete_role(t.id, name, ctx=act.ctx)
-        except NotFound:
-            raise NOT_FOUND from None  # deleted meanwhile
-        await act.record(H.OPERATION_KIND_DELETE, "Role", name[:64], 200, f"role {name} deleted")
+        role = await rules.role_named(self.c, t.id, form.get("name", ""))
+        await rules.remove_role(self.c.action(admin, t), role)
         raise falcon.HTTPSeeOther(f"/tenants/{t.name}/roles")
 
 
@@ -427,21 +402,15 @@ class RulesPreview(_Resource):
             return await self.roles.page(
                 resp, admin, t, current, current, status=400, error=str(err)
             )
-        if not self.roles.fresh(form, current):
+        if not _fresh(form, current):
             return await self.roles.page(
-                resp,
-                admin,
-                t,
-                new,
-                current,
-                status=409,
-                error=_STALE_EDITS,
+                resp, admin, t, new, current, status=409, error=_STALE_EDITS
             )
         try:
-            preview = await self.c.core.preview_policy(t.id, new)
-        except InvalidArgument as err:
+            preview = await rules.preview(self.c, t.id, new)
+        except Refused as err:
             return await self.roles.page(
-                resp, admin, t, new, current, status=400, error=err.message
+                resp, admin, t, new, current, status=err.status, error=err.message
             )
         await self.roles.page(resp, admin, t, new, current, preview=preview)
 
@@ -469,44 +438,26 @@ class Rules(_Resource):
             return await self.roles.page(
                 resp, admin, t, current, current, status=400, error=str(err)
             )
-        act = self.c.action(admin, t)
         try:
-            await self.c.core.set_policy(t.id, new, expected_digest=digest, ctx=act.ctx)
-        except InvalidArgument as err:
-            await act.record(H.OPERATION_KIND_UPDATE, "Policy", t.id, 400, err.message)
-            return await self.roles.page(
-                resp, admin, t, new, current, status=400, error=err.message
-            )
-        except VersionMismatch:
-            await act.record(
-                H.OPERATION_KIND_UPDATE, "Policy", t.id, 409, "rules not saved: stale preview"
-            )
+            await rules.save(self.c.action(admin, t), current, new, digest)
+        except rules.Stale:
             try:
-                preview = await self.c.core.preview_policy(t.id, new)
-            except InvalidArgument as err:
+                preview = await rules.preview(self.c, t.id, new)
+            except Refused as err:
                 return await self.roles.page(
                     resp, admin, t, new, current, status=409, error=err.message
                 )
             return await self.roles.page(
-                resp,
-                admin,
-                t,
-                new,
-                current,
-                status=409,
-                preview=preview,
-                error=(
-                    "This tenant's users, groups or policy changed since your preview, so "
-                    "saving would no longer do what it showed. Nothing was saved: here is "
-                    "what saving these rules does now."
-                ),
+                resp, admin, t, new, current, status=409, preview=preview, error=_STALE_PREVIEW
             )
-        changed = pf.changed_rules(current, new)
-        await act.record(H.OPERATION_KIND_UPDATE, "Policy", t.id, 200, f"rules saved: {changed}")
+        except Refused as err:
+            return await self.roles.page(
+                resp, admin, t, new, current, status=err.status, error=err.message
+            )
         raise falcon.HTTPSeeOther(f"/tenants/{t.name}/roles?saved=1")
 
 
-class Mappings(_PolicyPage):
+class Mappings(_Resource):
     """The Mappings page (Big ACL's Mappings tab): user and group attribute mappings,
     added, changed and removed one at a time, each checked by the core."""
 
@@ -594,32 +545,27 @@ class Mappings(_PolicyPage):
         done: str,
         editing: tuple[str, policy_pb2.AttributeMapping] | None = None,
     ) -> None:
-        if not self.fresh(form, current):
+        """`new` saved (one mapping added, changed or removed from `current`), then
+        back to the page; else the page again with the reason and the admin's input."""
+        if not _fresh(form, current):
             return await self.page(resp, admin, t, current, status=409, error=_STALE_PAGE)
-        act = self.c.action(admin, t)
         try:
-            await self.save(act, new)
-        except InvalidArgument as err:
-            await act.record(H.OPERATION_KIND_UPDATE, "Policy", t.id, 400, err.message)
-            return await self.page(
-                resp, admin, t, current, status=400, error=err.message, form=form, editing=editing
-            )
-        except VersionMismatch:
-            await act.record(H.OPERATION_KIND_UPDATE, "Policy", t.id, 409, f"not saved: {done}")
+            await rules.change(self.c.action(admin, t), current, new, done)
+        except rules.Stale:
             latest = await self.c.core.get_policy(t.id)
             return await self.page(resp, admin, t, latest, status=409, error=_STALE_PAGE)
-        await act.record(H.OPERATION_KIND_UPDATE, "Policy", t.id, 200, done)
+        except Refused as err:
+            return await self.page(
+                resp,
+                admin,
+                t,
+                current,
+                status=err.status,
+                error=err.message,
+                form=form,
+                editing=editing,
+            )
         raise falcon.HTTPSeeOther(f"/tenants/{t.name}/mappings")
-
-    def named(
-        self, current: policy_pb2.TenantPolicy, kind: str, field: str
-    ) -> policy_pb2.AttributeMapping:
-        """The mapping of `field` among the `kind` ("user", "group") mappings; 404 when
-        there is none (removed meanwhile, or never)."""
-        found = next((m for m in pf.mappings_of(current, kind) or [] if m.field == field), None)
-        if found is None:
-            raise NOT_FOUND
-        return found
 
 
 class MappingChange(_Resource):
@@ -636,7 +582,7 @@ class MappingChange(_Resource):
         admin, t = await self.signed_in(req, tenant)
         current = await self.c.core.get_policy(t.id)
         kind = req.get_param("type") or ""
-        mapping = self.mappings.named(current, kind, req.get_param("field") or "")
+        mapping = rules.mapping_named(current, kind, req.get_param("field") or "")
         await self.mappings.page(resp, admin, t, current, editing=(kind, mapping))
 
     async def on_post(
@@ -645,7 +591,7 @@ class MappingChange(_Resource):
         admin, t = await self.signed_in(req, tenant)
         form = await self.c.form(req, admin)
         current = await self.c.core.get_policy(t.id)
-        was = self.mappings.named(current, form.get("type", ""), form.get("was", ""))
+        was = rules.mapping_named(current, form.get("type", ""), form.get("was", ""))
         try:
             kind, mapping = pf.mapping_from_form(form)
         except pf.FormError as err:
@@ -678,7 +624,7 @@ class MappingRemove(_Resource):
         admin, t = await self.signed_in(req, tenant)
         current = await self.c.core.get_policy(t.id)
         kind = req.get_param("type") or ""
-        mapping = self.mappings.named(current, kind, req.get_param("field") or "")
+        mapping = rules.mapping_named(current, kind, req.get_param("field") or "")
         self.c.render(
             resp,
             "confirm_mapping.html",
@@ -698,7 +644,7 @@ class MappingRemove(_Resource):
         form = await self.c.form(req, admin)
         current = await self.c.core.get_policy(t.id)
         kind = form.get("type", "")
-        mapping = self.mappings.named(current, kind, form.get("field", ""))
+        mapping = rules.mapping_named(current, kind, form.get("field", ""))
         new = pf.with_mapping(current, kind, None, replacing=mapping.field)
         await self.mappings.apply(
             resp,
@@ -883,7 +829,8 @@ def create_app(settings: Settings, make_client: Callable[[], AsyncIdentityClient
     app.add_static_route("/static", str(HERE / "static"))
     # The JSON API: each module's routes, declared beside the actions they share with
     # the pages (docs/architecture.md, "Adding an API route").
-    api.Api(console, [*api.ROUTES, *connector.ROUTES, *directory.ROUTES]).register(app)
+    routes = [*api.ROUTES, *connector.ROUTES, *directory.ROUTES, *rules.ROUTES]
+    api.Api(console, routes).register(app)
     return app
 
 

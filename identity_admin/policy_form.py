@@ -182,22 +182,12 @@ def rules_view(policy: policy_pb2.TenantPolicy) -> dict[str, object]:
     return {"rows": rows, "values": values}
 
 
-def changed_rules(old: policy_pb2.TenantPolicy, new: policy_pb2.TenantPolicy) -> str:
-    """A line for the history: which parts of the rules changed."""
+def changed_parts(old: policy_pb2.TenantPolicy, new: policy_pb2.TenantPolicy) -> str:
+    """A line for the history: which parts of the policy changed."""
     names = [
-        name
-        for name in (
-            "group_role_rules",
-            "attribute_role",
-            "on_last_scim_role_removed",
-            "on_scim_delete",
-            "unique_identifier",
-            "local_edits",
-            "unknown_members",
-            "default_role",
-            *SWITCHES,
-        )
-        if getattr(old, name) != getattr(new, name)
+        f.name
+        for f in policy_pb2.TenantPolicy.DESCRIPTOR.fields
+        if getattr(old, f.name) != getattr(new, f.name)
     ]
     return ", ".join(names) or "nothing"
 

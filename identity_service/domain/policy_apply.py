@@ -158,9 +158,9 @@ def _digest(
 
 def _change(
     session: Session, tenant: TenantRow, new: policy_pb2.TenantPolicy, ctx: RequestContext
-) -> tuple[int, str, list[policy_pb2.PolicyEffect]]:
+) -> tuple[int, policy_pb2.TenantPolicy, str, list[policy_pb2.PolicyEffect]]:
     """Applies `new` (in the caller's transaction) and says what it did: the revision
-    it started from, the change's digest and its effects."""
+    it started from, the policy it replaced, the change's digest and its effects."""
     # The tenant's row lock first, so no other write lands between here and the
     # events read back (PostgreSQL; SQLite has one writer at a time).
     start = session.execute(
@@ -170,7 +170,7 @@ def _change(
     old.CopyFrom(policy.load(session, tenant))
     apply_policy(session, tenant, new, ctx)
     effects = _effects(session, tenant, start)
-    return start, _digest(old, new, effects), effects
+    return start, old, _digest(old, new, effects), effects
 
 
 def preview_policy(
@@ -180,11 +180,15 @@ def preview_policy(
     ctx: RequestContext,
 ) -> policy_pb2.PolicyPreview:
     """What SetPolicy would do now. The caller rolls the transaction back."""
-    start, digest, effects = _change(session, tenant, request.policy, ctx)
+    start, old, digest, effects = _change(session, tenant, request.policy, ctx)
     limit = request.max_effects if request.max_effects > 0 else PREVIEW_EFFECTS
     limit = min(limit, MAX_PREVIEW_EFFECTS)
     return policy_pb2.PolicyPreview(
-        effects=effects[:limit], effect_count=len(effects), digest=digest, revision=start
+        effects=effects[:limit],
+        effect_count=len(effects),
+        digest=digest,
+        revision=start,
+        current=old,
     )
 
 
@@ -196,7 +200,7 @@ def set_policy(
 ) -> policy_pb2.TenantPolicy:
     if not request.expected_digest:
         return apply_policy(session, tenant, request.policy, ctx)
-    _, digest, _ = _change(session, tenant, request.policy, ctx)
+    _, _, digest, _ = _change(session, tenant, request.policy, ctx)
     if digest != request.expected_digest:
         # Raised inside the transaction: everything above rolls back.
         raise VersionMismatch(

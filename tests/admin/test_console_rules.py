@@ -126,7 +126,7 @@ def test_rules_are_previewed_then_saved_exactly_as_previewed(
     assert 'name="rule-1-pattern" value=""' in saved.body
     ops = [o for o in client.list_operations(tenant.id).operations if o.resource_type == "Policy"]
     assert [(o.status, o.actor) for o in reversed(ops)] == [(409, ACTOR), (200, ACTOR)]
-    assert ops[0].detail == "rules saved: group_role_rules"
+    assert ops[0].detail == "policy saved: group_role_rules"
 
 
 def test_an_unusable_policy_is_refused_with_the_cores_reason_and_nothing_changes(

@@ -67,7 +67,7 @@ def test_rules_are_removed_and_added_a_row_at_a_time() -> None:
     form |= {"rule-0-remove": "on", "rule-2-pattern": "New_{role}", "rule-2-org": ""}
     back = pf.rules_from_form(form, TenantPolicy())
     assert [r.pattern for r in back.group_role_rules] == ["Role-{role}", "New_{role}"]
-    assert pf.changed_rules(FULL, back) == "group_role_rules"
+    assert pf.changed_parts(FULL, back) == "group_role_rules"
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ scim_gateway: the process (__main__, worker) > the HTTP side (app, guard, core, 
 tenant, observability, tracing, resources) > scim
 (SCIM syntax) > the root's errors, settings.
 identity_admin: the process (__main__, worker) > the app and its pages (app) > each
-feature's actions, API routes and pages (connector, directory) > the API's framework
+feature's actions, API routes and pages (connector, directory, rules) > the API's framework
 (api) > what every page and route needs (console), the policy forms' translation
 (policy_form) > settings.
 """
@@ -58,6 +58,7 @@ LAYERS: dict[str, dict[str, int]] = {
         "worker": 9,
         "app": 4,
         "connector": 3,
+        "rules": 3,
         "directory": 3,
         "api": 2,
         "console": 1,

@@ -80,6 +80,7 @@ def test_the_preview_names_each_change_writes_nothing_and_saving_applies_it(
         ("bob", ["Viewer"], [], False, False),
     ]
     assert preview.effect_count == 2 and preview.revision == revision
+    assert preview.current == TenantPolicy()  # what it would replace
     assert len(preview.digest) == 64
     # Nothing was written: no revision, no policy, no role.
     assert client.get_revision(tenant.id).revision == revision
@@ -100,6 +101,7 @@ def test_the_preview_names_each_change_writes_nothing_and_saving_applies_it(
         on_last_scim_role_removed=LastRoleAction.LAST_ROLE_ACTION_DEACTIVATE,
     )
     preview = client.preview_policy(tenant.id, other)
+    assert preview.current == policy
     assert effects(preview) == [
         ("ada", [], ["Admin"], True, False),
         ("bob", [], ["Viewer"], True, False),

@@ -530,6 +530,7 @@ class PolicyPreview(_message.Message):
     EFFECT_COUNT_FIELD_NUMBER: _builtins.int
     DIGEST_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
+    CURRENT_FIELD_NUMBER: _builtins.int
     effect_count: _builtins.int
     """How many users would change, all told."""
     digest: _builtins.str
@@ -542,6 +543,13 @@ class PolicyPreview(_message.Message):
     def effects(self) -> _containers.RepeatedCompositeFieldContainer[Global___PolicyEffect]:
         """By userName, then id; at most PreviewPolicyRequest.max_effects."""
 
+    @_builtins.property
+    def current(self) -> Global___TenantPolicy:
+        """The stored policy the preview replaced (the digest covers it): a caller that
+        built the new policy from one it read can tell whether another change came in
+        between, before saving over it.
+        """
+
     def __init__(
         self,
         *,
@@ -549,10 +557,11 @@ class PolicyPreview(_message.Message):
         effect_count: _builtins.int = ...,
         digest: _builtins.str = ...,
         revision: _builtins.int = ...,
+        current: Global___TenantPolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["current", b"current"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["digest", b"digest", "effect_count", b"effect_count", "effects", b"effects", "revision", b"revision"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current", b"current", "digest", b"digest", "effect_count", b"effect_count", "effects", b"effects", "revision", b"revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -558,6 +558,12 @@ class StreamHub:
         loop = self._loop
         if loop is None or self.closed:
             return
+        feeds = self._feeds
+        if not any(tenant_id in feeds for tenant_id in written):
+            # Nobody follows these tenants here: no wake-up of the loop (a write's
+            # commit would otherwise cost one). A feed that starts after this check
+            # reads the log once before it waits (`_join`), so it misses nothing.
+            return
         with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
             loop.call_soon_threadsafe(self._notify_many, written)
 

@@ -30,7 +30,7 @@ from scim_identity_client import (
 )
 from scim_identity_client.types import EventType, Group, Member, Name, Tenant
 
-from .conftest import FAST_RECONNECT, Collector, new_user, wait_until
+from .conftest import FAST_RECONNECT, SMALL_POOL, Collector, new_user, wait_until
 
 E = EventType
 Factory = Callable[..., tuple[IdentityService, str]]
@@ -243,6 +243,23 @@ def test_subscribers_of_a_tenant_share_one_reader(
                 col.close()
         # The last subscriber leaving stops the tenant's reader.
         wait_until(lambda: not service.streams._feeds, 5, "feed dropped")
+
+
+def test_a_commit_wakes_its_tenants_feed_and_the_poll_is_only_a_safety_net(
+    service_factory: Factory, tenant: Tenant
+) -> None:
+    # With the poll an hour apart, only a commit's own wake-up (or, on PostgreSQL,
+    # its NOTIFY) can deliver: each write's event must reach the live stream.
+    service, target = service_factory(watch_poll_interval_ms=3_600_000, db_pool_size=SMALL_POOL)
+    with IdentityClient(target) as c:
+        col = Collector(c.watch(tenant.id, since=c.get_revision(tenant.id).revision))
+        try:
+            wait_until(lambda: tenant.id in service.streams._feeds, 10, "the tenant's feed")
+            for i in range(3):
+                c.create_user(tenant.id, new_user(i))
+                col.wait_revision(c.get_revision(tenant.id).revision, timeout=30)
+        finally:
+            col.close()
 
 
 def test_slow_subscriber_is_disconnected_without_slowing_others(

@@ -27,7 +27,7 @@ from ..errors import (
 )
 from ..storage import events
 from ..storage.db import Reader
-from ..storage.models import TenantRow, TokenRow, detached, utcnow
+from ..storage.models import TenantRow, TokenRow, detached, table, utcnow
 from ..storage.prepared import Prepared
 from .convert import check_id, new_id, ts
 
@@ -432,11 +432,12 @@ def authenticate(
     )
 
 
+_tokens = table(TokenRow)
 _TOUCH = (
-    sql_update(TokenRow)
+    sql_update(_tokens)
     .where(
-        TokenRow.id == bindparam("token_id"),
-        or_(TokenRow.last_used.is_(None), TokenRow.last_used < bindparam("used")),
+        _tokens.c.id == bindparam("token_id"),
+        or_(_tokens.c.last_used.is_(None), _tokens.c.last_used < bindparam("used")),
     )
     .values(last_used=bindparam("used"))
 )

@@ -104,9 +104,14 @@ _NAME_TAKEN = Prepared(
 )
 _INSERT_USER = insert(table(UserRow)).returning(UserRow.pk)
 #: SET comes from the execute's parameters; `row_pk` names the row.
-_UPDATE_USER = update(table(UserRow)).where(UserRow.pk == bindparam("row_pk"))
+#: (Core columns in the WHERE, not the model's attributes: an ORM attribute makes
+#: the statement ORM-enabled, and the ORM's bulk-update layer costs more than the
+#: statement; tests/layout/test_plain_dml.py checks they stay plain.)
+_UPDATE_USER = update(table(UserRow)).where(table(UserRow).c.pk == bindparam("row_pk"))
 _INSERT_VALUES = insert(table(UserValueRow))
-_DELETE_VALUES = delete(table(UserValueRow)).where(UserValueRow.user_pk == bindparam("user_pk"))
+_DELETE_VALUES = delete(table(UserValueRow)).where(
+    table(UserValueRow).c.user_pk == bindparam("user_pk")
+)
 # Built once (reads run them on every call): the groups and roles of a page of users.
 _GROUPS_OF = (
     select(MemberRow.member_id, GroupRow.id, GroupRow.display_name)

@@ -7,7 +7,7 @@ bearer check, the tenant, a user by id or by an indexed attribute, a user's
 groups and roles) are compiled once per dialect to SQL text and run on the
 session's own DBAPI connection, inside its transaction. Results go through the
 same result processors SQLAlchemy would apply (UTC datetimes, booleans, JSON),
-so they equal what `session.execute` returns; tests/core/test_prepared.py checks
+so they equal what `session.execute` returns; tests/core/test_bearer_calls.py checks
 that on both databases.
 
 Only plain bound parameters (`bindparam("name")`), no expanding IN lists.

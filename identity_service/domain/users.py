@@ -63,6 +63,9 @@ MULTI_VALUED = {
     "roles": "roles",
     "x509_certificates": "x509Certificates",
 }
+#: The attributes stored as `user_values` rows too (`_value_rows`), as
+#: changed_attributes names them: a write that changes none keeps the rows.
+VALUE_ATTRIBUTES = frozenset({*MULTI_VALUED.values(), "addresses"})
 READ_ONLY = ("meta", "tenant_id", "groups", "role_assignments", "managed_by", "mapped")
 USER_FIELDS = users_pb2.User.DESCRIPTOR.fields
 #: Indexed string attributes: longer values are refused rather than truncated.
@@ -791,10 +794,11 @@ def _replace_row(
         )
     except IntegrityError:
         raise _uniqueness(new.user_name) from None
-    session.execute(_DELETE_VALUES, {"user_pk": row.pk})
-    values = _value_rows(new, row.pk, tenant.pk)
-    if values:
-        session.execute(_INSERT_VALUES, values)
+    if not VALUE_ATTRIBUTES.isdisjoint(changed):
+        session.execute(_DELETE_VALUES, {"user_pk": row.pk})
+        values = _value_rows(new, row.pk, tenant.pk)
+        if values:
+            session.execute(_INSERT_VALUES, values)
     role_events: list[changes_pb2.ChangeEvent] = []
     lost_last = False
     if policy.has_role_rules(pol):

@@ -764,6 +764,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     try:
         with client:
+            # One command, one connection: ride out a connection attempt that fails
+            # (a service still starting, a TLS handshake cut short on a loaded host)
+            # as gRPC retries it, for up to --timeout; then "cannot reach".
+            client.wait_ready(args.timeout)
             return func(client, args)
     except Unavailable as exc:
         print(

@@ -4,6 +4,7 @@ health, and `identityctl` as a person would use it."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
 import uuid
@@ -60,6 +61,44 @@ def test_identityctl_unreachable_service() -> None:
     r = ctl(f"127.0.0.1:{free_port()}", "--timeout", "1", "tenant", "list")
     assert r.returncode == 1
     assert "cannot reach the identity service" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_identityctl_reaches_a_service_that_starts_after_it(tmp_path: Path) -> None:
+    # The command's first connection is cut short (as a TLS handshake is on a loaded
+    # host, or a service not yet listening refuses it); the service comes up after:
+    # the command waits for its channel, within --timeout, and succeeds.
+    port = free_port()
+    target = f"127.0.0.1:{port}"
+    with socket.create_server(("127.0.0.1", port)) as cutter:
+        cutter.settimeout(60)
+        cmd = subprocess.Popen(
+            [
+                str(VENV_BIN / "identityctl"),
+                "--target",
+                target,
+                "--timeout",
+                "60",
+                "tenant",
+                "list",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        conn, _ = cutter.accept()  # its first attempt...
+        conn.close()  # ...ends before any HTTP/2 frame
+    proc = Proc(
+        [str(VENV_BIN / "identity-service")],
+        {"IDENTITY_DATABASE_URL": f"sqlite:///{tmp_path / 'i.db'}", "IDENTITY_LISTEN": target},
+        tmp_path / "identity.log",
+    )
+    try:
+        _, err = cmd.communicate(timeout=90)
+        assert cmd.returncode == 0, err
+    finally:
+        if cmd.poll() is None:
+            cmd.kill()
+        proc.stop()
 
 
 def _health(target: str) -> int | None:

@@ -77,7 +77,8 @@ def test_tokens_history_and_secrets_through_the_secured_processes(
 
         # A token works (on both workers: several requests)...
         for _ in range(6):
-            assert request(port, "GET", f"{base}/Users", first)[0] == 200
+            status, _, body = request(port, "GET", f"{base}/Users", first)
+            assert status == 200, (body, gateway.output()[-4000:], core.output()[-4000:])
         status, headers, body = request(
             port, "POST", f"{base}/Users", first, {"schemas": [USER], "userName": "ada@acme.io"}
         )

@@ -508,3 +508,43 @@ def test_operations_are_recorded(scim: ScimClient, client: IdentityClient, tenan
     )
     failed = [o for o in ops if o.status == 409]
     assert failed and failed[0].scim_type == "uniqueness" and failed[0].token_id
+
+
+def test_filters_find_multi_valued_values_as_the_last_write_left_them(scim: ScimClient) -> None:
+    # Multi-valued attributes are also indexed rows (user_values): a write that
+    # changes them must rewrite those rows, one that does not must keep them.
+    user = scim.create_user(
+        "ada@example.com",
+        emails=[{"value": "ada@old.example", "type": "work", "primary": True}],
+        addresses=[{"formatted": "1 Old Road", "type": "work"}],
+    )
+    path = f"/Users/{user['id']}"
+
+    def found(f: str) -> list[str]:
+        r = scim.get("/Users", params={"filter": f})
+        assert r.status_code == 200, r.text
+        return [u["id"] for u in r.json["Resources"]]
+
+    def patch(*operations: dict[str, Any]) -> None:
+        r = scim.patch(path, {"schemas": [PATCH_OP], "Operations": list(operations)})
+        assert r.status_code == 200, r.text
+
+    patch({"op": "replace", "path": "title", "value": "Countess"})
+    assert found('emails.value eq "ada@old.example"') == [user["id"]]
+    assert found('addresses.formatted eq "1 Old Road"') == [user["id"]]
+    patch({"op": "replace", "path": "emails", "value": [{"value": "ada@new.example"}]})
+    assert found('emails.value eq "ada@new.example"') == [user["id"]]
+    assert found('emails.value eq "ada@old.example"') == []
+    assert found('addresses.formatted eq "1 Old Road"') == [user["id"]]
+    patch({"op": "replace", "path": 'addresses[type eq "work"].formatted', "value": "2 New Rd"})
+    assert found('addresses.formatted eq "2 New Rd"') == [user["id"]]
+    assert found('addresses.formatted eq "1 Old Road"') == []
+    body = {
+        "schemas": [USER_SCHEMA],
+        "userName": "ada@example.com",
+        "emails": [{"value": "a@put.io"}],
+    }
+    assert scim.put(path, body).status_code == 200
+    assert found('emails.value eq "a@put.io"') == [user["id"]]
+    assert found('emails.value eq "ada@new.example"') == []
+    assert found('addresses.formatted eq "2 New Rd"') == []

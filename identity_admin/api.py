@@ -456,6 +456,25 @@ _ERRORS = {
 }
 
 
+DESCRIPTION = f"""The identity admin console's data and actions as JSON: tenants, their SCIM
+connector and API tokens, their directory, and what each page of the console shows.
+
+**Authentication.** `Authorization: Bearer <secret>`, an admin session's secret
+(`ses_...`): `identityctl admin-session --operator` (every tenant) or `identityctl
+admin-session TENANT` (that tenant only) prints one; a backend makes one with the core's
+CreateAdminLink then RedeemAdminLink. It expires with the session (8 hours by default);
+`DELETE {PREFIX}/session` ends it. Or the console's session cookie, as its pages use it:
+then `POST`, `PUT`, `PATCH` and `DELETE` need `{CSRF_HEADER}` (`GET {PREFIX}/session`
+answers it), else 403.
+
+**Tenants.** `{{tenant}}` is a tenant's name or id. A tenant admin's session reaches only
+that tenant: any other answers 404, as a tenant that does not exist does.
+
+**Errors** are `{{"error": {{"status": 422, "message": "..."}}}}`; the message is written
+for a person. Bad input is 400 (not JSON, unknown query parameters), 413, 415 or 422
+(wrong types or ranges), and changes nothing."""
+
+
 def _statuses(route: Route) -> dict[int, str]:
     out = {400: _ERRORS[400], 401: _ERRORS[401], 503: _ERRORS[503]}
     if route.method in UNSAFE or route.operator_only:
@@ -537,7 +556,7 @@ def openapi(routes: Iterable[Route], server: str) -> dict[str, Any]:
         "info": {
             "title": "Identity admin API",
             "version": "1.0.0",
-            "description": (__doc__ or "").strip(),
+            "description": DESCRIPTION,
         },
         "servers": [{"url": server}],
         "security": [{"bearer": []}, {"session": []}],

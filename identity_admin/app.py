@@ -102,8 +102,54 @@ class Home(_Resource):
         admin = await self.c.admin(req)
         if not admin.operator:
             raise falcon.HTTPSeeOther(f"/tenants/{admin.session.principal.tenant_name}/connector")
+        await self.page(resp, admin)
+
+    async def page(
+        self,
+        resp: falcon.asgi.Response,
+        admin: Admin,
+        *,
+        status: int = 200,
+        error: str = "",
+        form: dict[str, str] | None = None,
+    ) -> None:
         tenants = await self.c.core.list_tenants()
-        self.c.render(resp, "tenants.html", title="Tenants", admin=admin, tenants=tenants)
+        self.c.render(
+            resp,
+            "tenants.html",
+            status=status,
+            title="Tenants",
+            admin=admin,
+            tenants=tenants,
+            error=error,
+            form=form,
+        )
+
+
+class NewTenant(_Resource):
+    """POST: an operator creates a tenant, by default with its connector inactive, and
+    goes on to its mappings (Big ACL's flow: mappings, a token, then Activate)."""
+
+    def __init__(self, console: Console, home: Home) -> None:
+        super().__init__(console)
+        self.home = home
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        admin = await self.c.admin(req)
+        form = await self.c.form(req, admin)
+        try:
+            t = await connector.create_tenant(
+                self.c,
+                admin,
+                name=form.get("name", ""),
+                display_name=form.get("display_name", ""),
+                active=not form.get("inactive"),
+            )
+        except Refused as err:
+            return await self.home.page(
+                resp, admin, status=err.status, error=err.message, form=form
+            )
+        raise falcon.HTTPSeeOther(f"/tenants/{t.name}/mappings")
 
 
 def show_secret(
@@ -809,7 +855,9 @@ def create_app(settings: Settings, make_client: Callable[[], AsyncIdentityClient
     app.add_route("/healthz", Health())
     app.add_route(SIGN_IN_PATH, SignIn(console))
     app.add_route("/signout", SignOut(console))
-    app.add_route("/", Home(console))
+    home = Home(console)
+    app.add_route("/", home)
+    app.add_route("/tenants", NewTenant(console, home))
     app.add_route("/tenants/{tenant}/connector", page)
     app.add_route("/tenants/{tenant}/connector/state", ConnectorState(console))
     app.add_route("/tenants/{tenant}/tokens", Tokens(console, page))

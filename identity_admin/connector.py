@@ -4,13 +4,17 @@ API routes below, so the two cannot answer differently."""
 
 from __future__ import annotations
 
+import functools
+import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.protobuf import timestamp_pb2
 
 from scim_identity_api.v1 import history_pb2, tenants_pb2
-from scim_identity_client.errors import FailedPrecondition
+from scim_identity_client import CallContext
+from scim_identity_client.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from scim_identity_client.urls import scim_urls
 
 from .api import (
@@ -19,13 +23,14 @@ from .api import (
     STRING,
     TIME,
     ApiCall,
+    ApiError,
     Reply,
     Route,
     array,
     obj,
     time_json,
 )
-from .console import NOT_FOUND, SCOPE_NAMES, SCOPES, Action, Console, PageError
+from .console import NOT_FOUND, SCOPE_NAMES, SCOPES, Action, Admin, Console, PageError
 
 H = history_pb2
 #: At most this many live tokens per tenant (the core's limit, explained where it bites).
@@ -49,6 +54,32 @@ class Refused(PageError):
 
 
 # -- the actions ------------------------------------------------------------------------
+
+
+async def create_tenant(
+    console: Console, admin: Admin, *, name: str, display_name: str, active: bool
+) -> tenants_pb2.Tenant:
+    """A new tenant (an operator's action; the caller checks who). Inactive: its
+    connector refuses every SCIM request until activated, so rules and mappings come
+    first (Big ACL's flow). Refused (400) for a name the core refuses, (409) when taken;
+    recorded in the new tenant's history (a refused one has none to go in)."""
+    if not admin.operator:
+        raise PageError(403, "Refused", "Only an operator may create tenants.")
+    request_id = uuid.uuid4().hex  # the tenant's creation event and its history record
+    ctx = CallContext(request_id=request_id, actor_kind="admin", actor_id=admin.actor)
+    try:
+        t = await console.core.create_tenant(
+            name, display_name=display_name.strip(), inactive=not active, ctx=ctx
+        )
+    except InvalidArgument as err:
+        raise Refused(400, err.message) from None
+    except AlreadyExists as err:
+        raise Refused(409, err.message) from None
+    state = "active" if t.active else "inactive"
+    await Action(console, admin, t, request_id=request_id).record(
+        H.OPERATION_KIND_CREATE, "Tenant", t.id, 201, f"tenant created, connector {state}"
+    )
+    return t
 
 
 async def set_active(act: Action, active: bool) -> tenants_pb2.Tenant:
@@ -132,6 +163,26 @@ def expiring_soon(token: tenants_pb2.Token, now: datetime) -> bool:
 
 # -- the API ----------------------------------------------------------------------------
 
+
+def refusals_as_422(
+    handler: Callable[[ApiCall], Awaitable[Any]],
+) -> Callable[[ApiCall], Awaitable[Any]]:
+    """An API handler whose action refuses a value the core refused (Refused 400, the
+    page's status) answers 422 with the reason, as the API answers every core refusal
+    of a value (api.CORE_STATUS)."""
+
+    @functools.wraps(handler)
+    async def run(call: ApiCall) -> Any:
+        try:
+            return await handler(call)
+        except Refused as err:
+            if err.status == 400:
+                raise ApiError(422, err.message) from None
+            raise
+
+    return run
+
+
 SCIM_URLS = obj(
     {
         "by_name": {"type": "string", "description": "What an IdP is configured with."},
@@ -208,6 +259,18 @@ def token_json(k: tenants_pb2.Token) -> dict[str, Any]:
     }
 
 
+@refusals_as_422
+async def new_tenant(call: ApiCall) -> dict[str, Any]:
+    t = await create_tenant(
+        call.console,
+        call.admin,
+        name=call.body["name"],
+        display_name=call.body.get("display_name", ""),
+        active=call.body.get("active", True),
+    )
+    return tenant_json(call.console, t)
+
+
 async def list_tenants(call: ApiCall) -> list[dict[str, Any]]:
     return [tenant_json(call.console, t) for t in await call.console.core.list_tenants()]
 
@@ -269,6 +332,30 @@ ROUTES = (
         "Every tenant",
         list_tenants,
         array(TENANT),
+        operator_only=True,
+        tag="tenants",
+    ),
+    Route(
+        "POST",
+        "/tenants",
+        "Create a tenant",
+        new_tenant,
+        TENANT,
+        status=201,
+        body=obj(
+            {
+                "name": {"type": "string", "description": "Unique; used in SCIM URLs."},
+                "display_name": STRING,
+                "active": {
+                    "type": "boolean",
+                    "default": True,
+                    "description": "False: the connector starts inactive (every SCIM request "
+                    "refused) until activated, so rules and mappings are set first.",
+                },
+            },
+            optional=("display_name", "active"),
+        ),
+        errors={409: "A tenant of that name exists."},
         operator_only=True,
         tag="tenants",
     ),

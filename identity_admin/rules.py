@@ -11,8 +11,6 @@ change unseen. Either refusal is `Stale` (409)."""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from google.protobuf import json_format
@@ -34,7 +32,7 @@ from .api import (
     obj,
     time_json,
 )
-from .connector import Refused
+from .connector import Refused, refusals_as_422
 from .console import NOT_FOUND, Action, Console
 
 H = history_pb2
@@ -291,22 +289,6 @@ def _parse(body: Any, message: Any) -> Any:
         raise ApiError(422, str(err)) from None
 
 
-def _api(handler: Callable[[ApiCall], Awaitable[Any]]) -> Callable[[ApiCall], Awaitable[Any]]:
-    """The API answers the core's refusal of a policy or role as it answers every core
-    refusal of a value (api.CORE_STATUS: 422, with the reason); a page's is 400."""
-
-    @functools.wraps(handler)
-    async def run(call: ApiCall) -> Any:
-        try:
-            return await handler(call)
-        except Refused as err:
-            if err.status == 400:
-                raise ApiError(422, err.message) from None
-            raise
-
-    return run
-
-
 def role_json(r: roles_pb2.Role) -> dict[str, Any]:
     return {"name": r.name, "description": r.description, "created": time_json(r.created)}
 
@@ -315,7 +297,7 @@ async def list_roles(call: ApiCall) -> list[dict[str, Any]]:
     return [role_json(r) for r in await call.console.core.list_roles(call.tenant.id)]
 
 
-@_api
+@refusals_as_422
 async def create_role(call: ApiCall) -> dict[str, Any]:
     role = await define_role(call.action(), call.body["name"], call.body.get("description", ""))
     return role_json(role)
@@ -331,7 +313,7 @@ async def get_policy(call: ApiCall) -> dict[str, Any]:
     return _json(await call.console.core.get_policy(call.tenant.id))
 
 
-@_api
+@refusals_as_422
 async def preview_policy(call: ApiCall) -> dict[str, Any]:
     new = _parse(call.body["policy"], P.TenantPolicy())
     answer = await preview(
@@ -343,7 +325,7 @@ async def preview_policy(call: ApiCall) -> dict[str, Any]:
     return out
 
 
-@_api
+@refusals_as_422
 async def set_policy(call: ApiCall) -> dict[str, Any]:
     new = _parse(call.body["policy"], P.TenantPolicy())
     current = await call.console.core.get_policy(call.tenant.id)
@@ -363,7 +345,7 @@ def _mapping_routes(kind: str) -> tuple[Route, ...]:
     """Add, change and remove one of the `kind` ("user", "group") mappings."""
     plural = f"{kind}s"
 
-    @_api
+    @refusals_as_422
     async def add(call: ApiCall) -> dict[str, Any]:
         mapping = _parse(call.body, P.AttributeMapping())
         current = await call.console.core.get_policy(call.tenant.id)
@@ -371,7 +353,7 @@ def _mapping_routes(kind: str) -> tuple[Route, ...]:
         await change(call.action(), current, new, f"{kind} mapping {mapping.field} added")
         return _json(mapping)
 
-    @_api
+    @refusals_as_422
     async def replace(call: ApiCall) -> dict[str, Any]:
         mapping = _parse(call.body, P.AttributeMapping())
         current = await call.console.core.get_policy(call.tenant.id)
@@ -380,7 +362,7 @@ def _mapping_routes(kind: str) -> tuple[Route, ...]:
         await change(call.action(), current, new, f"{kind} mapping {was.field} changed")
         return _json(mapping)
 
-    @_api
+    @refusals_as_422
     async def remove(call: ApiCall) -> Reply:
         current = await call.console.core.get_policy(call.tenant.id)
         was = mapping_named(current, kind, call.params["mapping"])

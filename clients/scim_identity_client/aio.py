@@ -426,6 +426,20 @@ class AsyncIdentityClient:
 
     # -- the admin console's calls: its tenant's connector and tokens, sign-in ----------
 
+    async def create_tenant(
+        self,
+        name: str,
+        *,
+        display_name: str = "",
+        inactive: bool = False,
+        ctx: CallContext | None = None,
+    ) -> tenants_pb2.Tenant:
+        """`inactive`: the connector starts off, so rules and mappings are set first."""
+        req = tenants_pb2.CreateTenantRequest(
+            name=name, display_name=display_name, inactive=inactive
+        )
+        return await self._call(self._tenants.CreateTenant, req, ctx)
+
     async def list_tenants(self, *, ctx: CallContext | None = None) -> list[tenants_pb2.Tenant]:
         """Every tenant, by name."""
         out: list[tenants_pb2.Tenant] = []

@@ -258,3 +258,22 @@ def test_a_change_built_from_a_policy_read_before_anothers_change_is_refused(
         (409, "not saved: x added"),
         (200, "x added"),
     ]
+
+
+def test_an_operator_creates_a_tenant_inactive_by_api(
+    client: IdentityClient, tenant: Tenant, operator_api: ApiClient, stack: Stack
+) -> None:
+    name = f"{tenant.name}-new"
+    made = operator_api.request("POST", "/api/v1/tenants", {"name": name, "active": False})
+    assert made.status == 201 and made.json["active"] is False and made.json["name"] == name
+    assert not client.get_tenant(name).active
+    on = operator_api.request("POST", "/api/v1/tenants", {"name": f"{name}-on"})
+    assert on.status == 201 and on.json["active"] is True
+    taken = operator_api.request("POST", "/api/v1/tenants", {"name": name})
+    assert taken.status == 409
+    bad = operator_api.request("POST", "/api/v1/tenants", {"name": "Not Valid!"})
+    assert bad.status == 422 and "must be 1-63 characters" in bad.message
+    theirs = ApiClient(stack.console_url, bearer=admin_session(client, tenant.name))
+    refused = theirs.request("POST", "/api/v1/tenants", {"name": f"{name}-x"})
+    assert refused.status == 403
+    assert not any(t.name == f"{name}-x" for t in client.list_tenants())

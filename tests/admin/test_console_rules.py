@@ -410,3 +410,46 @@ def test_every_rules_and_mappings_form_needs_its_csrf_token(
     assert client.get_policy(tenant.id) == policy
     assert sorted(r.name for r in client.list_roles(tenant.id)) == ["Admin", "Viewer"]
     assert client.get_revision(tenant.id).revision == revision
+
+
+def test_an_operator_creates_a_tenant_inactive_and_sets_its_mappings_first(
+    client: IdentityClient, tenant: Tenant, admin_of: Visitor, stack: Stack
+) -> None:
+    """Big ACL's flow: New Connector (inactive), Mappings, then Activate."""
+    operator = Visitor(stack.console_url)
+    operator.sign_in(client, None, operator=True, subject="platform@vendor.example")
+    home = operator.get("/")
+    assert 'id="new-tenant"' in home.body and 'name="inactive" checked' in home.body
+    name = f"bigacl-{uuid.uuid4().hex[:10]}"
+    made = operator.post(
+        "/tenants",
+        {"csrf": home.csrf(), "name": name, "display_name": "Big ACL", "inactive": "on"},
+    )
+    assert made.status == 303 and made.headers["location"] == f"/tenants/{name}/mappings"
+    t = client.get_tenant(name)
+    assert not t.active and t.display_name == "Big ACL"
+    page = operator.get(made.headers["location"])
+    assert 'id="inactive-note"' in page.body
+    (op,) = client.list_operations(t.id).operations
+    assert (op.resource_type, op.status, op.detail, op.actor) == (
+        "Tenant",
+        201,
+        "tenant created, connector inactive",
+        "console:operator platform@vendor.example",
+    )
+    # Refused: the core's reason (400), a name taken (409), no CSRF (403); nothing made.
+    bad = operator.post("/tenants", {"csrf": home.csrf(), "name": "Not Valid!"})
+    assert bad.status == 400 and "must be 1-63 characters" in html.unescape(bad.body)
+    assert 'value="Not Valid!"' in bad.body  # the input, shown again
+    taken = operator.post("/tenants", {"csrf": home.csrf(), "name": name})
+    assert taken.status == 409 and "already exists" in html.unescape(taken.body)
+    assert operator.post("/tenants", {"name": f"{name}-2"}).status == 403
+    # A tenant's admin may not create tenants.
+    mine = admin_of.get(f"/tenants/{tenant.name}/connector").csrf()
+    refused = admin_of.post("/tenants", {"csrf": mine, "name": f"{name}-3"})
+    assert refused.status == 403
+    assert {x.name for x in client.list_tenants()} & {
+        f"{name}-2",
+        f"{name}-3",
+        "not valid!",
+    } == set()

@@ -287,6 +287,7 @@ NOT_TENANT_SCOPED = {
     "/signin": "redeems a sign-in link into one's own session",
     "/signout": "ends one's own session",
     "/": "the operator's tenant list; a tenant admin is sent to their own tenant",
+    "/tenants": "an operator creates a tenant (403 for a tenant admin)",
     "/api/openapi.json": "the API's shape: no tenant, no data",
     "/api/v1/session": "one's own session",
     "/api/v1/tenants": "every tenant: operators only (403)",

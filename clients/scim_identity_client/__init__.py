@@ -1,6 +1,6 @@
 """Typed Python client of the identity service (identity.v1 over gRPC)."""
 
-from ._common import Authenticated, CallContext
+from ._common import Authenticated, CallContext, OperationQuery
 from .aio import AsyncIdentityClient
 from .checkpoint import Checkpoint, FileCheckpoint, MemoryCheckpoint, SqliteCheckpoint
 from .client import IdentityClient
@@ -34,6 +34,7 @@ __all__ = [
     "InvalidArgument",
     "MemoryCheckpoint",
     "NotFound",
+    "OperationQuery",
     "OutOfRange",
     "PermissionDenied",
     "ResourceExhausted",

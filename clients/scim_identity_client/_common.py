@@ -23,7 +23,14 @@ from scim_identity_api.metadata import (
     TENANT_KEY,
     WRITE_INTENT,
 )
-from scim_identity_api.v1 import bearer_pb2, common_pb2, groups_pb2, tenants_pb2, users_pb2
+from scim_identity_api.v1 import (
+    bearer_pb2,
+    common_pb2,
+    groups_pb2,
+    history_pb2,
+    tenants_pb2,
+    users_pb2,
+)
 
 #: gRPC's default reconnect backoff grows to two minutes; a service that restarts
 #: should be found again within seconds (streams resume, the gateway recovers).
@@ -270,3 +277,43 @@ def update_group_request(
     if extensions is not None:
         req.extensions.CopyFrom(extensions)
     return req
+
+
+@dataclass(frozen=True)
+class OperationQuery:
+    """What ListOperations filters by (every field optional), for both clients."""
+
+    kinds: Iterable[int] = ()
+    resource_type: str = ""
+    outcome: int = history_pb2.OUTCOME_FILTER_ANY
+    since: timestamp_pb2.Timestamp | None = None
+    until: timestamp_pb2.Timestamp | None = None
+    #: An exact x-request-id.
+    request_id: str = ""
+    #: An exact HTTP status; 0: any.
+    status: int = 0
+    #: history_pb2.OperationSource: SCIM requests, API-token requests or admins' actions.
+    source: int = history_pb2.OPERATION_SOURCE_ANY
+    oldest_first: bool = False
+
+    def request(
+        self, tenant_id: str, page_size: int, page_token: str
+    ) -> history_pb2.ListOperationsRequest:
+        req = history_pb2.ListOperationsRequest(
+            tenant_id=tenant_id,
+            # (the ignores below) ints where the stubs want the enums' ValueType (a NewType)
+            kinds=list(self.kinds),  # type: ignore[arg-type]
+            resource_type=self.resource_type,
+            outcome=self.outcome,  # type: ignore[arg-type]
+            request_id=self.request_id,
+            status=self.status,
+            source=self.source,  # type: ignore[arg-type]
+            oldest_first=self.oldest_first,
+            page_size=page_size,
+            page_token=page_token,
+        )
+        if self.since is not None:
+            req.since.CopyFrom(self.since)
+        if self.until is not None:
+            req.until.CopyFrom(self.until)
+        return req

@@ -40,6 +40,7 @@ from scim_identity_api.v1 import (
 
 from ._common import (
     CallContext,
+    OperationQuery,
     auth_metadata,
     authenticate_request,
     channel_credentials,
@@ -172,6 +173,20 @@ class AsyncIdentityClient:
         """Records many operations (of any tenants) in one call."""
         req = history_pb2.RecordOperationsRequest(operations=list(operations))
         return await self._call(self._history.RecordOperations, req, ctx)
+
+    async def list_operations(
+        self,
+        tenant_id: str,
+        query: OperationQuery | None = None,
+        *,
+        page_size: int = 100,
+        page_token: str = "",
+        ctx: CallContext | None = None,
+    ) -> history_pb2.ListOperationsResponse:
+        """One page of the tenant's operations history that `query` selects (as
+        IdentityClient.list_operations, whose keywords are its fields)."""
+        req = (query or OperationQuery()).request(tenant_id, page_size, page_token)
+        return await self._call(self._history.ListOperations, req, ctx)
 
     async def get_revision(
         self, tenant_id: str, *, ctx: CallContext | None = None

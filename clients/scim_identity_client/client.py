@@ -42,6 +42,7 @@ from scim_identity_api.v1 import (
 
 from ._common import (
     CallContext,
+    OperationQuery,
     auth_metadata,
     authenticate_request,
     channel_credentials,
@@ -849,25 +850,29 @@ class IdentityClient:
         outcome: int = history_pb2.OUTCOME_FILTER_ANY,
         since: timestamp_pb2.Timestamp | None = None,
         until: timestamp_pb2.Timestamp | None = None,
+        request_id: str = "",
+        status: int = 0,
+        source: int = history_pb2.OPERATION_SOURCE_ANY,
+        oldest_first: bool = False,
         page_size: int = 100,
         page_token: str = "",
         ctx: CallContext | None = None,
     ) -> history_pb2.ListOperationsResponse:
-        tenant_id = self._tenant_id(tenant_id)
-        req = history_pb2.ListOperationsRequest(
-            tenant_id=tenant_id,
-            # (the ignore below) an int where the stubs want the enum's ValueType (a NewType)
-            kinds=list(kinds),  # type: ignore[arg-type]
+        """One page of the operations history, newest first (or oldest first);
+        `request_id` and `status` match exactly, `source` picks SCIM requests,
+        API-token requests or admins' actions."""
+        query = OperationQuery(
+            kinds=kinds,
             resource_type=resource_type,
-            # (the ignore below) an int where the stubs want the enum's ValueType (a NewType)
-            outcome=outcome,  # type: ignore[arg-type]
-            page_size=page_size,
-            page_token=page_token,
+            outcome=outcome,
+            since=since,
+            until=until,
+            request_id=request_id,
+            status=status,
+            source=source,
+            oldest_first=oldest_first,
         )
-        if since is not None:
-            req.since.CopyFrom(since)
-        if until is not None:
-            req.until.CopyFrom(until)
+        req = query.request(self._tenant_id(tenant_id), page_size, page_token)
         return self._call(self._history.ListOperations, req, ctx)
 
     def iter_operations(

@@ -34,6 +34,7 @@ from scim_identity_api.v1.history_pb2 import (
     ListOperationsResponse,
     Operation,
     OperationKind,
+    OperationSource,
     OutcomeFilter,
 )
 from scim_identity_api.v1.policy_pb2 import (
@@ -115,6 +116,7 @@ __all__ = [
     "Name",
     "Operation",
     "OperationKind",
+    "OperationSource",
     "OutcomeFilter",
     "Page",
     "PolicyEffect",

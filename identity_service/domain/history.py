@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from datetime import UTC
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from google.protobuf import timestamp_pb2
 from sqlalchemy import and_, or_, select
@@ -157,14 +157,40 @@ def record_many(
     return history_pb2.RecordOperationsResponse(recorded=len(rows), dropped=ops_in - len(rows))
 
 
+_SOURCES = frozenset(history_pb2.OperationSource.values())
+_OUTCOMES = frozenset(history_pb2.OutcomeFilter.values())
+
+
+def _bound(
+    req: history_pb2.ListOperationsRequest, name: Literal["since", "until"]
+) -> datetime | None:
+    if not req.HasField(name):
+        return None
+    t: timestamp_pb2.Timestamp = getattr(req, name)
+    if not (_MIN_SECONDS <= t.seconds <= _MAX_SECONDS and 0 <= t.nanos < 1_000_000_000):
+        raise InvalidValue(f"{name} must be within the years 1 to 9999", field=name)
+    return t.ToDatetime(tzinfo=UTC)
+
+
 def list_operations(
     session: Session, tenant: TenantRow, req: history_pb2.ListOperationsRequest
 ) -> history_pb2.ListOperationsResponse:
     size = min(max(req.page_size or 100, 1), 1000)
+    if req.status and not 100 <= req.status <= 599:
+        raise InvalidValue("status must be an HTTP status code (or 0: any)", field="status")
+    if req.source not in _SOURCES:
+        raise InvalidValue(f"source {req.source} is not an OperationSource", field="source")
+    if req.outcome not in _OUTCOMES:
+        raise InvalidValue(f"outcome {req.outcome} is not an OutcomeFilter", field="outcome")
+    since, until = _bound(req, "since"), _bound(req, "until")
+    if req.oldest_first:
+        order = (OperationRow.time.asc(), OperationRow.pk.asc())
+    else:
+        order = (OperationRow.time.desc(), OperationRow.pk.desc())
     stmt = (
         select(OperationRow)
         .where(OperationRow.tenant_pk == tenant.pk)
-        .order_by(OperationRow.time.desc(), OperationRow.pk.desc())
+        .order_by(*order)
         .limit(size + 1)
     )
     if req.kinds:
@@ -175,10 +201,22 @@ def list_operations(
         stmt = stmt.where(OperationRow.status < 400)
     elif req.outcome == history_pb2.OUTCOME_FILTER_ERROR:
         stmt = stmt.where(OperationRow.status >= 400)
-    if req.HasField("since"):
-        stmt = stmt.where(OperationRow.time >= req.since.ToDatetime(tzinfo=UTC))
-    if req.HasField("until"):
-        stmt = stmt.where(OperationRow.time < req.until.ToDatetime(tzinfo=UTC))
+    if req.status:
+        stmt = stmt.where(OperationRow.status == req.status)
+    if req.request_id:
+        # Stored cut to 64 characters (_row): a longer id matches its stored form.
+        # On the (tenant_pk, request_id) index (0007).
+        stmt = stmt.where(OperationRow.request_id == req.request_id[:64])
+    if req.source == history_pb2.OPERATION_SOURCE_SCIM:
+        stmt = stmt.where(OperationRow.actor == "")
+    elif req.source == history_pb2.OPERATION_SOURCE_API_TOKEN:
+        stmt = stmt.where(OperationRow.actor == "", OperationRow.token_id != "")
+    elif req.source == history_pb2.OPERATION_SOURCE_ADMIN:
+        stmt = stmt.where(OperationRow.actor != "")
+    if since is not None:
+        stmt = stmt.where(OperationRow.time >= since)
+    if until is not None:
+        stmt = stmt.where(OperationRow.time < until)
     if req.page_token:
         last = session.execute(
             select(OperationRow.time, OperationRow.pk).where(
@@ -187,12 +225,17 @@ def list_operations(
         ).first()
         if last is None:
             raise InvalidValue("page_token is not one this server issued", field="page_token")
-        stmt = stmt.where(
-            or_(
+        if req.oldest_first:
+            after = or_(
+                OperationRow.time > last.time,
+                and_(OperationRow.time == last.time, OperationRow.pk > last.pk),
+            )
+        else:
+            after = or_(
                 OperationRow.time < last.time,
                 and_(OperationRow.time == last.time, OperationRow.pk < last.pk),
             )
-        )
+        stmt = stmt.where(after)
     rows = list(session.execute(stmt).scalars())
     more = len(rows) > size
     rows = rows[:size]

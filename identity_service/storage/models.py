@@ -307,7 +307,11 @@ class OperationRow(Base):
     """The operations history: one row per SCIM operation."""
 
     __tablename__ = "operations"
-    __table_args__ = (Index("ix_operations_tenant_time", "tenant_pk", "time"),)
+    __table_args__ = (
+        Index("ix_operations_tenant_time", "tenant_pk", "time"),
+        # An admin looking a request up by its id (the console's History); 0007.
+        Index("ix_operations_tenant_request", "tenant_pk", "request_id"),
+    )
 
     pk: Mapped[int] = mapped_column(BigPk, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(36), unique=True)

@@ -12,6 +12,7 @@ from scim_identity_client import AlreadyExists, IdentityClient, InvalidArgument,
 from scim_identity_client.types import (
     Operation,
     OperationKind,
+    OperationSource,
     OutcomeFilter,
     RoleSource,
     Tenant,
@@ -106,6 +107,67 @@ def test_history_filters(client: IdentityClient, tenant: Tenant) -> None:
     assert not rest.next_page_token
 
 
+def test_history_by_request_id_status_source_and_order(
+    client: IdentityClient, tenant: Tenant
+) -> None:
+    """ListOperations' exact request id and status, its source (SCIM requests, those
+    made with an API token, admins' actions) and oldest-first pages (issue #17)."""
+    start = datetime.now(UTC) - timedelta(hours=1)
+
+    def at(minutes: int) -> timestamp_pb2.Timestamp:
+        t = timestamp_pb2.Timestamp()
+        t.FromDatetime(start + timedelta(minutes=minutes))
+        return t
+
+    client.record_operations(
+        [
+            _op(tenant, time=at(0), token_id="", status=401, request_id="junk-1"),
+            _op(tenant, time=at(1), status=201, request_id="first"),
+            _op(tenant, time=at(2), status=401, request_id="revoked"),
+            _op(tenant, time=at(3), status=403, request_id="inactive"),
+            _op(tenant, time=at(3), status=403, request_id="inactive-2"),
+            _op(tenant, time=at(4), token_id="", actor="console:ada", status=200),
+            _op(tenant, time=at(5), status=200, request_id="x" * 64),
+        ]
+    )
+
+    def ids(**kw: object) -> list[str]:
+        return [o.request_id for o in client.list_operations(tenant.id, **kw).operations]
+
+    assert ids(request_id="revoked") == ["revoked"]
+    assert ids(request_id="revoke") == []  # exact, not a prefix
+    # Stored cut to 64 characters: a longer id finds its stored form.
+    assert ids(request_id="x" * 80) == ["x" * 64]
+    assert ids(status=403) == ["inactive-2", "inactive"]
+    assert ids(status=401) == ["revoked", "junk-1"]
+    assert ids(status=401, outcome=OutcomeFilter.OUTCOME_FILTER_SUCCESS) == []
+    assert ids(status=418) == []
+    scim = ["x" * 64, "inactive-2", "inactive", "revoked", "first", "junk-1"]
+    assert ids(source=OperationSource.OPERATION_SOURCE_SCIM) == scim
+    assert ids(source=OperationSource.OPERATION_SOURCE_API_TOKEN) == scim[:-1]
+    admin = client.list_operations(tenant.id, source=OperationSource.OPERATION_SOURCE_ADMIN)
+    assert [o.actor for o in admin.operations] == ["console:ada"]
+    # The first request an IdP made with a token, and the latest one.
+    first = client.list_operations(
+        tenant.id,
+        source=OperationSource.OPERATION_SOURCE_API_TOKEN,
+        oldest_first=True,
+        page_size=1,
+    )
+    assert [o.request_id for o in first.operations] == ["first"] and first.next_page_token
+    # Oldest-first pages walk forward, ties (same time) in recording order.
+    walked, token = [], ""
+    while True:
+        page = client.list_operations(tenant.id, oldest_first=True, page_size=2, page_token=token)
+        walked += [o.request_id for o in page.operations]
+        token = page.next_page_token
+        if not token:
+            break
+    assert walked == ["junk-1", "first", "revoked", "inactive", "inactive-2", "r1", "x" * 64]
+    newest = [o.request_id for o in client.list_operations(tenant.id).operations]
+    assert newest == list(reversed(walked))
+
+
 def test_history_bad_input(client: IdentityClient, tenant: Tenant) -> None:
     with pytest.raises(InvalidArgument):
         client.record_operation(_op(tenant, status=7))
@@ -113,6 +175,21 @@ def test_history_bad_input(client: IdentityClient, tenant: Tenant) -> None:
         client.record_operation(_op(tenant, tenant_id=str(uuid.uuid4())))
     with pytest.raises(InvalidArgument):
         client.list_operations(tenant.id, page_token="nope")
+    for bad in (
+        {"status": 7},
+        {"status": 600},
+        {"status": -401},
+        {"source": 99},
+        {"outcome": 42},
+    ):
+        with pytest.raises(InvalidArgument) as err:
+            client.list_operations(tenant.id, **bad)  # type: ignore[arg-type]
+        assert err.value.field == next(iter(bad)), bad
+    far = timestamp_pb2.Timestamp(seconds=10**12)
+    for bound in ("since", "until"):
+        with pytest.raises(InvalidArgument) as err:
+            client.list_operations(tenant.id, **{bound: far})  # type: ignore[arg-type]
+        assert err.value.field == bound
 
 
 def test_history_batch_round_trip(client: IdentityClient, tenant: Tenant) -> None:

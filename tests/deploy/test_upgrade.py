@@ -134,6 +134,12 @@ def _check_0006(conn: Connection, tenant_pk: int) -> None:
         assert ("secret_hash",) in uniques, uniques
 
 
+def _check_0007(conn: Connection, tenant_pk: int) -> None:
+    # The history's request-id lookup is on an index of the tenant's records.
+    indexes = {i["name"]: i["column_names"] for i in inspect(conn).get_indexes("operations")}
+    assert indexes.get("ix_operations_tenant_request") == ["tenant_pk", "request_id"], indexes
+
+
 #: What each step must have done to the data the previous release left. A new
 #: migration needs an entry here (the test refuses a step it cannot check).
 STEP_CHECKS: dict[str, Callable[[Connection, int], None]] = {
@@ -142,6 +148,7 @@ STEP_CHECKS: dict[str, Callable[[Connection, int], None]] = {
     "0004": _check_0004,
     "0005": _check_0005,
     "0006": _check_0006,
+    "0007": _check_0007,
 }
 
 

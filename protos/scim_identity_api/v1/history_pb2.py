@@ -25,17 +25,19 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"scim_identity_api/v1/history.proto\x12\x0bidentity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb7\x02\n\tOperation\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08token_id\x18\x04 \x01(\t\x12\x0e\n\x06method\x18\x05 \x01(\t\x12(\n\x04kind\x18\x06 \x01(\x0e\x32\x1a.identity.v1.OperationKind\x12\x15\n\rresource_type\x18\x07 \x01(\t\x12\x13\n\x0bresource_id\x18\x08 \x01(\t\x12\x0e\n\x06status\x18\t \x01(\x05\x12\x11\n\tscim_type\x18\n \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x0b \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x0c \x01(\x01\x12\x12\n\nrequest_id\x18\r \x01(\t\x12\r\n\x05\x61\x63tor\x18\x0e \x01(\t\"C\n\x16RecordOperationRequest\x12)\n\toperation\x18\x01 \x01(\x0b\x32\x16.identity.v1.Operation\"D\n\x17RecordOperationResponse\x12)\n\toperation\x18\x01 \x01(\x0b\x32\x16.identity.v1.Operation\"E\n\x17RecordOperationsRequest\x12*\n\noperations\x18\x01 \x03(\x0b\x32\x16.identity.v1.Operation\"=\n\x18RecordOperationsResponse\x12\x10\n\x08recorded\x18\x01 \x01(\x05\x12\x0f\n\x07\x64ropped\x18\x02 \x01(\x05\"\x96\x02\n\x15ListOperationsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12)\n\x05kinds\x18\x02 \x03(\x0e\x32\x1a.identity.v1.OperationKind\x12\x15\n\rresource_type\x18\x03 \x01(\t\x12+\n\x07outcome\x18\x04 \x01(\x0e\x32\x1a.identity.v1.OutcomeFilter\x12)\n\x05since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x07 \x01(\x05\x12\x12\n\npage_token\x18\x08 \x01(\t\"]\n\x16ListOperationsResponse\x12*\n\noperations\x18\x01 \x03(\x0b\x32\x16.identity.v1.Operation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\xcd\x01\n\rOperationKind\x12\x1e\n\x1aOPERATION_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15OPERATION_KIND_CREATE\x10\x01\x12\x17\n\x13OPERATION_KIND_READ\x10\x02\x12\x19\n\x15OPERATION_KIND_UPDATE\x10\x03\x12\x19\n\x15OPERATION_KIND_DELETE\x10\x04\x12\x19\n\x15OPERATION_KIND_SEARCH\x10\x05\x12\x17\n\x13OPERATION_KIND_BULK\x10\x06*]\n\rOutcomeFilter\x12\x16\n\x12OUTCOME_FILTER_ANY\x10\x00\x12\x1a\n\x16OUTCOME_FILTER_SUCCESS\x10\x01\x12\x18\n\x14OUTCOME_FILTER_ERROR\x10\x02\x32\xaa\x02\n\x0eHistoryService\x12\\\n\x0fRecordOperation\x12#.identity.v1.RecordOperationRequest\x1a$.identity.v1.RecordOperationResponse\x12_\n\x10RecordOperations\x12$.identity.v1.RecordOperationsRequest\x1a%.identity.v1.RecordOperationsResponse\x12Y\n\x0eListOperations\x12\".identity.v1.ListOperationsRequest\x1a#.identity.v1.ListOperationsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"scim_identity_api/v1/history.proto\x12\x0bidentity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb7\x02\n\tOperation\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08token_id\x18\x04 \x01(\t\x12\x0e\n\x06method\x18\x05 \x01(\t\x12(\n\x04kind\x18\x06 \x01(\x0e\x32\x1a.identity.v1.OperationKind\x12\x15\n\rresource_type\x18\x07 \x01(\t\x12\x13\n\x0bresource_id\x18\x08 \x01(\t\x12\x0e\n\x06status\x18\t \x01(\x05\x12\x11\n\tscim_type\x18\n \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x0b \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x0c \x01(\x01\x12\x12\n\nrequest_id\x18\r \x01(\t\x12\r\n\x05\x61\x63tor\x18\x0e \x01(\t\"C\n\x16RecordOperationRequest\x12)\n\toperation\x18\x01 \x01(\x0b\x32\x16.identity.v1.Operation\"D\n\x17RecordOperationResponse\x12)\n\toperation\x18\x01 \x01(\x0b\x32\x16.identity.v1.Operation\"E\n\x17RecordOperationsRequest\x12*\n\noperations\x18\x01 \x03(\x0b\x32\x16.identity.v1.Operation\"=\n\x18RecordOperationsResponse\x12\x10\n\x08recorded\x18\x01 \x01(\x05\x12\x0f\n\x07\x64ropped\x18\x02 \x01(\x05\"\xfe\x02\n\x15ListOperationsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12)\n\x05kinds\x18\x02 \x03(\x0e\x32\x1a.identity.v1.OperationKind\x12\x15\n\rresource_type\x18\x03 \x01(\t\x12+\n\x07outcome\x18\x04 \x01(\x0e\x32\x1a.identity.v1.OutcomeFilter\x12)\n\x05since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x07 \x01(\x05\x12\x12\n\npage_token\x18\x08 \x01(\t\x12\x12\n\nrequest_id\x18\t \x01(\t\x12\x0e\n\x06status\x18\n \x01(\x05\x12,\n\x06source\x18\x0b \x01(\x0e\x32\x1c.identity.v1.OperationSource\x12\x14\n\x0coldest_first\x18\x0c \x01(\x08\"]\n\x16ListOperationsResponse\x12*\n\noperations\x18\x01 \x03(\x0b\x32\x16.identity.v1.Operation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\xcd\x01\n\rOperationKind\x12\x1e\n\x1aOPERATION_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15OPERATION_KIND_CREATE\x10\x01\x12\x17\n\x13OPERATION_KIND_READ\x10\x02\x12\x19\n\x15OPERATION_KIND_UPDATE\x10\x03\x12\x19\n\x15OPERATION_KIND_DELETE\x10\x04\x12\x19\n\x15OPERATION_KIND_SEARCH\x10\x05\x12\x17\n\x13OPERATION_KIND_BULK\x10\x06*]\n\rOutcomeFilter\x12\x16\n\x12OUTCOME_FILTER_ANY\x10\x00\x12\x1a\n\x16OUTCOME_FILTER_SUCCESS\x10\x01\x12\x18\n\x14OUTCOME_FILTER_ERROR\x10\x02*\x82\x01\n\x0fOperationSource\x12\x18\n\x14OPERATION_SOURCE_ANY\x10\x00\x12\x19\n\x15OPERATION_SOURCE_SCIM\x10\x01\x12\x1e\n\x1aOPERATION_SOURCE_API_TOKEN\x10\x02\x12\x1a\n\x16OPERATION_SOURCE_ADMIN\x10\x03\x32\xaa\x02\n\x0eHistoryService\x12\\\n\x0fRecordOperation\x12#.identity.v1.RecordOperationRequest\x1a$.identity.v1.RecordOperationResponse\x12_\n\x10RecordOperations\x12$.identity.v1.RecordOperationsRequest\x1a%.identity.v1.RecordOperationsResponse\x12Y\n\x0eListOperations\x12\".identity.v1.ListOperationsRequest\x1a#.identity.v1.ListOperationsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'scim_identity_api.v1.history_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OPERATIONKIND']._serialized_start=1048
-  _globals['_OPERATIONKIND']._serialized_end=1253
-  _globals['_OUTCOMEFILTER']._serialized_start=1255
-  _globals['_OUTCOMEFILTER']._serialized_end=1348
+  _globals['_OPERATIONKIND']._serialized_start=1152
+  _globals['_OPERATIONKIND']._serialized_end=1357
+  _globals['_OUTCOMEFILTER']._serialized_start=1359
+  _globals['_OUTCOMEFILTER']._serialized_end=1452
+  _globals['_OPERATIONSOURCE']._serialized_start=1455
+  _globals['_OPERATIONSOURCE']._serialized_end=1585
   _globals['_OPERATION']._serialized_start=85
   _globals['_OPERATION']._serialized_end=396
   _globals['_RECORDOPERATIONREQUEST']._serialized_start=398
@@ -47,9 +49,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECORDOPERATIONSRESPONSE']._serialized_start=608
   _globals['_RECORDOPERATIONSRESPONSE']._serialized_end=669
   _globals['_LISTOPERATIONSREQUEST']._serialized_start=672
-  _globals['_LISTOPERATIONSREQUEST']._serialized_end=950
-  _globals['_LISTOPERATIONSRESPONSE']._serialized_start=952
-  _globals['_LISTOPERATIONSRESPONSE']._serialized_end=1045
-  _globals['_HISTORYSERVICE']._serialized_start=1351
-  _globals['_HISTORYSERVICE']._serialized_end=1649
+  _globals['_LISTOPERATIONSREQUEST']._serialized_end=1054
+  _globals['_LISTOPERATIONSRESPONSE']._serialized_start=1056
+  _globals['_LISTOPERATIONSRESPONSE']._serialized_end=1149
+  _globals['_HISTORYSERVICE']._serialized_start=1588
+  _globals['_HISTORYSERVICE']._serialized_end=1886
 # @@protoc_insertion_point(module_scope)

@@ -66,6 +66,36 @@ OUTCOME_FILTER_ERROR: OutcomeFilter.ValueType  # 2
 """status >= 400"""
 Global___OutcomeFilter: _TypeAlias = OutcomeFilter  # noqa: Y015
 
+class _OperationSource:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OperationSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OperationSource.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    OPERATION_SOURCE_ANY: _OperationSource.ValueType  # 0
+    OPERATION_SOURCE_SCIM: _OperationSource.ValueType  # 1
+    """Requests to the SCIM endpoint (no actor), whether or not their token was known."""
+    OPERATION_SOURCE_API_TOKEN: _OperationSource.ValueType  # 2
+    """SCIM requests made with one of the tenant's API tokens (token_id set): what an
+    IdP configured with a token of the tenant sent, refused or not.
+    """
+    OPERATION_SOURCE_ADMIN: _OperationSource.ValueType  # 3
+    """Admins' actions (actor set), e.g. in the admin console."""
+
+class OperationSource(_OperationSource, metaclass=_OperationSourceEnumTypeWrapper):
+    """Who made an operation: the IdP through the SCIM gateway, or an admin."""
+
+OPERATION_SOURCE_ANY: OperationSource.ValueType  # 0
+OPERATION_SOURCE_SCIM: OperationSource.ValueType  # 1
+"""Requests to the SCIM endpoint (no actor), whether or not their token was known."""
+OPERATION_SOURCE_API_TOKEN: OperationSource.ValueType  # 2
+"""SCIM requests made with one of the tenant's API tokens (token_id set): what an
+IdP configured with a token of the tenant sent, refused or not.
+"""
+OPERATION_SOURCE_ADMIN: OperationSource.ValueType  # 3
+"""Admins' actions (actor set), e.g. in the admin console."""
+Global___OperationSource: _TypeAlias = OperationSource  # noqa: Y015
+
 @_typing.final
 class Operation(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -241,13 +271,30 @@ class ListOperationsRequest(_message.Message):
     UNTIL_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    OLDEST_FIRST_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     resource_type: _builtins.str
     """Empty: every resource type."""
     outcome: Global___OutcomeFilter.ValueType
     page_size: _builtins.int
-    """Newest first. Default 100, at most 1000."""
+    """Newest first (unless oldest_first). Default 100, at most 1000."""
     page_token: _builtins.str
+    """From the previous page's next_page_token, with the same filters and order."""
+    request_id: _builtins.str
+    """Only the operations of this request id (x-request-id), exactly; empty: any."""
+    status: _builtins.int
+    """Only operations answered with this HTTP status, e.g. 401; 0: any. Otherwise
+    100 to 599 (INVALID_ARGUMENT). Combines with `outcome`.
+    """
+    source: Global___OperationSource.ValueType
+    """Only SCIM requests, only those made with an API token, or only admins' actions."""
+    oldest_first: _builtins.bool
+    """Oldest first instead of newest first (with page_size 1: the first of them,
+    e.g. when an IdP first reached the connector, as far as history is retained).
+    """
     @_builtins.property
     def kinds(self) -> _containers.RepeatedScalarFieldContainer[Global___OperationKind.ValueType]:
         """Empty: every kind."""
@@ -269,10 +316,14 @@ class ListOperationsRequest(_message.Message):
         until: _timestamp_pb2.Timestamp | None = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        status: _builtins.int = ...,
+        source: Global___OperationSource.ValueType = ...,
+        oldest_first: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kinds", b"kinds", "outcome", b"outcome", "page_size", b"page_size", "page_token", b"page_token", "resource_type", b"resource_type", "since", b"since", "tenant_id", b"tenant_id", "until", b"until"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kinds", b"kinds", "oldest_first", b"oldest_first", "outcome", b"outcome", "page_size", b"page_size", "page_token", b"page_token", "request_id", b"request_id", "resource_type", b"resource_type", "since", b"since", "source", b"source", "status", b"status", "tenant_id", b"tenant_id", "until", b"until"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -188,6 +188,13 @@ class AsyncIdentityClient:
         req = (query or OperationQuery()).request(tenant_id, page_size, page_token)
         return await self._call(self._history.ListOperations, req, ctx)
 
+    async def get_operation(
+        self, tenant_id: str, operation_id: str, *, ctx: CallContext | None = None
+    ) -> history_pb2.Operation:
+        """One record of the tenant's history (NotFound: none of that id in the tenant)."""
+        req = history_pb2.GetOperationRequest(tenant_id=tenant_id, operation_id=operation_id)
+        return await self._call(self._history.GetOperation, req, ctx)
+
     async def get_revision(
         self, tenant_id: str, *, ctx: CallContext | None = None
     ) -> changes_pb2.GetRevisionResponse:

@@ -875,6 +875,15 @@ class IdentityClient:
         req = query.request(self._tenant_id(tenant_id), page_size, page_token)
         return self._call(self._history.ListOperations, req, ctx)
 
+    def get_operation(
+        self, tenant_id: str, operation_id: str, *, ctx: CallContext | None = None
+    ) -> history_pb2.Operation:
+        """One record of the tenant's history (NotFound: none of that id in the tenant)."""
+        req = history_pb2.GetOperationRequest(
+            tenant_id=self._tenant_id(tenant_id), operation_id=operation_id
+        )
+        return self._call(self._history.GetOperation, req, ctx)
+
     def iter_operations(
         self,
         tenant_id: str,

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from scim_identity_api.v1 import history_pb2
 
-from ..errors import DomainError, InvalidValue, TooMany
+from ..errors import DomainError, InvalidValue, NotFound, TooMany
 from ..storage.models import OperationRow, TenantRow, table, utcnow
 from ..storage.prepared import PreparedInsert
 from .convert import new_id, ts
@@ -155,6 +155,17 @@ def record_many(
     rows = [_row(op, known[op.tenant_id.lower()]) for op in ops if op.tenant_id.lower() in known]
     _INSERT.run(session, rows)
     return history_pb2.RecordOperationsResponse(recorded=len(rows), dropped=ops_in - len(rows))
+
+
+def get_operation(session: Session, tenant: TenantRow, operation_id: str) -> history_pb2.Operation:
+    row = session.execute(
+        select(OperationRow).where(
+            OperationRow.tenant_pk == tenant.pk, OperationRow.id == operation_id[:36]
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        raise NotFound("no such operation", field="operation_id")
+    return _proto(row, tenant.id)
 
 
 _SOURCES = frozenset(history_pb2.OperationSource.values())

@@ -171,6 +171,7 @@ METHODS: Mapping[str, Access] = MappingProxyType(
         RecordOperation=Access(GATEWAY, write=True),
         RecordOperations=Access(GATEWAY, write=True),
         ListOperations=Access(NOBODY, replica=True),
+        GetOperation=Access(NOBODY, replica=True),
     )
     | _service(
         "ChangeService",

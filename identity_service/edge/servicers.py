@@ -516,6 +516,16 @@ class HistoryServicer(_Base, history_pb2_grpc.HistoryServiceServicer):
             lambda s, c: history.list_operations(s, c.tenant(s, request.tenant_id), request),
         )
 
+    async def GetOperation(
+        self, request: history_pb2.GetOperationRequest, context: Any
+    ) -> history_pb2.Operation:
+        return await self.read(
+            context,
+            lambda s, c: history.get_operation(
+                s, c.tenant(s, request.tenant_id), request.operation_id
+            ),
+        )
+
 
 class ChangeServicer(_Base):
     """GetRevision here; Watch is served by identity_service.changes.streams, which yields

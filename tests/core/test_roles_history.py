@@ -168,6 +168,18 @@ def test_history_by_request_id_status_source_and_order(
     assert newest == list(reversed(walked))
 
 
+def test_one_operation_by_id(client: IdentityClient, tenant: Tenant) -> None:
+    client.record_operation(_op(tenant, status=409, scim_type="uniqueness", detail="taken"))
+    (op,) = client.list_operations(tenant.id).operations
+    assert client.get_operation(tenant.id, op.id) == op
+    assert client.get_operation(tenant.name, op.id) == op
+    # Another tenant's record, an unknown id, junk: the same NotFound.
+    other = client.create_tenant(f"{tenant.name}-other")
+    for tid, oid in ((other.id, op.id), (tenant.id, str(uuid.uuid4())), (tenant.id, "x" * 5000)):
+        with pytest.raises(NotFound):
+            client.get_operation(tid, oid)
+
+
 def test_history_bad_input(client: IdentityClient, tenant: Tenant) -> None:
     with pytest.raises(InvalidArgument):
         client.record_operation(_op(tenant, status=7))

@@ -49,6 +49,11 @@ class HistoryServiceStub:
                 request_serializer=scim__identity__api_dot_v1_dot_history__pb2.ListOperationsRequest.SerializeToString,
                 response_deserializer=scim__identity__api_dot_v1_dot_history__pb2.ListOperationsResponse.FromString,
                 _registered_method=True)
+        self.GetOperation = channel.unary_unary(
+                '/identity.v1.HistoryService/GetOperation',
+                request_serializer=scim__identity__api_dot_v1_dot_history__pb2.GetOperationRequest.SerializeToString,
+                response_deserializer=scim__identity__api_dot_v1_dot_history__pb2.Operation.FromString,
+                _registered_method=True)
 
 
 class HistoryServiceServicer:
@@ -72,6 +77,14 @@ class HistoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetOperation(self, request, context):
+        """One record of the tenant's history; NOT_FOUND when the tenant has none of that
+        id (another tenant's record included).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HistoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -89,6 +102,11 @@ def add_HistoryServiceServicer_to_server(servicer, server):
                     servicer.ListOperations,
                     request_deserializer=scim__identity__api_dot_v1_dot_history__pb2.ListOperationsRequest.FromString,
                     response_serializer=scim__identity__api_dot_v1_dot_history__pb2.ListOperationsResponse.SerializeToString,
+            ),
+            'GetOperation': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOperation,
+                    request_deserializer=scim__identity__api_dot_v1_dot_history__pb2.GetOperationRequest.FromString,
+                    response_serializer=scim__identity__api_dot_v1_dot_history__pb2.Operation.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -172,6 +190,33 @@ class HistoryService:
             '/identity.v1.HistoryService/ListOperations',
             scim__identity__api_dot_v1_dot_history__pb2.ListOperationsRequest.SerializeToString,
             scim__identity__api_dot_v1_dot_history__pb2.ListOperationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOperation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/identity.v1.HistoryService/GetOperation',
+            scim__identity__api_dot_v1_dot_history__pb2.GetOperationRequest.SerializeToString,
+            scim__identity__api_dot_v1_dot_history__pb2.Operation.FromString,
             options,
             channel_credentials,
             insecure,

@@ -34,6 +34,10 @@ class HistoryServiceStub:
     RecordOperation: _grpc.UnaryUnaryMultiCallable[_history_pb2.RecordOperationRequest, _history_pb2.RecordOperationResponse]
     RecordOperations: _grpc.UnaryUnaryMultiCallable[_history_pb2.RecordOperationsRequest, _history_pb2.RecordOperationsResponse]
     ListOperations: _grpc.UnaryUnaryMultiCallable[_history_pb2.ListOperationsRequest, _history_pb2.ListOperationsResponse]
+    GetOperation: _grpc.UnaryUnaryMultiCallable[_history_pb2.GetOperationRequest, _history_pb2.Operation]
+    """One record of the tenant's history; NOT_FOUND when the tenant has none of that
+    id (another tenant's record included).
+    """
 
 @_typing.type_check_only
 class HistoryServiceAsyncStub(HistoryServiceStub):
@@ -41,6 +45,10 @@ class HistoryServiceAsyncStub(HistoryServiceStub):
     RecordOperation: _aio.UnaryUnaryMultiCallable[_history_pb2.RecordOperationRequest, _history_pb2.RecordOperationResponse]  # type: ignore[assignment]
     RecordOperations: _aio.UnaryUnaryMultiCallable[_history_pb2.RecordOperationsRequest, _history_pb2.RecordOperationsResponse]  # type: ignore[assignment]
     ListOperations: _aio.UnaryUnaryMultiCallable[_history_pb2.ListOperationsRequest, _history_pb2.ListOperationsResponse]  # type: ignore[assignment]
+    GetOperation: _aio.UnaryUnaryMultiCallable[_history_pb2.GetOperationRequest, _history_pb2.Operation]  # type: ignore[assignment]
+    """One record of the tenant's history; NOT_FOUND when the tenant has none of that
+    id (another tenant's record included).
+    """
 
 class HistoryServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -63,5 +71,15 @@ class HistoryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _history_pb2.ListOperationsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_history_pb2.ListOperationsResponse, _abc.Awaitable[_history_pb2.ListOperationsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetOperation(
+        self,
+        request: _history_pb2.GetOperationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_history_pb2.Operation, _abc.Awaitable[_history_pb2.Operation]]:
+        """One record of the tenant's history; NOT_FOUND when the tenant has none of that
+        id (another tenant's record included).
+        """
 
 def add_HistoryServiceServicer_to_server(servicer: HistoryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

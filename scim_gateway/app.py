@@ -83,6 +83,10 @@ UNAUTHORIZED_DETAIL = (
 
 #: Call.memo key: the token is valid but its tenant's connector is off.
 REFUSED = "refused"
+#: Refusals of a token the core names (ErrorDetail tenant_id, token_id): recorded.
+_RECORDED_REFUSALS = frozenset(
+    {ErrorReason.ERROR_REASON_TENANT_INACTIVE, ErrorReason.ERROR_REASON_UNAUTHENTICATED}
+)
 
 
 def _unauthorized(detail: str = UNAUTHORIZED_DETAIL) -> ScimError:
@@ -232,9 +236,11 @@ class RequestContextMiddleware:
             scim = from_identity_error(err)
             if scim.status == 400:
                 raise _unauthorized() from None
-            if err.reason == ErrorReason.ERROR_REASON_TENANT_INACTIVE and err.detail.tenant_id:
-                # A valid token of a deactivated connector: the refusal belongs in that
-                # tenant's history (Big ACL: "check that the connector is activated").
+            if err.detail.tenant_id and err.reason in _RECORDED_REFUSALS:
+                # A valid token of a deactivated connector, or a revoked or expired
+                # token of this tenant: the refusal belongs in that tenant's history
+                # (Big ACL: "check that the connector is activated"; "the token may
+                # have been rotated or revoked").
                 call.tenant_id, call.token_id = err.detail.tenant_id, err.detail.token_id
                 call.memo[REFUSED] = True
             raise scim from None

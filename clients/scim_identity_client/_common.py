@@ -151,7 +151,9 @@ class CallContext:
         for key, value in trailing or ():
             if key == CALLER_KEY and isinstance(value, bytes):
                 who = bearer_pb2.AuthenticatedCaller.FromString(value)
-                self.on_authenticated(Authenticated(who.tenant_id, who.token_id, who.scope))
+                self.on_authenticated(
+                    Authenticated(who.tenant_id, who.token_id, who.scope, refused=who.refused)
+                )
                 return
 
 
@@ -163,6 +165,9 @@ class Authenticated:
     token_id: str
     #: identity.v1.TokenScope
     scope: int
+    #: The tenant's token, but revoked or expired: the call was refused (the caller
+    #: records the refusal in the tenant's history).
+    refused: bool = False
 
 
 def tenant_ref(tenant: str) -> tenants_pb2.TenantRef:

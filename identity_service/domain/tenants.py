@@ -392,14 +392,18 @@ def check_bearer(
     token = detached(TokenRow, {k: values[f"k_{k}"] for k in _TOKEN_KEYS})
     row = detached(TenantRow, {k: values[f"t_{k}"] for k in _TENANT_KEYS})
     now = utcnow()
-    if token.revoked is not None:
-        raise Unauthenticated("this token was revoked")
-    if token.expires is not None and token.expires <= now:
-        raise Unauthenticated("this token has expired")
     wanted = tenant.strip().lower()
     if wanted and wanted not in (row.id, row.name):
-        # Same answer as an unknown token: never reveal that it is valid elsewhere.
+        # Same answer as an unknown token: never reveal that it is known elsewhere.
         raise Unauthenticated("invalid bearer token")
+    if token.revoked is not None or (token.expires is not None and token.expires <= now):
+        # The tenant's own token, dead: the caller (the gateway) may record the
+        # refusal in the tenant's history; its client gets the plain 401.
+        raise Unauthenticated(
+            "this token was revoked" if token.revoked is not None else "this token has expired",
+            tenant_id=row.id,
+            token_id=token.id,
+        )
     if not row.active and not allow_inactive:
         raise inactive(row, token)
     stale = token.last_used is None or now - token.last_used > LAST_USED_RESOLUTION

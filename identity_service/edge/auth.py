@@ -551,7 +551,22 @@ class Caller:
         # which changes the tenant's settings, loads the ORM row itself.
         if not self.ctx.bearer:
             return tenants.snapshot_by_id(s, tenant_id)
-        b = tenants.check_bearer(s, self.ctx.bearer, self.ctx.tenant_ref, allow_inactive=True)
+        try:
+            b = tenants.check_bearer(s, self.ctx.bearer, self.ctx.tenant_ref, allow_inactive=True)
+        except Unauthenticated as err:
+            dead = err.extra.get("tenant_id")
+            if not dead:
+                raise
+            if tenant_id and tenant_id.lower() != dead:
+                # Another tenant's token, dead or not: the answer names nothing.
+                raise Unauthenticated("invalid bearer token") from None
+            # The tenant's revoked or expired token: said in the trailer, so the
+            # refusal lands in that tenant's history.
+            who = bearer_pb2.AuthenticatedCaller(
+                tenant_id=str(dead), token_id=str(err.extra["token_id"]), refused=True
+            )
+            self._trailer = ((CALLER_KEY, who.SerializeToString()),)
+            raise
         if tenant_id and tenant_id.lower() != b.tenant.id:
             raise Unauthenticated("invalid bearer token")
         # Known from here on, so the caller can record even a refusal in the

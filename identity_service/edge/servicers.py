@@ -86,8 +86,9 @@ class _Base:
             caller.abandoned.set()
             raise
         finally:
-            if caller.bearer is not None:
+            if caller.trailer():
                 context.set_trailing_metadata(caller.trailer())
+            if caller.bearer is not None:
                 record = CURRENT_CALL.get()
                 if record is not None:  # for the access line
                     record.tenant, record.token = caller.bearer.tenant.id, caller.bearer.token.id

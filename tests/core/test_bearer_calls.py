@@ -216,6 +216,37 @@ def test_revocation_takes_effect_on_the_next_call(
         client.list_users("", ctx=seen.ctx(token))
 
 
+def test_a_dead_token_of_the_tenant_is_named_in_its_refusal(
+    client: IdentityClient, tenant: Tenant, token: str
+) -> None:
+    """So that the gateway records the 401 in the tenant's history (issue #17: the
+    admin sees their IdP still uses a revoked token); its client learns nothing."""
+    seen = Seen()
+    client.list_users("", ctx=seen.ctx(token))
+    token_id = seen.who[0].token_id
+    client.revoke_token(tenant.id, token_id)
+    for ref in (tenant.name, tenant.id, ""):
+        seen = Seen()
+        with pytest.raises(Unauthenticated):
+            client.list_users("", ctx=seen.ctx(token, ref))
+        assert seen.who == [Authenticated(tenant.id, token_id, 0, refused=True)]
+    with pytest.raises(Unauthenticated) as refused:
+        client.authenticate(token, tenant=tenant.name)
+    assert (refused.value.detail.tenant_id, refused.value.detail.token_id) == (tenant.id, token_id)
+    # Named as another tenant's: the same refusal as an unknown token, naming nothing.
+    other = client.create_tenant(f"other-{uuid.uuid4().hex[:10]}")
+    seen = Seen()
+    with pytest.raises(Unauthenticated) as refused:
+        client.list_users("", ctx=seen.ctx(token, other.name))
+    assert seen.who == [] and not refused.value.detail.tenant_id
+    with pytest.raises(Unauthenticated) as refused:
+        client.list_users(other.id, ctx=seen.ctx(token))
+    assert seen.who == [] and not refused.value.detail.tenant_id
+    with pytest.raises(Unauthenticated) as refused:
+        client.authenticate(token, tenant=other.id)
+    assert not refused.value.detail.tenant_id
+
+
 def test_record_operations_batches(client: IdentityClient, tenant: Tenant) -> None:
     other = client.create_tenant(f"hist-{uuid.uuid4().hex[:10]}")
 

@@ -26,7 +26,7 @@ from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor
 from scim_identity_api.v1 import tenants_pb2 as scim__identity__api_dot_v1_dot_tenants__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!scim_identity_api/v1/bearer.proto\x12\x0bidentity.v1\x1a google/protobuf/descriptor.proto\x1a\"scim_identity_api/v1/tenants.proto\"b\n\x13\x41uthenticatedCaller\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\t\x12&\n\x05scope\x18\x03 \x01(\x0e\x32\x17.identity.v1.TokenScope*\xb8\x03\n\x0bMetadataKey\x12\x1c\n\x18METADATA_KEY_UNSPECIFIED\x10\x00\x12-\n\x17METADATA_KEY_REQUEST_ID\x10\x01\x1a\x10\xe2\xa6\x19\x0cx-request-id\x12*\n\x12METADATA_KEY_ACTOR\x10\x02\x1a\x12\xe2\xa6\x19\x0eidentity-actor\x12\x31\n\x1aMETADATA_KEY_AUTHORIZATION\x10\x03\x1a\x11\xe2\xa6\x19\rauthorization\x12,\n\x13METADATA_KEY_BEARER\x10\x04\x1a\x13\xe2\xa6\x19\x0fidentity-bearer\x12,\n\x13METADATA_KEY_TENANT\x10\x05\x1a\x13\xe2\xa6\x19\x0fidentity-tenant\x12,\n\x13METADATA_KEY_INTENT\x10\x06\x1a\x13\xe2\xa6\x19\x0fidentity-intent\x12\x30\n\x13METADATA_KEY_CALLER\x10\x07\x1a\x17\xe2\xa6\x19\x13identity-caller-bin\x12\x41\n\x1cMETADATA_KEY_COMMIT_DEADLINE\x10\x08\x1a\x1f\xe2\xa6\x19\x1bidentity-commit-deadline-ms:0\n\x03key\x12!.google.protobuf.EnumValueOptions\x18\xec\x94\x03 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!scim_identity_api/v1/bearer.proto\x12\x0bidentity.v1\x1a google/protobuf/descriptor.proto\x1a\"scim_identity_api/v1/tenants.proto\"s\n\x13\x41uthenticatedCaller\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\t\x12&\n\x05scope\x18\x03 \x01(\x0e\x32\x17.identity.v1.TokenScope\x12\x0f\n\x07refused\x18\x04 \x01(\x08*\xb8\x03\n\x0bMetadataKey\x12\x1c\n\x18METADATA_KEY_UNSPECIFIED\x10\x00\x12-\n\x17METADATA_KEY_REQUEST_ID\x10\x01\x1a\x10\xe2\xa6\x19\x0cx-request-id\x12*\n\x12METADATA_KEY_ACTOR\x10\x02\x1a\x12\xe2\xa6\x19\x0eidentity-actor\x12\x31\n\x1aMETADATA_KEY_AUTHORIZATION\x10\x03\x1a\x11\xe2\xa6\x19\rauthorization\x12,\n\x13METADATA_KEY_BEARER\x10\x04\x1a\x13\xe2\xa6\x19\x0fidentity-bearer\x12,\n\x13METADATA_KEY_TENANT\x10\x05\x1a\x13\xe2\xa6\x19\x0fidentity-tenant\x12,\n\x13METADATA_KEY_INTENT\x10\x06\x1a\x13\xe2\xa6\x19\x0fidentity-intent\x12\x30\n\x13METADATA_KEY_CALLER\x10\x07\x1a\x17\xe2\xa6\x19\x13identity-caller-bin\x12\x41\n\x1cMETADATA_KEY_COMMIT_DEADLINE\x10\x08\x1a\x1f\xe2\xa6\x19\x1bidentity-commit-deadline-ms:0\n\x03key\x12!.google.protobuf.EnumValueOptions\x18\xec\x94\x03 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,8 +49,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_METADATAKEY'].values_by_name["METADATA_KEY_CALLER"]._serialized_options = b'\342\246\031\023identity-caller-bin'
   _globals['_METADATAKEY'].values_by_name["METADATA_KEY_COMMIT_DEADLINE"]._loaded_options = None
   _globals['_METADATAKEY'].values_by_name["METADATA_KEY_COMMIT_DEADLINE"]._serialized_options = b'\342\246\031\033identity-commit-deadline-ms'
-  _globals['_METADATAKEY']._serialized_start=221
-  _globals['_METADATAKEY']._serialized_end=661
+  _globals['_METADATAKEY']._serialized_start=238
+  _globals['_METADATAKEY']._serialized_end=678
   _globals['_AUTHENTICATEDCALLER']._serialized_start=120
-  _globals['_AUTHENTICATEDCALLER']._serialized_end=218
+  _globals['_AUTHENTICATEDCALLER']._serialized_end=235
 # @@protoc_insertion_point(module_scope)

@@ -80,26 +80,35 @@ Global___MetadataKey: _TypeAlias = MetadataKey  # noqa: Y015
 
 @_typing.final
 class AuthenticatedCaller(_message.Message):
-    """Which tenant and token an `identity-bearer` authenticated as."""
+    """Which tenant and token an `identity-bearer` authenticated as; or, with `refused`,
+    which of the call's tenant's tokens it was when that token is revoked or expired.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     TENANT_ID_FIELD_NUMBER: _builtins.int
     TOKEN_ID_FIELD_NUMBER: _builtins.int
     SCOPE_FIELD_NUMBER: _builtins.int
+    REFUSED_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     token_id: _builtins.str
     scope: _tenants_pb2.TokenScope.ValueType
+    refused: _builtins.bool
+    """The token is the tenant's but revoked or expired: the call was refused
+    (UNAUTHENTICATED, scope unset). Its caller records the refusal in the tenant's
+    history, so an admin sees that their IdP still uses a dead token.
+    """
     def __init__(
         self,
         *,
         tenant_id: _builtins.str = ...,
         token_id: _builtins.str = ...,
         scope: _tenants_pb2.TokenScope.ValueType = ...,
+        refused: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["scope", b"scope", "tenant_id", b"tenant_id", "token_id", b"token_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["refused", b"refused", "scope", b"scope", "tenant_id", b"tenant_id", "token_id", b"token_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qs
 
 import falcon
 import falcon.asgi
@@ -22,7 +23,7 @@ from scim_identity_client.errors import (
 )
 from scim_identity_client.urls import SIGN_IN_PATH, scim_urls
 
-from . import api, connector, directory, rules
+from . import api, connector, directory, history, live, rules, setup_guide
 from . import policy_form as pf
 from .connector import LIVE_TOKEN_LIMIT, Refused
 from .console import COOKIE, HERE, NOT_FOUND, SCOPES, Admin, Console, PageError
@@ -792,6 +793,165 @@ class DirectoryGroup(_Resource):
         )
 
 
+# -- Set up your IdP, History, Live --------------------------------------------------------
+
+
+class SetUp(_Resource):
+    """Set up your IdP: the overview (which IdP, Test connection) and a step-by-step
+    page per IdP (`/setup/okta`, `/setup/entra`) with this tenant's values in."""
+
+    async def on_get(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, tenant: str
+    ) -> None:
+        await self.page(req, resp, tenant, "")
+
+    async def on_get_idp(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, tenant: str, idp: str
+    ) -> None:
+        if idp not in setup_guide.IDPS:
+            raise NOT_FOUND
+        await self.page(req, resp, tenant, idp)
+
+    async def page(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, tenant: str, idp: str
+    ) -> None:
+        admin, t = await self.signed_in(req, tenant)
+        found = await setup_guide.setup(self.c, t)
+        name = setup_guide.IDPS.get(idp, "")
+        self.c.render(
+            resp,
+            f"setup_{idp}.html" if idp else "setup.html",
+            nav="setup",
+            title=f"Set up {name}" if name else f"Set up your IdP · {t.display_name or t.name}",
+            admin=admin,
+            tenant=t,
+            idps=setup_guide.IDPS,
+            guide=found.guide,
+            live_tokens=found.live_tokens,
+            token_prefixes=found.token_prefixes,
+            connection=found.connection,
+            advice=history.ADVICE,
+        )
+
+
+class History(_Resource):
+    """The operations history: filters (a GET form), pages, each operation's detail."""
+
+    async def on_get(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, tenant: str
+    ) -> None:
+        admin, t = await self.signed_in(req, tenant)
+        params = parse_qs(req.query_string, keep_blank_values=True)
+        values: dict[str, Any] = dict(
+            nav="history",
+            title=f"History · {t.display_name or t.name}",
+            admin=admin,
+            tenant=t,
+            kinds=list(history.KINDS),
+            resource_types=history.RESOURCE_TYPES,
+            outcomes=list(history.OUTCOMES),
+            sources=list(history.SOURCES),
+        )
+        try:
+            filters = history.parse(params)
+            found = await history.page(self.c, t, filters)
+        except history.BadFilter as err:
+            # What the console cannot read as a filter, or a page link whose record
+            # passed retention: 400, with the form to fix it.
+            return self.c.render(
+                resp,
+                "history.html",
+                status=400,
+                error=str(err),
+                filters=history.raw(params),
+                operations=[],
+                next_page="",
+                token_prefixes={},
+                **values,
+            )
+        self.c.render(
+            resp,
+            "history.html",
+            error="",
+            filters=filters,
+            operations=found.operations,
+            next_page=found.next_page_token,
+            token_prefixes=await history.token_prefixes(self.c, t),
+            **values,
+        )
+
+    async def on_get_operation(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, tenant: str, operation_id: str
+    ) -> None:
+        admin, t = await self.signed_in(req, tenant)
+        op = await history.operation(self.c, t, operation_id)
+        tokens = await self.c.core.list_tokens(t.id, include_inactive=True)
+        self.c.render(
+            resp,
+            "operation.html",
+            nav="history",
+            title=f"{op.method} {op.resource_type or 'request'} · {history.status_text(op.status)}",
+            admin=admin,
+            tenant=t,
+            op=op,
+            token=next((k for k in tokens if k.id == op.token_id), None),
+            advice=history.ADVICE.get(op.status, ""),
+        )
+
+
+class Live(_Resource):
+    """The tenant's change events as they happen: the page (the latest events,
+    rendered) and its stream (server-sent events, resumed from Last-Event-ID)."""
+
+    async def on_get(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, tenant: str
+    ) -> None:
+        admin, t = await self.signed_in(req, tenant)
+        revision, events = await live.recent(self.c.core, t.id)
+        self.c.render(
+            resp,
+            "live.html",
+            nav="live",
+            title=f"Live · {t.display_name or t.name}",
+            admin=admin,
+            tenant=t,
+            revision=revision,
+            events=events,
+        )
+
+    async def on_get_events(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, tenant: str
+    ) -> None:
+        admin, t = await self.signed_in(req, tenant)
+        current = (await self.c.core.get_revision(t.id)).revision
+        try:
+            since = live.revision_param(req.get_header("Last-Event-ID"), current)
+            if since is None:
+                since = live.revision_param(req.get_param("since"), current)
+        except live.BadRevision as err:
+            raise PageError(400, "Bad request", str(err)) from None
+        core = self.c.core
+
+        async def signed_in() -> bool:
+            try:
+                await core.get_admin_session(admin.secret)
+            except Unauthenticated:
+                return False
+            except IdentityError:
+                return True  # the core is away: the stream waits for it
+            return True
+
+        # Not buffered by a proxy in front (nginx): events go out as they happen.
+        resp.set_header("X-Accel-Buffering", "no")
+        resp.sse = live.stream(
+            core,
+            t.id,
+            current if since is None else since,
+            keepalive=self.c.settings.live_keepalive_seconds,
+            signed_in=signed_in,
+        )
+
+
 def create_app(settings: Settings, make_client: Callable[[], AsyncIdentityClient]) -> Any:
     """The ASGI app; `make_client` opens the core client when a worker's lifespan
     starts (in that worker's event loop)."""
@@ -874,10 +1034,27 @@ def create_app(settings: Settings, make_client: Callable[[], AsyncIdentityClient
     app.add_route("/tenants/{tenant}/directory", Directory(console))
     app.add_route("/tenants/{tenant}/directory/users/{user_id}", DirectoryUser(console))
     app.add_route("/tenants/{tenant}/directory/groups/{group_id}", DirectoryGroup(console))
+    setup = SetUp(console)
+    app.add_route("/tenants/{tenant}/setup", setup)
+    app.add_route("/tenants/{tenant}/setup/{idp}", setup, suffix="idp")
+    history_page = History(console)
+    app.add_route("/tenants/{tenant}/history", history_page)
+    app.add_route("/tenants/{tenant}/history/{operation_id}", history_page, suffix="operation")
+    console.templates.filters.update(history.FILTERS)
+    live_page = Live(console)
+    app.add_route("/tenants/{tenant}/live", live_page)
+    app.add_route("/tenants/{tenant}/live/events", live_page, suffix="events")
     app.add_static_route("/static", str(HERE / "static"))
     # The JSON API: each module's routes, declared beside the actions they share with
     # the pages (docs/architecture.md, "Adding an API route").
-    routes = [*api.ROUTES, *connector.ROUTES, *directory.ROUTES, *rules.ROUTES]
+    routes = [
+        *api.ROUTES,
+        *connector.ROUTES,
+        *directory.ROUTES,
+        *rules.ROUTES,
+        *history.ROUTES,
+        *setup_guide.ROUTES,
+    ]
     api.Api(console, routes).register(app)
     return app
 

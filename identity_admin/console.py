@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import falcon
 import falcon.asgi
@@ -81,6 +82,13 @@ def display_time(t: timestamp_pb2.Timestamp) -> str:
     if not t.seconds and not t.nanos:
         return "never"
     return t.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def display_seconds(t: timestamp_pb2.Timestamp) -> str:
+    """A time to the second (the history's, the Live page's)."""
+    if not t.seconds and not t.nanos:
+        return "never"
+    return t.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def display_iso(text: str | None) -> str:
@@ -136,6 +144,8 @@ class Console:
         )
         self.templates.filters["time"] = display_time
         self.templates.filters["iso_time"] = display_iso
+        self.templates.filters["seconds"] = display_seconds
+        self.templates.filters["query"] = urlencode
         self.templates.filters["scope"] = lambda s: SCOPE_NAMES.get(s, "?")
 
     # -- lifespan (falcon middleware): the channel opens in the worker's loop --------

@@ -42,6 +42,9 @@ class Settings:
     identity_tls_ca_file: str = ""
     identity_tls_cert_file: str = ""
     identity_tls_key_file: str = ""
+    #: Seconds between keep-alives on an idle Live stream: how soon a stream whose
+    #: browser went is noticed and ended, and its session checked again.
+    live_keepalive_seconds: float = 15.0
 
     @property
     def secure_cookies(self) -> bool:
@@ -83,6 +86,12 @@ class Settings:
             raise SettingsError("ADMIN_WORKERS must be a whole number") from None
         if workers < 1:
             raise SettingsError("ADMIN_WORKERS must be at least 1")
+        try:
+            keepalive = float(env.get("ADMIN_LIVE_KEEPALIVE_SECONDS", "15") or 15)
+        except ValueError:
+            raise SettingsError("ADMIN_LIVE_KEEPALIVE_SECONDS must be a number") from None
+        if not 0.1 <= keepalive <= 300:
+            raise SettingsError("ADMIN_LIVE_KEEPALIVE_SECONDS must be from 0.1 to 300")
         return cls(
             listen=listen,
             workers=workers,
@@ -93,4 +102,5 @@ class Settings:
             identity_tls_ca_file=env.get("ADMIN_IDENTITY_TLS_CA_FILE", "").strip(),
             identity_tls_cert_file=cert,
             identity_tls_key_file=key,
+            live_keepalive_seconds=keepalive,
         )

@@ -2,13 +2,16 @@
 (never a browser Playwright downloads), against the real console, gateway and core
 processes, on both databases. An admin signs in by link, copies the SCIM URL,
 generates a token that works against the gateway, revokes it (401), deactivates the
-connector (403), partly by keyboard. Screenshots of each page are saved in
+connector (403), finds those requests in the History filtered by status and opens
+one, reads the Set up your IdP pages, and watches a change arrive on the Live page,
+partly by keyboard. Screenshots of each page are saved in
 test-artifacts/screenshots/ (BROWSER_SCREENSHOTS overrides the directory)."""
 
 from __future__ import annotations
 
 import http.client
 import os
+import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +20,7 @@ from typing import Any
 import pytest
 
 from scim_identity_client import IdentityClient
-from scim_identity_client.types import Tenant
+from scim_identity_client.types import OutcomeFilter, Tenant, User
 from scim_identity_client.urls import admin_sign_in_url
 
 from ..support import ROOT
@@ -63,6 +66,21 @@ def scim_status(url: str, token: str) -> int:
     status = conn.getresponse().status
     conn.close()
     return status
+
+
+def wait_recorded(client: IdentityClient, tenant: Tenant, statuses: set[int]) -> dict[int, Any]:
+    """The latest history record of each status, once all are recorded (the gateway
+    sends its records a moment after its answers)."""
+    deadline = time.monotonic() + 15
+    while True:
+        ops = client.list_operations(tenant.id, outcome=OutcomeFilter.OUTCOME_FILTER_ERROR)
+        latest: dict[int, Any] = {}
+        for op in ops.operations:
+            latest.setdefault(op.status, op)
+        if statuses <= set(latest) or time.monotonic() > deadline:
+            assert statuses <= set(latest), latest
+            return latest
+        time.sleep(0.05)
 
 
 def test_sign_in_copy_generate_use_revoke_deactivate(
@@ -145,6 +163,59 @@ def test_sign_in_copy_generate_use_revoke_deactivate(
         page.screenshot(path=shots / "6-deactivated.png", full_page=True)
         assert scim_status(scim_url, second) == 403
         assert second not in page.content()
+
+        # The History page, filtered by status in its form, shows those requests: the
+        # revoked token's 401, then the deactivated connector's 403.
+        refused = wait_recorded(client, tenant, {401, 403})
+        page.click("nav.tabs >> text=History")
+        page.wait_for_selector("#filters")
+        page.screenshot(path=shots / "7-history.png", full_page=True)
+        for status in (401, 403):
+            page.fill("#f-status", str(status))
+            page.click("#apply")
+            page.wait_for_url(f"**/history?*status={status}*")
+            rows = page.locator("#operations tbody tr[data-operation]")
+            shown = [rows.nth(i).get_attribute("data-status") for i in range(rows.count())]
+            assert shown == [str(status)], shown
+            assert rows.first.get_attribute("data-operation") == refused[status].id
+            page.screenshot(path=shots / f"8-history-{status}.png", full_page=True)
+        # The 403 opens, by keyboard, to its detail and error.
+        page.focus("#operations tbody tr[data-operation] a")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#op-error")
+        assert "403 Forbidden" in page.inner_text("#op-error")
+        assert "connector is inactive" in page.inner_text("#op-detail")
+        assert refused[403].request_id in page.inner_text("#op-request-id")
+        page.screenshot(path=shots / "9-operation-403.png", full_page=True)
+
+        # Set up your IdP: this tenant's URL, and when the IdP's first request came.
+        page.click("nav.tabs >> text=Set up your IdP")
+        page.wait_for_selector("#test-connection")
+        assert "first reached this connector" in page.inner_text("#first-request")
+        page.screenshot(path=shots / "10-setup.png", full_page=True)
+        page.click("#idp-okta")
+        page.wait_for_selector("#okta-url")
+        assert page.inner_text("#okta-url") == scim_url
+        page.screenshot(path=shots / "11-setup-okta.png", full_page=True)
+        page.click("text=All identity providers")
+        page.click("#idp-entra")
+        page.wait_for_selector("#entra-url")
+        assert page.inner_text("#entra-url") == scim_url
+        page.screenshot(path=shots / "12-setup-entra.png", full_page=True)
+
+        # Live: a change made now appears on the open page (its script, over SSE).
+        page.click("nav.tabs >> text=Live")
+        page.wait_for_selector("#events")
+        expect(page.locator("#live-status")).to_contain_text("Live:")
+        made = client.create_user(tenant.id, User(user_name="live@example.com"))
+        first_row = page.locator("#events tbody tr").first
+        expect(first_row).to_contain_text("user.created")
+        expect(first_row).to_contain_text("live@example.com")
+        assert first_row.get_attribute("data-revision") == str(
+            client.get_revision(tenant.id).revision
+        )
+        assert made.meta.id
+        page.screenshot(path=shots / "13-live.png", full_page=True)
 
         # Everything the admin did is in the history, with the admin as its actor.
         ops = client.list_operations(tenant.id).operations

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from identity_admin.app import COOKIE as CONSOLE_COOKIE
-from scim_identity_api.v1 import common_pb2, groups_pb2, policy_pb2, users_pb2
+from scim_identity_api.v1 import common_pb2, groups_pb2, history_pb2, policy_pb2, users_pb2
 from scim_identity_client import IdentityClient
 from scim_identity_client.types import Tenant
 from scim_identity_client.urls import admin_sign_in_url
@@ -305,8 +305,11 @@ def _samples(client: IdentityClient, t: Tenant) -> dict[str, str]:
     path = common_pb2.AttributePath(attribute="userName")
     mapping = policy_pb2.AttributeMapping(field="badge", source=path)
     client.set_policy(t.id, policy_pb2.TenantPolicy(user_mappings=[mapping]))
+    op = history_pb2.Operation(tenant_id=t.id, method="GET", kind=2, status=200, detail="sample")
     return {
         "token_id": client.issue_token(t.id, description="sample").token.id,
+        "operation_id": client.record_operation(op).id,
+        "idp": "okta",
         "action": "revoke",
         "user_id": user.meta.id,
         "group_id": group.meta.id,
@@ -412,7 +415,7 @@ def test_every_route_of_another_tenant_is_404(
     # Nothing of theirs changed.
     assert client.get_tenant(other.id).active
     assert [t.id for t in client.list_tokens(other.id)] == [theirs["token_id"]]
-    assert client.list_operations(other.id).operations == []
+    assert [o.id for o in client.list_operations(other.id).operations] == [theirs["operation_id"]]
     # The same reads of my own tenant are no 404: the 404s above are the boundary's.
     for template, methods in routes:
         if "{tenant}" in template and "GET" in methods:

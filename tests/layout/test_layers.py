@@ -7,9 +7,9 @@ scim_gateway: the process (__main__, worker) > the HTTP side (app, guard, core, 
 tenant, observability, tracing, resources) > scim
 (SCIM syntax) > the root's errors, settings.
 identity_admin: the process (__main__, worker) > the app and its pages (app) > each
-feature's actions, API routes and pages (connector, directory, rules) > the API's framework
-(api) > what every page and route needs (console), the policy forms' translation
-(policy_form) > settings.
+feature's actions, API routes and pages (connector, directory, rules, history,
+setup_guide, live) > the API's framework (api) > what every page and route needs
+(console), the policy forms' translation (policy_form) > settings.
 """
 
 from __future__ import annotations
@@ -60,6 +60,9 @@ LAYERS: dict[str, dict[str, int]] = {
         "connector": 3,
         "rules": 3,
         "directory": 3,
+        "history": 3,
+        "live": 3,
+        "setup_guide": 3,
         "api": 2,
         "console": 1,
         "policy_form": 1,

@@ -17,6 +17,7 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from scim_identity_client import IdentityClient
 from scim_identity_client.types import Operation, OperationKind, Tenant
 
 from ..support import CONSOLE_COOKIE, ServiceThread, Visitor
-from .conftest import Stack, start_console
+from .conftest import ApiClient, Stack, start_console
 
 pytestmark = pytest.mark.e2e
 
@@ -511,3 +512,78 @@ def test_a_tenant_admin_sees_no_other_tenants_history_setup_or_live(
     for path in ("setup", "setup/okta", "history", f"history/{theirs.id}", "live", "live/events"):
         page = anonymous.get(f"/tenants/{tenant.name}/{path}")
         assert page.status == 401 and tenant.id not in page.body, path
+
+
+# -- the JSON API ---------------------------------------------------------------------------
+
+
+def test_the_history_and_setup_by_the_api(
+    client: IdentityClient, tenant: Tenant, operator_api: ApiClient, stack: Stack
+) -> None:
+    """The same filters, detail and connection test as the pages, as JSON (each answer
+    checked against the OpenAPI document by ApiClient)."""
+    base = f"/api/v1/tenants/{tenant.name}"
+    setup = operator_api.get(f"{base}/setup")
+    assert setup.status == 200
+    assert setup.json["scim_base_url"] == f"{stack.gateway_url}/scim/v2/{tenant.name}"
+    assert setup.json["connection"] == {
+        "first_request": None,
+        "latest_request": None,
+        "working": False,
+    }
+    issued = client.issue_token(tenant.id, description="Okta")
+    assert scim(stack, tenant, "POST", "/Users", issued.secret, body=new_user("a@x"))[0] == 201
+    again = {**new_user("a@x"), "name": {"givenName": "Other"}}
+    assert scim(stack, tenant, "POST", "/Users", issued.secret, body=again)[0] == 409
+    ops = recorded(client, tenant, lambda ops: len(ops) == 2)
+    conflict, first = ops
+
+    answer = operator_api.get(f"{base}/setup").json
+    assert answer["connection"]["first_request"]["id"] == first.id
+    assert answer["connection"]["latest_request"]["status"] == 409
+    assert answer["connection"]["first_request"]["token"] == {
+        "id": issued.token.id,
+        "prefix": issued.token.prefix,
+    }
+    assert answer["live_tokens"] == 1 and answer["create_users"] and answer["groups"]
+
+    # The first one's time where clocks are 5 hours ahead: the same instant.
+    east = first.time.ToDatetime(tzinfo=UTC).astimezone(timezone(timedelta(hours=5))).isoformat()
+    listed = operator_api.get(f"{base}/operations").json
+    assert [o["id"] for o in listed["operations"]] == [conflict.id, first.id]
+    assert listed["next_page_token"] is None
+    for query, expected in (
+        ("status=409", [conflict.id]),
+        ("outcome=success", [first.id]),
+        ("kind=create,search", [conflict.id, first.id]),
+        ("kind=update", []),
+        (f"since={urllib.parse.quote(east)}", [conflict.id, first.id]),
+        (f"until={urllib.parse.quote(east)}", []),
+        (f"request_id={first.request_id}", [first.id]),
+        ("source=admin", []),
+        ("since=2000-01-01T00:00:00Z&until=2000-01-02T00:00:00%2B02:00", []),
+    ):
+        found = operator_api.get(f"{base}/operations?{query}").json["operations"]
+        assert [o["id"] for o in found] == expected, query
+    one = operator_api.get(f"{base}/operations?page_size=1").json
+    rest = operator_api.get(f"{base}/operations?page_size=1&page_token={one['next_page_token']}")
+    assert [o["id"] for o in one["operations"] + rest.json["operations"]] == [conflict.id, first.id]
+    detail = operator_api.get(f"{base}/operations/{conflict.id}").json
+    assert detail["status"] == 409 and detail["scim_type"] == "uniqueness"
+    assert detail["detail"] == conflict.detail and detail["kind"] == "create"
+    # Bad input: 4xx with a message, never a 5xx.
+    for query in (
+        "status=abc",
+        "status=99",
+        "kind=explode",
+        "since=yesterday",
+        "since=2026-12-04T10:00:00Z&until=2026-12-04T09:00:00Z",
+        f"page_token={uuid.uuid4()}",
+        "page_size=100000",
+        "sort=time",
+        "status=401&status=403",
+    ):
+        bad = operator_api.get(f"{base}/operations?{query}")
+        assert bad.status in (400, 422), (query, bad.status)
+    assert operator_api.get(f"{base}/operations/{uuid.uuid4()}").status == 404
+    assert operator_api.get(f"{base}/operations/x").status == 404

@@ -249,6 +249,24 @@ def _parse_time(value: str) -> timestamp_pb2.Timestamp:
     return out
 
 
+_OUTCOMES = {
+    "any": history_pb2.OUTCOME_FILTER_ANY,
+    "success": history_pb2.OUTCOME_FILTER_SUCCESS,
+    "error": history_pb2.OUTCOME_FILTER_ERROR,
+}
+
+
+def _status(value: str) -> tuple[int, int]:
+    """`--status`: any, success, error, or an exact HTTP status: (outcome, status)."""
+    if value in _OUTCOMES:
+        return _OUTCOMES[value], 0
+    if value.isascii() and value.isdigit() and 100 <= int(value) <= 599:
+        return history_pb2.OUTCOME_FILTER_ANY, int(value)
+    raise argparse.ArgumentTypeError(
+        f"{value!r}: any, success, error or an HTTP status such as 401"
+    )
+
+
 def _who(op: history_pb2.Operation) -> str:
     """An admin's action names its actor; a SCIM request its token."""
     return f"by={op.actor}" if op.actor else f"token={op.token_id or '-'}"
@@ -256,16 +274,14 @@ def _who(op: history_pb2.Operation) -> str:
 
 def cmd_history(client: IdentityClient, args: argparse.Namespace) -> int:
     tid = _tenant_id(client, args.tenant)
-    outcome = {
-        "any": history_pb2.OUTCOME_FILTER_ANY,
-        "success": history_pb2.OUTCOME_FILTER_SUCCESS,
-        "error": history_pb2.OUTCOME_FILTER_ERROR,
-    }[args.status]
+    outcome, status = args.status
     resp = client.list_operations(
         tid,
         kinds=[KINDS[k] for k in args.kind or ()],
         resource_type=args.resource_type or "",
         outcome=outcome,
+        status=status,
+        request_id=args.request_id,
         since=args.since,
         until=args.until,
         page_size=args.limit,
@@ -714,7 +730,14 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("tenant", help=tenant_help)
     h.add_argument("--kind", action="append", choices=sorted(KINDS), help="only these kinds")
     h.add_argument("--resource-type", choices=["User", "Group", "Bulk"], help="only these")
-    h.add_argument("--status", choices=["any", "success", "error"], default="any")
+    h.add_argument(
+        "--status",
+        type=_status,
+        default="any",
+        metavar="{any,success,error,CODE}",
+        help="success (< 400), error (>= 400) or an exact HTTP status, e.g. 401",
+    )
+    h.add_argument("--request-id", default="", help="only this request's operations")
     h.add_argument("--since", type=_parse_time, help="ISO 8601, inclusive")
     h.add_argument("--until", type=_parse_time, help="ISO 8601, exclusive")
     h.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")

@@ -1,6 +1,7 @@
 """`identityctl` commands no other test runs: the whole `role` group, `tenant
 activate/deactivate/update`, `user delete` (with and without a policy that keeps
-users) and `token issue --scope/--expires-in-days`. In-process (`main(argv)`)
+users), `token issue --scope/--expires-in-days` and `history --status CODE
+--request-id`. In-process (`main(argv)`)
 against the real service on SQLite and PostgreSQL; each command's effect is read
 back through the client, not from its output alone."""
 
@@ -11,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from scim_identity_api.v1 import policy_pb2, tenants_pb2, users_pb2
+from scim_identity_api.v1 import history_pb2, policy_pb2, tenants_pb2, users_pb2
 from scim_identity_client import FailedPrecondition, IdentityClient, NotFound
 from scim_identity_client.cli import main as identityctl
 from scim_identity_client.types import Tenant
@@ -142,3 +143,24 @@ def test_token_issue_without_expiry_never_expires(
     secret = _run(capsys, client, "token", "issue", tenant.name).splitlines()[-1]
     token = client.authenticate(secret, tenant=tenant.name).token
     assert not token.HasField("expires") and token.scope == tenants_pb2.TOKEN_SCOPE_FULL
+
+
+def test_history_by_exact_status_and_request_id(
+    client: IdentityClient, tenant: Tenant, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ops = [
+        history_pb2.Operation(
+            tenant_id=tenant.id, method=m, kind=2, status=code, request_id=rid, token_id="t"
+        )
+        for m, code, rid in (("GET", 200, "ok-1"), ("GET", 401, "dead-1"), ("POST", 403, "off-1"))
+    ]
+    client.record_operations(ops)
+    lines = _run(capsys, client, "history", tenant.name, "--status", "401").splitlines()
+    assert len(lines) == 1 and " 401 " in lines[0] and "req=dead-1" in lines[0]
+    lines = _run(capsys, client, "history", tenant.name, "--request-id", "off-1").splitlines()
+    assert len(lines) == 1 and " 403 " in lines[0]
+    assert len(_run(capsys, client, "history", tenant.name, "--status", "error").splitlines()) == 2
+    for bad in ("4xx", "99", "600"):
+        with pytest.raises(SystemExit):
+            identityctl(["--target", client.target, "history", tenant.name, "--status", bad])
+        assert "HTTP status" in capsys.readouterr().err

@@ -493,8 +493,11 @@ class StreamHub:
 
     # lifecycle
 
-    def active_streams(self) -> int:
-        return len(self._watchers)
+    def active_streams(self, tenant_id: str = "") -> int:
+        """Open Watch streams (of one tenant, when given)."""
+        if not tenant_id:
+            return len(self._watchers)
+        return sum(1 for w in list(self._watchers) if w.tenant_id == tenant_id)
 
     def lag(self) -> int:
         """Largest number of revisions a live subscriber is behind its tenant's feed

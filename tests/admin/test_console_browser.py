@@ -192,6 +192,9 @@ def test_sign_in_copy_generate_use_revoke_deactivate(
         page.click("nav.tabs >> text=Set up your IdP")
         page.wait_for_selector("#test-connection")
         assert "first reached this connector" in page.inner_text("#first-request")
+        # The latest request is the deactivated connector's 403, with its reason.
+        assert "403 Forbidden" in page.inner_text("#latest-request")
+        assert "connector is inactive" in page.inner_text("#latest-detail")
         page.screenshot(path=shots / "10-setup.png", full_page=True)
         page.click("#idp-okta")
         page.wait_for_selector("#okta-url")

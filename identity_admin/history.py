@@ -33,7 +33,7 @@ KINDS = {
 }
 KIND_NAMES = {v: k for k, v in KINDS.items()}
 #: The resource types the gateway and the console record (others are accepted).
-RESOURCE_TYPES = ("User", "Group", "Bulk", "Tenant", "Token")
+RESOURCE_TYPES = ("User", "Group", "Bulk", "Tenant", "Token", "Role", "Policy")
 OUTCOMES = {
     "any": H.OUTCOME_FILTER_ANY,
     "success": H.OUTCOME_FILTER_SUCCESS,

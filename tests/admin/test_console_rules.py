@@ -127,6 +127,11 @@ def test_rules_are_previewed_then_saved_exactly_as_previewed(
     ops = [o for o in client.list_operations(tenant.id).operations if o.resource_type == "Policy"]
     assert [(o.status, o.actor) for o in reversed(ops)] == [(409, ACTOR), (200, ACTOR)]
     assert ops[0].detail == "policy saved: group_role_rules"
+    # The History page offers them by resource type.
+    shown = admin_of.get(f"/tenants/{tenant.name}/history?resource_type=Policy")
+    assert shown.status == 200 and '<option value="Policy" selected>Policy</option>' in shown.body
+    rows = re.findall(r'<tr data-operation="([^"]+)" data-status="(\d+)"', shown.body)
+    assert [(op_id, int(status)) for op_id, status in rows] == [(o.id, o.status) for o in ops]
 
 
 def test_an_unusable_policy_is_refused_with_the_cores_reason_and_nothing_changes(

@@ -114,14 +114,15 @@ def test_a_full_lookup_page_counts_its_total_in_the_same_quick_read(
     assert _quick(db) == before + 3
 
 
-def test_a_quick_read_refuses_a_revoked_token_and_names_none(
+def test_a_quick_read_refuses_a_revoked_token_and_authenticates_none(
     client: IdentityClient,
     tenant: Tenant,
     identity_service_db: object,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A token revoked before the lookup is refused by the quick read itself (no
-    Session, no second try), and the refusal names no token as authenticated."""
+    Session, no second try); the refusal names the dead token of the tenant the call
+    named only as refused (so the gateway records the 401), never as authenticated."""
     db = identity_service_db
     assert isinstance(db, Database)
     issued = client.issue_token(tenant.id, description="revoked before the call")
@@ -134,7 +135,8 @@ def test_a_quick_read_refuses_a_revoked_token_and_names_none(
     ctx = CallContext(bearer=issued.secret, tenant=tenant.name, on_authenticated=seen.append)
     with pytest.raises(Unauthenticated):
         client.list_users("", filter=cmp("externalId", "eq", "same"), count=1, ctx=ctx)
-    assert seen == [] and _quick(db) == before + 1
+    assert [(s.token_id, s.refused) for s in seen] == [(issued.token.id, True)]
+    assert _quick(db) == before + 1
 
 
 def _no_session() -> Any:

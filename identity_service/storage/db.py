@@ -25,8 +25,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.util import greenlet_spawn
 
 from ..settings import Settings
-from .events import WRITTEN
 from .memo import MEMO, Memo
+
+#: Session.info key: {tenant_id: last revision written} (events.emit), for the
+#: after-commit wake-ups (Database.commit_listeners).
+WRITTEN = "identity_written_revisions"
 
 P = ParamSpec("P")
 T = TypeVar("T")

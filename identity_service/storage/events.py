@@ -11,14 +11,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from google.protobuf import timestamp_pb2
-from sqlalchemy import bindparam, insert, text, update
+from sqlalchemy import bindparam, text, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from scim_identity_api.v1 import changes_pb2
 
 from ..context import RequestContext
+from .db import WRITTEN
 from .models import EventRow, TenantRow, table, utcnow
+from .prepared import Prepared, PreparedInsert
 
 E = changes_pb2
 
@@ -34,7 +36,11 @@ _BUMP = (
     )
     .returning(_tenants.c.revision)
 )
-_INSERT_EVENTS = insert(table(EventRow))
+#: Both on the DBAPI cursor (storage.prepared): every write runs them, and SQLAlchemy's
+#: execute costs more than either statement.
+_BUMP_REVISION = Prepared(_BUMP)
+_EVENT_COLUMNS = ("tenant_pk", "revision", "type", "resource_type", "time", "payload")
+_INSERT_EVENTS = PreparedInsert(table(EventRow), _EVENT_COLUMNS)
 _NOTIFY = text("SELECT pg_notify(:channel, :payload)")
 
 #: The one table of event names: `resource.action`.
@@ -61,8 +67,6 @@ EVENT_NAMES: dict[int, str] = {
 
 #: PostgreSQL channel that carries "<tenant_id>:<revision>" on every commit with events.
 NOTIFY_CHANNEL = "identity_events"
-#: Session.info key: {tenant_id: last revision written} for after-commit wake-ups.
-WRITTEN = "identity_written_revisions"
 
 
 #: The events that create or delete a user or group: every such write emits one, in
@@ -84,9 +88,10 @@ def emit(
     n = len(events)
     users = sum(_COUNTED_USERS.get(ev.type, 0) for ev in events)
     groups = sum(_COUNTED_GROUPS.get(ev.type, 0) for ev in events)
-    last: int = session.execute(
-        _BUMP, {"tenant": tenant.pk, "n": n, "users": users, "groups": groups}
-    ).scalar_one()
+    (bumped,) = _BUMP_REVISION.run(
+        session, {"tenant": tenant.pk, "n": n, "users": users, "groups": groups}
+    )
+    last: int = bumped.revision
     first = last - n + 1
     now = utcnow()
     ts = timestamp_pb2.Timestamp()
@@ -100,16 +105,9 @@ def emit(
         ev.actor.CopyFrom(actor)
         ev.request_id = ctx.request_id
         rows.append(
-            {
-                "tenant_pk": tenant.pk,
-                "revision": ev.revision,
-                "type": ev.type,
-                "resource_type": ev.resource_type,
-                "time": now,
-                "payload": ev.SerializeToString(),
-            }
+            (tenant.pk, ev.revision, ev.type, ev.resource_type, now, ev.SerializeToString())
         )
-    session.execute(_INSERT_EVENTS, rows)
+    _INSERT_EVENTS.run(session, rows)
     session.info.setdefault(WRITTEN, {})[tenant.id] = last
     if session.get_bind().dialect.name == "postgresql":
         # Delivered to listeners on commit, never for a rolled-back transaction.

@@ -22,10 +22,12 @@ from typing import Any
 from sqlalchemy import CompoundSelect, Select, Table, bindparam, insert
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import UpdateBase
 
 from .db import CONNECTION, QuickRead, Reader, dbapi_error
 
-Statement = Select[*tuple[Any, ...]] | CompoundSelect[*tuple[Any, ...]]
+#: A select, or a DML statement with RETURNING (its rows are what it returns).
+Statement = Select[*tuple[Any, ...]] | CompoundSelect[*tuple[Any, ...]] | UpdateBase
 
 
 def _connection(session: Reader) -> Connection:
@@ -72,7 +74,9 @@ class _Compiled:
         self.defaults = {k: v for k, v in compiled.params.items() if v is not None}
         self.positional = dialect.paramstyle in ("qmark", "format", "numeric")
         self.names = tuple(compiled.positiontup or ()) if self.positional else ()
-        columns = list(stmt.selected_columns)
+        columns = list(
+            stmt.exported_columns if isinstance(stmt, UpdateBase) else stmt.selected_columns
+        )
         processors: list[Callable[[Any], Any] | None] = [
             c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
         ]

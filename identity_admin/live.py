@@ -118,6 +118,14 @@ async def stream(
     """The tenant's events after `since`, as server-sent events, until the client
     goes (Falcon stops iterating; the Watch is closed here) or the session ends."""
     yield SSEvent(retry=3000, comment="live")
+    loop = asyncio.get_running_loop()
+    checked = loop.time()
+
+    async def still_signed_in() -> bool:
+        nonlocal checked
+        checked = loop.time()
+        return await signed_in()
+
     while True:
         watch = core.watch(tenant_id, since=since)
         following: asyncio.Task[changes_pb2.ChangeEvent] | None = None
@@ -128,10 +136,13 @@ async def stream(
                 # Waited on, never cancelled while in flight: a cancelled read would
                 # end the Watch call itself.
                 done, _ = await asyncio.wait({following}, timeout=keepalive)
+                # The session is asked at least every `keepalive` seconds, busy or idle:
+                # a tenant whose changes never pause must not keep a signed-out stream.
+                due = loop.time() - checked >= keepalive
+                if due and not await still_signed_in():
+                    yield SSEvent(event="signed-out", json={"revision": since})
+                    return
                 if not done:
-                    if not await signed_in():
-                        yield SSEvent(event="signed-out", json={"revision": since})
-                        return
                     yield SSEvent(comment="keep-alive")
                     continue
                 ev, following = following.result(), None

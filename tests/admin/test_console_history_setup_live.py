@@ -13,6 +13,7 @@ import http.client
 import json
 import re
 import socket
+import threading
 import time
 import urllib.parse
 import uuid
@@ -26,7 +27,7 @@ import pytest
 from scim_identity_api.urns import CORE_USER as USER_SCHEMA
 from scim_identity_api.v1 import policy_pb2
 from scim_identity_client import IdentityClient
-from scim_identity_client.types import Operation, OperationKind, Tenant
+from scim_identity_client.types import Operation, OperationKind, Tenant, User
 
 from ..support import CONSOLE_COOKIE, ServiceThread, Visitor
 from .conftest import ApiClient, Stack, start_console
@@ -483,6 +484,36 @@ def test_a_stream_ends_with_its_client_and_with_the_session(
     assert admin.post("/signout", {"csrf": csrf}).status == 200
     assert json.loads(stream.next_event("signed-out")["data"])["revision"] >= 0
     _until(lambda: streams_of_tenant() == before, "the Watch ends with the session")
+
+
+def test_a_busy_tenants_stream_ends_with_the_session_too(
+    client: IdentityClient, tenant: Tenant, quick_console: str, streams: list[EventStream]
+) -> None:
+    # Changes arriving faster than the keep-alive leave no idle moment: the session is
+    # asked on a timer all the same, and a signed-out stream ends.
+    admin = Visitor(quick_console)
+    admin.sign_in(client, tenant.name)
+    stream = EventStream(quick_console, f"/tenants/{tenant.name}/live/events", admin.cookie)
+    streams.append(stream)
+    assert stream.next()["comment"] == "live"
+    stop = threading.Event()
+
+    def write() -> None:
+        i = 0
+        while not stop.is_set():
+            client.create_user(tenant.id, User(user_name=f"busy{i}@example.com"))
+            i += 1
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    try:
+        stream.next_event("change")  # the writes are flowing
+        csrf = admin.get(f"/tenants/{tenant.name}/live").csrf()
+        assert admin.post("/signout", {"csrf": csrf}).status == 200
+        stream.next_event("signed-out")
+    finally:
+        stop.set()
+        writer.join(10)
 
 
 # -- Who may see these pages ----------------------------------------------------------------

@@ -26,7 +26,7 @@ from scim_identity_client.urls import SIGN_IN_PATH, scim_urls
 from . import api, connector, directory, history, live, rules, setup_guide
 from . import policy_form as pf
 from .connector import LIVE_TOKEN_LIMIT, Refused
-from .console import COOKIE, HERE, NOT_FOUND, SCOPES, Admin, Console, PageError
+from .console import COOKIE, HERE, NOT_FOUND, SCOPES, Admin, Console, PageError, whole_number
 from .settings import Settings
 
 log = logging.getLogger("identity_admin")
@@ -257,13 +257,14 @@ class Tokens(_Resource):
         form = await self.c.form(req, admin)
         days = form.get("expires_in_days", "").strip()
         try:
-            if days and not days.isdigit():
+            expires_in_days = whole_number(days, most=connector.MAX_EXPIRY_DAYS)
+            if days and expires_in_days is None:
                 raise Refused(400, connector.EXPIRY_MESSAGE)
             issued = await connector.generate(
                 self.c.action(admin, t),
                 scope=form.get("scope", "full"),
                 description=form.get("description", ""),
-                expires_in_days=int(days) if days else None,
+                expires_in_days=expires_in_days,
             )
         except Refused as err:
             return await self.connector.page(resp, admin, t, status=err.status, error=err.message)
@@ -711,10 +712,10 @@ MAX_START = 2**31 - 1
 
 
 def _start(req: falcon.asgi.Request) -> int:
-    text = req.get_param("start") or "1"
-    if not text.isdigit() or not 1 <= int(text) <= MAX_START:
+    start = whole_number(req.get_param("start") or "1", most=MAX_START)
+    if not start:
         raise PageError(400, "Bad request", "start must be a whole number from 1.")
-    return int(text)
+    return start
 
 
 class Directory(_Resource):
@@ -971,11 +972,19 @@ def create_app(settings: Settings, make_client: Callable[[], AsyncIdentityClient
             admin=None,
         )
 
-    async def unavailable(
+    async def core_refused(
         req: falcon.asgi.Request, resp: falcon.asgi.Response, err: IdentityError, params: Any
     ) -> None:
-        # Bad input is refused before the core; what the core refuses here is an
-        # outage or a bug, never the admin's fault: a page that says so, no trace.
+        # What a page did not catch itself. A refusal of the admin's input is the
+        # admin's to fix (the API's table: 4xx with the core's reason); anything else
+        # is an outage or a bug: a page that says so, no trace.
+        status = next((s for kind, s in api.CORE_STATUS if isinstance(err, kind)), 503)
+        if status == 404:
+            return await page_error(req, resp, NOT_FOUND, params)
+        if status != 503:
+            refused = f"The identity service refused this: {err.message}"
+            status = 400 if status == 422 else status
+            return await page_error(req, resp, PageError(status, "Refused", refused), params)
         log.warning("core call failed: %s %s", err.code, err.message)
         console.render(
             resp,
@@ -985,6 +994,18 @@ def create_app(settings: Settings, make_client: Callable[[], AsyncIdentityClient
             message="The identity service could not complete this; try again shortly.",
             admin=None,
         )
+
+    async def unexpected(
+        req: falcon.asgi.Request, resp: falcon.asgi.Response, err: Exception, params: Any
+    ) -> None:
+        # A bug: logged with its trace; the browser or API client gets a plain 500 in
+        # the console's own form (a page, or the API's JSON error), never a trace.
+        log.exception("unhandled error in %s %s", req.method, req.path, exc_info=err)
+        message = "Something went wrong in the console; it has been logged."
+        if req.path.startswith("/api/"):
+            api.error(resp, 500, message)
+            return
+        console.render(resp, "message.html", status=500, title="Error", message=message, admin=None)
 
     async def http_error(
         req: falcon.asgi.Request, resp: falcon.asgi.Response, err: falcon.HTTPError, params: Any
@@ -1008,7 +1029,9 @@ def create_app(settings: Settings, make_client: Callable[[], AsyncIdentityClient
             admin=None,
         )
 
-    app.add_error_handler(IdentityError, unavailable)
+    # Falcon picks the most specific handler, whatever the order of these calls.
+    app.add_error_handler(Exception, unexpected)
+    app.add_error_handler(IdentityError, core_refused)
     app.add_error_handler(PageError, page_error)
     app.add_error_handler(falcon.HTTPError, http_error)
     page = Connector(console)

@@ -98,6 +98,8 @@ async def generate(
     description = description.strip()
     if scope not in SCOPES or len(description) > MAX_DESCRIPTION:
         raise Refused(400, SCOPE_MESSAGE)
+    if not description.isprintable():  # NUL and other control characters
+        raise Refused(400, "A description is one line of printable text.")
     expires = None
     if expires_in_days is not None:
         if not 1 <= expires_in_days <= MAX_EXPIRY_DAYS:

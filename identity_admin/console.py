@@ -78,6 +78,16 @@ def csrf_token(session_secret: str) -> str:
     return hmac.new(session_secret.encode(), _CSRF_CONTEXT, hashlib.sha256).hexdigest()
 
 
+def whole_number(text: str, *, most: int) -> int | None:
+    """`text` as a whole number from 0 to `most`, else None. ASCII digits only and a
+    bounded length: `str.isdigit` admits "²", which `int` refuses, and `int` refuses
+    more than 4,300 digits; either was a 500 before it was a 400."""
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(most)):
+        return None
+    value = int(text)
+    return value if value <= most else None
+
+
 def display_time(t: timestamp_pb2.Timestamp) -> str:
     if not t.seconds and not t.nanos:
         return "never"

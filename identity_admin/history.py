@@ -112,9 +112,12 @@ def _when(text: str, name: str) -> timestamp_pb2.Timestamp | None:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise BadFilter(f"{name}: {text} is not a date and time.") from None
-    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(moment)
+    try:
+        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        stamp = timestamp_pb2.Timestamp()
+        stamp.FromDatetime(moment)
+    except (OverflowError, ValueError):  # e.g. 0001-01-01T00:00+01:00 is before year 1 in UTC
+        raise BadFilter(f"{name}: {text} is out of range.") from None
     return stamp
 
 

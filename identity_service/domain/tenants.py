@@ -236,6 +236,8 @@ def _new_token(
     """Inserts a token row; the caller holds the tenant row lock and checked the limit."""
     if expires is not None and expires <= now:
         raise InvalidValue("expires must be in the future", field="expires")
+    if "\x00" in description:  # PostgreSQL text cannot hold it (an error, not a refusal)
+        raise InvalidValue("a token's description must not contain NUL", field="description")
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = TokenRow(
         id=new_id(),

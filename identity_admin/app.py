@@ -5,9 +5,11 @@ the core's; what a tenant admin may see is `Console.tenant_of`'s."""
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import os
+import urllib.parse
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -61,17 +63,38 @@ class _Resource:
 
 
 class SignIn(_Resource):
+    """A sign-in link: GET shows a one-button form, POST redeems the link. A GET
+    never uses a link up (mail scanners and browsers prefetch links), and a POST from
+    another site is refused (no one signs a browser into *their* tenant's session)."""
+
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         secret = req.get_param("token") or ""
+        if not secret:
+            raise _LINK_REFUSED
+        self.c.render(resp, "sign_in.html", title="Sign in", token=secret)
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        if not self._same_site(req):
+            raise PageError(
+                403,
+                "Refused",
+                "This sign-in was sent from another site. Open your sign-in link itself.",
+            )
+        try:
+            media = await req.get_media()
+        except falcon.HTTPError:
+            media = None
+        secret = (media or {}).get("token")
+        if not isinstance(secret, str) or not secret:
+            raise _LINK_REFUSED
         try:
             session = await self.c.core.redeem_admin_link(secret)
         except Unauthenticated:
-            raise PageError(
-                401,
-                "Sign-in link refused",
-                "This sign-in link is unknown, used already or expired (links work once, "
-                "for 15 minutes). Ask for a new one.",
-            ) from None
+            raise _LINK_REFUSED from None
+        old = req.get_cookie_values(COOKIE)
+        if old:  # the browser's earlier session ends: one session per browser
+            with contextlib.suppress(IdentityError):
+                await self.c.core.end_admin_session(old[0])
         expires = session.expires.ToDatetime(tzinfo=UTC)
         resp.set_cookie(
             COOKIE,
@@ -82,9 +105,37 @@ class SignIn(_Resource):
             http_only=True,
             same_site="Strict",
         )
-        # A page, not a redirect: after a link followed from another site, a redirect
-        # would still be a cross-site navigation, which SameSite=Strict cookies skip.
+        # A page, not a redirect (a redirect answering a cross-site navigation would
+        # still be one, and SameSite=Strict cookies skip those).
         self.c.render(resp, "signed_in.html", title="Signed in")
+
+    def _same_site(self, req: falcon.asgi.Request) -> bool:
+        """The POST comes from this console's own page, as far as the browser says
+        (clients that are not browsers say nothing). Browsers that send
+        `Sec-Fetch-Site` are believed; else `Origin` must be the console's (our pages'
+        Referrer-Policy: no-referrer makes a browser send `Origin: null` even from
+        our own page, so "null" counts only where Sec-Fetch-Site vouches)."""
+        site = req.get_header("Sec-Fetch-Site")
+        if site is not None:
+            return site in ("same-origin", "none")
+        origin = req.get_header("Origin")
+        if origin is None:
+            return True
+        own = {req.prefix.lower(), _origin(self.c.settings.public_url)}
+        return origin.lower() in own
+
+
+def _origin(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+_LINK_REFUSED = PageError(
+    401,
+    "Sign-in link refused",
+    "This sign-in link is unknown, used already or expired (links work once, "
+    "for 15 minutes). Ask for a new one.",
+)
 
 
 class SignOut(_Resource):

@@ -101,6 +101,7 @@ def test_sign_in_copy_generate_use_revoke_deactivate(
         # Sign in by link: the link becomes a session, the console shows the tenant.
         link = client.create_admin_link(tenant.name, subject="ada@example.com")
         page.goto(admin_sign_in_url(stack.console_url, link.secret))
+        page.click("#sign-in")  # the link's page: Continue (a GET uses nothing up)
         page.wait_for_url(f"**/tenants/{tenant.name}/connector")
         assert page.locator("h1").inner_text() == f"Connector · {tenant.name}"
         page.screenshot(path=shots / "1-connector.png", full_page=True)
@@ -243,6 +244,7 @@ def test_directory_search_and_a_users_roles_with_provenance(
     try:
         link = client.create_admin_link(tenant.name, subject="ada@example.com")
         page.goto(admin_sign_in_url(stack.console_url, link.secret))
+        page.click("#sign-in")  # the link's page: Continue (a GET uses nothing up)
         page.wait_for_url(f"**/tenants/{tenant.name}/connector")
         # The tab bar's Directory tab: every user, by userName.
         page.click("nav.tabs >> text=Directory")

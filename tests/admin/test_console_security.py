@@ -87,26 +87,75 @@ def test_sign_in_links_work_once_and_for_15_minutes(
     client: IdentityClient, tenant: Tenant, stack: Stack, clock: list[datetime]
 ) -> None:
     link = client.create_admin_link(tenant.name)
-    url = urllib.parse.urlsplit(admin_sign_in_url(stack.console_url, link.secret))
+    url = admin_sign_in_url(stack.console_url, link.secret)
+    # Opening the link (as a mail scanner's prefetch does) uses nothing up.
+    prefetch = Visitor(stack.console_url)
+    path = urllib.parse.urlsplit(url)
+    for _ in range(2):
+        page = prefetch.get(f"{path.path}?{path.query}")
+        assert page.status == 200 and not prefetch.cookie and 'id="sign-in"' in page.body
     first = Visitor(stack.console_url)
-    page = first.get(f"{url.path}?{url.query}")
+    page = first.follow_sign_in_link(url)
     assert page.status == 200 and first.cookie.startswith("ses_")
     cookie = page.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
     assert "Secure" not in cookie  # http on loopback: a Secure cookie would never return
     # Replayed: refused, and no session.
     replay = Visitor(stack.console_url)
-    page = replay.get(f"{url.path}?{url.query}")
+    page = replay.follow_sign_in_link(url)
     assert page.status == 401 and "used already or expired" in page.body and not replay.cookie
     # Expired: refused.
     late = client.create_admin_link(tenant.name)
     clock[0] += timedelta(minutes=15)
-    url = urllib.parse.urlsplit(admin_sign_in_url(stack.console_url, late.secret))
-    page = replay.get(f"{url.path}?{url.query}")
+    page = replay.follow_sign_in_link(admin_sign_in_url(stack.console_url, late.secret))
     assert page.status == 401 and not replay.cookie
     # Junk and no token at all: refused the same way.
-    for query in ("token=adm_junk", "token=", ""):
-        assert replay.get(f"/signin?{query}").status == 401
+    assert replay.get("/signin?token=").status == 401
+    assert replay.get("/signin").status == 401
+    for form in ({"token": "adm_junk"}, {"token": ""}, {}):
+        assert replay.post("/signin", form).status == 401
+
+
+def test_a_sign_in_posted_from_another_site_is_refused_and_uses_nothing(
+    client: IdentityClient, tenant: Tenant, stack: Stack
+) -> None:
+    # Login CSRF: another site's page posting its own link would sign this browser
+    # into that tenant's session.
+    link = client.create_admin_link(tenant.name)
+    for headers in (
+        {"Origin": "https://evil.example"},
+        {"Origin": "null"},  # no Sec-Fetch-Site to vouch for it
+        {"Sec-Fetch-Site": "cross-site", "Origin": stack.console_url},
+        {"Sec-Fetch-Site": "same-site"},
+    ):
+        status = _post_with(stack.console_url, "/signin", {"token": link.secret}, headers)
+        assert status == 403, headers
+    # The console's own origin, or a browser vouching same-origin: signed in.
+    own = client.create_admin_link(tenant.name)
+    form = {"token": own.secret}
+    assert _post_with(stack.console_url, "/signin", form, {"Origin": stack.console_url}) == 200
+    vouched = client.create_admin_link(tenant.name)
+    headers = {"Sec-Fetch-Site": "same-origin", "Origin": "null"}
+    assert _post_with(stack.console_url, "/signin", {"token": vouched.secret}, headers) == 200
+    # Not used up: the link still signs its own admin in.
+    v = Visitor(stack.console_url)
+    assert v.follow_sign_in_link(admin_sign_in_url(stack.console_url, link.secret)).status == 200
+    assert v.cookie.startswith("ses_")
+
+
+def _post_with(base: str, path: str, form: dict[str, str], headers: dict[str, str]) -> int:
+    parts = urllib.parse.urlsplit(base)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        conn.request(
+            "POST",
+            path,
+            body=urllib.parse.urlencode(form),
+            headers={"Content-Type": "application/x-www-form-urlencoded", **headers},
+        )
+        return conn.getresponse().status
+    finally:
+        conn.close()
 
 
 def test_sessions_end_at_sign_out_and_expire(

@@ -159,7 +159,7 @@ def test_first_start_is_secured_and_needs_no_manual_step(tmp_path: Path) -> None
             link = urllib.parse.urlsplit(linked.stdout.strip().splitlines()[-1])
             assert f"{link.scheme}://{link.netloc}" == "http://127.0.0.1:8081"
             console = Visitor(f"http://{stack.binds['admin']['0.0.0.0:8081']}")
-            signed_in = console.get(f"{link.path}?{link.query}")
+            signed_in = console.follow_sign_in_link(linked.stdout.strip().splitlines()[-1])
             assert signed_in.status == 200 and console.cookie, signed_in.body
             # (Its cookie is Secure in a container, bound beyond loopback: the
             # settings test checks that; here the bind is rewritten to loopback.)

@@ -62,7 +62,15 @@ def test_run_prints_a_working_base_url_and_token(tmp_path: Path) -> None:
             # The sign-in link, on the last line, signs in to the console once.
             link = text.rstrip().splitlines()[-1].strip()
             assert link.startswith(f"http://{env['ADMIN_LISTEN']}/signin?token=adm_"), text
-            with urllib.request.urlopen(link, timeout=10) as resp:
+            with urllib.request.urlopen(link, timeout=10) as resp:  # opening it uses nothing
+                assert resp.status == 200 and "Set-Cookie" not in resp.headers
+            token = urllib.parse.parse_qs(urllib.parse.urlsplit(link).query)["token"][0]
+            press = urllib.request.Request(
+                f"http://{env['ADMIN_LISTEN']}/signin",
+                data=urllib.parse.urlencode({"token": token}).encode(),
+                method="POST",
+            )
+            with urllib.request.urlopen(press, timeout=10) as resp:  # Continue: signed in
                 assert resp.status == 200
                 assert "identity_admin_session=ses_" in resp.headers["Set-Cookie"]
         finally:

@@ -476,3 +476,16 @@ def test_every_route_of_another_tenant_is_404(
         if "{tenant}" not in template and "GET" in methods:
             status, body = _ask(stack.console_url, "GET", template, **cookie)
             assert other.id not in body and other.name not in body, template
+
+
+def test_a_new_sign_in_ends_the_browsers_earlier_session(
+    client: IdentityClient, tenant: Tenant, stack: Stack
+) -> None:
+    v = Visitor(stack.console_url)
+    v.sign_in(client, tenant.name)
+    earlier = v.cookie
+    v.sign_in(client, tenant.name)
+    assert v.cookie != earlier
+    assert v.get(f"/tenants/{tenant.name}/connector").status == 200
+    stale = Visitor(stack.console_url, cookie=earlier)
+    assert stale.get(f"/tenants/{tenant.name}/connector").status == 401

@@ -31,7 +31,8 @@ class Settings:
     workers: int = 1
     #: The identity service (core) the console calls.
     identity_target: str = "127.0.0.1:50051"
-    #: The console's public URL (scheme, host, any prefix): sign-in links point here,
+    #: The console's public URL (scheme and host, no path: its pages live at the root):
+    #: sign-in links point here,
     #: and an https URL makes the session cookie Secure.
     public_url: str = "http://127.0.0.1:8081"
     #: The SCIM gateway's public URL (no /scim/v2), shown to admins for their IdP.
@@ -60,6 +61,10 @@ class Settings:
         parts = urlsplit(public)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise SettingsError("ADMIN_PUBLIC_URL must be an http(s) URL")
+        if parts.path.strip("/") or parts.query or parts.fragment:
+            # Pages, redirects and the cookie's Path are at the root: serve the console
+            # at a host of its own (a path prefix would break every link).
+            raise SettingsError("ADMIN_PUBLIC_URL must be a scheme and host only, no path")
         if parts.scheme == "http" and not (_loopback(listen) or _loopback(parts.netloc)):
             # Session cookies must not cross a network in the clear.
             raise SettingsError(

@@ -325,6 +325,11 @@ def test_https_consoles_set_secure_cookies_and_refuse_plain_http_off_loopback(
     )
     assert container.secure_cookies
     assert not Settings.from_env({"ADMIN_LISTEN": "127.0.0.1:8081"}).secure_cookies
+    # The pages, redirects and cookie path are at the root: a prefix would break them.
+    for url in ("https://a.example/admin", "https://a.example/?x=1"):
+        with pytest.raises(SettingsError, match="no path"):
+            Settings.from_env({"ADMIN_PUBLIC_URL": url})
+    assert Settings.from_env({"ADMIN_PUBLIC_URL": "https://a.example/"}).public_url
 
 
 # -- every route, enumerated from the app: pages added later are covered as they land ---

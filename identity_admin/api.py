@@ -86,6 +86,12 @@ CORE_STATUS: tuple[tuple[type[IdentityError], int], ...] = (
     (ResourceExhausted, 429),
 )
 
+
+def core_status(err: IdentityError) -> int:
+    """The HTTP status of what the core answered (CORE_STATUS; else 503, an outage)."""
+    return next((s for kind, s in CORE_STATUS if isinstance(err, kind)), 503)
+
+
 Schema = dict[str, Any]
 Handler = Callable[["ApiCall"], Awaitable[Any]]
 
@@ -306,7 +312,7 @@ class Api:
                 headers = _UNAUTHENTICATED if err.status == 401 else {}
                 error(resp, err.status, NOT_FOUND if err.status == 404 else err.message, headers)
             except IdentityError as err:
-                status = next((s for kind, s in CORE_STATUS if isinstance(err, kind)), 503)
+                status = core_status(err)
                 if status == 503:
                     log.warning("core call failed: %s %s", err.code, err.message)
                     error(resp, 503, "The identity service could not complete this; try again.")

@@ -1029,7 +1029,7 @@ def create_app(settings: Settings, make_client: Callable[[], AsyncIdentityClient
         # What a page did not catch itself. A refusal of the admin's input is the
         # admin's to fix (the API's table: 4xx with the core's reason); anything else
         # is an outage or a bug: a page that says so, no trace.
-        status = next((s for kind, s in api.CORE_STATUS if isinstance(err, kind)), 503)
+        status = api.core_status(err)
         if status == 404:
             return await page_error(req, resp, NOT_FOUND, params)
         if status != 503:

@@ -21,7 +21,7 @@ from scim_identity_client import OperationQuery
 from scim_identity_client.errors import InvalidArgument, NotFound
 
 from .api import INTEGER, STRING, TIME, ApiCall, ApiError, Param, Route, obj, time_json
-from .console import NOT_FOUND, Console
+from .console import NOT_FOUND, Console, whole_number
 
 KINDS = {
     "create": H.OPERATION_KIND_CREATE,
@@ -147,7 +147,8 @@ def parse(params: Mapping[str, Sequence[str]]) -> Filters:
     if outcome not in OUTCOMES:
         raise BadFilter("outcome must be any, success or error.")
     status = _one(params, "status")
-    if status and not (status.isascii() and status.isdigit() and 100 <= int(status) <= 599):
+    code = whole_number(status, most=599) if status else 0
+    if code is None or (status and code < 100):
         raise BadFilter("HTTP status: a code from 100 to 599, such as 401.")
     source = _one(params, "source") or "any"
     if source not in SOURCES:
@@ -179,7 +180,7 @@ def parse(params: Mapping[str, Sequence[str]]) -> Filters:
             since=since,
             until=until,
             request_id=request_id,
-            status=int(status) if status else 0,
+            status=code,
             source=SOURCES[source],
         ),
     )

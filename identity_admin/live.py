@@ -22,6 +22,8 @@ from falcon.asgi import SSEvent
 from scim_identity_api.v1 import changes_pb2
 from scim_identity_client import AsyncIdentityClient, IdentityError, OutOfRange, event_name
 
+from .console import whole_number
+
 log = logging.getLogger("identity_admin")
 
 #: How many of the latest events the page shows when it is rendered.
@@ -39,10 +41,9 @@ def revision_param(text: str | None, current: int) -> int | None:
     current one; None when absent."""
     if text is None or not text.strip():
         return None
-    text = text.strip()
-    if not (text.isascii() and text.isdigit()) or len(text) > 19:
+    value = whole_number(text.strip(), most=MAX_REVISION)
+    if value is None:
         raise BadRevision("A revision is a whole number.")
-    value = int(text)
     if value > current:
         raise BadRevision(f"This tenant is at revision {current}; there is no revision {value}.")
     return value

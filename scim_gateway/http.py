@@ -318,7 +318,7 @@ async def expected_version(tags: set[str] | None, current: Callable[[], Awaitabl
         return 0
     # 0 is no version (they start at 1) and, as the core's expected_version, would
     # mean "no check": such a tag matches nothing, like any other non-version.
-    versions = {int(t) for t in tags if t.isdigit() and len(t) < 19 and int(t) > 0}
+    versions = {int(t) for t in tags if t.isascii() and t.isdigit() and len(t) < 19 and int(t) > 0}
     if len(versions) <= 1:
         return versions.pop() if versions else NO_VERSION
     now = await current()

@@ -68,7 +68,7 @@ def _metrics_listen(environ: Mapping[str, str]) -> str:
     if not raw:
         return METRICS_LISTEN
     _host, sep, port = raw.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
+    if not sep or not (port.isascii() and port.isdigit()) or int(port) > 65535:
         raise SettingsError(f"SCIM_METRICS_LISTEN must be host:port, got {raw!r}")
     return raw
 

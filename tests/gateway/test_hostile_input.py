@@ -92,7 +92,7 @@ def test_pathless_patch_with_core_attributes_under_their_schema_urn() -> None:
     assert patched == {"userName": "bjensen", "title": "Countess"}
 
 
-@pytest.mark.parametrize("tag", ['W/"abc"', '"v1"', '"-3"', '"1.0"', '""'])
+@pytest.mark.parametrize("tag", ['W/"abc"', '"v1"', '"-3"', '"1.0"', '""', '"²"'])
 def test_if_match_naming_no_version_is_412_and_404_for_a_missing_resource(
     scim: ScimClient, tag: str
 ) -> None:

@@ -95,6 +95,11 @@ class Settings:
     #: feed waits longer between reads, so each message carries more). Default 10 on a
     #: process that takes writes, 50 on a stream replica (IDENTITY_ROLE=streams).
     watch_loop_share_percent: int = 10
+    #: The longest, in milliseconds, the loop share may make a tenant's feed wait
+    #: between reads (and so delay an event). With many subscribers one delivery
+    #: round costs more; past this ceiling the streams take a larger share rather
+    #: than every subscriber a longer delay.
+    watch_max_delay_ms: int = 100
     #: Events read per database query when replaying or tailing.
     watch_page_size: int = 500
     #: Threads that read the event log for streams (kept apart from the writers' threads).
@@ -188,6 +193,7 @@ class Settings:
                 # each receive (and decode) every message it sends.
                 else d.watch_loop_share_percent,
             ),
+            watch_max_delay_ms=_int(env, "IDENTITY_WATCH_MAX_DELAY_MS", d.watch_max_delay_ms),
             watch_page_size=_int(env, "IDENTITY_WATCH_PAGE_SIZE", d.watch_page_size),
             watch_db_threads=_int(env, "IDENTITY_WATCH_DB_THREADS", d.watch_db_threads),
             tls_cert_file=cert,

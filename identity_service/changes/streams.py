@@ -66,8 +66,9 @@ MAX_HEARTBEAT_SECONDS = 3600
 GAP_RETRY_SECONDS = 0.05
 #: What sending one message costs a process, at least (grpc.aio, measured: 50-100 us).
 MESSAGE_COST_SECONDS = 80e-6
-#: Longest a tenant's feed waits between reads of the log (see _Feed._pace).
-MAX_PACE_SECONDS = 1.0
+#: Longest a delivery round is waited for before the feed paces anyway (a round ends
+#: when every woken subscriber took its message; see _Feed._pace).
+ROUND_TIMEOUT_SECONDS = 1.0
 #: Heartbeats are due at most this late.
 HEARTBEAT_TICK_SECONDS = 0.25
 
@@ -325,20 +326,23 @@ class _Feed:
         enough that delivering to every subscriber takes at most `hub.share` of the event
         loop's time. One message per subscriber costs ~50-100 us of gRPC work (on the loop
         the writers also use, and again in each subscriber), whatever the batch size, so
-        the number of deliveries, not of events, is what to bound."""
+        the number of deliveries, not of events, is what to bound. The wait never
+        exceeds `hub.max_delay` (counted from the round's start): with many subscribers
+        a round costs more, and past that ceiling the streams take a larger share of
+        the loop rather than every subscriber a longer delay."""
         loop = asyncio.get_running_loop()
         wait = self.hub.batch_window
         if self.hub.share < 1.0 and self.awaiting:
             woken = len(self.awaiting)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(MAX_PACE_SECONDS):
+                async with asyncio.timeout(ROUND_TIMEOUT_SECONDS):
                     await self.round_done.wait()
             # The loop thread's CPU over the round, not wall time: on a busy machine the
             # process waits for a core too, and that is no cost of the deliveries.
             # Each taken message is sent afterwards (gRPC's work, off this measurement):
             # count it at MESSAGE_COST_SECONDS at least.
             cost = max(time.process_time() - self.delivered_cpu, woken * MESSAGE_COST_SECONDS)
-            wait = min(max(wait, cost * (1 / self.hub.share - 1)), MAX_PACE_SECONDS)
+            wait = max(wait, min(cost * (1 / self.hub.share - 1), self.hub.max_delay))
         self.awaiting.clear()
         remaining = started + wait - loop.time() if wait > self.hub.batch_window else wait
         if remaining > 0:
@@ -477,6 +481,7 @@ class StreamHub:
         self.batch_bytes = max(settings.watch_batch_bytes, 1)
         self.batch_window = max(settings.watch_batch_window_ms, 0) / 1000
         self.share = min(max(settings.watch_loop_share_percent, 1), 100) / 100
+        self.max_delay = max(settings.watch_max_delay_ms, 0) / 1000
         self.default_heartbeat = min(
             max(settings.watch_heartbeat_seconds, 1), MAX_HEARTBEAT_SECONDS
         )

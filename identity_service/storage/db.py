@@ -296,11 +296,20 @@ class Database:
             raise dbapi_error("COMMIT", err, conn.dialect) from err
 
     async def read_quick(self, fn: Callable[[QuickRead], T]) -> T:
-        """`fn` in a quick read: prepared statements (prepared.py) between a BEGIN and a
-        COMMIT (one snapshot), on the event loop, no Session and no pool thread. A
-        Session's bookkeeping costs ~90 µs a call, and the hand-off to a pool thread
-        and back, with the threads' contention for the interpreter lock, 0.2-0.5 ms of
-        CPU. `fn` takes a QuickRead, so it can run prepared statements only."""
+        """`fn` in a quick read: prepared statements (prepared.py) on the event loop,
+        no Session and no pool thread. A Session's bookkeeping costs ~90 µs a call,
+        and the hand-off to a pool thread and back, with the threads' contention for
+        the interpreter lock, 0.2-0.5 ms of CPU. `fn` takes a QuickRead, so it can run
+        prepared statements only.
+
+        On SQLite they run between a BEGIN and a COMMIT (one snapshot, and free: the
+        database is in this process). On PostgreSQL each statement is its own
+        snapshot, with no BEGIN or COMMIT (two round trips fewer of a lookup's four):
+        so a quick read is written as statements that each answer something whole
+        (the bearer and its tenant; a user with its groups and roles), the tenant's
+        first. A revision read with the tenant is then never newer than the rows read
+        after it, so a client that lists and then watches from that revision misses
+        nothing (it may see again a change the list showed)."""
         self.quick_reads += 1
         if self.inline_quick_reads:
             with self.quick() as q:
@@ -328,7 +337,10 @@ class Database:
                 pool_size=half,
                 max_overflow=half,
                 pool_recycle=1800,
-                isolation_level="REPEATABLE READ",
+                # Each statement its own snapshot, with no BEGIN and COMMIT round
+                # trips around it (see read_quick).
+                isolation_level="AUTOCOMMIT",
+                pool_reset_on_return=None,
             )
             _ping_when_idle(self._quick_engine.sync_engine)
             for hook in self._engine_hooks:
@@ -353,20 +365,15 @@ class Database:
         blocking to `fn` and the prepared statements, and await on the event loop."""
         fairy = _checkout(engine)
         try:
-            conn = _QuickConnection(fairy, engine)
-            result = fn(QuickRead(conn, memo))
-            try:
-                conn.connection.commit()
-            except engine.dialect.loaded_dbapi.Error as err:
-                raise dbapi_error("COMMIT", err, engine.dialect) from err
-            return result
+            # Autocommit: no transaction to end (see read_quick).
+            return fn(QuickRead(_QuickConnection(fairy, engine), memo))
         except DBAPIError as err:
             orig: Any = err.orig
             if engine.dialect.is_disconnect(orig, fairy.dbapi_connection, None):
                 fairy.invalidate(orig)  # dropped, not reset (a reset would fail)
             raise
         finally:
-            fairy.close()  # back to the pool, whose reset rolls back what is left open
+            fairy.close()  # back to the pool (nothing to reset: no transaction is open)
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Runs blocking database work on the pool, off the event loop."""

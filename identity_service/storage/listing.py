@@ -181,7 +181,9 @@ def _lookup_rows(
     if len(rows) < count:
         return PageResult(rows, len(rows), 1, "")
     total = count_stmt.first(reader, params)
-    return PageResult(rows, int(total[0]) if total is not None else 0, 1, "")
+    # A quick read on PostgreSQL counts in a snapshot of its own (Database.read_quick):
+    # never fewer than the page it answers with.
+    return PageResult(rows, max(int(total[0]) if total is not None else 0, len(rows)), 1, "")
 
 
 def page_of(

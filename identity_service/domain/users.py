@@ -12,6 +12,7 @@ from sqlalchemy import (
     String,
     bindparam,
     delete,
+    func,
     insert,
     literal_column,
     select,
@@ -43,7 +44,7 @@ from ..storage.models import (
     utcnow,
 )
 from ..storage.names import fold, user_name_key
-from ..storage.prepared import Prepared
+from ..storage.prepared import Prepared, json_rows
 from . import patching, policy
 from .convert import check_id, new_id
 from .rows import check_version, chunks, leave_all_groups
@@ -84,17 +85,76 @@ _ROW_COLUMNS = (
 )
 
 
-_ROW_SELECT = select(*_ROW_COLUMNS)
-_BY_ID_SELECT = _ROW_SELECT.where(
-    UserRow.tenant_pk == bindparam("t"), UserRow.id == bindparam("id")
+#: A user's groups, then its roles, as one JSON array of [rank, kind, name, display,
+#: source] (kind 0: a group's id and display name; kind 1: a role's name and source),
+#: ranked in the order of _GROUPS_OF and _ROLES_OF (the database's own ordering of
+#: names, which an aggregate does not keep). A column of the user's row: a read of a
+#: few users is one statement, one round trip to PostgreSQL.
+_REFS_OF_ROW = union_all(
+    select(
+        literal_column("0", Integer).label("kind"),
+        GroupRow.pk.label("ordinal"),
+        GroupRow.id.label("name"),
+        GroupRow.display_name.label("display"),
+        literal_column("0", Integer).label("source"),
+    )
+    .select_from(MemberRow)
+    .join(GroupRow, GroupRow.pk == MemberRow.group_pk)
+    .where(MemberRow.member_id == UserRow.id)
+    .correlate(UserRow),
+    select(
+        literal_column("1", Integer),
+        literal_column("0", Integer),
+        RoleRow.name,
+        literal_column("''", String),
+        AssignmentRow.source,
+    )
+    .select_from(AssignmentRow)
+    .join(RoleRow, RoleRow.pk == AssignmentRow.role_pk)
+    .where(AssignmentRow.user_pk == UserRow.pk)
+    .correlate(UserRow),
+).subquery("refs_of_row")
+_RANKED_REFS = select(
+    _REFS_OF_ROW,
+    func.row_number()
+    .over(
+        order_by=(
+            _REFS_OF_ROW.c.kind,
+            _REFS_OF_ROW.c.ordinal,
+            _REFS_OF_ROW.c.name,
+            _REFS_OF_ROW.c.source,
+        )
+    )
+    .label("rank"),
+).subquery("ranked_refs")
+_REFS = (
+    select(
+        json_rows(
+            _RANKED_REFS.c.rank,
+            _RANKED_REFS.c.kind,
+            _RANKED_REFS.c.name,
+            _RANKED_REFS.c.display,
+            _RANKED_REFS.c.source,
+        )
+    )
+    .scalar_subquery()
+    .label("refs")
 )
-_BY_ID = Prepared(_BY_ID_SELECT)
-_BY_ID_FOR_UPDATE = Prepared(_BY_ID_SELECT.with_for_update())
+
+#: Pages of a list (their groups and roles are read in batches: `load`).
+_ROW_SELECT = select(*_ROW_COLUMNS)
+#: A few users, each with its groups and roles (`load_few`).
+_ONE_SELECT = select(*_ROW_COLUMNS, _REFS)
+_BY_ID_WHERE = (UserRow.tenant_pk == bindparam("t"), UserRow.id == bindparam("id"))
+_BY_ID = Prepared(_ONE_SELECT.where(*_BY_ID_WHERE))
+#: A write's row, locked (FOR UPDATE on PostgreSQL), with its groups and roles: a
+#: write answers with the user it stored from it (`_replace_row`), reading nothing back.
+_BY_ID_FOR_UPDATE = Prepared(_ONE_SELECT.where(*_BY_ID_WHERE).with_for_update(of=UserRow))
 # The write path's statements, built once with their values as parameters. A
 # statement built per call with the values inside costs SQLAlchemy a cache-key walk
 # over every value: that was about half of users.create's time.
 _BY_NAME_KEY = Prepared(
-    _ROW_SELECT.where(
+    _ONE_SELECT.where(
         UserRow.tenant_pk == bindparam("t"), UserRow.user_name_key == bindparam("key")
     )
 )
@@ -127,36 +187,6 @@ _ROLES_OF = (
     .join(RoleRow, RoleRow.pk == AssignmentRow.role_pk)
     .where(AssignmentRow.user_pk.in_(bindparam("pks", expanding=True)))
     .order_by(RoleRow.name, AssignmentRow.source)
-)
-
-
-#: One user's groups, then its roles, in one statement (a lookup or a read by id
-#: reads both: one round trip instead of two): kind 0 rows are (group pk, group id,
-#: display name), kind 1 rows (role name, source), each in the order of _GROUPS_OF
-#: and _ROLES_OF.
-_GROUPS_AND_ROLES_OF_ONE = Prepared(
-    union_all(
-        select(
-            literal_column("0", Integer).label("kind"),
-            GroupRow.pk.label("ordinal"),
-            GroupRow.id.label("name"),
-            GroupRow.display_name.label("display"),
-            literal_column("0", Integer).label("source"),
-        )
-        .select_from(MemberRow)
-        .join(GroupRow, GroupRow.pk == MemberRow.group_pk)
-        .where(MemberRow.member_id == bindparam("id")),
-        select(
-            literal_column("1", Integer),
-            literal_column("0", Integer),
-            RoleRow.name,
-            literal_column("''", String),
-            AssignmentRow.source,
-        )
-        .select_from(AssignmentRow)
-        .join(RoleRow, RoleRow.pk == AssignmentRow.role_pk)
-        .where(AssignmentRow.user_pk == bindparam("pk")),
-    ).order_by("kind", "ordinal", "name", "source")
 )
 
 
@@ -286,21 +316,14 @@ def _assemble(
     return out
 
 
-#: Up to this many rows, `load` reads each user's groups and roles by the prepared
-#: statement of one user (its plan and SQL are cached); past it, in batches.
-FEW = 8
-
-
 def load_few(reader: Reader, tenant: TenantRow, rows: Sequence[Any]) -> list[users_pb2.User]:
-    """Users from rows with _ROW_COLUMNS, by prepared statements only (a quick read's
-    lookups and reads by id): one for each user's groups and roles, and one for each
-    reference the tenant's attribute mappings name, if it has any."""
+    """Users from rows of _ONE_SELECT, which carry their groups and roles (a quick
+    read's lookups and reads by id, a write's user): no statement of its own, but
+    one for the references the tenant's attribute mappings name, if it has any."""
     groups: dict[str, list[users_pb2.GroupRef]] = defaultdict(list)
     roles: dict[int, list[users_pb2.RoleAssignment]] = defaultdict(list)
     for r in rows:
-        for kind, _, name, display, source in _GROUPS_AND_ROLES_OF_ONE.run(
-            reader, {"id": r.id, "pk": r.pk}
-        ):
+        for _, kind, name, display, source in sorted(r.refs or ()):
             if kind == 0:
                 groups[r.id].append(users_pb2.GroupRef(id=name, display_name=display))
             else:
@@ -317,10 +340,9 @@ def load_few(reader: Reader, tenant: TenantRow, rows: Sequence[Any]) -> list[use
 
 
 def load(session: Session, tenant: TenantRow, rows: Sequence[Any]) -> list[users_pb2.User]:
-    """Users from rows with _ROW_COLUMNS: two batched queries for groups and roles
-    (and one for the references of the tenant's attribute mappings, if it has any)."""
-    if len(rows) <= FEW:  # a lookup or a read by id: the common case
-        return load_few(session, tenant, rows)
+    """Users from rows of a list page (_ROW_COLUMNS): two batched queries for groups
+    and roles (and one for the references of the tenant's attribute mappings, if it
+    has any)."""
     tenant_id = tenant.id
     groups: dict[str, list[users_pb2.GroupRef]] = defaultdict(list)
     roles: dict[int, list[users_pb2.RoleAssignment]] = defaultdict(list)
@@ -420,8 +442,7 @@ def _find_identity(
         low = ({user_name.lower()} if user_name else set()) | {e.lower() for e in emails if e}
         if low:
             by_email = session.execute(
-                select(*_ROW_COLUMNS)
-                .join(UserValueRow, UserValueRow.user_pk == UserRow.pk)
+                _ONE_SELECT.join(UserValueRow, UserValueRow.user_pk == UserRow.pk)
                 .where(
                     UserValueRow.tenant_pk == tenant.pk,
                     UserValueRow.attr == "emails",
@@ -438,9 +459,9 @@ def _find_identity(
     if len(keys) == 1:  # the userName alone (user_name_key is unique in a tenant)
         return _BY_NAME_KEY.first(session, {"t": tenant.pk, "key": next(iter(keys))})
     return session.execute(
-        select(*_ROW_COLUMNS)
-        .where(UserRow.tenant_pk == tenant.pk, UserRow.user_name_key.in_(sorted(keys)))
-        .order_by(UserRow.active.desc(), UserRow.pk)
+        _ONE_SELECT.where(
+            UserRow.tenant_pk == tenant.pk, UserRow.user_name_key.in_(sorted(keys))
+        ).order_by(UserRow.active.desc(), UserRow.pk)
     ).first()
 
 
@@ -530,7 +551,7 @@ def create(
     taken = _BY_NAME_KEY.first(session, {"t": tenant.pk, "key": cols["user_name_key"]})
     if taken is not None:
         if ctx.actor_kind == "token" and _is_retry(taken, cols, managed_by):
-            return load(session, tenant, [taken])[0]
+            return load_few(session, tenant, [taken])[0]
         raise _uniqueness(u.user_name)
     return _insert(session, tenant, u=u, cols=cols, managed_by=managed_by, pol=pol, ctx=ctx)
 
@@ -605,7 +626,7 @@ def jit_provision(
     existing = _find_identity(session, tenant, pol, user_name, [req.email.strip()])
     if existing is not None:
         return users_pb2.JitProvisionResponse(
-            user=load(session, tenant, [existing])[0], created=False
+            user=load_few(session, tenant, [existing])[0], created=False
         )
     u = users_pb2.User(user_name=user_name, display_name=req.display_name, active=True)
     if req.given_name or req.family_name:
@@ -636,7 +657,7 @@ def lookup_users(
         reader,
         catalog=catalog,
         model=UserRow,
-        columns=_ROW_SELECT,
+        columns=_ONE_SELECT,
         tenant_pk=tenant.pk,
         f=req.filter,
         page=req.page,
@@ -779,10 +800,11 @@ def _replace_row(
     if adopt:
         changed.append("managedBy")
     if not changed:
-        return get(session, tenant, row.id)
+        return load_few(session, tenant, [row])[0]
     cols = _columns(new)
     if adopt:
         cols["managed_by"] = "scim"
+    now = utcnow()
     if cols["user_name_key"] != fold(old.user_name):
         _refuse_taken_name(session, tenant, new.user_name, cols["user_name_key"], but=row.pk)
     if _primary_email_key(new) != _primary_email_key(old):
@@ -790,7 +812,7 @@ def _replace_row(
     try:
         session.execute(
             _UPDATE_USER,
-            {"row_pk": row.pk, "version": row.version + 1, "last_modified": utcnow(), **cols},
+            {"row_pk": row.pk, "version": row.version + 1, "last_modified": now, **cols},
         )
     except IntegrityError:
         raise _uniqueness(new.user_name) from None
@@ -805,7 +827,18 @@ def _replace_row(
         role_events, lost_last = policy.sync_roles(
             session, tenant, row.pk, row.id, policy.desired_roles(session, tenant, pol, row.id, new)
         )
-    result = get(session, tenant, row.id)
+    if role_events:
+        result = get(session, tenant, row.id)  # its roles changed
+    else:
+        # What the UPDATE stored, and the groups and roles read with the locked row.
+        stored = row._replace(
+            version=row.version + 1,
+            last_modified=now,
+            active=cols["active"],
+            body=cols["body"],
+            managed_by=cols.get("managed_by", row.managed_by),
+        )
+        result = load_few(session, tenant, [stored])[0]
     if is_active(old) != is_active(new):
         kind = E.EVENT_TYPE_USER_REACTIVATED if is_active(new) else E.EVENT_TYPE_USER_DEACTIVATED
     else:
@@ -872,7 +905,7 @@ def remove(
         return users_pb2.DeleteUserResponse(
             deleted=False, user=_deactivate(session, tenant, row, pol, ctx)
         )
-    before = load(session, tenant, [row])[0]
+    before = load_few(session, tenant, [row])[0]
     evs = leave_all_groups(session, row.id, groups_pb2.MEMBER_TYPE_USER)
     session.execute(delete(UserRow).where(UserRow.pk == row.pk))
     evs.append(events.event(E.EVENT_TYPE_USER_DELETED, "User", row.id, user=before))

@@ -20,11 +20,14 @@ from scim_identity_api.v1 import common_pb2
 from scim_identity_client import IdentityClient, InvalidArgument
 from scim_identity_client.types import (
     ExtensionSchema,
+    Group,
     SchemaAttribute,
     Tenant,
     TenantPolicy,
     User,
 )
+
+from .test_events import read_events
 
 ENT = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 SIMPLE = ("title", "nickName", "displayName", "locale")
@@ -332,3 +335,35 @@ def test_a_filtered_whole_value_replace_replaces_and_add_merges(
         {"value": "b@e.org", "type": "work"},
         {"value": "h@e.org", "type": "home"},
     ]
+
+
+def test_a_write_answers_the_user_a_read_then_gives(
+    client: IdentityClient, tenant: Tenant, database_url: str
+) -> None:
+    """PATCH and PUT answer with the user they stored (built from the write, not read
+    back): it equals what a read gives afterwards, groups, roles and meta included,
+    and so does the change event's copy. Also when nothing changed."""
+    user = client.create_user(tenant.id, User(user_name=f"w-{uuid.uuid4().hex[:8]}", title="a"))
+    group = client.create_group(tenant.id, Group(display_name=f"g-{uuid.uuid4().hex[:8]}"))
+    client.update_group(tenant.id, group.meta.id, add_members=[user.meta.id])
+    client.create_role(tenant.id, "viewer")
+    client.assign_role(tenant.id, user.meta.id, "viewer")
+
+    def replaced() -> User:
+        current = client.get_user(tenant.id, user.meta.id)
+        current.display_name = "Ada"
+        return client.replace_user(tenant.id, current)
+
+    writes = [
+        lambda: client.patch_user(tenant.id, user.meta.id, [_op("replace", "title", "b")]),
+        lambda: client.patch_user(tenant.id, user.meta.id, [_op("replace", "active", False)]),
+        lambda: client.patch_user(tenant.id, user.meta.id, [_op("replace", "title", "b")]),
+        replaced,
+    ]
+    for write in writes:
+        answered = write()
+        assert [g.id for g in answered.groups] == [group.meta.id]
+        assert [r.role for r in answered.role_assignments] == ["viewer"]
+        assert answered == client.get_user(tenant.id, user.meta.id)
+    last = [e for e in read_events(database_url, tenant.id) if e.resource_id == user.meta.id][-1]
+    assert last.user == answered

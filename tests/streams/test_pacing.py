@@ -32,7 +32,9 @@ def _paced_wait(
         tenant = streams._Tenant(pk=1, id="t", revision=0, compacted_through=0)
         feed = streams._Feed(hub, tenant, head=0)
         for _ in range(woken):
-            feed.awaiting.add(streams._Watcher("t", streams._Filter(frozenset(), frozenset()), 1, 1, 1.0, 0))
+            feed.awaiting.add(
+                streams._Watcher("t", streams._Filter(frozenset(), frozenset()), 1, 1, 1.0, 0)
+            )
         feed.round_done.set()  # every woken subscriber took its message
         now = 1000.0
         monkeypatch.setattr(time, "process_time", lambda: now + round_cpu)
@@ -74,7 +76,5 @@ def test_the_batch_window_is_the_least_wait(monkeypatch: pytest.MonkeyPatch) -> 
         watch_max_delay_ms=5,
     )
     assert wait == pytest.approx(0.020, abs=0.002)
-    wait = _paced_wait(
-        monkeypatch, 0.100, 10, watch_batch_window_ms=20, watch_max_delay_ms=5
-    )
+    wait = _paced_wait(monkeypatch, 0.100, 10, watch_batch_window_ms=20, watch_max_delay_ms=5)
     assert wait == pytest.approx(0.020, abs=0.002)

@@ -1,0 +1,146 @@
+"""PostgreSQL reads in at most two round trips (issue #16): the IdPs' lookups and
+reads by id check the bearer in one statement and read the user with its groups
+and roles in another, each its own snapshot, with no BEGIN or COMMIT around them.
+Counted on the wire: the service talks to PostgreSQL through a relay that counts
+each time the client speaks again after the server answered."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import make_url
+
+from identity_service.settings import Settings
+from scim_identity_api.v1 import groups_pb2, users_pb2
+from scim_identity_client import CallContext, IdentityClient
+
+from ..support import ServiceThread, eventually, throwaway_pg_database
+from .test_filters import cmp
+
+
+class RoundTrips:
+    """A TCP relay to PostgreSQL that counts round trips: a client's message that
+    follows an answer from the server starts a new one, however it is split into
+    segments."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.upstream = (host, port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.count = 0
+        self._lock = threading.Lock()
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            for s in (client, server):
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # Who spoke last on this connection: "server" until the client's first word.
+            last = ["server"]
+            threading.Thread(
+                target=self._pump, args=(client, server, "client", last), daemon=True
+            ).start()
+            threading.Thread(
+                target=self._pump, args=(server, client, "server", last), daemon=True
+            ).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, side: str, last: list[str]) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                with self._lock:
+                    if side == "client" and last[0] == "server":
+                        self.count += 1
+                    last[0] = side
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self._closed = True
+        self.listener.close()
+
+
+@pytest.fixture
+def relayed() -> Iterator[tuple[IdentityClient, RoundTrips]]:
+    with throwaway_pg_database("identity_rt") as url:
+        u = make_url(url)
+        relay = RoundTrips(u.host or "127.0.0.1", u.port or 5432)
+        service = ServiceThread(
+            Settings(
+                database_url=u.set(port=relay.port).render_as_string(hide_password=False),
+                listen="127.0.0.1:0",
+                db_pool_size=2,
+                event_retention_seconds=0,
+                history_retention_seconds=0,
+            )
+        )
+        target = service.start()
+        try:
+            with IdentityClient(target) as client:
+                client.wait_ready()
+                yield client, relay
+        finally:
+            service.stop()
+            relay.close()
+
+
+def test_a_lookup_and_a_read_by_id_are_two_round_trips_each(
+    relayed: tuple[IdentityClient, RoundTrips],
+) -> None:
+    client, relay = relayed
+    tenant = client.create_tenant("rt")
+    secret = client.issue_token(tenant.id, description="idp").secret
+    user = client.create_user(
+        tenant.id,
+        users_pb2.User(
+            user_name="ada",
+            emails=[users_pb2.MultiValue(value="ada@example.com", type="work", primary=True)],
+        ),
+    )
+    group = client.create_group(tenant.id, groups_pb2.Group(display_name="eng"))
+    client.update_group(tenant.id, group.meta.id, add_members=[user.meta.id])
+    client.create_role(tenant.id, "admin")
+    client.assign_role(tenant.id, user.meta.id, "admin")
+    ctx = CallContext(bearer=secret, tenant=tenant.name)
+
+    def lookup() -> users_pb2.ListUsersResponse:
+        return client.list_users("", filter=cmp("userName", "eq", "ada"), ctx=ctx)
+
+    def by_id() -> users_pb2.User:
+        return client.get_user("", user.meta.id, ctx=ctx)
+
+    # Warm: connections open, and the token's first use noted (a write off the call,
+    # up to a second later; then not again for a while).
+    lookup(), by_id()
+    eventually(
+        lambda: all(t.HasField("last_used") for t in client.list_tokens(tenant.id)),
+        what="the token's use noted",
+    )
+    # A connection idle for a while is pinged before use (test_pg_connections), and
+    # psycopg prepares a statement on its fifth run (one round trip, once): past both.
+    for _ in range(6):
+        lookup(), by_id()
+    for call in (lookup, by_id):
+        for i in range(5):
+            # Each read sees the write before it (no snapshot outlives its read).
+            changed = client.get_user(tenant.id, user.meta.id)
+            changed.display_name = f"Ada {call.__name__} {i}"
+            client.replace_user(tenant.id, changed)
+            before = relay.count
+            answer = call()
+            found = answer.users[0] if isinstance(answer, users_pb2.ListUsersResponse) else answer
+            # The answer is whole and current: the user with its group and role.
+            assert found.display_name == changed.display_name
+            assert [g.id for g in found.groups] == [group.meta.id]
+            assert [r.role for r in found.role_assignments] == ["admin"]
+            assert relay.count - before <= 2, (call.__name__, relay.count - before)

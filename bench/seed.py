@@ -193,7 +193,10 @@ def _build(
                 **cols,
             }
         )
-        out.values.extend(users._value_rows(u, pk, tenant_pk))
+        out.values.extend(
+            dict(zip(users._VALUE_COLUMNS, r, strict=True))
+            for r in users._value_rows(u, pk, tenant_pk)
+        )
         # users._insert: result = get(...) = _assemble over the row just written.
         row = SimpleNamespace(
             pk=pk,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import defaultdict, namedtuple
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -44,7 +44,7 @@ from ..storage.models import (
     utcnow,
 )
 from ..storage.names import fold, user_name_key
-from ..storage.prepared import Prepared, json_rows
+from ..storage.prepared import Prepared, PreparedInsert, json_rows
 from . import patching, policy
 from .convert import check_id, new_id
 from .rows import check_version, chunks, leave_all_groups
@@ -145,6 +145,12 @@ _REFS = (
 _ROW_SELECT = select(*_ROW_COLUMNS)
 #: A few users, each with its groups and roles (`load_few`).
 _ONE_SELECT = select(*_ROW_COLUMNS, _REFS)
+#: A row of _ONE_SELECT that a write made rather than read.
+_OneRow = namedtuple(
+    "_OneRow",
+    ("pk", "id", "version", "created", "last_modified", "active", "body", "managed_by", "refs"),
+)
+assert _OneRow._fields == tuple(c.key for c in _ONE_SELECT.selected_columns)
 _BY_ID_WHERE = (UserRow.tenant_pk == bindparam("t"), UserRow.id == bindparam("id"))
 _BY_ID = Prepared(_ONE_SELECT.where(*_BY_ID_WHERE))
 #: A write's row, locked (FOR UPDATE on PostgreSQL), with its groups and roles: a
@@ -165,16 +171,55 @@ _NAME_TAKEN = Prepared(
         UserRow.pk != bindparam("pk"),
     )
 )
-_INSERT_USER = insert(table(UserRow)).returning(UserRow.pk)
-#: SET comes from the execute's parameters; `row_pk` names the row.
-#: (Core columns in the WHERE, not the model's attributes: an ORM attribute makes
-#: the statement ORM-enabled, and the ORM's bulk-update layer costs more than the
-#: statement; tests/layout/test_plain_dml.py checks they stay plain.)
-_UPDATE_USER = update(table(UserRow)).where(table(UserRow).c.pk == bindparam("row_pk"))
-_INSERT_VALUES = insert(table(UserValueRow))
+#: What `_columns` sets, plus what a write sets beside it.
+_WRITTEN = (
+    "user_name",
+    "user_name_key",
+    "external_id",
+    "display_name",
+    "display_name_key",
+    "given_name",
+    "family_name",
+    "active",
+    "doc",
+    "body",
+    "version",
+    "last_modified",
+    "managed_by",
+)
+_users = table(UserRow)
+#: The write path's statements, on the DBAPI cursor (storage.prepared: SQLAlchemy's
+#: execute costs more than each statement). Core columns, not the model's attributes:
+#: an ORM attribute makes a statement ORM-enabled (tests/layout/test_plain_dml.py).
+_INSERT_USER = (
+    insert(_users)
+    .values({c: bindparam(c) for c in ("id", "tenant_pk", "created", *_WRITTEN)})
+    .returning(_users.c.pk)
+)
+#: `row_pk` names the row.
+_UPDATE_USER = (
+    update(_users)
+    .where(_users.c.pk == bindparam("row_pk"))
+    .values({c: bindparam(c) for c in _WRITTEN})
+)
 _DELETE_VALUES = delete(table(UserValueRow)).where(
     table(UserValueRow).c.user_pk == bindparam("user_pk")
 )
+_RUN_INSERT_USER = Prepared(_INSERT_USER)
+_RUN_UPDATE_USER = Prepared(_UPDATE_USER)
+_RUN_DELETE_VALUES = Prepared(_DELETE_VALUES)
+_VALUE_COLUMNS = (
+    "user_pk",
+    "tenant_pk",
+    "attr",
+    "value",
+    "value_key",
+    "type",
+    "primary",
+    "display",
+    "extra",
+)
+_INSERT_VALUES = PreparedInsert(table(UserValueRow), _VALUE_COLUMNS)
 # Built once (reads run them on every call): the groups and roles of a page of users.
 _GROUPS_OF = (
     select(MemberRow.member_id, GroupRow.id, GroupRow.display_name)
@@ -252,37 +297,38 @@ def _columns(u: users_pb2.User) -> dict[str, Any]:
     }
 
 
-def _value_rows(u: users_pb2.User, user_pk: int, tenant_pk: int) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
+def _value_rows(u: users_pb2.User, user_pk: int, tenant_pk: int) -> list[tuple[Any, ...]]:
+    """The user's `user_values` rows, in _VALUE_COLUMNS order."""
+    rows: list[tuple[Any, ...]] = []
     for field, attr in MULTI_VALUED.items():
         for mv in getattr(u, field):
             keyed = len(mv.value) <= MAX_KEY
             rows.append(
-                {
-                    "user_pk": user_pk,
-                    "tenant_pk": tenant_pk,
-                    "attr": attr,
-                    "value": mv.value or None,
-                    "value_key": mv.value.lower() if mv.value and keyed else None,
-                    "type": mv.type.lower() or None,
-                    "primary": mv.primary,
-                    "display": mv.display or None,
-                    "extra": None,
-                }
+                (
+                    user_pk,
+                    tenant_pk,
+                    attr,
+                    mv.value or None,
+                    mv.value.lower() if mv.value and keyed else None,
+                    mv.type.lower() or None,
+                    mv.primary,
+                    mv.display or None,
+                    None,
+                )
             )
     for addr in u.addresses:
         rows.append(
-            {
-                "user_pk": user_pk,
-                "tenant_pk": tenant_pk,
-                "attr": "addresses",
-                "value": addr.formatted or None,
-                "value_key": addr.formatted.lower()[:MAX_KEY] or None,
-                "type": addr.type.lower() or None,
-                "primary": addr.primary,
-                "display": None,
-                "extra": json_format.MessageToDict(addr),
-            }
+            (
+                user_pk,
+                tenant_pk,
+                "addresses",
+                addr.formatted or None,
+                addr.formatted.lower()[:MAX_KEY] or None,
+                addr.type.lower() or None,
+                addr.primary,
+                None,
+                json_format.MessageToDict(addr),
+            )
         )
     return rows
 
@@ -582,8 +628,8 @@ def _insert(
     now = utcnow()
     uid = new_id()
     try:
-        pk = session.execute(
-            _INSERT_USER,
+        ((pk,),) = _RUN_INSERT_USER.run(
+            session,
             {
                 "id": uid,
                 "tenant_pk": tenant.pk,
@@ -593,19 +639,22 @@ def _insert(
                 "managed_by": managed_by,
                 **cols,
             },
-        ).scalar_one()
+        )
     except IntegrityError:
         # Two creates raced past the check above: the unique index decides.
         raise _uniqueness(u.user_name) from None
-    values = _value_rows(u, pk, tenant.pk)
-    if values:
-        session.execute(_INSERT_VALUES, values)
+    _INSERT_VALUES.run(session, _value_rows(u, pk, tenant.pk))
     role_events: list[changes_pb2.ChangeEvent] = []
     if policy.has_role_rules(pol):
         role_events, _ = policy.sync_roles(
             session, tenant, pk, uid, policy.desired_roles(session, tenant, pol, uid, u)
         )
-    result = get(session, tenant, uid)
+    if role_events:
+        result = get(session, tenant, uid)  # the roles its policy gave it
+    else:
+        # What the INSERT stored: a new user has no groups yet.
+        stored = _OneRow(pk, uid, 1, now, now, cols["active"], cols["body"], managed_by, None)
+        result = load_few(session, tenant, [stored])[0]
     events.emit(
         session,
         tenant,
@@ -810,17 +859,21 @@ def _replace_row(
     if _primary_email_key(new) != _primary_email_key(old):
         _refuse_taken_email(session, tenant, pol, new, but=row.pk)
     try:
-        session.execute(
-            _UPDATE_USER,
-            {"row_pk": row.pk, "version": row.version + 1, "last_modified": now, **cols},
+        _RUN_UPDATE_USER.execute(
+            session,
+            {
+                "row_pk": row.pk,
+                "version": row.version + 1,
+                "last_modified": now,
+                "managed_by": row.managed_by,
+                **cols,
+            },
         )
     except IntegrityError:
         raise _uniqueness(new.user_name) from None
     if not VALUE_ATTRIBUTES.isdisjoint(changed):
-        session.execute(_DELETE_VALUES, {"user_pk": row.pk})
-        values = _value_rows(new, row.pk, tenant.pk)
-        if values:
-            session.execute(_INSERT_VALUES, values)
+        _RUN_DELETE_VALUES.execute(session, {"user_pk": row.pk})
+        _INSERT_VALUES.run(session, _value_rows(new, row.pk, tenant.pk))
     role_events: list[changes_pb2.ChangeEvent] = []
     lost_last = False
     if policy.has_role_rules(pol):

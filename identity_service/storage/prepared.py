@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import JSON, CompoundSelect, Select, Table, bindparam, insert
 from sqlalchemy.engine import Connection, Dialect
@@ -64,9 +64,11 @@ def _connection(session: Reader) -> Connection:
     return conn
 
 
-def _on_cursor(conn: Connection, sql: str, args: Any, *, many: bool = False) -> list[Any]:
+def _on_cursor(
+    conn: Connection, sql: str, args: Any, *, many: bool = False, fetch: bool = True
+) -> list[Any]:
     """Runs `sql` on the connection's DBAPI cursor (executemany when `many`); the rows
-    it answers (none for `many`)."""
+    it answers (none for `many`, or without `fetch`: a statement that answers none)."""
     cursor = conn.connection.cursor()
     # The engine's cursor events, as SQLAlchemy fires them for its own statements:
     # listened to only when tracing is on (tracing.trace_sql), else an empty check.
@@ -79,6 +81,8 @@ def _on_cursor(conn: Connection, sql: str, args: Any, *, many: bool = False) -> 
             cursor.executemany(sql, args)
             return []
         cursor.execute(sql, args)
+        if not fetch:
+            return []
         return cursor.fetchall()  # type: ignore[return-value]  # a list, on both drivers
     except conn.dialect.loaded_dbapi.Error as err:
         raise dbapi_error(sql, err, conn.dialect, args) from err
@@ -89,7 +93,7 @@ def _on_cursor(conn: Connection, sql: str, args: Any, *, many: bool = False) -> 
 
 
 class _Compiled:
-    __slots__ = ("converted", "defaults", "names", "positional", "row", "sql")
+    __slots__ = ("binds", "converted", "defaults", "names", "positional", "row", "sql")
 
     def __init__(self, stmt: Statement, dialect: Dialect) -> None:
         compiled = stmt.compile(dialect=dialect)
@@ -98,6 +102,12 @@ class _Compiled:
         self.defaults = {k: v for k, v in compiled.params.items() if v is not None}
         self.positional = dialect.paramstyle in ("qmark", "format", "numeric")
         self.names = tuple(compiled.positiontup or ()) if self.positional else ()
+        #: (parameter, processor) of the parameters whose type converts the value
+        #: (datetimes, JSON documents, booleans), as SQLAlchemy's execute would.
+        self.binds: tuple[tuple[str, Callable[[Any], Any]], ...] = tuple(
+            (name, cast(Callable[[Any], Any], process))  # one value each: no tuple types
+            for name, process in compiled._bind_processors.items()
+        )
         columns = list(
             stmt.exported_columns if isinstance(stmt, UpdateBase) else stmt.selected_columns
         )
@@ -111,7 +121,8 @@ class _Compiled:
 
 
 class Prepared:
-    """One select; `run(session, **params)` answers its rows as named tuples."""
+    """One select (or DML statement); `run(session, params)` answers its rows as named
+    tuples, `execute(session, params)` runs one that answers none."""
 
     def __init__(self, stmt: Statement) -> None:
         self.stmt = stmt
@@ -123,12 +134,26 @@ class Prepared:
             c = self._compiled[dialect.name] = _Compiled(self.stmt, dialect)
         return c
 
+    def _args(self, c: _Compiled, params: Mapping[str, Any]) -> Any:
+        values = {**c.defaults, **params} if c.defaults else params
+        if c.binds:
+            values = dict(values)
+            for name, process in c.binds:
+                v = values.get(name)
+                if v is not None:
+                    values[name] = process(v)
+        return tuple(values[n] for n in c.names) if c.positional else values
+
+    def execute(self, session: Session, params: Mapping[str, Any]) -> None:
+        """Runs a statement that answers no rows (an UPDATE or DELETE)."""
+        conn = _connection(session)
+        c = self._for(conn.dialect)
+        _on_cursor(conn, c.sql, self._args(c, params), fetch=False)
+
     def run(self, session: Reader, params: Mapping[str, Any]) -> list[Any]:
         conn = _connection(session)
         c = self._for(conn.dialect)
-        values = {**c.defaults, **params} if c.defaults else params
-        args: Any = tuple(values[n] for n in c.names) if c.positional else values
-        raw = _on_cursor(conn, c.sql, args)
+        raw = _on_cursor(conn, c.sql, self._args(c, params))
         make = c.row._make  # type: ignore[attr-defined]  # a namedtuple class
         converted = c.converted
         if not converted:

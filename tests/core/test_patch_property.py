@@ -340,10 +340,13 @@ def test_a_filtered_whole_value_replace_replaces_and_add_merges(
 def test_a_write_answers_the_user_a_read_then_gives(
     client: IdentityClient, tenant: Tenant, database_url: str
 ) -> None:
-    """PATCH and PUT answer with the user they stored (built from the write, not read
-    back): it equals what a read gives afterwards, groups, roles and meta included,
-    and so does the change event's copy. Also when nothing changed."""
-    user = client.create_user(tenant.id, User(user_name=f"w-{uuid.uuid4().hex[:8]}", title="a"))
+    """POST, PATCH and PUT answer with the user they stored (built from the write, not
+    read back): it equals what a read gives afterwards, groups, roles and meta
+    included, and so does the change event's copy. Also when nothing changed."""
+    made = User(user_name=f"w-{uuid.uuid4().hex[:8]}", title="a")
+    made.emails.add(value="w@example.org", type="work", primary=False)
+    user = client.create_user(tenant.id, made)
+    assert user == client.get_user(tenant.id, user.meta.id)
     group = client.create_group(tenant.id, Group(display_name=f"g-{uuid.uuid4().hex[:8]}"))
     client.update_group(tenant.id, group.meta.id, add_members=[user.meta.id])
     client.create_role(tenant.id, "viewer")

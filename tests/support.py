@@ -252,6 +252,66 @@ class PgCluster:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class TcpRelay:
+    """A TCP port that forwards each connection to `upstream`: a stand-in for a server
+    (PostgreSQL) that a test controls. Subclasses choose whether to `admit` a new
+    connection (else it is closed at once, as by a server that is not ready) and
+    see the bytes each way (`seen`, with the connection's own state)."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.sock = socket.create_server(("127.0.0.1", 0), backlog=64)
+        self.port = int(self.sock.getsockname()[1])
+        self._closing = False
+        self._conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def admit(self) -> bool:
+        return True
+
+    def seen(self, side: str, state: dict[str, str], data: bytes) -> None:
+        """`data` from `side` ("client" or "server"); `state`: the connection's own."""
+
+    def _accept(self) -> None:
+        while not self._closing:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            if not self.admit():
+                conn.close()
+                continue
+            try:
+                up = socket.create_connection(self.upstream, timeout=5)
+            except OSError:
+                conn.close()
+                continue
+            up.settimeout(None)
+            for s in (conn, up):
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._conns += [conn, up]
+            state: dict[str, str] = {}
+            for a, b, side in ((conn, up, "client"), (up, conn, "server")):
+                threading.Thread(target=self._pump, args=(a, b, side, state), daemon=True).start()
+
+    def _pump(
+        self, src: socket.socket, dst: socket.socket, side: str, state: dict[str, str]
+    ) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                self.seen(side, state, data)
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self._closing = True
+        self.sock.close()
+        for c in self._conns:
+            with contextlib.suppress(OSError):
+                c.close()
+
+
 def http_request(
     port: int,
     method: str,

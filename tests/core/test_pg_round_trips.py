@@ -6,8 +6,6 @@ each time the client speaks again after the server answered."""
 
 from __future__ import annotations
 
-import contextlib
-import socket
 import threading
 from collections.abc import Iterator
 
@@ -18,56 +16,25 @@ from identity_service.settings import Settings
 from scim_identity_api.v1 import groups_pb2, users_pb2
 from scim_identity_client import CallContext, IdentityClient
 
-from ..support import ServiceThread, eventually, throwaway_pg_database
+from ..support import ServiceThread, TcpRelay, eventually, throwaway_pg_database
 from .test_filters import cmp
 
 
-class RoundTrips:
-    """A TCP relay to PostgreSQL that counts round trips: a client's message that
-    follows an answer from the server starts a new one, however it is split into
-    segments."""
+class RoundTrips(TcpRelay):
+    """A relay to PostgreSQL that counts round trips: a client's message that follows
+    an answer from the server starts a new one, however it is split into segments."""
 
     def __init__(self, host: str, port: int) -> None:
-        self.upstream = (host, port)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
         self.count = 0
         self._lock = threading.Lock()
-        self._closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__((host, port))
 
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(self.upstream)
-            for s in (client, server):
-                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            # Who spoke last on this connection: "server" until the client's first word.
-            last = ["server"]
-            threading.Thread(
-                target=self._pump, args=(client, server, "client", last), daemon=True
-            ).start()
-            threading.Thread(
-                target=self._pump, args=(server, client, "server", last), daemon=True
-            ).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket, side: str, last: list[str]) -> None:
-        with contextlib.suppress(OSError):
-            while data := src.recv(65536):
-                with self._lock:
-                    if side == "client" and last[0] == "server":
-                        self.count += 1
-                    last[0] = side
-                dst.sendall(data)
-        with contextlib.suppress(OSError):
-            dst.shutdown(socket.SHUT_WR)
-
-    def close(self) -> None:
-        self._closed = True
-        self.listener.close()
+    def seen(self, side: str, state: dict[str, str], data: bytes) -> None:
+        with self._lock:
+            # Who spoke last on this connection: the server, until the client's first word.
+            if side == "client" and state.get("last", "server") == "server":
+                self.count += 1
+            state["last"] = side
 
 
 @pytest.fixture

@@ -8,10 +8,8 @@ chooses."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -22,7 +20,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from ..support import PG_ADMIN_URL, PG_BIN, ROOT, VENV_BIN, Proc, free_port
+from ..support import PG_ADMIN_URL, PG_BIN, ROOT, VENV_BIN, Proc, TcpRelay, free_port
 
 COMPOSE = ROOT / "docker-compose.yml"
 _VAR = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
@@ -63,7 +61,7 @@ def start_order(services: dict[str, Any]) -> list[str]:
     return order
 
 
-class PgProxy:
+class PgProxy(TcpRelay):
     """The `postgres` container: a TCP port that, until opened, accepts connections
     and closes them at once (a server that is not ready), then forwards to the real
     PostgreSQL. `open_after(seconds, attempts)` opens it on the first connection made
@@ -72,19 +70,11 @@ class PgProxy:
 
     def __init__(self) -> None:
         parts = urlsplit(PG_ADMIN_URL)
-        self.upstream = (parts.hostname or "127.0.0.1", parts.port or 5432)
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = int(self.sock.getsockname()[1])
         self.opened = threading.Event()
         self.refused = 0
         self.first_refused: float | None = None
         self._policy: tuple[float, int] | None = None
-        self._closing = False
-        self._conns: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
+        super().__init__((parts.hostname or "127.0.0.1", parts.port or 5432))
 
     def open(self) -> None:
         self.opened.set()
@@ -92,50 +82,21 @@ class PgProxy:
     def open_after(self, seconds: float, attempts: int) -> None:
         self._policy = (seconds, attempts)
 
-    def _accept(self) -> None:
-        while not self._closing:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            if not self.opened.is_set() and self._policy is not None:
-                seconds, attempts = self._policy
-                if (
-                    self.first_refused is not None
-                    and time.monotonic() - self.first_refused >= seconds
-                    and self.refused >= attempts
-                ):
-                    self.opened.set()
-            if not self.opened.is_set():
-                self.refused += 1
-                if self.first_refused is None:
-                    self.first_refused = time.monotonic()
-                conn.close()
-                continue
-            try:
-                up = socket.create_connection(self.upstream, timeout=5)
-            except OSError:
-                conn.close()
-                continue
-            up.settimeout(None)
-            self._conns += [conn, up]
-            for a, b in ((conn, up), (up, conn)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := src.recv(65536):
-                dst.sendall(data)
-        with contextlib.suppress(OSError):
-            dst.shutdown(socket.SHUT_WR)
-
-    def close(self) -> None:
-        self._closing = True
-        self.sock.close()
-        for c in self._conns:
-            with contextlib.suppress(OSError):
-                c.close()
+    def admit(self) -> bool:
+        if not self.opened.is_set() and self._policy is not None:
+            seconds, attempts = self._policy
+            if (
+                self.first_refused is not None
+                and time.monotonic() - self.first_refused >= seconds
+                and self.refused >= attempts
+            ):
+                self.opened.set()
+        if not self.opened.is_set():
+            self.refused += 1
+            if self.first_refused is None:
+                self.first_refused = time.monotonic()
+            return False
+        return True
 
 
 class Stack:

@@ -95,10 +95,10 @@ class Settings:
     #: feed waits longer between reads, so each message carries more). Default 10 on a
     #: process that takes writes, 50 on a stream replica (IDENTITY_ROLE=streams).
     watch_loop_share_percent: int = 10
-    #: The longest, in milliseconds, the loop share may make a tenant's feed wait
-    #: between reads (and so delay an event). With many subscribers one delivery
-    #: round costs more; past this ceiling the streams take a larger share rather
-    #: than every subscriber a longer delay.
+    #: The longest, in milliseconds (0 to 1000), the loop share may make a tenant's
+    #: feed wait between reads (and so delay an event). With many subscribers one
+    #: delivery round costs more; past this ceiling the streams take a larger share
+    #: rather than every subscriber a longer delay. The batch window is waited anyway.
     watch_max_delay_ms: int = 100
     #: Events read per database query when replaying or tailing.
     watch_page_size: int = 500

@@ -66,6 +66,8 @@ MAX_HEARTBEAT_SECONDS = 3600
 GAP_RETRY_SECONDS = 0.05
 #: What sending one message costs a process, at least (grpc.aio, measured: 50-100 us).
 MESSAGE_COST_SECONDS = 80e-6
+#: Most the loop share may delay a tenant's events (IDENTITY_WATCH_MAX_DELAY_MS).
+MAX_DELAY_MS = 1000
 #: Longest a delivery round is waited for before the feed paces anyway (a round ends
 #: when every woken subscriber took its message; see _Feed._pace).
 ROUND_TIMEOUT_SECONDS = 1.0
@@ -326,10 +328,11 @@ class _Feed:
         enough that delivering to every subscriber takes at most `hub.share` of the event
         loop's time. One message per subscriber costs ~50-100 us of gRPC work (on the loop
         the writers also use, and again in each subscriber), whatever the batch size, so
-        the number of deliveries, not of events, is what to bound. The wait never
-        exceeds `hub.max_delay` (counted from the round's start): with many subscribers
-        a round costs more, and past that ceiling the streams take a larger share of
-        the loop rather than every subscriber a longer delay."""
+        the number of deliveries, not of events, is what to bound. The share's wait
+        never exceeds `hub.max_delay` (counted from the round's start): with many
+        subscribers a round costs more, and past that ceiling the streams take a larger
+        share of the loop rather than every subscriber a longer delay. The batch window
+        is always waited (a ceiling below it, or 0, leaves the window alone)."""
         loop = asyncio.get_running_loop()
         wait = self.hub.batch_window
         if self.hub.share < 1.0 and self.awaiting:
@@ -481,7 +484,7 @@ class StreamHub:
         self.batch_bytes = max(settings.watch_batch_bytes, 1)
         self.batch_window = max(settings.watch_batch_window_ms, 0) / 1000
         self.share = min(max(settings.watch_loop_share_percent, 1), 100) / 100
-        self.max_delay = max(settings.watch_max_delay_ms, 0) / 1000
+        self.max_delay = min(max(settings.watch_max_delay_ms, 0), MAX_DELAY_MS) / 1000
         self.default_heartbeat = min(
             max(settings.watch_heartbeat_seconds, 1), MAX_HEARTBEAT_SECONDS
         )

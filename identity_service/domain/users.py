@@ -85,6 +85,9 @@ _ROW_COLUMNS = (
 )
 
 
+_users = table(UserRow)
+_members, _groups = table(MemberRow), table(GroupRow)
+_assignments, _roles = table(AssignmentRow), table(RoleRow)
 #: A user's groups, then its roles, as one JSON array of [rank, kind, name, display,
 #: source] (kind 0: a group's id and display name; kind 1: a role's name and source),
 #: ranked in the order of _GROUPS_OF and _ROLES_OF (the database's own ordering of
@@ -93,26 +96,26 @@ _ROW_COLUMNS = (
 _REFS_OF_ROW = union_all(
     select(
         literal_column("0", Integer).label("kind"),
-        GroupRow.pk.label("ordinal"),
-        GroupRow.id.label("name"),
-        GroupRow.display_name.label("display"),
+        _groups.c.pk.label("ordinal"),
+        _groups.c.id.label("name"),
+        _groups.c.display_name.label("display"),
         literal_column("0", Integer).label("source"),
     )
-    .select_from(MemberRow)
-    .join(GroupRow, GroupRow.pk == MemberRow.group_pk)
-    .where(MemberRow.member_id == UserRow.id)
-    .correlate(UserRow),
+    .select_from(_members)
+    .join(_groups, _groups.c.pk == _members.c.group_pk)
+    .where(_members.c.member_id == _users.c.id)
+    .correlate(_users),
     select(
         literal_column("1", Integer),
         literal_column("0", Integer),
-        RoleRow.name,
+        _roles.c.name,
         literal_column("''", String),
-        AssignmentRow.source,
+        _assignments.c.source,
     )
-    .select_from(AssignmentRow)
-    .join(RoleRow, RoleRow.pk == AssignmentRow.role_pk)
-    .where(AssignmentRow.user_pk == UserRow.pk)
-    .correlate(UserRow),
+    .select_from(_assignments)
+    .join(_roles, _roles.c.pk == _assignments.c.role_pk)
+    .where(_assignments.c.user_pk == _users.c.pk)
+    .correlate(_users),
 ).subquery("refs_of_row")
 _RANKED_REFS = select(
     _REFS_OF_ROW,
@@ -153,9 +156,12 @@ _OneRow = namedtuple(
 assert _OneRow._fields == tuple(c.key for c in _ONE_SELECT.selected_columns)
 _BY_ID_WHERE = (UserRow.tenant_pk == bindparam("t"), UserRow.id == bindparam("id"))
 _BY_ID = Prepared(_ONE_SELECT.where(*_BY_ID_WHERE))
-#: A write's row, locked (FOR UPDATE on PostgreSQL), with its groups and roles: a
-#: write answers with the user it stored from it (`_replace_row`), reading nothing back.
-_BY_ID_FOR_UPDATE = Prepared(_ONE_SELECT.where(*_BY_ID_WHERE).with_for_update(of=UserRow))
+#: A write's row, locked (FOR UPDATE on PostgreSQL). Not its groups and roles: on
+#: PostgreSQL a lock that waited for another writer's commit returns that writer's
+#: row, but a subquery of the same statement still reads the snapshot from before
+#: the wait. A write reads the user it stored afterwards (`get`: a statement whose
+#: snapshot starts after the lock).
+_BY_ID_FOR_UPDATE = Prepared(_ROW_SELECT.where(*_BY_ID_WHERE).with_for_update())
 # The write path's statements, built once with their values as parameters. A
 # statement built per call with the values inside costs SQLAlchemy a cache-key walk
 # over every value: that was about half of users.create's time.
@@ -187,7 +193,6 @@ _WRITTEN = (
     "last_modified",
     "managed_by",
 )
-_users = table(UserRow)
 #: The write path's statements, on the DBAPI cursor (storage.prepared: SQLAlchemy's
 #: execute costs more than each statement). Core columns, not the model's attributes:
 #: an ORM attribute makes a statement ORM-enabled (tests/layout/test_plain_dml.py).
@@ -849,7 +854,7 @@ def _replace_row(
     if adopt:
         changed.append("managedBy")
     if not changed:
-        return load_few(session, tenant, [row])[0]
+        return get(session, tenant, row.id)
     cols = _columns(new)
     if adopt:
         cols["managed_by"] = "scim"
@@ -880,18 +885,7 @@ def _replace_row(
         role_events, lost_last = policy.sync_roles(
             session, tenant, row.pk, row.id, policy.desired_roles(session, tenant, pol, row.id, new)
         )
-    if role_events:
-        result = get(session, tenant, row.id)  # its roles changed
-    else:
-        # What the UPDATE stored, and the groups and roles read with the locked row.
-        stored = row._replace(
-            version=row.version + 1,
-            last_modified=now,
-            active=cols["active"],
-            body=cols["body"],
-            managed_by=cols.get("managed_by", row.managed_by),
-        )
-        result = load_few(session, tenant, [stored])[0]
+    result = get(session, tenant, row.id)
     if is_active(old) != is_active(new):
         kind = E.EVENT_TYPE_USER_REACTIVATED if is_active(new) else E.EVENT_TYPE_USER_DEACTIVATED
     else:
@@ -958,7 +952,7 @@ def remove(
         return users_pb2.DeleteUserResponse(
             deleted=False, user=_deactivate(session, tenant, row, pol, ctx)
         )
-    before = load_few(session, tenant, [row])[0]
+    before = get(session, tenant, row.id)
     evs = leave_all_groups(session, row.id, groups_pb2.MEMBER_TYPE_USER)
     session.execute(delete(UserRow).where(UserRow.pk == row.pk))
     evs.append(events.event(E.EVENT_TYPE_USER_DELETED, "User", row.id, user=before))

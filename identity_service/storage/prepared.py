@@ -139,9 +139,9 @@ class Prepared:
         if c.binds:
             values = dict(values)
             for name, process in c.binds:
-                v = values.get(name)
-                if v is not None:
-                    values[name] = process(v)
+                if name in values:
+                    # None too, as SQLAlchemy does: a JSON column stores it as `null`.
+                    values[name] = process(values[name])
         return tuple(values[n] for n in c.names) if c.positional else values
 
     def execute(self, session: Session, params: Mapping[str, Any]) -> None:
@@ -211,9 +211,9 @@ class PreparedInsert:
         if c is None:
             c = self._compiled[dialect.name] = _CompiledInsert(self.table, self.columns, dialect)
         procs = c.processors
+        # None too, as SQLAlchemy does: a JSON column stores it as `null`.
         processed = [
-            tuple(v if p is None or v is None else p(v) for p, v in zip(procs, r, strict=True))
-            for r in rows
+            tuple(v if p is None else p(v) for p, v in zip(procs, r, strict=True)) for r in rows
         ]
         if c.order:
             order = c.order

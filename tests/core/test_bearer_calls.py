@@ -7,16 +7,20 @@ RecordOperations writes batches. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
+from sqlalchemy import insert, select, text
 
 from identity_service.changes import streams
 from identity_service.domain import groups, tenants, users
 from identity_service.storage.db import Database
 from identity_service.storage.filters import USERS, equality
 from identity_service.storage.listing import _lookup_statements
-from identity_service.storage.models import UserRow
+from identity_service.storage.models import UserRow, UserValueRow, table
 from scim_identity_api.v1 import (
     common_pb2,
     groups_pb2,
@@ -332,3 +336,63 @@ def test_prepared_statements_answer_what_sqlalchemy_answers(
         b = tenants.check_bearer(s, token)
         assert b.tenant.id == orm.id and b.tenant.revision == orm.revision
         assert b.token.id in {t.id for t in client.list_tokens(tenant.id)}
+
+
+def test_prepared_writes_store_what_sqlalchemy_stores(
+    client: IdentityClient, tenant: Tenant, identity_service_db: object
+) -> None:
+    """The write path's statements on the DBAPI cursor store the very values
+    SQLAlchemy's own execute stores: datetimes, booleans, JSON documents, and a None
+    in a JSON column (JSON `null`, not SQL NULL). Compared raw, in a transaction
+    that is rolled back."""
+    db = identity_service_db
+    assert isinstance(db, Database)
+    created = client.create_user(tenant.id, _user("vera"))
+
+    class Undo(Exception):
+        pass
+
+    def raw(s: Any, pk: int) -> list[tuple[Any, ...]]:
+        return [
+            tuple(r)
+            for r in s.execute(
+                text(
+                    'SELECT attr, value, type, "primary", extra IS NULL, '
+                    "CAST(extra AS TEXT) FROM user_values WHERE user_pk = :pk ORDER BY pk"
+                ),
+                {"pk": pk},
+            )
+        ]
+
+    with contextlib.suppress(Undo), db.write() as s:
+        upk = s.execute(select(UserRow.pk).where(UserRow.id == created.meta.id)).scalar_one()
+        tpk = tenants.by_id(s, tenant.id).pk
+        rows = [
+            (upk, tpk, "emails", "a@example.org", "a@example.org", "work", True, None, None),
+            (upk, tpk, "addresses", "1 Main St", "1 main st", "home", False, None, {"a": 1}),
+        ]
+        s.execute(users._DELETE_VALUES, {"user_pk": upk})
+        users._INSERT_VALUES.run(s, rows)
+        fast = raw(s, upk)
+        s.execute(users._DELETE_VALUES, {"user_pk": upk})
+        s.execute(
+            insert(table(UserValueRow)),
+            [dict(zip(users._VALUE_COLUMNS, r, strict=True)) for r in rows],
+        )
+        assert raw(s, upk) == fast and not fast[0][4]  # JSON null, as SQLAlchemy
+        params = {
+            "row_pk": upk,
+            "version": 7,
+            "last_modified": datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC),
+            "managed_by": "scim",
+            **users._columns(users.stored_form(_user("vera"))),
+        }
+        columns = text(
+            "SELECT version, CAST(last_modified AS TEXT), active, CAST(doc AS TEXT), body "
+            "FROM users WHERE pk = :pk"
+        )
+        users._RUN_UPDATE_USER.execute(s, params)
+        fast_user = tuple(s.execute(columns, {"pk": upk}).one())
+        s.execute(users._UPDATE_USER, params)
+        assert tuple(s.execute(columns, {"pk": upk}).one()) == fast_user
+        raise Undo

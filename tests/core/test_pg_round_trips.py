@@ -2,14 +2,17 @@
 reads by id check the bearer in one statement and read the user with its groups
 and roles in another, each its own snapshot, with no BEGIN or COMMIT around them.
 Counted on the wire: the service talks to PostgreSQL through a relay that counts
-each time the client speaks again after the server answered."""
+each time the client speaks again after the server answered. Also what only
+PostgreSQL's row locks can do: a write that waited for another writer's lock."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TypeVar
 
+import psycopg
 import pytest
 from sqlalchemy import make_url
 
@@ -18,8 +21,10 @@ from identity_service.storage import db as db_module
 from scim_identity_api.v1 import groups_pb2, users_pb2
 from scim_identity_client import CallContext, IdentityClient
 
-from ..support import ServiceThread, TcpRelay, eventually, throwaway_pg_database
+from ..support import PG_ADMIN_URL, ServiceThread, TcpRelay, eventually, throwaway_pg_database
+from .test_events import read_events
 from .test_filters import cmp
+from .test_patch_property import _op
 
 T = TypeVar("T")
 
@@ -54,8 +59,18 @@ class RoundTrips(TcpRelay):
         return answer, max((n - before.get(k, 0) for k, n in after.items()), default=0)
 
 
+@dataclass
+class Relayed:
+    client: IdentityClient
+    relay: RoundTrips
+    #: The database's own URL (not the relay's).
+    url: str
+
+
 @pytest.fixture
-def relayed() -> Iterator[tuple[IdentityClient, RoundTrips]]:
+def relayed() -> Iterator[Relayed]:
+    """A real identity service (in-process) on a PostgreSQL database of its own,
+    reached through a RoundTrips relay."""
     with throwaway_pg_database("identity_rt") as url:
         u = make_url(url)
         relay = RoundTrips(u.host or "127.0.0.1", u.port or 5432)
@@ -72,16 +87,16 @@ def relayed() -> Iterator[tuple[IdentityClient, RoundTrips]]:
         try:
             with IdentityClient(target) as client:
                 client.wait_ready()
-                yield client, relay
+                yield Relayed(client, relay, url)
         finally:
             service.stop()
             relay.close()
 
 
 def test_a_lookup_and_a_read_by_id_are_two_round_trips_each(
-    relayed: tuple[IdentityClient, RoundTrips], monkeypatch: pytest.MonkeyPatch
+    relayed: Relayed, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client, relay = relayed
+    client, relay = relayed.client, relayed.relay
     # A connection idle for a second is pinged before use (test_pg_connections tests
     # it): on a loaded machine the write before each read may take that long.
     monkeypatch.setattr(db_module, "PING_IDLE_SECONDS", 3600.0)
@@ -129,3 +144,58 @@ def test_a_lookup_and_a_read_by_id_are_two_round_trips_each(
             assert [g.id for g in found.groups] == [group.meta.id]
             assert [r.role for r in found.role_assignments] == ["admin"]
             assert trips <= 2, (call.__name__, trips)
+
+
+def test_a_write_that_waited_for_the_row_lock_answers_the_groups_and_roles_after_it(
+    relayed: Relayed,
+) -> None:
+    """Under READ COMMITTED a `SELECT ... FOR UPDATE` that waited for another writer
+    returns that writer's row, but a subquery of the same statement still reads the
+    snapshot from before the wait. Another transaction holds the user's row lock and
+    changes its groups and roles (as a PUT with role rules does); a PATCH waits for
+    it. Its answer, and its event's copy, must have the groups and roles after."""
+    client, url = relayed.client, relayed.url
+    tenant = client.create_tenant("waits")
+    user = client.create_user(tenant.id, users_pb2.User(user_name="ada", title="a"))
+    group = client.create_group(tenant.id, groups_pb2.Group(display_name="eng"))
+    client.update_group(tenant.id, group.meta.id, add_members=[user.meta.id])
+    client.create_role(tenant.id, "admin")
+    with psycopg.connect(url) as holder:
+        upk, tpk = holder.execute(
+            "SELECT pk, tenant_pk FROM users WHERE id = %s FOR UPDATE", (user.meta.id,)
+        ).fetchone()
+        (rpk,) = holder.execute(
+            "SELECT pk FROM roles WHERE tenant_pk = %s AND name = 'admin'", (tpk,)
+        ).fetchone()
+        holder.execute(
+            "INSERT INTO role_assignments (tenant_pk, user_pk, role_pk, source, created)"
+            " VALUES (%s, %s, %s, 1, now())",
+            (tpk, upk, rpk),
+        )
+        holder.execute("DELETE FROM group_members WHERE member_id = %s", (user.meta.id,))
+        holder.execute("UPDATE users SET version = version + 1 WHERE pk = %s", (upk,))
+        answers: list[users_pb2.User] = []
+        patching = threading.Thread(
+            target=lambda: answers.append(
+                client.patch_user(tenant.id, user.meta.id, [_op("replace", "title", "b")])
+            )
+        )
+        patching.start()
+        # The PATCH is waiting for the row lock (not merely not started yet).
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as watcher:
+            eventually(
+                lambda: watcher.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
+                    " AND wait_event_type = 'Lock'",
+                    (make_url(url).database,),
+                ).fetchone()[0],
+                what="the PATCH waiting for the row lock",
+            )
+        holder.commit()
+        patching.join(30)
+    (answered,) = answers
+    assert [g.id for g in answered.groups] == []
+    assert [r.role for r in answered.role_assignments] == ["admin"]
+    assert answered == client.get_user(tenant.id, user.meta.id)
+    last = [e for e in read_events(url, tenant.id) if e.resource_id == user.meta.id]
+    assert last[-1].user == answered

@@ -885,17 +885,20 @@ def _replace_row(
         role_events, lost_last = policy.sync_roles(
             session, tenant, row.pk, row.id, policy.desired_roles(session, tenant, pol, row.id, new)
         )
-    result = get(session, tenant, row.id)
     if is_active(old) != is_active(new):
         kind = E.EVENT_TYPE_USER_REACTIVATED if is_active(new) else E.EVENT_TYPE_USER_DEACTIVATED
     else:
         kind = E.EVENT_TYPE_USER_UPDATED
-    events.emit(
-        session,
-        tenant,
-        ctx,
-        [events.event(kind, "User", row.id, user=result, changed_attributes=changed), *role_events],
-    )
+    ev = events.event(kind, "User", row.id, changed_attributes=changed)
+
+    def read_back() -> None:
+        # Under the tenant's row lock: the groups a concurrent membership change
+        # committed before this event's revision are in it (events.emit).
+        ev.user.CopyFrom(get(session, tenant, row.id))
+
+    events.emit(session, tenant, ctx, [ev, *role_events], complete=read_back)
+    result = users_pb2.User()
+    result.CopyFrom(ev.user)
     if lost_last:
         return apply_last_role_action(session, tenant, pol, row.id, ctx) or result
     return result

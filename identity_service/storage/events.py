@@ -8,7 +8,7 @@ their commit order is their order (docs/architecture.md, "Event log").
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from google.protobuf import timestamp_pb2
 from sqlalchemy import bindparam, text, update
@@ -80,9 +80,16 @@ def emit(
     tenant: TenantRow,
     ctx: RequestContext,
     events: Sequence[changes_pb2.ChangeEvent],
+    *,
+    complete: Callable[[], None] | None = None,
 ) -> int:
     """Stamps `events` with the tenant's next revisions and stores them. Returns
-    the last revision written. Call once per transaction, after the state change."""
+    the last revision written. Call once per transaction, after the state change.
+    `complete`: fills in the events' resources once the revisions are taken, and with
+    them the tenant's row lock (PostgreSQL), which every writer of the tenant takes
+    here: a resource read then has every change of the revisions before its event's,
+    and none of the ones after (read earlier, another writer's change committed in
+    between would be missing from it, though its own event came first)."""
     if not events:
         return tenant.revision
     n = len(events)
@@ -93,6 +100,8 @@ def emit(
     )
     last: int = bumped.revision
     first = last - n + 1
+    if complete is not None:
+        complete()
     now = utcnow()
     ts = timestamp_pb2.Timestamp()
     ts.FromDatetime(now)

@@ -3,7 +3,8 @@ reads by id check the bearer in one statement and read the user with its groups
 and roles in another, each its own snapshot, with no BEGIN or COMMIT around them.
 Counted on the wire: the service talks to PostgreSQL through a relay that counts
 each time the client speaks again after the server answered. Also what only
-PostgreSQL's row locks can do: a write that waited for another writer's lock."""
+PostgreSQL's row locks can do: a write that waited for another writer's lock, on the
+user's row or on the tenant's (the revisions)."""
 
 from __future__ import annotations
 
@@ -196,6 +197,52 @@ def test_a_write_that_waited_for_the_row_lock_answers_the_groups_and_roles_after
     (answered,) = answers
     assert [g.id for g in answered.groups] == []
     assert [r.role for r in answered.role_assignments] == ["admin"]
+    assert answered == client.get_user(tenant.id, user.meta.id)
+    last = [e for e in read_events(url, tenant.id) if e.resource_id == user.meta.id]
+    assert last[-1].user == answered
+
+
+def test_a_writes_event_has_the_changes_committed_before_its_revision(
+    relayed: Relayed,
+) -> None:
+    """Another writer adds the user to a group and takes the tenant's next revision
+    (as a group PATCH does: its event), then commits while a PATCH of the user waits
+    for the tenant's row lock to take its own. The PATCH's event comes after that
+    writer's, so its copy of the user, and its answer, have the group."""
+    client, url = relayed.client, relayed.url
+    tenant = client.create_tenant("after")
+    user = client.create_user(tenant.id, users_pb2.User(user_name="ada", title="a"))
+    group = client.create_group(tenant.id, groups_pb2.Group(display_name="eng"))
+    with psycopg.connect(url) as holder:
+        (tpk,) = holder.execute(
+            "UPDATE tenants SET revision = revision WHERE id = %s RETURNING pk", (tenant.id,)
+        ).fetchone()
+        (gpk,) = holder.execute("SELECT pk FROM groups WHERE id = %s", (group.meta.id,)).fetchone()
+        holder.execute(
+            "INSERT INTO group_members (group_pk, member_id, member_type) VALUES (%s, %s, %s)",
+            (gpk, user.meta.id, groups_pb2.MEMBER_TYPE_USER),
+        )
+        answers: list[users_pb2.User] = []
+        patching = threading.Thread(
+            target=lambda: answers.append(
+                client.patch_user(tenant.id, user.meta.id, [_op("replace", "title", "b")])
+            )
+        )
+        patching.start()
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as watcher:
+            eventually(
+                lambda: watcher.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
+                    " AND wait_event_type = 'Lock'",
+                    (make_url(url).database,),
+                ).fetchone()[0],
+                what="the PATCH waiting for the tenant's row lock",
+            )
+        holder.commit()
+        patching.join(30)
+    assert tpk
+    (answered,) = answers
+    assert [g.id for g in answered.groups] == [group.meta.id]
     assert answered == client.get_user(tenant.id, user.meta.id)
     last = [e for e in read_events(url, tenant.id) if e.resource_id == user.meta.id]
     assert last[-1].user == answered

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 import pytest
@@ -175,26 +175,7 @@ def test_a_write_that_waited_for_the_row_lock_answers_the_groups_and_roles_after
         )
         holder.execute("DELETE FROM group_members WHERE member_id = %s", (user.meta.id,))
         holder.execute("UPDATE users SET version = version + 1 WHERE pk = %s", (upk,))
-        answers: list[users_pb2.User] = []
-        patching = threading.Thread(
-            target=lambda: answers.append(
-                client.patch_user(tenant.id, user.meta.id, [_op("replace", "title", "b")])
-            )
-        )
-        patching.start()
-        # The PATCH is waiting for the row lock (not merely not started yet).
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as watcher:
-            eventually(
-                lambda: watcher.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
-                    " AND wait_event_type = 'Lock'",
-                    (make_url(url).database,),
-                ).fetchone()[0],
-                what="the PATCH waiting for the row lock",
-            )
-        holder.commit()
-        patching.join(30)
-    (answered,) = answers
+        answered = _patch_waiting_for(holder, client, tenant.id, user.meta.id, url)
     assert [g.id for g in answered.groups] == []
     assert [r.role for r in answered.role_assignments] == ["admin"]
     assert answered == client.get_user(tenant.id, user.meta.id)
@@ -222,27 +203,37 @@ def test_a_writes_event_has_the_changes_committed_before_its_revision(
             "INSERT INTO group_members (group_pk, member_id, member_type) VALUES (%s, %s, %s)",
             (gpk, user.meta.id, groups_pb2.MEMBER_TYPE_USER),
         )
-        answers: list[users_pb2.User] = []
-        patching = threading.Thread(
-            target=lambda: answers.append(
-                client.patch_user(tenant.id, user.meta.id, [_op("replace", "title", "b")])
-            )
-        )
-        patching.start()
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as watcher:
-            eventually(
-                lambda: watcher.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
-                    " AND wait_event_type = 'Lock'",
-                    (make_url(url).database,),
-                ).fetchone()[0],
-                what="the PATCH waiting for the tenant's row lock",
-            )
-        holder.commit()
-        patching.join(30)
+        answered = _patch_waiting_for(holder, client, tenant.id, user.meta.id, url)
     assert tpk
-    (answered,) = answers
     assert [g.id for g in answered.groups] == [group.meta.id]
     assert answered == client.get_user(tenant.id, user.meta.id)
     last = [e for e in read_events(url, tenant.id) if e.resource_id == user.meta.id]
     assert last[-1].user == answered
+
+
+def _patch_waiting_for(
+    holder: psycopg.Connection[Any], client: IdentityClient, tenant_id: str, user_id: str, url: str
+) -> users_pb2.User:
+    """A PATCH of the user, made while `holder`'s transaction holds a lock it needs:
+    `holder` commits once the PATCH is seen waiting for a lock (not merely not
+    started yet). The PATCH's answer."""
+    answers: list[users_pb2.User] = []
+    patching = threading.Thread(
+        target=lambda: answers.append(
+            client.patch_user(tenant_id, user_id, [_op("replace", "title", "b")])
+        )
+    )
+    patching.start()
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as watcher:
+        eventually(
+            lambda: watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
+                " AND wait_event_type = 'Lock'",
+                (make_url(url).database,),
+            ).fetchone()[0],
+            what="the PATCH waiting for a lock",
+        )
+    holder.commit()
+    patching.join(30)
+    (answered,) = answers
+    return answered

@@ -194,25 +194,22 @@ _WRITTEN = (
     "managed_by",
 )
 #: The write path's statements, on the DBAPI cursor (storage.prepared: SQLAlchemy's
-#: execute costs more than each statement). Core columns, not the model's attributes:
-#: an ORM attribute makes a statement ORM-enabled (tests/layout/test_plain_dml.py).
-_INSERT_USER = (
+#: execute costs more than each statement). Core columns, not the model's attributes
+#: (tests/layout/test_plain_dml.py).
+_INSERT_USER = Prepared(
     insert(_users)
     .values({c: bindparam(c) for c in ("id", "tenant_pk", "created", *_WRITTEN)})
     .returning(_users.c.pk)
 )
 #: `row_pk` names the row.
-_UPDATE_USER = (
+_UPDATE_USER = Prepared(
     update(_users)
     .where(_users.c.pk == bindparam("row_pk"))
     .values({c: bindparam(c) for c in _WRITTEN})
 )
-_DELETE_VALUES = delete(table(UserValueRow)).where(
-    table(UserValueRow).c.user_pk == bindparam("user_pk")
+_DELETE_VALUES = Prepared(
+    delete(table(UserValueRow)).where(table(UserValueRow).c.user_pk == bindparam("user_pk"))
 )
-_RUN_INSERT_USER = Prepared(_INSERT_USER)
-_RUN_UPDATE_USER = Prepared(_UPDATE_USER)
-_RUN_DELETE_VALUES = Prepared(_DELETE_VALUES)
 _VALUE_COLUMNS = (
     "user_pk",
     "tenant_pk",
@@ -633,7 +630,7 @@ def _insert(
     now = utcnow()
     uid = new_id()
     try:
-        ((pk,),) = _RUN_INSERT_USER.run(
+        ((pk,),) = _INSERT_USER.run(
             session,
             {
                 "id": uid,
@@ -864,7 +861,7 @@ def _replace_row(
     if _primary_email_key(new) != _primary_email_key(old):
         _refuse_taken_email(session, tenant, pol, new, but=row.pk)
     try:
-        _RUN_UPDATE_USER.execute(
+        _UPDATE_USER.execute(
             session,
             {
                 "row_pk": row.pk,
@@ -877,7 +874,7 @@ def _replace_row(
     except IntegrityError:
         raise _uniqueness(new.user_name) from None
     if not VALUE_ATTRIBUTES.isdisjoint(changed):
-        _RUN_DELETE_VALUES.execute(session, {"user_pk": row.pk})
+        _DELETE_VALUES.execute(session, {"user_pk": row.pk})
         _INSERT_VALUES.run(session, _value_rows(new, row.pk, tenant.pk))
     role_events: list[changes_pb2.ChangeEvent] = []
     lost_last = False

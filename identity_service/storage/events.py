@@ -24,9 +24,10 @@ from .prepared import Prepared, PreparedInsert
 
 E = changes_pb2
 
-# Built once, values as parameters (see users._INSERT_USER): every write runs them.
+# Built once, values as parameters, and run on the DBAPI cursor (storage.prepared):
+# every write runs them, and SQLAlchemy's execute costs more than either statement.
 _tenants = table(TenantRow)
-_BUMP = (
+_BUMP_REVISION = Prepared(
     update(_tenants)
     .where(_tenants.c.pk == bindparam("tenant"))
     .values(
@@ -36,9 +37,6 @@ _BUMP = (
     )
     .returning(_tenants.c.revision)
 )
-#: Both on the DBAPI cursor (storage.prepared): every write runs them, and SQLAlchemy's
-#: execute costs more than either statement.
-_BUMP_REVISION = Prepared(_BUMP)
 _EVENT_COLUMNS = ("tenant_pk", "revision", "type", "resource_type", "time", "payload")
 _INSERT_EVENTS = PreparedInsert(table(EventRow), _EVENT_COLUMNS)
 _NOTIFY = text("SELECT pg_notify(:channel, :payload)")

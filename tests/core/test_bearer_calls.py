@@ -371,10 +371,10 @@ def test_prepared_writes_store_what_sqlalchemy_stores(
             (upk, tpk, "emails", "a@example.org", "a@example.org", "work", True, None, None),
             (upk, tpk, "addresses", "1 Main St", "1 main st", "home", False, None, {"a": 1}),
         ]
-        s.execute(users._DELETE_VALUES, {"user_pk": upk})
+        s.execute(users._DELETE_VALUES.stmt, {"user_pk": upk})
         users._INSERT_VALUES.run(s, rows)
         fast = raw(s, upk)
-        s.execute(users._DELETE_VALUES, {"user_pk": upk})
+        s.execute(users._DELETE_VALUES.stmt, {"user_pk": upk})
         s.execute(
             insert(table(UserValueRow)),
             [dict(zip(users._VALUE_COLUMNS, r, strict=True)) for r in rows],
@@ -391,8 +391,8 @@ def test_prepared_writes_store_what_sqlalchemy_stores(
             "SELECT version, CAST(last_modified AS TEXT), active, CAST(doc AS TEXT), body "
             "FROM users WHERE pk = :pk"
         )
-        users._RUN_UPDATE_USER.execute(s, params)
+        users._UPDATE_USER.execute(s, params)
         fast_user = tuple(s.execute(columns, {"pk": upk}).one())
-        s.execute(users._UPDATE_USER, params)
+        s.execute(users._UPDATE_USER.stmt, params)
         assert tuple(s.execute(columns, {"pk": upk}).one()) == fast_user
         raise Undo

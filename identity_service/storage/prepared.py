@@ -173,22 +173,6 @@ class Prepared:
         return rows[0] if rows else None
 
 
-class _CompiledInsert:
-    __slots__ = ("order", "processors", "sql")
-
-    def __init__(self, table: Table, columns: tuple[str, ...], dialect: Dialect) -> None:
-        stmt = insert(table).values({c: bindparam(c) for c in columns})
-        compiled = stmt.compile(dialect=dialect)
-        self.sql = compiled.string
-        positional = dialect.paramstyle in ("qmark", "format", "numeric")
-        names = tuple(compiled.positiontup or ()) if positional else columns
-        # Parameters by position in the statement (pyformat dialects take a dict).
-        self.order = tuple(columns.index(n) for n in names) if positional else ()
-        self.processors = tuple(
-            table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns
-        )
-
-
 class PreparedInsert:
     """One INSERT of `columns`, compiled once per dialect, run as one executemany of
     value tuples on the session's DBAPI connection. The values go through the bind
@@ -197,26 +181,32 @@ class PreparedInsert:
     row and processes it, several times the cost of the insert itself."""
 
     def __init__(self, table: Table, columns: Sequence[str]) -> None:
-        self.table = table
         self.columns = tuple(columns)
-        self._compiled: dict[str, _CompiledInsert] = {}
+        self._insert = Prepared(insert(table).values({c: bindparam(c) for c in self.columns}))
+        #: Per dialect: each column's bind processor (or None), and the statement's
+        #: parameter order as column positions (None for a dialect that takes dicts).
+        self._layout: dict[str, tuple[tuple[Any, ...], tuple[int, ...] | None]] = {}
 
     def run(self, session: Session, rows: Sequence[Sequence[Any]]) -> None:
         """Inserts `rows`, each a value per column, in `columns` order."""
         if not rows:
             return
         conn = _connection(session)
-        dialect = conn.dialect
-        c = self._compiled.get(dialect.name)
-        if c is None:
-            c = self._compiled[dialect.name] = _CompiledInsert(self.table, self.columns, dialect)
-        procs = c.processors
+        c = self._insert._for(conn.dialect)
+        layout = self._layout.get(conn.dialect.name)
+        if layout is None:
+            # The statement's own bind processors (Prepared), by column position.
+            by_name = dict(c.binds)
+            layout = self._layout[conn.dialect.name] = (
+                tuple(by_name.get(col) for col in self.columns),
+                tuple(self.columns.index(n) for n in c.names) if c.positional else None,
+            )
+        procs, order = layout
         # None too, as SQLAlchemy does: a JSON column stores it as `null`.
         processed = [
             tuple(v if p is None else p(v) for p, v in zip(procs, r, strict=True)) for r in rows
         ]
-        if c.order:
-            order = c.order
+        if order is not None:
             args: list[Any] = [tuple(r[i] for i in order) for r in processed]
         else:
             args = [dict(zip(self.columns, r, strict=True)) for r in processed]
